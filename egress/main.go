@@ -1,0 +1,68 @@
+// Command egress streams results to clients as Server-Sent Events.
+// See README.md for the API and docs/ARCHITECTURE.md for how it fits.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/egress"
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
+	"github.com/switchboard-llm/switchboard/internal/telemetry"
+	"github.com/switchboard-llm/switchboard/internal/topicspec"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8081", "HTTP listen address")
+	brokers := flag.String("brokers", envOr("SWITCHBOARD_BROKERS", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"), "Kafka seed brokers, comma-separated (env SWITCHBOARD_BROKERS)")
+	topicsFile := flag.String("topics-file", "", "topics.yaml to use (default: the one built in)")
+	prefix := flag.String("topic-prefix", "", "topic name prefix (default: the topics file's)")
+	provision := flag.Bool("provision-topics", false, "create or grow the topics from the topics file at start")
+	replayWindow := flag.Duration("replay-window", 5*time.Minute, "how far back a new stream without a cursor is replayed")
+	buffer := flag.Int("subscriber-buffer", 1024, "events held for a slow subscriber before it is disconnected")
+	logFormat := flag.String("log-format", "json", "log format: json or text")
+	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	flag.Parse()
+
+	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, egress.Config{
+		Addr:             *addr,
+		Kafka:            kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-egress"},
+		ReplayWindow:     *replayWindow,
+		SubscriberBuffer: *buffer,
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, "egress:", err)
+		os.Exit(1)
+	}
+}
+
+func run(logFormat, logLevel, topicsFile, prefix string, provision bool, cfg egress.Config) error {
+	logger, err := telemetry.NewLogger(os.Stderr, logFormat, logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	spec, err := topicspec.Setup(ctx, topicsFile, prefix, provision, cfg.Kafka.Brokers, logger)
+	if err != nil {
+		return err
+	}
+	cfg.Topics = spec
+	cfg.Logger = logger
+	eg, err := egress.New(cfg)
+	if err != nil {
+		return err
+	}
+	return eg.Run(ctx)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

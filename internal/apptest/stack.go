@@ -1,0 +1,114 @@
+package apptest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// StackOptions shape a local stack.
+type StackOptions struct {
+	// ModelLatency is modelsim's base latency. Default 5ms.
+	ModelLatency time.Duration
+	// Routers is how many router-worker processes run. Default 1.
+	Routers int
+	// ReadyTimeout bounds each service's start. Default 60s.
+	ReadyTimeout time.Duration
+}
+
+// Stack is a running local stack: devbroker, modelsim, router-workers,
+// egress and ingress, each a process on its own loopback ports.
+type Stack struct {
+	Dir         string
+	Brokers     string
+	IngressURL  string
+	EgressURL   string
+	ModelsimURL string
+	Devbroker   *Proc
+	Modelsim    *Proc
+	Routers     []*Proc
+	Egress      *Proc
+	Ingress     *Proc
+	bin         map[string]string
+	t           testing.TB
+	backends    string
+}
+
+// StartStack starts a stack from the binaries in bin (see Build) and waits
+// until every service is ready. Cleanup stops it.
+func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
+	t.Helper()
+	if opts.ModelLatency == 0 {
+		opts.ModelLatency = 5 * time.Millisecond
+	}
+	if opts.Routers == 0 {
+		opts.Routers = 1
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 60 * time.Second
+	}
+	ctx := t.Context()
+	s := &Stack{Dir: t.TempDir(), bin: bin, t: t}
+	ready := filepath.Join(s.Dir, "devbroker.ready")
+	s.Devbroker = Start(t, "devbroker", bin["devbroker"], "--ports", "0,0,0",
+		"--data-dir", filepath.Join(s.Dir, "kafka"), "--ready-file", ready)
+	brokers, err := WaitFile(ready, opts.ReadyTimeout)
+	if err != nil {
+		t.Fatalf("devbroker: %v", err)
+	}
+	s.Brokers = brokers
+
+	topics := Start(t, "topics", bin["topics"], "--brokers", brokers)
+	select {
+	case <-topics.done:
+		if topics.err != nil {
+			t.Fatalf("topics: %v\n%s", topics.err, topics.Output())
+		}
+	case <-time.After(opts.ReadyTimeout):
+		t.Fatalf("topics did not finish within %v", opts.ReadyTimeout)
+	}
+
+	simPort := FreePort(t)
+	s.ModelsimURL = fmt.Sprintf("http://127.0.0.1:%d", simPort)
+	s.Modelsim = Start(t, "modelsim", bin["modelsim"], "--addr", fmt.Sprintf("127.0.0.1:%d", simPort),
+		"--latency", opts.ModelLatency.String(), "--jitter", "0s")
+	s.backends = filepath.Join(s.Dir, "backends.yaml")
+	backends := fmt.Sprintf("backends:\n  - name: modelsim\n    base_url: %s/v1\n    models: [sim]\n    max_concurrency: 64\n    timeout: 30s\n", s.ModelsimURL)
+	if err := os.WriteFile(s.backends, []byte(backends), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range opts.Routers {
+		s.StartRouter()
+	}
+	egPort, inPort := FreePort(t), FreePort(t)
+	s.EgressURL = fmt.Sprintf("http://127.0.0.1:%d", egPort)
+	s.IngressURL = fmt.Sprintf("http://127.0.0.1:%d", inPort)
+	s.Egress = Start(t, "egress", bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", egPort), "--brokers", brokers)
+	s.Ingress = Start(t, "ingress", bin["ingress"], "--addr", fmt.Sprintf("127.0.0.1:%d", inPort), "--brokers", brokers)
+
+	for _, u := range []string{s.ModelsimURL + "/healthz", s.EgressURL + "/readyz", s.IngressURL + "/readyz"} {
+		if err := WaitHTTP(ctx, u, opts.ReadyTimeout); err != nil {
+			t.Fatalf("stack not ready: %v", err)
+		}
+	}
+	return s
+}
+
+// StartRouter starts one more router-worker and waits until it is ready.
+func (s *Stack) StartRouter() *Proc {
+	s.t.Helper()
+	port := FreePort(s.t)
+	name := "router-worker-" + strconv.Itoa(len(s.Routers)+1)
+	p := Start(s.t, name, s.bin["router-worker"], "--addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"--brokers", s.Brokers, "--backends", s.backends, "--instance-id", "",
+		"--shutdown-timeout", "10s")
+	if err := WaitHTTP(context.WithoutCancel(s.t.Context()), fmt.Sprintf("http://127.0.0.1:%d/readyz", port), time.Minute); err != nil {
+		s.t.Fatalf("%s: %v", name, err)
+	}
+	s.Routers = append(s.Routers, p)
+	return p
+}

@@ -1,0 +1,211 @@
+// Package egress is the pipeline's way out: every egress instance reads all
+// partitions of the results topic and forwards each result to the clients
+// subscribed to its conversation on that instance, as Server-Sent Events.
+//
+// A subscriber first gets the conversation's recent past replayed from Kafka
+// (from its cursor, or from ReplayWindow ago), then the live feed, with no
+// gap and no overlap between the two (see hub.subscribe). Per subscriber,
+// duplicate chunks, chunks of superseded attempts and repeated terminal
+// results are dropped, so a client sees each answer once and in order.
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchboard-llm/switchboard/internal/httpserve"
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
+	"github.com/switchboard-llm/switchboard/internal/telemetry"
+	"github.com/switchboard-llm/switchboard/internal/topicspec"
+)
+
+// Config configures an egress. The zero value of every field but Topics is
+// a working default.
+type Config struct {
+	// Addr is the HTTP listen address. Default 127.0.0.1:8081.
+	Addr string
+	// Kafka says how to reach the cluster.
+	Kafka kafkaconf.Config
+	// Topics names the topics (from topics.yaml). Required.
+	Topics *topicspec.Spec
+	// ReplayWindow is how far back a new subscriber without a cursor is
+	// replayed. Default 5m.
+	ReplayWindow time.Duration
+	// ReplayTimeout bounds a replay from Kafka. Default 30s.
+	ReplayTimeout time.Duration
+	// SubscriberBuffer is how many events may wait for one slow subscriber
+	// before it is disconnected with a cursor to resume from. Default 1024.
+	SubscriberBuffer int
+	// Heartbeat is the interval of SSE keep-alive comments. Default 15s.
+	Heartbeat time.Duration
+	// Logger receives the service's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registry receives the service's metrics. Default: a new registry.
+	Registry *prometheus.Registry
+}
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8081"
+	}
+	if c.ReplayWindow == 0 {
+		c.ReplayWindow = 5 * time.Minute
+	}
+	if c.ReplayTimeout == 0 {
+		c.ReplayTimeout = 30 * time.Second
+	}
+	if c.SubscriberBuffer == 0 {
+		c.SubscriberBuffer = 1024
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registry == nil {
+		c.Registry = telemetry.NewRegistry()
+	}
+}
+
+// Validate reports the first configuration error.
+func (c *Config) Validate() error {
+	if c.Topics == nil {
+		return errors.New("egress: topics spec is required")
+	}
+	if c.ReplayWindow < 0 || c.ReplayTimeout < 0 || c.SubscriberBuffer < 1 || c.Heartbeat < 0 {
+		return errors.New("egress: windows, timeouts and buffers must be positive")
+	}
+	return c.Kafka.Validate()
+}
+
+// Egress serves result streams.
+type Egress struct {
+	cfg     Config
+	log     *slog.Logger
+	topic   string
+	client  *kgo.Client // the live reader of every results partition
+	adm     *kadm.Client
+	hub     *hub
+	metrics *metrics
+	handler http.Handler
+	ready   chan struct{} // closed once the live reader is positioned
+	stop    chan struct{} // closed when Run begins to stop
+}
+
+// New validates cfg and creates the Kafka clients; Run positions them.
+func New(cfg Config) (*Egress, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(cfg.Kafka.Opts(cfg.Logger)...)
+	if err != nil {
+		return nil, fmt.Errorf("egress: kafka client: %w", err)
+	}
+	e := &Egress{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		topic:   cfg.Topics.Name(topicspec.Results),
+		client:  cl,
+		adm:     kadm.NewClient(cl),
+		metrics: newMetrics(cfg.Registry),
+		ready:   make(chan struct{}),
+		stop:    make(chan struct{}),
+	}
+	e.hub = newHub(e.metrics)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
+	telemetry.Mount(mux, cfg.Registry, e.readiness)
+	e.handler = mux
+	return e, nil
+}
+
+// Handler returns the HTTP API, for tests that serve it themselves.
+func (e *Egress) Handler() http.Handler { return e.handler }
+
+// Run positions the live reader at the end of every results partition,
+// serves HTTP, and forwards results until ctx is done; then it closes every
+// stream and returns.
+func (e *Egress) Run(ctx context.Context) error {
+	defer e.client.Close()
+	ln, err := net.Listen("tcp", e.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("egress: listen: %w", err)
+	}
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- httpserve.Run(ctx, ln, e.handler, 2*time.Second, e.log) }()
+	defer close(e.stop)
+
+	if err := e.position(ctx); err != nil {
+		if ctx.Err() != nil {
+			return <-httpDone
+		}
+		return errors.Join(err, <-httpDone)
+	}
+	close(e.ready)
+	for {
+		fetches := e.client.PollFetches(ctx)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			break
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			e.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		})
+		fetches.EachRecord(e.hub.publish)
+	}
+	e.hub.closeAll()
+	return <-httpDone
+}
+
+// position finds the end of every results partition and starts the live
+// reader there, retrying until the cluster answers or ctx ends.
+func (e *Egress) position(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		ends, err := e.adm.ListEndOffsets(ctx, e.topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil && len(ends[e.topic]) == 0 {
+			err = fmt.Errorf("topic %s has no partitions (is it provisioned?)", e.topic)
+		}
+		if err == nil {
+			offsets := map[int32]kgo.Offset{}
+			next := map[int32]int64{}
+			ends.Each(func(o kadm.ListedOffset) {
+				offsets[o.Partition] = kgo.NewOffset().At(o.Offset)
+				next[o.Partition] = o.Offset
+			})
+			e.hub.start(next)
+			e.client.AddConsumePartitions(map[string]map[int32]kgo.Offset{e.topic: offsets})
+			e.log.Info("egress reading results", "topic", e.topic, "partitions", len(offsets))
+			return nil
+		}
+		if attempt%10 == 0 {
+			e.log.Warn("waiting for the results topic", "topic", e.topic, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (e *Egress) readiness(*http.Request) error {
+	select {
+	case <-e.ready:
+		return nil
+	default:
+		return errors.New("the results topic is not positioned yet")
+	}
+}

@@ -1,0 +1,67 @@
+// Package kafkaconf builds the franz-go client options every Switchboard
+// binary shares: seed brokers, client ID and logging. Service packages add
+// their own producer or consumer options on top.
+package kafkaconf
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+)
+
+// DefaultBrokers are the devbroker's listeners that `make run` starts.
+var DefaultBrokers = []string{"127.0.0.1:19092", "127.0.0.1:19093", "127.0.0.1:19094"}
+
+// Config is how a binary reaches the Kafka cluster.
+type Config struct {
+	// Brokers are seed broker addresses (host:port). Empty means DefaultBrokers.
+	Brokers []string
+	// ClientID names the client in broker logs and quotas.
+	ClientID string
+}
+
+// ParseBrokers splits a comma-separated broker list, dropping empty entries.
+func ParseBrokers(s string) []string {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Validate checks the broker addresses.
+func (c Config) Validate() error {
+	for _, b := range c.Brokers {
+		if !strings.Contains(b, ":") {
+			return errors.New("kafka: broker " + b + " needs a host:port form")
+		}
+	}
+	return nil
+}
+
+// Opts returns the client options for c. logger receives franz-go's own log
+// lines at warn level and above.
+func (c Config) Opts(logger *slog.Logger) []kgo.Opt {
+	brokers := c.Brokers
+	if len(brokers) == 0 {
+		brokers = DefaultBrokers
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.DialTimeout(5 * time.Second),
+		kgo.MetadataMinAge(time.Second),
+	}
+	if c.ClientID != "" {
+		opts = append(opts, kgo.ClientID(c.ClientID))
+	}
+	if logger != nil {
+		opts = append(opts, kgo.WithLogger(kslog.New(logger.With("component", "kafka"))))
+	}
+	return opts
+}

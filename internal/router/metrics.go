@@ -1,0 +1,44 @@
+package router
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	processed      *prometheus.CounterVec   // lane, outcome
+	backendSeconds *prometheus.HistogramVec // backend, outcome
+	deadLetters    *prometheus.CounterVec   // reason
+	rebalances     *prometheus.CounterVec   // kind
+	queued         prometheus.Gauge
+	paused         prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_router_requests_total",
+			Help: "Requests finished, by lane and outcome (ok, dead_letter, unknown_model, deadline_exceeded, backend_unavailable).",
+		}, []string{"lane", "outcome"}),
+		backendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "switchboard_router_backend_call_duration_seconds",
+			Help:    "Duration of one backend call (one attempt), by backend and outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"backend", "outcome"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_router_dead_letters_total",
+			Help: "Records written to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
+		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_router_rebalance_events_total",
+			Help: "Partition assignment changes, by kind (assigned, revoked, lost).",
+		}, []string{"kind"}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_router_queued_records",
+			Help: "Fetched records waiting for their partition's worker.",
+		}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_router_paused_partitions",
+			Help: "Partitions whose fetching is paused because too many records wait.",
+		}),
+	}
+	reg.MustRegister(m.processed, m.backendSeconds, m.deadLetters, m.rebalances, m.queued, m.paused)
+	return m
+}

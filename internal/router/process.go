@@ -1,0 +1,286 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/llm"
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
+)
+
+// Dead-letter reasons and error result codes.
+const (
+	ReasonDecode           = "decode_error"
+	ReasonUnknownModel     = "unknown_model"
+	ReasonBackend          = "backend_error"
+	CodeDeadlineExceeded   = "deadline_exceeded"
+	CodeBackendUnavailable = "backend_unavailable"
+)
+
+// process handles one request record to completion: every result record
+// (and dead letter) it writes is acknowledged by Kafka when it returns nil.
+// An error means the results could not be written (or ctx ended) and the
+// record must be processed again; backend failures are not errors here, they
+// become error results.
+func (r *Router) process(ctx context.Context, rec *kgo.Record) error {
+	lane := laneOf(rec.Topic)
+	req, err := envelope.DecodeRequest(rec)
+	if err != nil {
+		r.log.Warn("undecodable request dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+		r.metrics.processed.WithLabelValues(lane, "dead_letter").Inc()
+		return r.deadLetter(ctx, rec, ReasonDecode, err.Error(), "", 0)
+	}
+	out := &emitter{r: r, ctx: ctx, req: req}
+	dispatched := time.Now()
+
+	if dl := req.GetDeadline(); dl != nil && !dispatched.Before(dl.AsTime()) {
+		r.metrics.processed.WithLabelValues(lane, "deadline_exceeded").Inc()
+		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: CodeDeadlineExceeded,
+			Message: fmt.Sprintf("the deadline %s passed before the request was dispatched", dl.AsTime().Format(time.RFC3339Nano))}}})
+		return out.wait()
+	}
+
+	backend := r.models[req.GetModel()]
+	if backend == nil {
+		msg := fmt.Sprintf("no backend serves model %q", req.GetModel())
+		r.metrics.processed.WithLabelValues(lane, "unknown_model").Inc()
+		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: ReasonUnknownModel, Message: msg}}})
+		if err := out.wait(); err != nil {
+			return err
+		}
+		return r.deadLetter(ctx, rec, ReasonUnknownModel, msg, req.GetRequestId(), 0)
+	}
+
+	callCtx := ctx
+	if dl := req.GetDeadline(); dl != nil {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithDeadline(ctx, dl.AsTime())
+		defer cancel()
+	}
+	backoff := r.cfg.RetryBackoff
+	var lastErr error
+	for attempt := int32(1); attempt <= int32(r.cfg.MaxAttempts); attempt++ {
+		start := time.Now()
+		resp, err := r.call(callCtx, backend, req, out, attempt)
+		r.metrics.backendSeconds.WithLabelValues(backend.name, outcome(err)).Observe(time.Since(start).Seconds())
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil {
+			r.metrics.processed.WithLabelValues(lane, "ok").Inc()
+			out.terminal(attempt, &pb.Result{Body: &pb.Result_Final{Final: &pb.Final{
+				Content:      resp.Content,
+				FinishReason: resp.FinishReason,
+				Usage: &pb.Usage{
+					PromptTokens:     int32(resp.Usage.PromptTokens),
+					CompletionTokens: int32(resp.Usage.CompletionTokens),
+					TotalTokens:      int32(resp.Usage.TotalTokens),
+				},
+				Backend: backend.name,
+				Timings: &pb.Timings{
+					AcceptedAt:   req.GetAcceptedAt(),
+					DispatchedAt: timestamppb.New(dispatched),
+					FirstTokenAt: optionalTime(resp.FirstTokenAt),
+					CompletedAt:  timestamppb.Now(),
+				},
+			}}})
+			return out.wait()
+		}
+		lastErr = err
+		if callCtx.Err() != nil || !llm.IsRetryable(err) || attempt == int32(r.cfg.MaxAttempts) {
+			break
+		}
+		wait := max(backoff, llm.RetryAfter(err))
+		r.log.Info("backend call failed; retrying", "request_id", req.GetRequestId(), "attempt", attempt, "backoff", wait, "err", err)
+		select {
+		case <-callCtx.Done():
+		case <-time.After(wait):
+		}
+		backoff *= 2
+	}
+
+	code, reason := CodeBackendUnavailable, ReasonBackend
+	if callCtx.Err() != nil && ctx.Err() == nil {
+		code = CodeDeadlineExceeded
+	}
+	r.metrics.processed.WithLabelValues(lane, code).Inc()
+	out.terminal(out.attempt, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: code, Message: lastErr.Error(), Retryable: llm.IsRetryable(lastErr)}}})
+	if err := out.wait(); err != nil {
+		return err
+	}
+	if code == CodeDeadlineExceeded {
+		return nil // the client's own deadline: nothing to re-drive
+	}
+	return r.deadLetter(ctx, rec, reason, lastErr.Error(), req.GetRequestId(), out.attempt)
+}
+
+// call makes one attempt at the backend, streaming chunk results through
+// out when the request asked for a stream.
+func (r *Router) call(ctx context.Context, b *backendClient, req *pb.Request, out *emitter, attempt int32) (*llm.ChatResponse, error) {
+	creq := llm.ChatRequest{Model: req.GetModel(), MaxTokens: int(req.GetMaxTokens()), Temperature: req.Temperature}
+	for _, m := range req.GetMessages() {
+		creq.Messages = append(creq.Messages, llm.Message{Role: m.GetRole(), Content: m.GetContent()})
+	}
+	out.attempt = attempt
+	if !req.GetStream() {
+		return b.client.Complete(ctx, creq)
+	}
+	co := coalescer{interval: r.cfg.ChunkInterval, size: r.cfg.ChunkBytes, flush: func(delta string) {
+		out.chunk(attempt, delta)
+	}}
+	resp, err := b.client.Stream(ctx, creq, func(delta string) error {
+		co.add(delta)
+		return nil
+	})
+	co.close()
+	return resp, err
+}
+
+// coalescer groups streamed deltas into chunks of about interval or size.
+type coalescer struct {
+	interval time.Duration
+	size     int
+	flush    func(string)
+	buf      strings.Builder
+	last     time.Time
+}
+
+func (c *coalescer) add(delta string) {
+	if c.last.IsZero() {
+		c.last = time.Now()
+	}
+	c.buf.WriteString(delta)
+	if c.buf.Len() >= c.size || time.Since(c.last) >= c.interval {
+		c.emit()
+	}
+}
+
+func (c *coalescer) emit() {
+	if c.buf.Len() == 0 {
+		return
+	}
+	c.flush(c.buf.String())
+	c.buf.Reset()
+	c.last = time.Now()
+}
+
+func (c *coalescer) close() { c.emit() }
+
+// emitter writes one request's result records, in order, and collects the
+// producer's acknowledgements.
+type emitter struct {
+	r       *Router
+	ctx     context.Context
+	req     *pb.Request
+	attempt int32
+	index   int32 // next chunk index of the current attempt
+	indexOf int32 // the attempt index counts for
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	err     error
+}
+
+func (e *emitter) produce(res *pb.Result) {
+	res.RequestId = e.req.GetRequestId()
+	res.ConversationId = e.req.GetConversationId()
+	res.Tenant = e.req.GetTenant()
+	res.Metadata = e.req.GetMetadata()
+	rec, err := envelope.EncodeResult(e.r.results, res)
+	if err != nil {
+		e.fail(err)
+		return
+	}
+	e.wg.Add(1)
+	e.r.client.Produce(e.ctx, rec, func(_ *kgo.Record, err error) {
+		defer e.wg.Done()
+		if err != nil {
+			e.fail(err)
+		}
+	})
+}
+
+func (e *emitter) fail(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.err == nil {
+		e.err = err
+	}
+}
+
+func (e *emitter) chunk(attempt int32, delta string) {
+	if e.indexOf != attempt {
+		e.indexOf, e.index = attempt, 0
+	}
+	e.produce(&pb.Result{Attempt: attempt, Body: &pb.Result_Chunk{Chunk: &pb.Chunk{Index: e.index, Delta: delta}}})
+	e.index++
+}
+
+// terminal writes the request's one terminal result: res holds its body.
+func (e *emitter) terminal(attempt int32, res *pb.Result) {
+	res.Attempt = max(attempt, 1)
+	e.produce(res)
+}
+
+// wait blocks until every record produced so far is acknowledged and
+// returns the first failure.
+func (e *emitter) wait() error {
+	e.wg.Wait()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.err != nil {
+		return fmt.Errorf("produce results: %w", e.err)
+	}
+	return nil
+}
+
+func (r *Router) deadLetter(ctx context.Context, rec *kgo.Record, reason, detail, requestID string, attempts int32) error {
+	dl, err := envelope.DeadLetter(r.dlq, rec, reason, detail, requestID, attempts)
+	if err != nil {
+		return err
+	}
+	if err := r.client.ProduceSync(ctx, dl).FirstErr(); err != nil {
+		return fmt.Errorf("produce dead letter: %w", err)
+	}
+	r.metrics.deadLetters.WithLabelValues(reason).Inc()
+	return nil
+}
+
+func laneOf(topic string) string {
+	switch {
+	case strings.HasSuffix(topic, "."+envelope.LaneBatch):
+		return envelope.LaneBatch
+	case strings.HasSuffix(topic, "."+envelope.LaneInteractive):
+		return envelope.LaneInteractive
+	default:
+		return "unknown"
+	}
+}
+
+func outcome(err error) string {
+	var le *llm.Error
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &le) && le.StatusCode > 0:
+		return fmt.Sprintf("http_%d", le.StatusCode)
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	default:
+		return "error"
+	}
+}
+
+func optionalTime(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}

@@ -1,0 +1,76 @@
+// Command router-worker consumes requests, calls model backends and
+// produces results. See README.md and docs/ARCHITECTURE.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
+	"github.com/switchboard-llm/switchboard/internal/router"
+	"github.com/switchboard-llm/switchboard/internal/telemetry"
+	"github.com/switchboard-llm/switchboard/internal/topicspec"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8082", "listen address of /metrics, /healthz and /readyz")
+	brokers := flag.String("brokers", envOr("SWITCHBOARD_BROKERS", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"), "Kafka seed brokers, comma-separated (env SWITCHBOARD_BROKERS)")
+	topicsFile := flag.String("topics-file", "", "topics.yaml to use (default: the one built in)")
+	prefix := flag.String("topic-prefix", "", "topic name prefix (default: the topics file's)")
+	provision := flag.Bool("provision-topics", false, "create or grow the topics from the topics file at start")
+	backends := flag.String("backends", "backends.yaml", "backends file: model servers and the models they serve")
+	group := flag.String("group", "switchboard-router", "consumer group")
+	instanceID := flag.String("instance-id", "", "static group membership ID (optional)")
+	maxAttempts := flag.Int("max-attempts", 3, "tries at a request when the backend fails with a retryable error")
+	shutdownTimeout := flag.Duration("shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight requests")
+	logFormat := flag.String("log-format", "json", "log format: json or text")
+	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	flag.Parse()
+
+	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, *backends, router.Config{
+		Addr:            *addr,
+		Kafka:           kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-router"},
+		Group:           *group,
+		InstanceID:      *instanceID,
+		MaxAttempts:     *maxAttempts,
+		ShutdownTimeout: *shutdownTimeout,
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, "router-worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run(logFormat, logLevel, topicsFile, prefix string, provision bool, backendsFile string, cfg router.Config) error {
+	logger, err := telemetry.NewLogger(os.Stderr, logFormat, logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.Backends, err = router.LoadBackends(backendsFile); err != nil {
+		return err
+	}
+	spec, err := topicspec.Setup(ctx, topicsFile, prefix, provision, cfg.Kafka.Brokers, logger)
+	if err != nil {
+		return err
+	}
+	cfg.Topics = spec
+	cfg.Logger = logger
+	r, err := router.New(cfg)
+	if err != nil {
+		return err
+	}
+	return r.Run(ctx)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
