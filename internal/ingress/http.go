@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,7 +84,9 @@ func (in *Ingress) handleMessage(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusInternalServerError, apiError{Code: "internal", Message: err.Error()})
 		return
 	}
-	res := in.client.ProduceSync(r.Context(), rec)
+	ctx, cancel := context.WithTimeout(r.Context(), in.cfg.ProduceTimeout)
+	defer cancel()
+	res := in.client.ProduceSync(ctx, rec)
 	if err := res.FirstErr(); err != nil {
 		in.log.Warn("produce failed", "conversation_id", req.GetConversationId(), "request_id", req.GetRequestId(), "err", err)
 		w.Header().Set("Retry-After", "1")

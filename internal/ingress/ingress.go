@@ -97,7 +97,7 @@ func New(cfg Config) (*Ingress, error) {
 	}
 	opts := append(cfg.Kafka.Opts(cfg.Logger),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
+		kgo.RecordDeliveryTimeout(max(cfg.ProduceTimeout, time.Second)), // kgo's floor is 1s
 		kgo.ProducerLinger(0),
 	)
 	cl, err := kgo.NewClient(opts...)

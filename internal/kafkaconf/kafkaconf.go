@@ -4,6 +4,7 @@
 package kafkaconf
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -61,7 +62,27 @@ func (c Config) Opts(logger *slog.Logger) []kgo.Opt {
 		opts = append(opts, kgo.ClientID(c.ClientID))
 	}
 	if logger != nil {
-		opts = append(opts, kgo.WithLogger(kslog.New(logger.With("component", "kafka"))))
+		quiet := slog.New(minLevel{logger.Handler(), slog.LevelWarn})
+		opts = append(opts, kgo.WithLogger(kslog.New(quiet.With("component", "kafka"))))
 	}
 	return opts
+}
+
+// minLevel drops records below min: franz-go narrates every metadata
+// refresh and group step at info, which drowns the services' own logs.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
 }
