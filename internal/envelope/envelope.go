@@ -12,6 +12,7 @@ package envelope
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -41,8 +42,9 @@ const (
 var ErrDecode = errors.New("decode record")
 
 // JSON is the protojson form used wherever Switchboard writes JSON: field
-// names as in the .proto files (snake_case), matching the HTTP API.
-var JSON = protojson.MarshalOptions{UseProtoNames: true}
+// names as in the .proto files (snake_case), matching the HTTP API, and
+// zero values written out (a first chunk has "index": 0).
+var JSON = protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}
 
 var jsonIn = protojson.UnmarshalOptions{}
 
@@ -137,8 +139,9 @@ func DecodeRequest(rec *kgo.Record) (*pb.Request, error) {
 
 // Normalize fills the fields a direct producer may omit, deterministically,
 // so that processing a record twice gives the same result records:
-// conversation_id from the key, request_id from the record's position, and
-// accepted_at from the record's timestamp.
+// conversation_id from the key, request_id from the request-id header or the
+// record's position, accepted_at from the record's timestamp, tenant
+// "default", and lane from the topic's name.
 func Normalize(req *pb.Request, rec *kgo.Record) {
 	if req.ConversationId == "" {
 		req.ConversationId = string(rec.Key)
@@ -155,6 +158,14 @@ func Normalize(req *pb.Request, rec *kgo.Record) {
 	}
 	if req.Tenant == "" {
 		req.Tenant = "default"
+	}
+	if req.Lane == "" {
+		switch {
+		case strings.HasSuffix(rec.Topic, "."+LaneInteractive):
+			req.Lane = LaneInteractive
+		case strings.HasSuffix(rec.Topic, "."+LaneBatch):
+			req.Lane = LaneBatch
+		}
 	}
 }
 

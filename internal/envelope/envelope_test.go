@@ -52,7 +52,7 @@ func TestDecodeRequestJSONFromDirectProducer(t *testing.T) {
 		Offset:    42,
 		Timestamp: time.Unix(1700000000, 0),
 		Key:       []byte("conv-9"),
-		Value:     []byte(`{"lane":"batch","model":"sim","messages":[{"role":"user","content":"hi"}],"max_tokens":5}`),
+		Value:     []byte(`{"model":"sim","messages":[{"role":"user","content":"hi"}],"max_tokens":5}`),
 		Headers:   []kgo.RecordHeader{{Key: HeaderContentType, Value: []byte(ContentTypeJSON)}},
 	}
 	got, err := DecodeRequest(rec)
@@ -67,6 +67,9 @@ func TestDecodeRequestJSONFromDirectProducer(t *testing.T) {
 	}
 	if got.GetAcceptedAt().AsTime().Unix() != 1700000000 {
 		t.Errorf("accepted_at = %v, want the record timestamp", got.GetAcceptedAt().AsTime())
+	}
+	if got.GetLane() != LaneBatch {
+		t.Errorf("lane = %q, want batch (from the topic)", got.GetLane())
 	}
 	if got.GetMaxTokens() != 5 {
 		t.Errorf("max_tokens = %d, want 5", got.GetMaxTokens())

@@ -31,6 +31,7 @@ func TestCoalescerByTime(t *testing.T) {
 }
 
 func TestRepositoryBackendsFileLoads(t *testing.T) {
+	t.Setenv("SWITCHBOARD_MODELSIM_URL", "")
 	bs, err := LoadBackends("../../backends.yaml")
 	if err != nil {
 		t.Fatal(err)
