@@ -90,5 +90,8 @@ func run(args []string, logger *slog.Logger) error {
 	if serveErr := <-served; !errors.Is(serveErr, http.ErrServerClosed) {
 		err = errors.Join(err, fmt.Errorf("serve: %w", serveErr))
 	}
+	if err == nil {
+		logger.Info("modelsim stopped")
+	}
 	return err
 }

@@ -46,9 +46,12 @@ type ChatResponse struct {
 
 // Usage counts the tokens of a call.
 type Usage struct {
-	PromptTokens     int
+	// PromptTokens is the size of the messages sent.
+	PromptTokens int
+	// CompletionTokens is the size of the answer.
 	CompletionTokens int
-	TotalTokens      int
+	// TotalTokens is their sum, as the backend reported it.
+	TotalTokens int
 }
 
 // wireRequest is the JSON body sent to POST {BaseURL}/chat/completions.

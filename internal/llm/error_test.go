@@ -130,8 +130,12 @@ func sseHandler(events []string, then func(w http.ResponseWriter, r *http.Reques
 	}
 }
 
-// hang blocks until the client goes away.
-func hang(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
+// hang blocks until the client goes away. It reads the body first: the
+// server only notices a closed connection once the body is consumed.
+func hang(_ http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	<-r.Context().Done()
+}
 
 const (
 	roleEvent   = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n"

@@ -48,10 +48,13 @@ type Config struct {
 	// a run can be repeated. Content does not depend on it.
 	Seed uint64
 
-	// MinCompletionTokens and MaxCompletionTokens bound the length, in
-	// words, of an answer before max_tokens is applied. Zero means
-	// DefaultMinCompletionTokens and DefaultMaxCompletionTokens.
+	// MinCompletionTokens is the shortest answer, in words, before
+	// max_tokens is applied. Zero means DefaultMinCompletionTokens.
 	MinCompletionTokens int
+
+	// MaxCompletionTokens is the longest answer, in words, before
+	// max_tokens is applied. Zero means DefaultMaxCompletionTokens, or
+	// MinCompletionTokens if that is larger.
 	MaxCompletionTokens int
 }
 
