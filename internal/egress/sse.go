@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -169,6 +170,7 @@ type stream struct {
 	dedupe  *dedupe
 	until   string
 	last    cursor
+	buf     bytes.Buffer
 }
 
 func (s *stream) send(ev event) error {
@@ -188,8 +190,13 @@ func (s *stream) send(ev event) error {
 	if err != nil {
 		return err
 	}
+	// protojson varies its spacing on purpose; clients get one stable form.
+	s.buf.Reset()
+	if err := json.Compact(&s.buf, data); err != nil {
+		return err
+	}
 	s.last = cursor{ev.partition, ev.offset}
-	if _, err := fmt.Fprintf(s.w, "id: %s\nevent: %s\ndata: %s\n\n", s.last, name, data); err != nil {
+	if _, err := fmt.Fprintf(s.w, "id: %s\nevent: %s\ndata: %s\n\n", s.last, name, s.buf.Bytes()); err != nil {
 		return err
 	}
 	s.flusher.Flush()
