@@ -1,0 +1,159 @@
+package keyorder
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func itoa(p int32) string { return strconv.Itoa(int(p)) }
+
+// assigned creates the state of new partitions. It reads the group's
+// committed offsets and their metadata, so work an earlier owner finished
+// above its committed watermark is skipped. Unreadable metadata is logged
+// and ignored: processing starts from the watermark, which is safe.
+func (e *Engine) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	if !e.waitRunning(ctx) {
+		return
+	}
+	e.m.rebalances.WithLabelValues("assigned").Inc()
+	committed, err := e.adm.FetchOffsets(ctx, e.cfg.Group)
+	if err == nil {
+		err = committed.Error()
+	}
+	if err != nil {
+		e.log.Warn("cannot read committed metadata; finished work above the watermark will run again", "err", err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for topic, parts := range assigned {
+		l := e.lanes[topic]
+		for _, part := range parts {
+			tp := topicPartition{topic, part}
+			if e.parts[tp] != nil {
+				continue
+			}
+			p := &partition{tp: tp, lane: l, convs: map[string]*conv{}, committed: -1}
+			p.ctx, p.cancel = context.WithCancel(e.base)
+			if o, ok := committed.Lookup(topic, part); ok && o.Err == nil && o.At >= 0 {
+				p.track = newTracker(o.At)
+				p.committed, p.committedMD = o.At, o.Metadata
+				fs, derr := decodeMetadata(o.At, o.Metadata)
+				if derr != nil {
+					e.log.Warn("unreadable commit metadata; processing from the watermark", "topic", topic,
+						"partition", part, "offset", o.At, "err", derr)
+				}
+				p.skip = fs
+			}
+			e.parts[tp] = p
+		}
+	}
+	e.log.Info("partitions assigned", "partitions", assigned)
+}
+
+// revoked stops the partitions: nothing new starts, queued records are
+// dropped, in-flight ones get RevokeTimeout to finish; then what finished
+// is committed. It returns only when no handler of those partitions runs,
+// so a partition handed straight back never runs one key twice at once.
+func (e *Engine) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	if !e.waitRunning(ctx) {
+		return
+	}
+	e.m.rebalances.WithLabelValues("revoked").Inc()
+	e.log.Info("partitions revoked", "partitions", revoked)
+	e.release(ctx, revoked, e.cfg.RevokeTimeout, true)
+}
+
+// lost drops the partitions at once, without committing: another member
+// owns them now.
+func (e *Engine) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
+	if !e.waitRunning(ctx) {
+		return
+	}
+	e.m.rebalances.WithLabelValues("lost").Inc()
+	e.log.Warn("partitions lost", "partitions", lost)
+	e.release(ctx, lost, 0, false)
+}
+
+// waitRunning waits until Run has started; false if ctx ends first (the
+// client is closing without Run ever starting: there is no state).
+func (e *Engine) waitRunning(ctx context.Context) bool {
+	select {
+	case <-e.running:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// release closes parts: see revoked. wait 0 cancels in-flight work at once.
+func (e *Engine) release(ctx context.Context, parts map[string][]int32, wait time.Duration, commit bool) {
+	var closing []*partition
+	e.mu.Lock()
+	for topic, ps := range parts {
+		for _, part := range ps {
+			p := e.parts[topicPartition{topic, part}]
+			if p == nil || p.closing {
+				continue
+			}
+			p.closing = true
+			p.buffered = p.inflight // queued records are dropped
+			p.convs = nil
+			p.parked = nil
+			if p.inflight > 0 {
+				p.idle = make(chan struct{})
+			}
+			if p.paused {
+				p.paused = false
+				e.cl.ResumeFetchPartitions(map[string][]int32{topic: {part}})
+				e.m.paused.Dec()
+			}
+			closing = append(closing, p)
+		}
+	}
+	e.mu.Unlock()
+
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for _, p := range closing {
+		e.mu.Lock()
+		idle := p.idle
+		e.mu.Unlock()
+		if idle == nil {
+			continue
+		}
+		if wait <= 0 {
+			p.cancel()
+		}
+		select {
+		case <-idle:
+		case <-timer.C:
+			e.log.Warn("in-flight records did not finish in time; cancelling them", "topic", p.tp.topic, "partition", p.tp.partition)
+			for _, q := range closing {
+				q.cancel()
+			}
+			<-idle
+		}
+	}
+
+	if commit && len(closing) > 0 {
+		only := map[topicPartition]bool{}
+		for _, p := range closing {
+			only[p.tp] = true
+		}
+		if err := e.commit(ctx, only); err != nil {
+			e.log.Warn("commit of released partitions failed", "err", err)
+		}
+	}
+	e.mu.Lock()
+	for _, p := range closing {
+		p.cancel()
+		delete(e.parts, p.tp)
+		e.m.queued.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
+		e.m.finishedAbove.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
+		e.m.metadataBytes.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
+	}
+	e.mu.Unlock()
+}
