@@ -27,18 +27,26 @@ func main() {
 	group := flag.String("group", "switchboard-router", "consumer group")
 	instanceID := flag.String("instance-id", "", "static group membership ID (optional)")
 	maxAttempts := flag.Int("max-attempts", 3, "tries at a request when the backend fails with a retryable error")
+	maxInFlight := flag.Int("max-in-flight", 1024, "requests in flight at once (all lanes)")
+	batchMaxInFlight := flag.Int("batch-max-in-flight", 0, "batch-lane requests in flight at once; the rest of --max-in-flight is reserved for interactive (0: 3/4 of --max-in-flight)")
+	highMark := flag.Int("partition-high-mark", 1024, "records waiting or running in one partition before its fetching pauses (resumes at half)")
+	revokeTimeout := flag.Duration("revoke-timeout", 10*time.Second, "how long a revoked partition's in-flight requests may run before they are cancelled")
 	shutdownTimeout := flag.Duration("shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight requests")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 
 	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, *backends, router.Config{
-		Addr:            *addr,
-		Kafka:           kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-router"},
-		Group:           *group,
-		InstanceID:      *instanceID,
-		MaxAttempts:     *maxAttempts,
-		ShutdownTimeout: *shutdownTimeout,
+		Addr:              *addr,
+		Kafka:             kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-router"},
+		Group:             *group,
+		InstanceID:        *instanceID,
+		MaxAttempts:       *maxAttempts,
+		MaxInFlight:       *maxInFlight,
+		BatchMaxInFlight:  *batchMaxInFlight,
+		PartitionHighMark: *highMark,
+		RevokeTimeout:     *revokeTimeout,
+		ShutdownTimeout:   *shutdownTimeout,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "router-worker:", err)
 		os.Exit(1)

@@ -6,9 +6,6 @@ type metrics struct {
 	processed      *prometheus.CounterVec   // lane, outcome
 	backendSeconds *prometheus.HistogramVec // backend, outcome
 	deadLetters    *prometheus.CounterVec   // reason
-	rebalances     *prometheus.CounterVec   // kind
-	queued         prometheus.Gauge
-	paused         prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -26,19 +23,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "switchboard_router_dead_letters_total",
 			Help: "Records written to the dead-letter topic, by reason.",
 		}, []string{"reason"}),
-		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchboard_router_rebalance_events_total",
-			Help: "Partition assignment changes, by kind (assigned, revoked, lost).",
-		}, []string{"kind"}),
-		queued: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "switchboard_router_queued_records",
-			Help: "Fetched records waiting for their partition's worker.",
-		}),
-		paused: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "switchboard_router_paused_partitions",
-			Help: "Partitions whose fetching is paused because too many records wait.",
-		}),
 	}
-	reg.MustRegister(m.processed, m.backendSeconds, m.deadLetters, m.rebalances, m.queued, m.paused)
+	reg.MustRegister(m.processed, m.backendSeconds, m.deadLetters)
 	return m
 }

@@ -5,11 +5,11 @@
 // cannot process, and commits a record's offset only after its results are
 // in Kafka.
 //
-// Ordering: each assigned partition has one worker goroutine that handles
-// its records one after another, so a conversation (one key, one partition)
-// never has two requests in flight and its results come out in log order.
-// (A key-ordered engine that runs different conversations of one partition
-// concurrently replaces this; see docs/ARCHITECTURE.md.)
+// Ordering and concurrency come from the key-ordered engine
+// (internal/keyorder): one request per conversation in flight, its results
+// written before the next one starts, many conversations at once up to the
+// in-flight budgets, and each partition's low watermark committed with the
+// finished work above it.
 package router
 
 import (
@@ -20,7 +20,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
+	"github.com/switchboard-llm/switchboard/internal/keyorder"
 	"github.com/switchboard-llm/switchboard/internal/llm"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
@@ -60,12 +60,18 @@ type Config struct {
 	// is written when either is reached. Defaults 50ms and 1 KiB.
 	ChunkInterval time.Duration
 	ChunkBytes    int
-	// QueueHighMark pauses fetching a partition when this many of its
-	// records wait; fetching resumes when half are done. Default 512.
-	QueueHighMark int
-	// RevokeTimeout bounds how long a revoked partition's current request
-	// may run before it is cancelled (and left for the next owner).
-	// Default 10s.
+	// MaxInFlight bounds the requests in flight at once. Default 1024.
+	MaxInFlight int
+	// BatchMaxInFlight bounds the batch lane's requests in flight; the rest
+	// of MaxInFlight is reserved for the interactive lane. Default 3/4 of
+	// MaxInFlight.
+	BatchMaxInFlight int
+	// PartitionHighMark pauses fetching a partition when this many of its
+	// records wait or run; it resumes at half. Default 1024.
+	PartitionHighMark int
+	// RevokeTimeout bounds how long a revoked partition's in-flight
+	// requests may run before they are cancelled (and left for the next
+	// owner). Default 10s.
 	RevokeTimeout time.Duration
 	// ShutdownTimeout bounds the drain on stop. Default 30s.
 	ShutdownTimeout time.Duration
@@ -94,8 +100,14 @@ func (c *Config) setDefaults() {
 	if c.ChunkBytes == 0 {
 		c.ChunkBytes = 1024
 	}
-	if c.QueueHighMark == 0 {
-		c.QueueHighMark = 512
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 1024
+	}
+	if c.BatchMaxInFlight == 0 {
+		c.BatchMaxInFlight = max(1, c.MaxInFlight*3/4)
+	}
+	if c.PartitionHighMark == 0 {
+		c.PartitionHighMark = 1024
 	}
 	if c.RevokeTimeout == 0 {
 		c.RevokeTimeout = 10 * time.Second
@@ -119,8 +131,8 @@ func (c *Config) Validate() error {
 	if err := validateBackends(c.Backends); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	if c.MaxAttempts < 1 || c.QueueHighMark < 2 || c.ChunkBytes < 1 {
-		return errors.New("router: max attempts, queue high mark and chunk bytes must be positive")
+	if c.MaxAttempts < 1 || c.PartitionHighMark < 2 || c.ChunkBytes < 1 || c.MaxInFlight < 1 || c.BatchMaxInFlight < 1 {
+		return errors.New("router: max attempts, in-flight budgets, high mark and chunk bytes must be positive")
 	}
 	return c.Kafka.Validate()
 }
@@ -129,26 +141,17 @@ func (c *Config) Validate() error {
 type Router struct {
 	cfg     Config
 	log     *slog.Logger
-	client  *kgo.Client
+	engine  *keyorder.Engine
+	client  *kgo.Client               // the engine's client, used to produce
 	models  map[string]*backendClient // model name -> backend
 	results string
 	dlq     string
 	metrics *metrics
-	mu      sync.Mutex // guards workers; never held while waiting for one
-	workers map[topicPartition]*worker
-	// base is the context workers run in: Run's context without its
-	// cancellation, so a stop drains work instead of cutting it.
-	base context.Context
 }
 
 type backendClient struct {
 	name   string
 	client *llm.Client
-}
-
-type topicPartition struct {
-	topic     string
-	partition int32
 }
 
 // New validates cfg, builds the backend clients and the Kafka client. It
@@ -165,7 +168,6 @@ func New(cfg Config) (*Router, error) {
 		results: cfg.Topics.Name(topicspec.Results),
 		dlq:     cfg.Topics.Name(topicspec.DeadLetter),
 		metrics: newMetrics(cfg.Registry),
-		workers: map[topicPartition]*worker{},
 	}
 	for _, b := range cfg.Backends {
 		lc, err := llm.New(llm.Config{
@@ -185,34 +187,37 @@ func New(cfg Config) (*Router, error) {
 			}
 		}
 	}
-	opts := append(cfg.Kafka.Opts(cfg.Logger),
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.Topics.Name(topicspec.RequestsInteractive), cfg.Topics.Name(topicspec.RequestsBatch)),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
-		kgo.AutoCommitMarks(),
-		kgo.AutoCommitInterval(time.Second),
-		kgo.OnPartitionsAssigned(r.assigned),
-		kgo.OnPartitionsRevoked(r.revoked),
-		kgo.OnPartitionsLost(r.lost),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(5*time.Millisecond),
-	)
-	if cfg.InstanceID != "" {
-		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
-	}
-	cl, err := kgo.NewClient(opts...)
+	batch := cfg.Topics.Name(topicspec.RequestsBatch)
+	engine, err := keyorder.New(keyorder.Config{
+		Group:           cfg.Group,
+		InstanceID:      cfg.InstanceID,
+		Topics:          []string{cfg.Topics.Name(topicspec.RequestsInteractive), batch},
+		TopicLimits:     map[string]int{batch: cfg.BatchMaxInFlight},
+		MaxInFlight:     cfg.MaxInFlight,
+		HighMark:        cfg.PartitionHighMark,
+		RevokeTimeout:   cfg.RevokeTimeout,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		RetryBackoff:    cfg.RetryBackoff,
+		Handler:         r.process,
+		ClientOpts: append(cfg.Kafka.Opts(cfg.Logger),
+			kgo.RequiredAcks(kgo.AllISRAcks()),
+			kgo.ProducerLinger(5*time.Millisecond),
+		),
+		MetricsPrefix: "switchboard_router",
+		Registry:      cfg.Registry,
+		Logger:        cfg.Logger,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("router: kafka client: %w", err)
+		return nil, fmt.Errorf("router: %w", err)
 	}
-	r.client = cl
+	r.engine = engine
+	r.client = engine.Client()
 	return r, nil
 }
 
-// Run consumes until ctx is done, then stops taking records, lets each
-// partition finish its current request (up to ShutdownTimeout), commits
-// what is finished and leaves the group.
+// Run consumes until ctx is done, then lets in-flight requests finish (up
+// to ShutdownTimeout), commits what is finished and leaves the group.
 func (r *Router) Run(ctx context.Context) error {
-	r.base = context.WithoutCancel(ctx)
 	ln, err := net.Listen("tcp", r.cfg.Addr)
 	if err != nil {
 		r.client.Close()
@@ -224,119 +229,15 @@ func (r *Router) Run(ctx context.Context) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpserve.Run(httpCtx, ln, mux, time.Second, r.log) }()
 
-	r.log.Info("router consuming", "group", r.cfg.Group, "backends", len(r.cfg.Backends))
-	for {
-		fetches := r.client.PollRecords(ctx, 1024)
-		if ctx.Err() != nil || fetches.IsClientClosed() {
-			break
-		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			r.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
-		})
-		fetches.EachPartition(r.dispatch)
-	}
-
-	// Drain: stop every worker after its current request, commit, leave.
-	r.mu.Lock()
-	all := make(map[string][]int32)
-	for tp := range r.workers {
-		all[tp.topic] = append(all[tp.topic], tp.partition)
-	}
-	r.mu.Unlock()
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ShutdownTimeout)
-	defer cancel()
-	r.stopWorkers(dctx, all, false)
-	if err := r.client.CommitMarkedOffsets(dctx); err != nil {
-		r.log.Warn("final commit failed", "err", err)
-	}
-	r.client.Close() // leaves the group
+	r.log.Info("router consuming", "group", r.cfg.Group, "backends", len(r.cfg.Backends),
+		"max_in_flight", r.cfg.MaxInFlight, "batch_max_in_flight", r.cfg.BatchMaxInFlight)
+	err = r.engine.Run(ctx)
 	stopHTTP()
-	return <-httpDone
+	return errors.Join(err, <-httpDone)
 }
 
 func (r *Router) ready(req *http.Request) error {
 	ctx, cancel := context.WithTimeout(req.Context(), time.Second)
 	defer cancel()
 	return r.client.Ping(ctx)
-}
-
-// dispatch queues a fetched partition's records on its worker.
-func (r *Router) dispatch(p kgo.FetchTopicPartition) {
-	if len(p.Records) == 0 {
-		return
-	}
-	r.mu.Lock()
-	w := r.workers[topicPartition{p.Topic, p.Partition}]
-	r.mu.Unlock()
-	if w == nil {
-		return // revoked while fetched: the next owner reads them again
-	}
-	w.enqueue(p.Records)
-}
-
-func (r *Router) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for topic, parts := range assigned {
-		for _, p := range parts {
-			tp := topicPartition{topic, p}
-			if r.workers[tp] != nil {
-				continue
-			}
-			w := newWorker(r, tp)
-			r.workers[tp] = w
-			go w.run()
-		}
-	}
-	r.metrics.rebalances.WithLabelValues("assigned").Inc()
-	r.log.Info("partitions assigned", "partitions", assigned)
-}
-
-func (r *Router) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
-	r.metrics.rebalances.WithLabelValues("revoked").Inc()
-	r.log.Info("partitions revoked", "partitions", revoked)
-	wctx, cancel := context.WithTimeout(ctx, r.cfg.RevokeTimeout)
-	defer cancel()
-	r.stopWorkers(wctx, revoked, false)
-	if err := cl.CommitMarkedOffsets(ctx); err != nil {
-		r.log.Warn("commit on revoke failed", "err", err)
-	}
-}
-
-func (r *Router) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	r.metrics.rebalances.WithLabelValues("lost").Inc()
-	r.log.Warn("partitions lost", "partitions", lost)
-	// Lost work is dropped at once, uncommitted: another member owns it now.
-	r.stopWorkers(r.base, lost, true)
-}
-
-// stopWorkers stops the workers of parts: each finishes its current request
-// unless ctx ends first (or now is set), in which case the request is
-// cancelled. It returns once every one has exited, so a partition handed
-// back to this member never has two workers.
-func (r *Router) stopWorkers(ctx context.Context, parts map[string][]int32, now bool) {
-	var stopped []*worker
-	r.mu.Lock()
-	for topic, ps := range parts {
-		for _, p := range ps {
-			tp := topicPartition{topic, p}
-			if w := r.workers[tp]; w != nil {
-				delete(r.workers, tp)
-				close(w.quit)
-				if now {
-					w.cancel()
-				}
-				stopped = append(stopped, w)
-			}
-		}
-	}
-	r.mu.Unlock()
-	for _, w := range stopped {
-		select {
-		case <-w.done:
-		case <-ctx.Done():
-			w.cancel()
-			<-w.done
-		}
-	}
 }
