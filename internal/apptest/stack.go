@@ -16,6 +16,10 @@ type StackOptions struct {
 	ModelLatency time.Duration
 	// Routers is how many router-worker processes run. Default 1.
 	Routers int
+	// ModelJitter is modelsim's uniform jitter. Default 0.
+	ModelJitter time.Duration
+	// RouterArgs are extra flags for every router-worker.
+	RouterArgs []string
 	// ReadyTimeout bounds each service's start. Default 60s.
 	ReadyTimeout time.Duration
 }
@@ -36,6 +40,7 @@ type Stack struct {
 	bin         map[string]string
 	t           testing.TB
 	backends    string
+	routerArgs  []string
 }
 
 // StartStack starts a stack from the binaries in bin (see Build) and waits
@@ -52,7 +57,7 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 		opts.ReadyTimeout = 60 * time.Second
 	}
 	ctx := t.Context()
-	s := &Stack{Dir: t.TempDir(), bin: bin, t: t}
+	s := &Stack{Dir: t.TempDir(), bin: bin, t: t, routerArgs: opts.RouterArgs}
 	ready := filepath.Join(s.Dir, "devbroker.ready")
 	s.Devbroker = Start(t, "devbroker", bin["devbroker"], "--ports", "0,0,0",
 		"--data-dir", filepath.Join(s.Dir, "kafka"), "--ready-file", ready)
@@ -75,7 +80,7 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	simPort := FreePort(t)
 	s.ModelsimURL = fmt.Sprintf("http://127.0.0.1:%d", simPort)
 	s.Modelsim = Start(t, "modelsim", bin["modelsim"], "--addr", fmt.Sprintf("127.0.0.1:%d", simPort),
-		"--latency", opts.ModelLatency.String(), "--jitter", "0s")
+		"--latency", opts.ModelLatency.String(), "--jitter", opts.ModelJitter.String())
 	s.backends = filepath.Join(s.Dir, "backends.yaml")
 	backends := fmt.Sprintf("backends:\n  - name: modelsim\n    base_url: %s/v1\n    models: [sim]\n    max_concurrency: 64\n    timeout: 30s\n", s.ModelsimURL)
 	if err := os.WriteFile(s.backends, []byte(backends), 0o644); err != nil {
@@ -103,9 +108,9 @@ func (s *Stack) StartRouter() *Proc {
 	s.t.Helper()
 	port := FreePort(s.t)
 	name := "router-worker-" + strconv.Itoa(len(s.Routers)+1)
-	p := Start(s.t, name, s.bin["router-worker"], "--addr", fmt.Sprintf("127.0.0.1:%d", port),
-		"--brokers", s.Brokers, "--backends", s.backends, "--instance-id", "",
-		"--shutdown-timeout", "10s")
+	args := append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"--brokers", s.Brokers, "--backends", s.backends, "--shutdown-timeout", "10s"}, s.routerArgs...)
+	p := Start(s.t, name, s.bin["router-worker"], args...)
 	if err := WaitHTTP(context.WithoutCancel(s.t.Context()), fmt.Sprintf("http://127.0.0.1:%d/readyz", port), time.Minute); err != nil {
 		s.t.Fatalf("%s: %v", name, err)
 	}

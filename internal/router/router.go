@@ -73,6 +73,9 @@ type Config struct {
 	// requests may run before they are cancelled (and left for the next
 	// owner). Default 10s.
 	RevokeTimeout time.Duration
+	// CommitInterval is how often finished work is committed. After a
+	// crash, work finished since the last commit runs again. Default 1s.
+	CommitInterval time.Duration
 	// ShutdownTimeout bounds the drain on stop. Default 30s.
 	ShutdownTimeout time.Duration
 	// Logger receives the service's logs. Default slog.Default().
@@ -197,6 +200,7 @@ func New(cfg Config) (*Router, error) {
 		HighMark:        cfg.PartitionHighMark,
 		RevokeTimeout:   cfg.RevokeTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		CommitInterval:  cfg.CommitInterval,
 		RetryBackoff:    cfg.RetryBackoff,
 		Handler:         r.process,
 		ClientOpts: append(cfg.Kafka.Opts(cfg.Logger),
