@@ -109,7 +109,8 @@ func TestCrashedWorkerLosesNothing(t *testing.T) {
 	const maxInFlight, commitInterval = 64, 200 * time.Millisecond
 	s := apptest.StartStack(t, bin, apptest.StackOptions{
 		Routers: 2, ModelLatency: 20 * time.Millisecond, ModelJitter: 10 * time.Millisecond,
-		RouterArgs: []string{"--max-in-flight", fmt.Sprint(maxInFlight), "--commit-interval", commitInterval.String()},
+		RouterArgs: []string{"--max-in-flight", fmt.Sprint(maxInFlight), "--commit-interval", commitInterval.String(),
+			"--session-timeout", "3s"},
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()

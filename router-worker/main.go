@@ -30,6 +30,7 @@ func main() {
 	maxInFlight := flag.Int("max-in-flight", 1024, "requests in flight at once (all lanes)")
 	batchMaxInFlight := flag.Int("batch-max-in-flight", 0, "batch-lane requests in flight at once; the rest of --max-in-flight is reserved for interactive (0: 3/4 of --max-in-flight)")
 	highMark := flag.Int("partition-high-mark", 1024, "records waiting or running in one partition before its fetching pauses (resumes at half)")
+	sessionTimeout := flag.Duration("session-timeout", 45*time.Second, "how long the group waits for a silent (crashed) member before reassigning its partitions")
 	commitInterval := flag.Duration("commit-interval", time.Second, "how often finished work is committed (after a crash, work finished since the last commit runs again)")
 	revokeTimeout := flag.Duration("revoke-timeout", 10*time.Second, "how long a revoked partition's in-flight requests may run before they are cancelled")
 	shutdownTimeout := flag.Duration("shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight requests")
@@ -48,6 +49,7 @@ func main() {
 		PartitionHighMark: *highMark,
 		RevokeTimeout:     *revokeTimeout,
 		CommitInterval:    *commitInterval,
+		SessionTimeout:    *sessionTimeout,
 		ShutdownTimeout:   *shutdownTimeout,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "router-worker:", err)

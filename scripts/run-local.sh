@@ -40,6 +40,7 @@ stop_all() {
   echo "[run] stopped; data kept in $DATA_DIR"
 }
 trap 'stop_all; exit 0' INT TERM
+trap '[ "$stopping" = 1 ] || stop_all' EXIT
 
 # start NAME CMD...: run CMD in its own session (so Ctrl-C reaches only this
 # script, which stops the services in order) with its output prefixed.
@@ -67,7 +68,10 @@ start devbroker "$BIN/devbroker" --ports "$BROKER_PORTS" --data-dir "$DATA_DIR/d
   --ready-file "$DATA_DIR/devbroker.ready"
 wait_for devbroker test -s "$DATA_DIR/devbroker.ready"
 
-"$BIN/topics" --brokers "$brokers" 2>&1 | sed -u 's/^/[topics] /'
+if ! "$BIN/topics" --brokers "$brokers" 2>&1 | sed -u 's/^/[topics] /'; then
+  echo "[run] provisioning topics failed" >&2
+  exit 1
+fi
 
 start modelsim "$BIN/modelsim" --addr "127.0.0.1:$MODELSIM_PORT" --latency "$MODELSIM_LATENCY" \
   --jitter "$MODELSIM_JITTER" --long-tail-fraction "$MODELSIM_LONG_TAIL_FRACTION" \

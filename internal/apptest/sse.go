@@ -68,8 +68,8 @@ func ReadSSE(ctx context.Context, url, lastEventID string, connected func(), fn 
 			}
 		}
 	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		return err
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", url, err)
 	}
-	return nil
+	return sc.Err()
 }

@@ -144,9 +144,9 @@ func (e *Egress) Run(ctx context.Context) error {
 	}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpserve.Run(ctx, ln, e.handler, 2*time.Second, e.log) }()
-	defer close(e.stop)
 
 	if err := e.position(ctx); err != nil {
+		close(e.stop)
 		if ctx.Err() != nil {
 			return <-httpDone
 		}
@@ -163,6 +163,7 @@ func (e *Egress) Run(ctx context.Context) error {
 		})
 		fetches.EachRecord(e.hub.publish)
 	}
+	close(e.stop) // open streams end with an "end" event, reason "shutdown"
 	e.hub.closeAll()
 	return <-httpDone
 }

@@ -66,6 +66,7 @@ func TestParseCursor(t *testing.T) {
 		{"3", cursor{}, false},
 		{"a:1", cursor{}, false},
 		{"1:-5", cursor{}, false},
+		{"1:-1", cursor{1, -1}, true},
 		{"-1:5", cursor{}, false},
 		{"1:2:3", cursor{}, false},
 	}

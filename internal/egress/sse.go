@@ -18,7 +18,7 @@ import (
 )
 
 // cursor is a place in the results topic: the "partition:offset" of the
-// last event a client has.
+// last event a client has (offset -1: nothing yet).
 type cursor struct {
 	partition int32
 	offset    int64
@@ -30,7 +30,7 @@ func parseCursor(s string) (cursor, error) {
 	p, o, ok := strings.Cut(s, ":")
 	pi, perr := strconv.ParseInt(p, 10, 32)
 	oi, oerr := strconv.ParseInt(o, 10, 64)
-	if !ok || perr != nil || oerr != nil || pi < 0 || oi < 0 {
+	if !ok || perr != nil || oerr != nil || pi < 0 || oi < -1 {
 		return cursor{}, fmt.Errorf("cursor %q: want partition:offset", s)
 	}
 	return cursor{int32(pi), oi}, nil
@@ -109,7 +109,8 @@ func (e *Egress) handleEvents(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, ": conversation %s on partition %d\n\n", conv, partition)
 	flusher.Flush()
 
-	s := &stream{e: e, w: w, flusher: flusher, dedupe: newDedupe(), until: until, last: cursor{partition, start - 1}}
+	s := &stream{e: e, w: w, flusher: flusher, dedupe: newDedupe(), until: until,
+		last: cursor{partition, start - 1}, floor: start}
 	ctx := r.Context()
 	if start < liveFrom {
 		err := e.replay(ctx, conv, partition, start, liveFrom, s.send)
@@ -119,7 +120,7 @@ func (e *Egress) handleEvents(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			if ctx.Err() == nil {
 				e.log.Warn("replay failed", "conversation_id", conv, "partition", partition, "err", err)
-				s.comment("replay failed: " + err.Error())
+				s.control("replay_failed")
 			}
 			return
 		}
@@ -170,10 +171,16 @@ type stream struct {
 	dedupe  *dedupe
 	until   string
 	last    cursor
+	floor   int64 // events below this offset were sent before (a resume)
 	buf     bytes.Buffer
 }
 
 func (s *stream) send(ev event) error {
+	if ev.offset < s.floor {
+		// A resume on an instance whose live feed is behind the cursor.
+		s.e.metrics.dropped.WithLabelValues("before_cursor").Inc()
+		return nil
+	}
 	ok, reason := s.dedupe.admit(ev.res)
 	if !ok {
 		s.e.metrics.dropped.WithLabelValues(reason).Inc()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
@@ -88,9 +89,14 @@ func (in *Ingress) handleMessage(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res := in.client.ProduceSync(ctx, rec)
 	if err := res.FirstErr(); err != nil {
+		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
+			fail(http.StatusRequestEntityTooLarge, apiError{Code: "body_too_large", Message: "the request is larger than its topic accepts"})
+			return
+		}
 		in.log.Warn("produce failed", "conversation_id", req.GetConversationId(), "request_id", req.GetRequestId(), "err", err)
 		w.Header().Set("Retry-After", "1")
-		fail(http.StatusServiceUnavailable, apiError{Code: "unavailable", Message: "the request could not be stored in Kafka; nothing was accepted, retry later"})
+		fail(http.StatusServiceUnavailable, apiError{Code: "unavailable",
+			Message: "Kafka did not acknowledge the request in time; it was not accepted, though it may still have been stored: a retry can be answered twice"})
 		return
 	}
 	writeJSON(w, http.StatusAccepted, ack{

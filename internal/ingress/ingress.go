@@ -100,6 +100,9 @@ func New(cfg Config) (*Ingress, error) {
 		kgo.RecordDeliveryTimeout(max(cfg.ProduceTimeout, time.Second)), // kgo's floor is 1s
 		kgo.ProducerLinger(0),
 	)
+	if n := cfg.Topics.MaxMessageBytes(topicspec.RequestsInteractive, topicspec.RequestsBatch); n > 0 {
+		opts = append(opts, kgo.ProducerBatchMaxBytes(n))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: kafka client: %w", err)

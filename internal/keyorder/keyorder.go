@@ -222,6 +222,10 @@ func New(cfg Config) (*Engine, error) {
 		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
+		// Records polled before a rebalance must be queued before it
+		// runs: otherwise a stale batch could reach a partition's new
+		// state and its gap look like finished work.
+		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsAssigned(e.assigned),
 		kgo.OnPartitionsRevoked(e.revoked),
 		kgo.OnPartitionsLost(e.lost),
@@ -269,7 +273,9 @@ func (e *Engine) Run(ctx context.Context) error {
 				e.add(p.Topic, p.Partition, p.Records)
 			}
 		})
+		e.cl.AllowRebalance()
 	}
+	e.cl.AllowRebalance()
 
 	stopCommits()
 	<-commitsDone

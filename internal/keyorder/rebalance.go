@@ -89,13 +89,20 @@ func (e *Engine) waitRunning(ctx context.Context) bool {
 }
 
 // release closes parts: see revoked. wait 0 cancels in-flight work at once.
+// A partition another release is already closing (a rebalance during the
+// shutdown drain) is waited for too, so that when this returns no handler
+// of any of parts runs.
 func (e *Engine) release(ctx context.Context, parts map[string][]int32, wait time.Duration, commit bool) {
 	var closing []*partition
 	e.mu.Lock()
 	for topic, ps := range parts {
 		for _, part := range ps {
 			p := e.parts[topicPartition{topic, part}]
-			if p == nil || p.closing {
+			if p == nil {
+				continue
+			}
+			closing = append(closing, p)
+			if p.closing {
 				continue
 			}
 			p.closing = true
@@ -110,7 +117,6 @@ func (e *Engine) release(ctx context.Context, parts map[string][]int32, wait tim
 				e.cl.ResumeFetchPartitions(map[string][]int32{topic: {part}})
 				e.m.paused.Dec()
 			}
-			closing = append(closing, p)
 		}
 	}
 	e.mu.Unlock()
@@ -150,10 +156,12 @@ func (e *Engine) release(ctx context.Context, parts map[string][]int32, wait tim
 	e.mu.Lock()
 	for _, p := range closing {
 		p.cancel()
-		delete(e.parts, p.tp)
-		e.m.queued.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
-		e.m.finishedAbove.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
-		e.m.metadataBytes.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
+		if e.parts[p.tp] == p {
+			delete(e.parts, p.tp)
+			e.m.queued.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
+			e.m.finishedAbove.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
+			e.m.metadataBytes.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
+		}
 	}
 	e.mu.Unlock()
 }

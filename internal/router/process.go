@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -21,9 +22,17 @@ const (
 	ReasonDecode           = "decode_error"
 	ReasonUnknownModel     = "unknown_model"
 	ReasonBackend          = "backend_error"
+	ReasonTooLarge         = "result_too_large"
 	CodeDeadlineExceeded   = "deadline_exceeded"
 	CodeBackendUnavailable = "backend_unavailable"
 )
+
+// tooLarge reports whether a produce error can never succeed for this
+// record, however often it is retried.
+func tooLarge(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
+		errors.Is(err, kerr.InvalidRecord)
+}
 
 // process handles one request record to completion: every result record
 // (and dead letter) it writes is acknowledged by Kafka when it returns nil.
@@ -31,6 +40,40 @@ const (
 // record must be processed again; backend failures are not errors here, they
 // become error results.
 func (r *Router) process(ctx context.Context, rec *kgo.Record) error {
+	err := r.handle(ctx, rec)
+	if err == nil || !tooLarge(err) || ctx.Err() != nil {
+		return err
+	}
+	// A result Kafka will never take: answer with a small error and
+	// dead-letter the request instead of retrying forever.
+	req, derr := envelope.DecodeRequest(rec)
+	if derr != nil {
+		return r.deadLetterTrimmed(ctx, rec, ReasonTooLarge, err.Error(), "")
+	}
+	r.metrics.processed.WithLabelValues(laneOf(rec.Topic), ReasonTooLarge).Inc()
+	out := &emitter{r: r, ctx: ctx, req: req}
+	out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: ReasonTooLarge,
+		Message: "the result is larger than the results topic accepts: " + err.Error()}}})
+	if werr := out.wait(); werr != nil {
+		return werr
+	}
+	return r.deadLetterTrimmed(ctx, rec, ReasonTooLarge, err.Error(), req.GetRequestId())
+}
+
+// deadLetterTrimmed dead-letters rec, dropping its value if the whole
+// record is too large for the dead-letter topic (the detail says so).
+func (r *Router) deadLetterTrimmed(ctx context.Context, rec *kgo.Record, reason, detail, requestID string) error {
+	err := r.deadLetter(ctx, rec, reason, detail, requestID, 0)
+	if err == nil || !tooLarge(err) {
+		return err
+	}
+	trimmed := *rec
+	trimmed.Value = nil
+	return r.deadLetter(ctx, &trimmed, reason, detail+" (value of "+fmt.Sprint(len(rec.Value))+" bytes dropped: too large)", requestID, 0)
+}
+
+// handle is process without the too-large fallback.
+func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 	lane := laneOf(rec.Topic)
 	req, err := envelope.DecodeRequest(rec)
 	if err != nil {

@@ -73,6 +73,9 @@ type Config struct {
 	// requests may run before they are cancelled (and left for the next
 	// owner). Default 10s.
 	RevokeTimeout time.Duration
+	// SessionTimeout is how long the group waits for a silent member (a
+	// crashed worker) before giving its partitions to others. Default 45s.
+	SessionTimeout time.Duration
 	// CommitInterval is how often finished work is committed. After a
 	// crash, work finished since the last commit runs again. Default 1s.
 	CommitInterval time.Duration
@@ -105,6 +108,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 1024
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 45 * time.Second
 	}
 	if c.BatchMaxInFlight == 0 {
 		c.BatchMaxInFlight = max(1, c.MaxInFlight*3/4)
@@ -203,10 +209,8 @@ func New(cfg Config) (*Router, error) {
 		CommitInterval:  cfg.CommitInterval,
 		RetryBackoff:    cfg.RetryBackoff,
 		Handler:         r.process,
-		ClientOpts: append(cfg.Kafka.Opts(cfg.Logger),
-			kgo.RequiredAcks(kgo.AllISRAcks()),
-			kgo.ProducerLinger(5*time.Millisecond),
-		),
+		ClientOpts: append(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics)...),
+			kgo.SessionTimeout(cfg.SessionTimeout)),
 		MetricsPrefix: "switchboard_router",
 		Registry:      cfg.Registry,
 		Logger:        cfg.Logger,
@@ -238,6 +242,16 @@ func (r *Router) Run(ctx context.Context) error {
 	err = r.engine.Run(ctx)
 	stopHTTP()
 	return errors.Join(err, <-httpDone)
+}
+
+// producerOpts sizes the producer for the topics it writes: a batch may be
+// as large as the smaller of the results and dead-letter topics' limits.
+func producerOpts(spec *topicspec.Spec) []kgo.Opt {
+	opts := []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5 * time.Millisecond)}
+	if n := spec.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter); n > 0 {
+		opts = append(opts, kgo.ProducerBatchMaxBytes(n))
+	}
+	return opts
 }
 
 func (r *Router) ready(req *http.Request) error {

@@ -226,3 +226,25 @@ func (t Topic) clone() Topic {
 	}
 	return t
 }
+
+// MaxMessageBytes returns the smallest max.message.bytes among the given
+// logical topics, or 0 when none sets it. A producer writing to those
+// topics sizes its batches with it: a batch over a topic's limit is
+// rejected whole.
+func (s *Spec) MaxMessageBytes(logical ...string) int32 {
+	var least int64
+	for _, name := range logical {
+		t, ok := s.Topic(name)
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseInt(t.Configs["max.message.bytes"], 10, 32)
+		if err != nil || v <= 0 {
+			continue
+		}
+		if least == 0 || v < least {
+			least = v
+		}
+	}
+	return int32(least)
+}
