@@ -174,10 +174,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					rep.Duplicates++
 					return
 				}
-				if s.seq != nextSeq[s.conv] {
+				// Out of order: the answer to an earlier message arrives
+				// after the answer to a later one. (A missing answer is
+				// counted as lost, not here.)
+				if s.seq < nextSeq[s.conv] {
 					rep.OrderViolations++
 				}
-				nextSeq[s.conv] = s.seq + 1
+				nextSeq[s.conv] = max(nextSeq[s.conv], s.seq+1)
 				if e := res.GetError(); e != nil {
 					rep.Errors[e.GetCode()]++
 				}
