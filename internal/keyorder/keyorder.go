@@ -89,6 +89,10 @@ type Config struct {
 	RetryBackoff, MaxRetryBackoff time.Duration
 	// Handler processes records. Required.
 	Handler Handler
+	// TransactionalID turns on exactly-once mode (see Stage): output and
+	// offsets are committed together in Kafka transactions under this ID,
+	// which must be unique to the process. Empty: at-least-once.
+	TransactionalID string
 	// ClientOpts reach the cluster (seed brokers, client ID, logger, TLS).
 	// The engine adds the group, topic, balancer and callback options. The
 	// client may also be used to produce (see Engine.Client).
@@ -180,6 +184,8 @@ type Engine struct {
 	// touching the engine (base and adm are set by then).
 	running chan struct{}
 
+	txn *txnState // exactly-once mode only; its staged list is guarded by mu
+
 	mu        sync.Mutex // guards everything below
 	parts     map[topicPartition]*partition
 	lanes     map[string]*lane // by topic
@@ -232,6 +238,15 @@ func New(cfg Config) (*Engine, error) {
 	)
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
+	if cfg.TransactionalID != "" {
+		e.txn = &txnState{}
+		opts = append(opts,
+			kgo.TransactionalID(cfg.TransactionalID),
+			kgo.TransactionTimeout(max(10*time.Second, 4*cfg.CommitInterval)),
+			kgo.RequireStableFetchOffsets(),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		)
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

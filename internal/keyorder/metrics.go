@@ -12,6 +12,7 @@ type metrics struct {
 	rebalances    *prometheus.CounterVec // kind
 	skipped       prometheus.Counter
 	retries       prometheus.Counter
+	txnCommits    prometheus.Counter
 }
 
 func newMetrics(prefix string, reg prometheus.Registerer) *metrics {
@@ -53,7 +54,11 @@ func newMetrics(prefix string, reg prometheus.Registerer) *metrics {
 			Name: prefix + "_handler_retries_total",
 			Help: "Handler calls that failed and were retried in place.",
 		}),
+		txnCommits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: prefix + "_transactions_committed_total",
+			Help: "Transactions that committed output and offsets together (exactly-once mode).",
+		}),
 	}
-	reg.MustRegister(m.inflight, m.queued, m.finishedAbove, m.metadataBytes, m.paused, m.commitSeconds, m.rebalances, m.skipped, m.retries)
+	reg.MustRegister(m.txnCommits, m.inflight, m.queued, m.finishedAbove, m.metadataBytes, m.paused, m.commitSeconds, m.rebalances, m.skipped, m.retries)
 	return m
 }

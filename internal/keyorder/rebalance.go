@@ -154,6 +154,16 @@ func (e *Engine) release(ctx context.Context, parts map[string][]int32, wait tim
 		}
 	}
 	e.mu.Lock()
+	if e.txn != nil {
+		// What was not committed above is redone by the next owner.
+		rest := e.txn.staged[:0]
+		for _, s := range e.txn.staged {
+			if p := e.parts[s.tp]; p != nil && !p.closing {
+				rest = append(rest, s)
+			}
+		}
+		e.txn.staged = rest
+	}
 	for _, p := range closing {
 		p.cancel()
 		if e.parts[p.tp] == p {

@@ -107,6 +107,21 @@ func (t *tracker) normalize() {
 	t.runs = out
 }
 
+// isFinished reports whether offset o (below end) is finished.
+func (t *tracker) isFinished(o int64) bool {
+	if o < t.base {
+		return true
+	}
+	pos := t.base
+	for i, r := range t.runs {
+		if o < pos+r {
+			return i%2 == 1
+		}
+		pos += r
+	}
+	return false
+}
+
 // watermark returns the lowest offset not known to be finished: the offset
 // to commit.
 func (t *tracker) watermark() int64 { return t.base }
