@@ -54,10 +54,14 @@ func (l load) run(ctx context.Context, t *testing.T, brokers string, between fun
 // verdict reads the results topic until every request of l has a terminal
 // result, then checks that each conversation's answers came in order and
 // returns how many terminal results were duplicates.
-func (l load) verdict(ctx context.Context, t *testing.T, brokers string) (duplicates int) {
+func (l load) verdict(ctx context.Context, t *testing.T, brokers string, readCommitted bool) (duplicates int) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...),
-		kgo.ConsumeTopics("switchboard.results"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	opts := []kgo.Opt{kgo.SeedBrokers(strings.Split(brokers, ",")...),
+		kgo.ConsumeTopics("switchboard.results"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
+	if readCommitted {
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +128,7 @@ func TestCrashedWorkerLosesNothing(t *testing.T) {
 			s.StartRouter()
 		}
 	})
-	dups := l.verdict(ctx, t, s.Brokers)
+	dups := l.verdict(ctx, t, s.Brokers, false)
 	// Work at risk at the kill: what the killed worker had in flight plus
 	// what it finished in the last commit interval (at most the rate of
 	// the whole load, 1,500 requests/s, for that long).
@@ -159,7 +163,34 @@ func TestScalingUnderLoad(t *testing.T) {
 			}
 		}
 	})
-	if dups := l.verdict(ctx, t, s.Brokers); dups != 0 {
+	if dups := l.verdict(ctx, t, s.Brokers, false); dups != 0 {
 		t.Errorf("%d requests answered twice across graceful rebalances, want 0", dups)
+	}
+}
+
+// TestCrashWithExactlyOnce: the same kill -9 with --exactly-once; a
+// read_committed reader sees every answer exactly once and in order.
+func TestCrashWithExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real binaries")
+	}
+	s := apptest.StartStack(t, bin, apptest.StackOptions{
+		Routers: 2, ModelLatency: 20 * time.Millisecond, ModelJitter: 10 * time.Millisecond,
+		RouterArgs: []string{"--max-in-flight", "64", "--exactly-once", "--session-timeout", "3s"},
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	l := load{convs: 150, rounds: 16, pause: 100 * time.Millisecond}
+	var killed sync.Once
+	l.run(ctx, t, s.Brokers, func(round int) {
+		switch round {
+		case 5:
+			killed.Do(s.Routers[0].Kill)
+		case 10:
+			s.StartRouter()
+		}
+	})
+	if dups := l.verdict(ctx, t, s.Brokers, true); dups != 0 {
+		t.Errorf("%d duplicate answers in read_committed output, want 0", dups)
 	}
 }

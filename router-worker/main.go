@@ -30,8 +30,10 @@ func main() {
 	maxInFlight := flag.Int("max-in-flight", 1024, "requests in flight at once (all lanes)")
 	batchMaxInFlight := flag.Int("batch-max-in-flight", 0, "batch-lane requests in flight at once; the rest of --max-in-flight is reserved for interactive (0: 3/4 of --max-in-flight)")
 	highMark := flag.Int("partition-high-mark", 1024, "records waiting or running in one partition before its fetching pauses (resumes at half)")
+	exactlyOnce := flag.Bool("exactly-once", false, "commit terminal results and dead letters with the offsets in Kafka transactions (streamed chunks stay at-least-once)")
+	txnID := flag.String("transactional-id", "", "transactional ID for --exactly-once, unique per running worker (default: from --instance-id, else random)")
 	sessionTimeout := flag.Duration("session-timeout", 45*time.Second, "how long the group waits for a silent (crashed) member before reassigning its partitions")
-	commitInterval := flag.Duration("commit-interval", time.Second, "how often finished work is committed (after a crash, work finished since the last commit runs again)")
+	commitInterval := flag.Duration("commit-interval", 0, "how often finished work is committed; after a crash, work finished since the last commit runs again (0: 1s, or 100ms with --exactly-once)")
 	revokeTimeout := flag.Duration("revoke-timeout", 10*time.Second, "how long a revoked partition's in-flight requests may run before they are cancelled")
 	shutdownTimeout := flag.Duration("shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight requests")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
@@ -50,6 +52,8 @@ func main() {
 		RevokeTimeout:     *revokeTimeout,
 		CommitInterval:    *commitInterval,
 		SessionTimeout:    *sessionTimeout,
+		ExactlyOnce:       *exactlyOnce,
+		TransactionalID:   *txnID,
 		ShutdownTimeout:   *shutdownTimeout,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "router-worker:", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -34,7 +35,8 @@ type staged struct {
 // txnState holds staged output; guarded by Engine.mu.
 type txnState struct {
 	staged []staged
-	mu     sync.Mutex // serialises transactions
+	mu     sync.Mutex          // serialises transactions; guards ids
+	ids    map[string][16]byte // topic IDs by name
 }
 
 // Stage keeps records to be produced in the transaction that commits rec
@@ -76,8 +78,12 @@ func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commit
 	)
 	for _, s := range covered {
 		for _, r := range s.records {
+			// A copy: kgo keeps the context and position of a produced
+			// record, and this one may be produced again after an abort.
+			cp := *r
+			cp.Context = nil
 			wg.Add(1)
-			e.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			e.cl.Produce(ctx, &cp, func(_ *kgo.Record, err error) {
 				defer wg.Done()
 				if err != nil {
 					pmu.Lock()
@@ -130,6 +136,10 @@ func (e *Engine) txnOffsetCommit(ctx context.Context, points map[topicPartition]
 		return fmt.Errorf("add offsets to transaction: %w", err)
 	}
 
+	ids, err := e.topicIDs(ctx, points)
+	if err != nil {
+		return err
+	}
 	member, gen := e.cl.GroupMetadata()
 	req := kmsg.NewPtrTxnOffsetCommitRequest()
 	req.TransactionalID = e.cfg.TransactionalID
@@ -145,7 +155,8 @@ func (e *Engine) txnOffsetCommit(ctx context.Context, points map[topicPartition]
 			i = len(req.Topics)
 			byTopic[tp.topic] = i
 			t := kmsg.NewTxnOffsetCommitRequestTopic()
-			t.Topic = tp.topic
+			t.Topic = tp.topic        // up to v5
+			t.TopicID = ids[tp.topic] // v6 and later
 			req.Topics = append(req.Topics, t)
 		}
 		p := kmsg.NewTxnOffsetCommitRequestTopicPartition()
@@ -161,9 +172,35 @@ func (e *Engine) txnOffsetCommit(ctx context.Context, points map[topicPartition]
 	for _, t := range cresp.Topics {
 		for _, p := range t.Partitions {
 			if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
-				err = errors.Join(err, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, perr))
+				err = errors.Join(err, fmt.Errorf("%s%x/%d: %w", t.Topic, t.TopicID, p.Partition, perr))
 			}
 		}
 	}
 	return err
+}
+
+// topicIDs returns the IDs of the topics in points (TxnOffsetCommit v6+
+// names topics by ID), from a cache filled from metadata.
+func (e *Engine) topicIDs(ctx context.Context, points map[topicPartition]commitPoint) (map[string][16]byte, error) {
+	var missing []string
+	for tp := range points {
+		if _, ok := e.txn.ids[tp.topic]; !ok && !slices.Contains(missing, tp.topic) {
+			missing = append(missing, tp.topic)
+		}
+	}
+	if len(missing) > 0 {
+		td, err := e.adm.ListTopics(ctx, missing...)
+		if err != nil {
+			return nil, fmt.Errorf("topic ids: %w", err)
+		}
+		if e.txn.ids == nil {
+			e.txn.ids = map[string][16]byte{}
+		}
+		for _, t := range td {
+			if t.Err == nil {
+				e.txn.ids[t.Topic] = t.ID
+			}
+		}
+	}
+	return e.txn.ids, nil
 }

@@ -46,30 +46,37 @@ func (r *Router) process(ctx context.Context, rec *kgo.Record) error {
 	}
 	// A result Kafka will never take: answer with a small error and
 	// dead-letter the request instead of retrying forever.
-	req, derr := envelope.DecodeRequest(rec)
-	if derr != nil {
-		return r.deadLetterTrimmed(ctx, rec, ReasonTooLarge, err.Error(), "")
-	}
-	r.metrics.processed.WithLabelValues(laneOf(rec.Topic), ReasonTooLarge).Inc()
-	out := &emitter{r: r, ctx: ctx, req: req}
-	out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: ReasonTooLarge,
-		Message: "the result is larger than the results topic accepts: " + err.Error()}}})
-	if werr := out.wait(); werr != nil {
-		return werr
-	}
-	return r.deadLetterTrimmed(ctx, rec, ReasonTooLarge, err.Error(), req.GetRequestId())
+	return r.tooLargeFallback(ctx, rec, err.Error())
 }
 
-// deadLetterTrimmed dead-letters rec, dropping its value if the whole
-// record is too large for the dead-letter topic (the detail says so).
-func (r *Router) deadLetterTrimmed(ctx context.Context, rec *kgo.Record, reason, detail, requestID string) error {
-	err := r.deadLetter(ctx, rec, reason, detail, requestID, 0)
-	if err == nil || !tooLarge(err) {
-		return err
+// tooLargeFallback answers rec with a result_too_large error and a dead
+// letter (without the request's value if even that is too large).
+func (r *Router) tooLargeFallback(ctx context.Context, rec *kgo.Record, detail string) error {
+	req, _ := envelope.DecodeRequest(rec)
+	out := &emitter{r: r, ctx: ctx, rec: rec, req: req}
+	r.metrics.processed.WithLabelValues(laneOf(rec.Topic), ReasonTooLarge).Inc()
+	if req != nil {
+		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: ReasonTooLarge,
+			Message: "the result is larger than the results topic accepts: " + detail}}})
 	}
-	trimmed := *rec
-	trimmed.Value = nil
-	return r.deadLetter(ctx, &trimmed, reason, detail+" (value of "+fmt.Sprint(len(rec.Value))+" bytes dropped: too large)", requestID, 0)
+	src := rec
+	if r.maxBytes > 0 && recordSize(rec) > int(r.maxBytes)-4096 {
+		trimmed := *rec
+		trimmed.Value = nil
+		src = &trimmed
+		detail += fmt.Sprintf(" (value of %d bytes dropped: too large)", len(rec.Value))
+	}
+	out.deadLetterOf(src, ReasonTooLarge, detail, 0)
+	out.sizeChecked = true
+	return out.wait()
+}
+
+func recordSize(rec *kgo.Record) int {
+	n := len(rec.Key) + len(rec.Value)
+	for _, h := range rec.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // handle is process without the too-large fallback.
@@ -79,9 +86,11 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 	if err != nil {
 		r.log.Warn("undecodable request dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
 		r.metrics.processed.WithLabelValues(lane, "dead_letter").Inc()
-		return r.deadLetter(ctx, rec, ReasonDecode, err.Error(), "", 0)
+		out := &emitter{r: r, ctx: ctx, rec: rec}
+		out.deadLetter(ReasonDecode, err.Error(), 0)
+		return out.wait()
 	}
-	out := &emitter{r: r, ctx: ctx, req: req}
+	out := &emitter{r: r, ctx: ctx, rec: rec, req: req}
 	dispatched := time.Now()
 
 	if dl := req.GetDeadline(); dl != nil && !dispatched.Before(dl.AsTime()) {
@@ -96,10 +105,8 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		msg := fmt.Sprintf("no backend serves model %q", req.GetModel())
 		r.metrics.processed.WithLabelValues(lane, "unknown_model").Inc()
 		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: ReasonUnknownModel, Message: msg}}})
-		if err := out.wait(); err != nil {
-			return err
-		}
-		return r.deadLetter(ctx, rec, ReasonUnknownModel, msg, req.GetRequestId(), 0)
+		out.deadLetter(ReasonUnknownModel, msg, 0)
+		return out.wait()
 	}
 
 	callCtx := ctx
@@ -156,13 +163,10 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 	}
 	r.metrics.processed.WithLabelValues(lane, code).Inc()
 	out.terminal(out.attempt, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: code, Message: lastErr.Error(), Retryable: llm.IsRetryable(lastErr)}}})
-	if err := out.wait(); err != nil {
-		return err
+	if code != CodeDeadlineExceeded { // the client's own deadline: nothing to re-drive
+		out.deadLetter(reason, lastErr.Error(), out.attempt)
 	}
-	if code == CodeDeadlineExceeded {
-		return nil // the client's own deadline: nothing to re-drive
-	}
-	return r.deadLetter(ctx, rec, reason, lastErr.Error(), req.GetRequestId(), out.attempt)
+	return out.wait()
 }
 
 // call makes one attempt at the backend, streaming chunk results through
@@ -217,18 +221,25 @@ func (c *coalescer) emit() {
 
 func (c *coalescer) close() { c.emit() }
 
-// emitter writes one request's result records, in order, and collects the
-// producer's acknowledgements.
+// emitter writes one request's output records, in order, and collects the
+// producer's acknowledgements. In exactly-once mode it keeps the terminal
+// result and dead letters and stages them with the engine in wait (chunks
+// are still produced at once: a stream cannot wait for a transaction).
 type emitter struct {
-	r       *Router
-	ctx     context.Context
-	req     *pb.Request
-	attempt int32
-	index   int32 // next chunk index of the current attempt
-	indexOf int32 // the attempt index counts for
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	err     error
+	r      *Router
+	ctx    context.Context
+	rec    *kgo.Record // the request record
+	req    *pb.Request // nil if rec could not be decoded
+	staged []*kgo.Record
+	// sizeChecked: staged records are known to fit (the too-large
+	// fallback built them).
+	sizeChecked bool
+	attempt     int32
+	index       int32 // next chunk index of the current attempt
+	indexOf     int32 // the attempt index counts for
+	wg          sync.WaitGroup
+	mu          sync.Mutex
+	err         error
 }
 
 func (e *emitter) produce(res *pb.Result) {
@@ -241,8 +252,17 @@ func (e *emitter) produce(res *pb.Result) {
 		e.fail(err)
 		return
 	}
+	if e.r.eos && res.GetChunk() == nil {
+		e.staged = append(e.staged, rec)
+		return
+	}
+	e.send(rec)
+}
+
+// send produces rec now (chunks always; everything outside exactly-once).
+func (e *emitter) send(rec *kgo.Record) {
 	e.wg.Add(1)
-	e.r.client.Produce(e.ctx, rec, func(_ *kgo.Record, err error) {
+	e.r.producer.Produce(e.ctx, rec, func(_ *kgo.Record, err error) {
 		defer e.wg.Done()
 		if err != nil {
 			e.fail(err)
@@ -272,28 +292,48 @@ func (e *emitter) terminal(attempt int32, res *pb.Result) {
 	e.produce(res)
 }
 
+// deadLetter writes the request record to the dead-letter topic with why.
+func (e *emitter) deadLetter(reason, detail string, attempts int32) {
+	e.deadLetterOf(e.rec, reason, detail, attempts)
+}
+
+func (e *emitter) deadLetterOf(src *kgo.Record, reason, detail string, attempts int32) {
+	dl, err := envelope.DeadLetter(e.r.dlq, src, reason, detail, e.req.GetRequestId(), attempts)
+	if err != nil {
+		e.fail(err)
+		return
+	}
+	e.r.metrics.deadLetters.WithLabelValues(reason).Inc()
+	if e.r.eos {
+		e.staged = append(e.staged, dl)
+		return
+	}
+	e.send(dl)
+}
+
 // wait blocks until every record produced so far is acknowledged and
-// returns the first failure.
+// returns the first failure. In exactly-once mode it then stages the kept
+// records with the engine, which commits them with the request's offset.
 func (e *emitter) wait() error {
 	e.wg.Wait()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.err != nil {
-		return fmt.Errorf("produce results: %w", e.err)
-	}
-	return nil
-}
-
-func (r *Router) deadLetter(ctx context.Context, rec *kgo.Record, reason, detail, requestID string, attempts int32) error {
-	dl, err := envelope.DeadLetter(r.dlq, rec, reason, detail, requestID, attempts)
+	err := e.err
+	e.mu.Unlock()
 	if err != nil {
-		return err
+		return fmt.Errorf("produce results: %w", err)
 	}
-	if err := r.client.ProduceSync(ctx, dl).FirstErr(); err != nil {
-		return fmt.Errorf("produce dead letter: %w", err)
+	if !e.r.eos || len(e.staged) == 0 {
+		return nil
 	}
-	r.metrics.deadLetters.WithLabelValues(reason).Inc()
-	return nil
+	if !e.sizeChecked && e.r.maxBytes > 0 {
+		for _, rec := range e.staged {
+			if recordSize(rec) > int(e.r.maxBytes)-512 {
+				// It would fail the whole transaction, again and again.
+				return e.r.tooLargeFallback(e.ctx, e.rec, fmt.Sprintf("a %d-byte output record", recordSize(rec)))
+			}
+		}
+	}
+	return e.r.engine.Stage(e.rec, e.staged...)
 }
 
 func laneOf(topic string) string {

@@ -22,6 +22,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -76,6 +77,14 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member (a
 	// crashed worker) before giving its partitions to others. Default 45s.
 	SessionTimeout time.Duration
+	// ExactlyOnce commits terminal results and dead letters in Kafka
+	// transactions together with the offsets (see docs/ARCHITECTURE.md);
+	// streamed chunks stay at-least-once. CommitInterval defaults to 100ms
+	// in this mode, since results become visible at commit.
+	ExactlyOnce bool
+	// TransactionalID names this worker's transactions; it must be unique
+	// among running workers. Default: from InstanceID, else random.
+	TransactionalID string
 	// CommitInterval is how often finished work is committed. After a
 	// crash, work finished since the last commit runs again. Default 1s.
 	CommitInterval time.Duration
@@ -108,6 +117,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 1024
+	}
+	if c.CommitInterval == 0 && c.ExactlyOnce {
+		c.CommitInterval = 100 * time.Millisecond
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 45 * time.Second
@@ -148,14 +160,17 @@ func (c *Config) Validate() error {
 
 // Router consumes requests and produces results.
 type Router struct {
-	cfg     Config
-	log     *slog.Logger
-	engine  *keyorder.Engine
-	client  *kgo.Client               // the engine's client, used to produce
-	models  map[string]*backendClient // model name -> backend
-	results string
-	dlq     string
-	metrics *metrics
+	cfg      Config
+	log      *slog.Logger
+	engine   *keyorder.Engine
+	client   *kgo.Client               // the engine's client
+	producer *kgo.Client               // produces results: the engine's client, or in exactly-once mode a plain one for chunks
+	eos      bool                      // exactly-once mode
+	maxBytes int32                     // largest batch the results and dead-letter topics take
+	models   map[string]*backendClient // model name -> backend
+	results  string
+	dlq      string
+	metrics  *metrics
 }
 
 type backendClient struct {
@@ -197,7 +212,20 @@ func New(cfg Config) (*Router, error) {
 		}
 	}
 	batch := cfg.Topics.Name(topicspec.RequestsBatch)
+	r.eos = cfg.ExactlyOnce
+	r.maxBytes = cfg.Topics.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter)
+	txnID := ""
+	if r.eos {
+		txnID = cfg.TransactionalID
+		if txnID == "" && cfg.InstanceID != "" {
+			txnID = "switchboard-router-" + cfg.InstanceID
+		}
+		if txnID == "" {
+			txnID = "switchboard-router-" + uuid.NewString()
+		}
+	}
 	engine, err := keyorder.New(keyorder.Config{
+		TransactionalID: txnID,
 		Group:           cfg.Group,
 		InstanceID:      cfg.InstanceID,
 		Topics:          []string{cfg.Topics.Name(topicspec.RequestsInteractive), batch},
@@ -220,6 +248,14 @@ func New(cfg Config) (*Router, error) {
 	}
 	r.engine = engine
 	r.client = engine.Client()
+	r.producer = r.client
+	if r.eos {
+		// Chunks are produced as they stream, outside any transaction.
+		if r.producer, err = kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics)...)...); err != nil {
+			r.client.Close()
+			return nil, fmt.Errorf("router: chunk producer: %w", err)
+		}
+	}
 	return r, nil
 }
 
@@ -240,6 +276,9 @@ func (r *Router) Run(ctx context.Context) error {
 	r.log.Info("router consuming", "group", r.cfg.Group, "backends", len(r.cfg.Backends),
 		"max_in_flight", r.cfg.MaxInFlight, "batch_max_in_flight", r.cfg.BatchMaxInFlight)
 	err = r.engine.Run(ctx)
+	if r.producer != r.client {
+		r.producer.Close()
+	}
 	stopHTTP()
 	return errors.Join(err, <-httpDone)
 }

@@ -378,3 +378,48 @@ func TestResultTooLargeIsDeadLettered(t *testing.T) {
 		t.Errorf("backend hits = %d", got)
 	}
 }
+
+// TestExactlyOnceCommitsResultsWithOffsets: in exactly-once mode a
+// read_committed reader sees each terminal result once, streamed or not,
+// and the offsets are committed with them.
+func TestExactlyOnceCommitsResultsWithOffsets(t *testing.T) {
+	h := newHarness(t)
+	committed, err := kgo.NewClient(kgo.SeedBrokers(h.cluster.ListenAddrs()...),
+		kgo.ConsumeTopics(results), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer committed.Close()
+	h.client = committed
+	stop := h.run(h.modelsim(time.Millisecond), func(c *Config) { c.ExactlyOnce = true })
+	const n = 40
+	for i := range n {
+		h.produce(request(fmt.Sprintf("e%d", i%4), i, i%3 == 0))
+	}
+	res, _ := h.collect(n)
+	seen := map[string]int{}
+	for _, r := range res {
+		if r.GetChunk() == nil {
+			seen[r.GetRequestId()]++
+		}
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Errorf("%s: %d terminal results, want 1", id, c)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(committed)
+	offs, err := adm.FetchOffsets(t.Context(), "switchboard-router")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	offs.Each(func(o kadm.OffsetResponse) { total += o.At })
+	if total != n {
+		t.Errorf("committed offsets add up to %d, want %d", total, n)
+	}
+}
