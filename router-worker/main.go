@@ -36,6 +36,10 @@ func main() {
 	commitInterval := flag.Duration("commit-interval", 0, "how often finished work is committed; after a crash, work finished since the last commit runs again (0: 1s, or 100ms with --exactly-once)")
 	revokeTimeout := flag.Duration("revoke-timeout", 10*time.Second, "how long a revoked partition's in-flight requests may run before they are cancelled")
 	shutdownTimeout := flag.Duration("shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight requests")
+	fetchMinBytes := flag.Int("fetch-min-bytes", 1, "bytes a fetch waits for (with --fetch-max-wait): larger batches cost latency, save CPU")
+	fetchMaxWait := flag.Duration("fetch-max-wait", 5*time.Second, "longest a fetch waits for --fetch-min-bytes")
+	linger := flag.Duration("produce-linger", 5*time.Millisecond, "how long results wait to be batched")
+	pprof := flag.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on --addr")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
@@ -45,6 +49,10 @@ func main() {
 		Kafka:             kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-router"},
 		Group:             *group,
 		InstanceID:        *instanceID,
+		Pprof:             *pprof,
+		FetchMinBytes:     int32(*fetchMinBytes),
+		FetchMaxWait:      *fetchMaxWait,
+		ProduceLinger:     *linger,
 		MaxAttempts:       *maxAttempts,
 		MaxInFlight:       *maxInFlight,
 		BatchMaxInFlight:  *batchMaxInFlight,

@@ -40,6 +40,16 @@ type Config struct {
 	// Addr is the listen address of /metrics, /healthz and /readyz.
 	// Default 127.0.0.1:8082.
 	Addr string
+	// FetchMinBytes and FetchMaxWait batch fetches: the broker answers a
+	// fetch once it has FetchMinBytes or FetchMaxWait has passed. Larger
+	// values cost latency and save CPU per request. Defaults 1 byte, 5s
+	// (answer as soon as anything arrives).
+	FetchMinBytes int32
+	FetchMaxWait  time.Duration
+	// ProduceLinger is how long results wait to be batched. Default 5ms.
+	ProduceLinger time.Duration
+	// Pprof also serves Go's profiles under /debug/pprof/ on Addr.
+	Pprof bool
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
@@ -120,6 +130,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.CommitInterval == 0 && c.ExactlyOnce {
 		c.CommitInterval = 100 * time.Millisecond
+	}
+	if c.FetchMinBytes == 0 {
+		c.FetchMinBytes = 1
+	}
+	if c.FetchMaxWait == 0 {
+		c.FetchMaxWait = 5 * time.Second
+	}
+	if c.ProduceLinger == 0 {
+		c.ProduceLinger = 5 * time.Millisecond
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 45 * time.Second
@@ -237,8 +256,8 @@ func New(cfg Config) (*Router, error) {
 		CommitInterval:  cfg.CommitInterval,
 		RetryBackoff:    cfg.RetryBackoff,
 		Handler:         r.process,
-		ClientOpts: append(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics)...),
-			kgo.SessionTimeout(cfg.SessionTimeout)),
+		ClientOpts: append(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics, cfg.ProduceLinger)...),
+			kgo.SessionTimeout(cfg.SessionTimeout), kgo.FetchMinBytes(cfg.FetchMinBytes), kgo.FetchMaxWait(cfg.FetchMaxWait)),
 		MetricsPrefix: "switchboard_router",
 		Registry:      cfg.Registry,
 		Logger:        cfg.Logger,
@@ -251,7 +270,7 @@ func New(cfg Config) (*Router, error) {
 	r.producer = r.client
 	if r.eos {
 		// Chunks are produced as they stream, outside any transaction.
-		if r.producer, err = kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics)...)...); err != nil {
+		if r.producer, err = kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics, cfg.ProduceLinger)...)...); err != nil {
 			r.client.Close()
 			return nil, fmt.Errorf("router: chunk producer: %w", err)
 		}
@@ -269,6 +288,9 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	telemetry.Mount(mux, r.cfg.Registry, r.ready)
+	if r.cfg.Pprof {
+		telemetry.MountPprof(mux)
+	}
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpserve.Run(httpCtx, ln, mux, time.Second, r.log) }()
@@ -285,8 +307,8 @@ func (r *Router) Run(ctx context.Context) error {
 
 // producerOpts sizes the producer for the topics it writes: a batch may be
 // as large as the smaller of the results and dead-letter topics' limits.
-func producerOpts(spec *topicspec.Spec) []kgo.Opt {
-	opts := []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5 * time.Millisecond)}
+func producerOpts(spec *topicspec.Spec, linger time.Duration) []kgo.Opt {
+	opts := []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(linger)}
 	if n := spec.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter); n > 0 {
 		opts = append(opts, kgo.ProducerBatchMaxBytes(n))
 	}
