@@ -102,19 +102,15 @@ func (l load) verdict(ctx context.Context, t *testing.T, brokers string, readCom
 	return duplicates
 }
 
-// TestCrashedWorkerLosesNothing: two router-workers share the load; one is
-// killed with SIGKILL mid-load and a new one starts later. Every request is
-// answered, every conversation in order; duplicates are bounded by what
-// was in flight or finished since the last commit at the kill.
-func TestCrashedWorkerLosesNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the real binaries")
-	}
-	const maxInFlight, commitInterval = 64, 200 * time.Millisecond
+// crashUnderLoad runs the standard load against two router-workers started
+// with routerArgs, kills one with SIGKILL after round 5, starts a new one
+// after round 10, and returns the duplicate answers a reader (with
+// read_committed or not) saw; verdict has checked loss and order.
+func crashUnderLoad(t *testing.T, routerArgs []string, readCommitted bool) (requests, duplicates int) {
+	t.Helper()
 	s := apptest.StartStack(t, bin, apptest.StackOptions{
 		Routers: 2, ModelLatency: 20 * time.Millisecond, ModelJitter: 10 * time.Millisecond,
-		RouterArgs: []string{"--max-in-flight", fmt.Sprint(maxInFlight), "--commit-interval", commitInterval.String(),
-			"--session-timeout", "3s"},
+		RouterArgs: append([]string{"--session-timeout", "3s"}, routerArgs...),
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
@@ -128,14 +124,37 @@ func TestCrashedWorkerLosesNothing(t *testing.T) {
 			s.StartRouter()
 		}
 	})
-	dups := l.verdict(ctx, t, s.Brokers, false)
+	return l.convs * l.rounds, l.verdict(ctx, t, s.Brokers, readCommitted)
+}
+
+// TestCrashedWorkerLosesNothing: two router-workers share the load; one is
+// killed with SIGKILL mid-load and a new one starts later. Every request is
+// answered, every conversation in order; duplicates are bounded by what
+// was in flight or finished since the last commit at the kill.
+func TestCrashedWorkerLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real binaries")
+	}
+	const maxInFlight, commitInterval = 64, 200 * time.Millisecond
+	n, dups := crashUnderLoad(t, []string{"--max-in-flight", fmt.Sprint(maxInFlight), "--commit-interval", commitInterval.String()}, false)
 	// Work at risk at the kill: what the killed worker had in flight plus
 	// what it finished in the last commit interval (at most the rate of
 	// the whole load, 1,500 requests/s, for that long).
 	bound := maxInFlight + int(1500*commitInterval.Seconds())
-	t.Logf("%d requests, %d duplicate answers after the kill (bound %d)", l.convs*l.rounds, dups, bound)
+	t.Logf("%d requests, %d duplicate answers after the kill (bound %d)", n, dups, bound)
 	if dups > bound {
 		t.Errorf("%d duplicates, more than the %d at risk at the kill", dups, bound)
+	}
+}
+
+// TestCrashWithExactlyOnce: the same kill -9 with --exactly-once; a
+// read_committed reader sees every answer exactly once and in order.
+func TestCrashWithExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real binaries")
+	}
+	if _, dups := crashUnderLoad(t, []string{"--max-in-flight", "64", "--exactly-once"}, true); dups != 0 {
+		t.Errorf("%d duplicate answers in read_committed output, want 0", dups)
 	}
 }
 
@@ -165,32 +184,5 @@ func TestScalingUnderLoad(t *testing.T) {
 	})
 	if dups := l.verdict(ctx, t, s.Brokers, false); dups != 0 {
 		t.Errorf("%d requests answered twice across graceful rebalances, want 0", dups)
-	}
-}
-
-// TestCrashWithExactlyOnce: the same kill -9 with --exactly-once; a
-// read_committed reader sees every answer exactly once and in order.
-func TestCrashWithExactlyOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the real binaries")
-	}
-	s := apptest.StartStack(t, bin, apptest.StackOptions{
-		Routers: 2, ModelLatency: 20 * time.Millisecond, ModelJitter: 10 * time.Millisecond,
-		RouterArgs: []string{"--max-in-flight", "64", "--exactly-once", "--session-timeout", "3s"},
-	})
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
-	defer cancel()
-	l := load{convs: 150, rounds: 16, pause: 100 * time.Millisecond}
-	var killed sync.Once
-	l.run(ctx, t, s.Brokers, func(round int) {
-		switch round {
-		case 5:
-			killed.Do(s.Routers[0].Kill)
-		case 10:
-			s.StartRouter()
-		}
-	})
-	if dups := l.verdict(ctx, t, s.Brokers, true); dups != 0 {
-		t.Errorf("%d duplicate answers in read_committed output, want 0", dups)
 	}
 }

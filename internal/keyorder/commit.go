@@ -23,8 +23,7 @@ type commitPoint struct {
 // the finished records (see txn.go).
 func (e *Engine) commit(ctx context.Context, only map[topicPartition]bool) error {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
-	type pending = commitPoint
-	want := map[topicPartition]pending{}
+	want := map[topicPartition]commitPoint{}
 	var covered []staged
 	e.mu.Lock()
 	if e.txn != nil {
@@ -64,7 +63,7 @@ func (e *Engine) commit(ctx context.Context, only map[topicPartition]bool) error
 			offsets[tp.topic] = map[int32]kgo.EpochOffset{}
 		}
 		offsets[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: -1, Offset: w}
-		want[tp] = pending{w, md}
+		want[tp] = commitPoint{w, md}
 	}
 	e.mu.Unlock()
 	if e.txn != nil {
@@ -77,13 +76,7 @@ func (e *Engine) commit(ctx context.Context, only map[topicPartition]bool) error
 		if err != nil {
 			return err
 		}
-		e.mu.Lock()
-		for tp, w := range want {
-			if p := e.parts[tp]; p != nil {
-				p.committed, p.committedMD = w.offset, w.metadata
-			}
-		}
-		e.mu.Unlock()
+		e.markCommitted(want)
 		return nil
 	}
 	if len(want) == 0 {
@@ -119,15 +112,18 @@ func (e *Engine) commit(ctx context.Context, only map[topicPartition]bool) error
 		}
 	})
 	e.m.commitSeconds.Observe(time.Since(start).Seconds())
-	if err != nil && len(want) == 0 {
-		return err
-	}
+	e.markCommitted(want)
+	return err
+}
+
+// markCommitted records what the cluster now holds for each partition, so
+// unchanged partitions are not committed again.
+func (e *Engine) markCommitted(points map[topicPartition]commitPoint) {
 	e.mu.Lock()
-	for tp, w := range want {
+	defer e.mu.Unlock()
+	for tp, w := range points {
 		if p := e.parts[tp]; p != nil {
 			p.committed, p.committedMD = w.offset, w.metadata
 		}
 	}
-	e.mu.Unlock()
-	return err
 }
