@@ -149,7 +149,11 @@ func (e *Engine) release(ctx context.Context, parts map[string][]int32, wait tim
 		for _, p := range closing {
 			only[p.tp] = true
 		}
-		if err := e.commit(ctx, only); err != nil {
+		// A fresh bound: the wait above may have used up ctx's time.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := e.commit(cctx, only)
+		cancel()
+		if err != nil {
 			e.log.Warn("commit of released partitions failed", "err", err)
 		}
 	}
