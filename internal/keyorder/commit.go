@@ -3,6 +3,7 @@ package keyorder
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -10,19 +11,35 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// commitTimeout bounds one commit, transaction included. Commits never run
+// on a caller's context: a commit cut off half-way leaves its outcome
+// unknown, so each gets this bound from the engine's base context instead.
+const commitTimeout = 15 * time.Second
+
 // commitPoint is what a partition commits: its low watermark and the
 // finished-offset metadata above it.
 type commitPoint struct {
+	p        *partition
 	offset   int64
 	metadata string
 }
 
 // commit commits the low watermark and finished-offset metadata of every
-// partition (or of those in only) that changed since its last commit. In
-// exactly-once mode it does so in a transaction with the staged output of
-// the finished records (see txn.go).
-func (e *Engine) commit(ctx context.Context, only map[topicPartition]bool) error {
-	offsets := map[string]map[int32]kgo.EpochOffset{}
+// partition that changed since its last commit: of the partitions in only,
+// or, when only is nil, of every partition not being released (a release
+// commits its partitions itself). In exactly-once mode it does so in a
+// transaction with the staged output of the finished records (see txn.go).
+//
+// Commits are serialised by commitMu from the snapshot of what to commit
+// until the engine has recorded the outcome, so that an older watermark is
+// never sent after a newer one and staged output is never in two
+// transactions at once.
+func (e *Engine) commit(only map[*partition]bool) error {
+	e.commitMu.Lock()
+	defer e.commitMu.Unlock()
+	ctx, cancel := context.WithTimeout(e.base, commitTimeout)
+	defer cancel()
+
 	want := map[topicPartition]commitPoint{}
 	var covered []staged
 	e.mu.Lock()
@@ -32,57 +49,69 @@ func (e *Engine) commit(ctx context.Context, only map[topicPartition]bool) error
 		// Stage and its return) waits for the next one.
 		rest := e.txn.staged[:0]
 		for _, s := range e.txn.staged {
-			p := e.parts[s.tp]
 			switch {
-			case p == nil:
+			case e.parts[s.p.tp] != s.p:
 				// released: its next owner redoes it
-			case p.closing && only == nil:
-				rest = append(rest, s) // its release commits it
-			case (only == nil || only[s.tp]) && p.track.isFinished(s.offset):
+			case only == nil && s.p.closing, only != nil && !only[s.p]:
+				rest = append(rest, s) // another commit takes it
+			case s.p.track.isFinished(s.offset):
 				covered = append(covered, s)
 			default:
 				rest = append(rest, s)
 			}
 		}
+		clear(e.txn.staged[len(rest):])
 		e.txn.staged = rest
 	}
 	for tp, p := range e.parts {
-		if p.track == nil || (only != nil && !only[tp]) {
+		if p.track == nil || (only == nil && p.closing) || (only != nil && !only[p]) {
 			continue
-		}
-		if e.txn != nil && p.closing && only == nil {
-			continue // its release commits it, with its staged output
 		}
 		w, md := p.track.watermark(), p.track.metadata()
 		e.m.finishedAbove.WithLabelValues(tp.topic, itoa(tp.partition)).Set(float64(p.track.finishedAbove()))
 		e.m.metadataBytes.WithLabelValues(tp.topic, itoa(tp.partition)).Set(float64(len(md)))
+		if len(md) > e.cfg.MetadataLimit {
+			// Admission keeps this from happening; should it, the
+			// watermark alone is safe: the next owner redoes the work.
+			e.log.Error("commit metadata over its limit; committing the watermark alone", "topic", tp.topic,
+				"partition", tp.partition, "bytes", len(md), "limit", e.cfg.MetadataLimit)
+			md = ""
+		}
 		if w == p.committed && md == p.committedMD {
 			continue
 		}
-		if offsets[tp.topic] == nil {
-			offsets[tp.topic] = map[int32]kgo.EpochOffset{}
-		}
-		offsets[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: -1, Offset: w}
-		want[tp] = commitPoint{w, md}
+		want[tp] = commitPoint{p, w, md}
 	}
 	e.mu.Unlock()
-	if e.txn != nil {
-		if len(covered) == 0 {
-			return nil // offsets move with the next output; nothing to make visible
+	if len(want) == 0 || (e.txn != nil && len(covered) == 0) {
+		// In exactly-once mode offsets move with output: franz-go ends a
+		// transaction that produced nothing without sending EndTxn, which
+		// would leave offsets alone in it pending until it times out.
+		if len(covered) > 0 {
+			e.restage(covered)
 		}
-		start := time.Now()
-		err := e.commitTxn(ctx, want, covered)
-		e.m.commitSeconds.Observe(time.Since(start).Seconds())
-		if err != nil {
-			return err
-		}
-		e.markCommitted(want)
-		return nil
-	}
-	if len(want) == 0 {
 		return nil
 	}
 
+	start := time.Now()
+	defer func() { e.m.commitSeconds.Observe(time.Since(start).Seconds()) }()
+	if e.txn != nil {
+		committed, err := e.commitTxn(ctx, want, covered)
+		if committed {
+			e.markCommitted(want)
+		} else {
+			e.restage(covered)
+		}
+		return err
+	}
+
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for tp, pt := range want {
+		if offsets[tp.topic] == nil {
+			offsets[tp.topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: -1, Offset: pt.offset}
+	}
 	ctx = kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
 		for i := range req.Topics {
 			t := &req.Topics[i]
@@ -94,7 +123,6 @@ func (e *Engine) commit(ctx context.Context, only map[topicPartition]bool) error
 		}
 		return nil
 	})
-	start := time.Now()
 	var err error
 	e.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, cerr error) {
 		if cerr != nil {
@@ -111,7 +139,6 @@ func (e *Engine) commit(ctx context.Context, only map[topicPartition]bool) error
 			}
 		}
 	})
-	e.m.commitSeconds.Observe(time.Since(start).Seconds())
 	e.markCommitted(want)
 	return err
 }
@@ -121,9 +148,35 @@ func (e *Engine) commit(ctx context.Context, only map[topicPartition]bool) error
 func (e *Engine) markCommitted(points map[topicPartition]commitPoint) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for tp, w := range points {
-		if p := e.parts[tp]; p != nil {
-			p.committed, p.committedMD = w.offset, w.metadata
+	for _, pt := range points {
+		pt.p.committed, pt.p.committedMD = pt.offset, pt.metadata
+	}
+}
+
+// restage puts the output of a transaction that did not commit back in
+// front of the staged list, in its order: a key's later output may have
+// been staged meanwhile and must stay behind it. Output of partitions
+// released meanwhile is dropped: their next owner redoes it.
+func (e *Engine) restage(covered []staged) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	keep := slices.DeleteFunc(covered, func(s staged) bool { return e.parts[s.p.tp] != s.p })
+	e.txn.staged = append(keep, e.txn.staged...)
+}
+
+// commitLoop commits every CommitInterval until stop is closed. A commit
+// under way when stop closes runs to its end: Run waits for it.
+func (e *Engine) commitLoop(stop <-chan struct{}) {
+	t := time.NewTicker(e.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if err := e.commit(nil); err != nil {
+				e.log.Warn("commit failed", "err", err)
+			}
 		}
 	}
 }

@@ -197,6 +197,13 @@ func (c *checker) checkCommitted(ctx context.Context, adm *kadm.Client, group st
 
 func startEngine(t *testing.T, c *kfake.Cluster, cfg Config) (stop func()) {
 	t.Helper()
+	return startEngineWith(t, c, cfg, nil)
+}
+
+// startEngineWith is startEngine with a hook that sees the engine before it
+// runs.
+func startEngineWith(t *testing.T, c *kfake.Cluster, cfg Config, created func(*Engine)) (stop func()) {
+	t.Helper()
 	cfg.ClientOpts = append(cfg.ClientOpts, kgo.SeedBrokers(c.ListenAddrs()...),
 		kgo.SessionTimeout(2*time.Second), kgo.HeartbeatInterval(200*time.Millisecond),
 		kgo.RebalanceTimeout(5*time.Second), kgo.FetchMaxWait(100*time.Millisecond))
@@ -206,6 +213,9 @@ func startEngine(t *testing.T, c *kfake.Cluster, cfg Config) (stop func()) {
 	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if created != nil {
+		created(e)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})

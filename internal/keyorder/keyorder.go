@@ -184,7 +184,10 @@ type Engine struct {
 	// touching the engine (base and adm are set by then).
 	running chan struct{}
 
-	txn *txnState // exactly-once mode only; its staged list is guarded by mu
+	txn *txnState // exactly-once mode only
+
+	// commitMu serialises commits (see commit). Lock order: commitMu, then mu.
+	commitMu sync.Mutex
 
 	mu        sync.Mutex // guards everything below
 	parts     map[topicPartition]*partition
@@ -268,11 +271,10 @@ func (e *Engine) Client() *kgo.Client { return e.cl }
 func (e *Engine) Run(ctx context.Context) error {
 	e.base = context.WithoutCancel(ctx)
 	close(e.running)
-	commitCtx, stopCommits := context.WithCancel(e.base)
-	commitsDone := make(chan struct{})
+	stopCommits, commitsDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(commitsDone)
-		e.commitLoop(commitCtx)
+		e.commitLoop(stopCommits)
 	}()
 
 	for {
@@ -292,7 +294,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.cl.AllowRebalance()
 
-	stopCommits()
+	close(stopCommits)
 	<-commitsDone
 	e.mu.Lock()
 	all := map[string][]int32{}
@@ -300,25 +302,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		all[tp.topic] = append(all[tp.topic], tp.partition)
 	}
 	e.mu.Unlock()
-	dctx, cancel := context.WithTimeout(e.base, e.cfg.ShutdownTimeout)
-	defer cancel()
-	e.release(dctx, all, e.cfg.ShutdownTimeout, true)
+	e.release(all, e.cfg.ShutdownTimeout, true)
 	e.cl.Close() // leaves the group; nothing is assigned any more
 	e.wg.Wait()
 	return nil
-}
-
-func (e *Engine) commitLoop(ctx context.Context) {
-	t := time.NewTicker(e.cfg.CommitInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := e.commit(ctx, nil); err != nil && ctx.Err() == nil {
-				e.log.Warn("commit failed", "err", err)
-			}
-		}
-	}
 }

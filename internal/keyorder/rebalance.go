@@ -2,9 +2,11 @@ package keyorder
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -19,10 +21,7 @@ func (e *Engine) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 		return
 	}
 	e.m.rebalances.WithLabelValues("assigned").Inc()
-	committed, err := e.adm.FetchOffsets(ctx, e.cfg.Group)
-	if err == nil {
-		err = committed.Error()
-	}
+	committed, err := e.fetchCommitted(ctx)
 	if err != nil {
 		e.log.Warn("cannot read committed metadata; finished work above the watermark will run again", "err", err)
 	}
@@ -53,6 +52,39 @@ func (e *Engine) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 	e.log.Info("partitions assigned", "partitions", assigned)
 }
 
+// fetchCommitted reads the group's committed offsets and metadata,
+// retrying failures for a bounded time: without them finished work above
+// the watermarks would run again. In exactly-once mode it waits for
+// pending transactional commits (RequireStable), so it never reads offsets
+// older than output already written.
+func (e *Engine) fetchCommitted(ctx context.Context) (kadm.OffsetResponses, error) {
+	if e.txn != nil {
+		ctx = kadm.RequireStable(ctx)
+	}
+	deadline := time.Now().Add(fetchCommittedFor)
+	backoff := 100 * time.Millisecond
+	for {
+		got, err := e.adm.FetchOffsets(ctx, e.cfg.Group)
+		if err == nil {
+			err = got.Error()
+		}
+		if err == nil || ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
+			return got, err
+		}
+		e.log.Warn("reading committed offsets failed; retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return got, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// fetchCommittedFor bounds fetchCommitted's retries; a rebalance callback
+// must not block the group for long.
+const fetchCommittedFor = 10 * time.Second
+
 // revoked stops the partitions: nothing new starts, queued records are
 // dropped, in-flight ones get RevokeTimeout to finish; then what finished
 // is committed. It returns only when no handler of those partitions runs,
@@ -63,7 +95,7 @@ func (e *Engine) revoked(ctx context.Context, _ *kgo.Client, revoked map[string]
 	}
 	e.m.rebalances.WithLabelValues("revoked").Inc()
 	e.log.Info("partitions revoked", "partitions", revoked)
-	e.release(ctx, revoked, e.cfg.RevokeTimeout, true)
+	e.release(revoked, e.cfg.RevokeTimeout, true)
 }
 
 // lost drops the partitions at once, without committing: another member
@@ -74,7 +106,7 @@ func (e *Engine) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int3
 	}
 	e.m.rebalances.WithLabelValues("lost").Inc()
 	e.log.Warn("partitions lost", "partitions", lost)
-	e.release(ctx, lost, 0, false)
+	e.release(lost, 0, false)
 }
 
 // waitRunning waits until Run has started; false if ctx ends first (the
@@ -92,7 +124,7 @@ func (e *Engine) waitRunning(ctx context.Context) bool {
 // A partition another release is already closing (a rebalance during the
 // shutdown drain) is waited for too, so that when this returns no handler
 // of any of parts runs.
-func (e *Engine) release(ctx context.Context, parts map[string][]int32, wait time.Duration, commit bool) {
+func (e *Engine) release(parts map[string][]int32, wait time.Duration, commit bool) {
 	var closing []*partition
 	e.mu.Lock()
 	for topic, ps := range parts {
@@ -145,28 +177,18 @@ func (e *Engine) release(ctx context.Context, parts map[string][]int32, wait tim
 	}
 
 	if commit && len(closing) > 0 {
-		only := map[topicPartition]bool{}
+		only := map[*partition]bool{}
 		for _, p := range closing {
-			only[p.tp] = true
+			only[p] = true
 		}
-		// A fresh bound: the wait above may have used up ctx's time.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		err := e.commit(cctx, only)
-		cancel()
-		if err != nil {
+		if err := e.commit(only); err != nil {
 			e.log.Warn("commit of released partitions failed", "err", err)
 		}
 	}
 	e.mu.Lock()
 	if e.txn != nil {
 		// What was not committed above is redone by the next owner.
-		rest := e.txn.staged[:0]
-		for _, s := range e.txn.staged {
-			if p := e.parts[s.tp]; p != nil && !p.closing {
-				rest = append(rest, s)
-			}
-		}
-		e.txn.staged = rest
+		e.txn.staged = slices.DeleteFunc(e.txn.staged, func(s staged) bool { return slices.Contains(closing, s.p) })
 	}
 	for _, p := range closing {
 		p.cancel()

@@ -33,9 +33,16 @@ type partition struct {
 type conv struct {
 	key    string
 	p      *partition
-	queue  []*kgo.Record
+	queue  []item
 	busy   bool
 	queued bool
+}
+
+// item is a record taken from its partition, with the first offset of its
+// claim in the partition's tracker (see tracker.take).
+type item struct {
+	rec  *kgo.Record
+	from int64
 }
 
 // lane is a topic's share of the in-flight budget and its ready list of
@@ -64,9 +71,9 @@ func (e *Engine) add(topic string, partition int32, recs []*kgo.Record) {
 		if rec.Offset < p.track.end {
 			continue // already taken
 		}
-		p.track.take(rec.Offset)
+		from := p.track.take(rec.Offset)
 		if p.skip != nil && p.skip.contains(rec.Offset) {
-			p.track.finish(rec.Offset)
+			p.track.finish(from, rec.Offset)
 			skipped++
 			continue
 		}
@@ -76,7 +83,7 @@ func (e *Engine) add(topic string, partition int32, recs []*kgo.Record) {
 			c = &conv{key: key, p: p}
 			p.convs[key] = c
 		}
-		c.queue = append(c.queue, rec)
+		c.queue = append(c.queue, item{rec, from})
 		p.buffered++
 		if !c.busy && !c.queued {
 			e.makeReady(c)
@@ -151,15 +158,15 @@ func (e *Engine) popReady(l *lane) *conv {
 // watermark is never held back: finishing it only shrinks the metadata.
 func (e *Engine) heldBack(c *conv) bool {
 	t := c.p.track
-	if c.queue[0].Offset == t.watermark() {
+	if c.queue[0].from == t.watermark() {
 		return false
 	}
 	return t.metadataSize()+(c.p.inflight+1)*t.growthBound() > e.cfg.MetadataLimit
 }
 
 func (e *Engine) start(c *conv) {
-	rec := c.queue[0]
-	c.queue[0] = nil
+	it := c.queue[0]
+	c.queue[0] = item{}
 	c.queue = c.queue[1:]
 	c.busy = true
 	p := c.p
@@ -168,21 +175,22 @@ func (e *Engine) start(c *conv) {
 	e.inflight++
 	e.m.inflight.WithLabelValues(p.lane.topic).Inc()
 	e.wg.Add(1)
-	go e.run(c, rec, p.ctx)
+	go e.run(c, it, p.ctx)
 }
 
 // run calls the handler until it succeeds or the partition's context ends.
-func (e *Engine) run(c *conv, rec *kgo.Record, ctx context.Context) {
+func (e *Engine) run(c *conv, it item, ctx context.Context) {
 	defer e.wg.Done()
+	rec := it.rec
 	backoff := e.cfg.RetryBackoff
 	for {
 		err := e.cfg.Handler(ctx, rec)
 		if err == nil {
-			e.done(c, rec, true)
+			e.done(c, it, true)
 			return
 		}
 		if ctx.Err() != nil {
-			e.done(c, rec, false)
+			e.done(c, it, false)
 			return
 		}
 		e.m.retries.Inc()
@@ -190,7 +198,7 @@ func (e *Engine) run(c *conv, rec *kgo.Record, ctx context.Context) {
 			"partition", rec.Partition, "offset", rec.Offset, "backoff", backoff, "err", err)
 		select {
 		case <-ctx.Done():
-			e.done(c, rec, false)
+			e.done(c, it, false)
 			return
 		case <-time.After(backoff):
 		}
@@ -199,7 +207,7 @@ func (e *Engine) run(c *conv, rec *kgo.Record, ctx context.Context) {
 }
 
 // done records the end of a handler call and starts what can start next.
-func (e *Engine) done(c *conv, rec *kgo.Record, finished bool) {
+func (e *Engine) done(c *conv, it item, finished bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p := c.p
@@ -210,7 +218,7 @@ func (e *Engine) done(c *conv, rec *kgo.Record, finished bool) {
 	e.inflight--
 	e.m.inflight.WithLabelValues(p.lane.topic).Dec()
 	if finished {
-		p.track.finish(rec.Offset)
+		p.track.finish(it.from, it.rec.Offset)
 	}
 	if p.closing {
 		if p.inflight == 0 && p.idle != nil {

@@ -12,53 +12,46 @@ import (
 // records taken from the partition are finished and which are not. The
 // state is a list of run lengths that alternate between unfinished and
 // finished offsets, starting with an unfinished run at base (the low
-// watermark: the lowest offset not known to be finished). Offsets between
-// records (compacted away, transaction markers) count as finished.
+// watermark: the lowest offset not known to be finished).
+//
+// Each taken record claims the offsets from the end of the previous claim
+// up to its own: offsets between records (transaction markers, compacted
+// records) belong to the record after them and are finished with it. So
+// taking a record never adds a run: the runs, and the commit metadata made
+// of them, grow only when a record finishes, which the engine admits
+// against the metadata bound (see heldBack).
 //
 // The same runs, up to the last finished one, are the commit metadata that
 // lets the next owner skip finished work above the committed watermark.
 type tracker struct {
 	base int64   // low watermark
 	end  int64   // one past the highest offset taken
-	runs []int64 // runs[0] unfinished, runs[1] finished, ...; no zero runs; never ends finished
+	runs []int64 // runs[0] unfinished, runs[1] finished, ...; no zero runs
 }
 
 func newTracker(start int64) *tracker { return &tracker{base: start, end: start} }
 
-// take records that offset o (at or after end) is now being worked on.
-func (t *tracker) take(o int64) {
+// take records that offset o (at or after end) is now being worked on and
+// returns the first offset of its claim: o itself, or the first of the
+// offsets without records before it. finish takes the same claim.
+func (t *tracker) take(o int64) (from int64) {
 	if o < t.end {
-		return // taken already (a refetch): nothing changes
+		return o // taken already (a refetch): nothing changes
 	}
-	if gap := o - t.end; gap > 0 {
-		t.appendRun(false, gap)
+	from = t.end
+	if n := len(t.runs); n%2 == 1 {
+		t.runs[n-1] += o - from + 1 // the last run is unfinished: it grows
+	} else {
+		t.runs = append(t.runs, o-from+1)
 	}
-	t.appendRun(true, 1)
 	t.end = o + 1
+	return from
 }
 
-// appendRun adds n offsets at the end, unfinished or not.
-func (t *tracker) appendRun(unfinished bool, n int64) {
-	if len(t.runs) == 0 {
-		if !unfinished {
-			t.base += n // nothing unfinished below: the watermark moves
-			return
-		}
-		t.runs = append(t.runs, n)
-		return
-	}
-	lastUnfinished := len(t.runs)%2 == 1
-	if lastUnfinished == unfinished {
-		t.runs[len(t.runs)-1] += n
-		return
-	}
-	t.runs = append(t.runs, n)
-}
-
-// finish marks offset o finished. It reports false if o was not an
-// unfinished offset being tracked.
-func (t *tracker) finish(o int64) bool {
-	if o < t.base || o >= t.end {
+// finish marks the claim [from, o] of a taken record finished. It reports
+// false if that claim was not an unfinished one being tracked.
+func (t *tracker) finish(from, o int64) bool {
+	if from > o || from < t.base || o >= t.end {
 		return false
 	}
 	pos := t.base
@@ -68,13 +61,13 @@ func (t *tracker) finish(o int64) bool {
 			pos += r
 			continue
 		}
-		if i%2 == 1 {
-			return false // already finished
+		if i%2 == 1 || from < pos {
+			return false // already finished, or not one claim
 		}
-		before, after := o-pos, pos+r-o-1
-		// Replace runs[i] by before(U) 1(F) after(U), then drop empty runs
-		// by merging their neighbours.
-		repl := []int64{before, 1, after}
+		before, after := from-pos, pos+r-o-1
+		// Replace runs[i] by before(U) claim(F) after(U), then drop empty
+		// runs by merging their neighbours.
+		repl := []int64{before, o - from + 1, after}
 		t.runs = append(t.runs[:i], append(repl, t.runs[i+1:]...)...)
 		t.normalize()
 		return true

@@ -12,8 +12,8 @@ func TestTrackerAgainstModel(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		start := int64(rng.IntN(1000))
 		tr := newTracker(start)
-		var open []int64
-		done := map[int64]bool{} // finished or gap, at or above start
+		var open [][2]int64      // claims [from, o] of taken records
+		done := map[int64]bool{} // finished claims, at or above start
 		next := start
 		for step := 0; step < 300; step++ {
 			if len(open) == 0 || rng.IntN(3) > 0 {
@@ -21,21 +21,22 @@ func TestTrackerAgainstModel(t *testing.T) {
 				if rng.IntN(5) == 0 {
 					gap = int64(rng.IntN(4))
 				}
-				for g := range gap {
-					done[next+g] = true
+				from := tr.take(next + gap)
+				if from != next {
+					t.Fatalf("seed %d: take(%d) claims from %d, want %d", seed, next+gap, from, next)
 				}
-				next += gap
-				tr.take(next)
-				open = append(open, next)
-				next++
+				open = append(open, [2]int64{from, next + gap})
+				next += gap + 1
 			} else {
 				i := rng.IntN(len(open))
-				o := open[i]
+				c := open[i]
 				open = slices.Delete(open, i, i+1)
-				if !tr.finish(o) {
-					t.Fatalf("seed %d: finish(%d) = false for an open offset", seed, o)
+				if !tr.finish(c[0], c[1]) {
+					t.Fatalf("seed %d: finish(%v) = false for an open claim", seed, c)
 				}
-				done[o] = true
+				for o := c[0]; o <= c[1]; o++ {
+					done[o] = true
+				}
 			}
 			// The watermark is the lowest offset not done.
 			want := start
@@ -48,7 +49,11 @@ func TestTrackerAgainstModel(t *testing.T) {
 			if got := tr.watermark(); got != want {
 				t.Fatalf("seed %d step %d: watermark %d, want %d (runs %v)", seed, step, got, want, tr.runs)
 			}
-			if got, want := tr.unfinished(), int64(len(open)); got != want {
+			var openOffsets int64
+			for _, c := range open {
+				openOffsets += c[1] - c[0] + 1
+			}
+			if got, want := tr.unfinished(), openOffsets; got != want {
 				t.Fatalf("seed %d: unfinished %d, want %d", seed, got, want)
 			}
 			if sz := tr.metadataSize(); sz != len(tr.metadata()) {
@@ -72,15 +77,39 @@ func TestTrackerFinishTwice(t *testing.T) {
 	tr := newTracker(10)
 	tr.take(10)
 	tr.take(11)
-	if !tr.finish(11) || tr.finish(11) || tr.finish(9) || tr.finish(12) {
-		t.Fatal("finish must accept each taken offset once and nothing else")
+	tr.take(14) // after a gap: claims 12-14
+	if !tr.finish(11, 11) || tr.finish(11, 11) || tr.finish(9, 9) || tr.finish(15, 15) || tr.finish(10, 11) {
+		t.Fatal("finish must accept each taken claim once and nothing else")
 	}
 	if tr.watermark() != 10 || tr.finishedAbove() != 1 {
 		t.Errorf("watermark %d finishedAbove %d, want 10 and 1", tr.watermark(), tr.finishedAbove())
 	}
-	tr.finish(10)
-	if tr.watermark() != 12 || len(tr.runs) != 0 || tr.metadata() != "" {
+	tr.finish(10, 10)
+	if tr.watermark() != 12 {
+		t.Errorf("watermark %d, want 12", tr.watermark())
+	}
+	tr.finish(12, 14)
+	if tr.watermark() != 15 || len(tr.runs) != 0 || tr.metadata() != "" {
 		t.Errorf("after finishing all: watermark %d runs %v metadata %q", tr.watermark(), tr.runs, tr.metadata())
+	}
+}
+
+// TestGapsDoNotGrowMetadata: offsets without records (transaction markers)
+// between taken records must not grow the metadata while nothing finishes:
+// only finishing is admitted against the bound.
+func TestGapsDoNotGrowMetadata(t *testing.T) {
+	tr := newTracker(0)
+	for i := range int64(1500) {
+		tr.take(2*i + 1) // a marker, then a record
+	}
+	if sz := tr.metadataSize(); sz != 0 || len(tr.runs) != 1 {
+		t.Fatalf("1500 records after markers, none finished: metadata %d bytes, runs %v; want none", sz, tr.runs)
+	}
+	if !tr.finish(2, 3) || tr.watermark() != 0 || tr.metadata() == "" {
+		t.Fatalf("finishing the second claim: watermark %d metadata %q", tr.watermark(), tr.metadata())
+	}
+	if !tr.finish(0, 1) || tr.watermark() != 4 {
+		t.Fatalf("finishing the first claim: watermark %d, want 4", tr.watermark())
 	}
 }
 
@@ -107,7 +136,7 @@ func TestMetadataStaysUnderLimit(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	tr := newTracker(1_000_000_000) // large offsets: long varints are not the issue, runs are
 	tr.take(tr.end)                 // the watermark record stays open throughout
-	var inflight []int64
+	var inflight [][2]int64
 	maxSeen, refused := 0, 0
 	for step := 0; step < 20000; step++ {
 		admit := tr.metadataSize()+(len(inflight)+1)*tr.growthBound() <= limit
@@ -116,11 +145,10 @@ func TestMetadataStaysUnderLimit(t *testing.T) {
 		}
 		if admit {
 			o := tr.end + int64(rng.IntN(2)) // sometimes leave a gap
-			tr.take(o)
-			inflight = append(inflight, o)
+			inflight = append(inflight, [2]int64{tr.take(o), o})
 		} else if len(inflight) > 0 {
 			i := rng.IntN(len(inflight))
-			tr.finish(inflight[i])
+			tr.finish(inflight[i][0], inflight[i][1])
 			inflight = slices.Delete(inflight, i, i+1)
 		}
 		if sz := tr.metadataSize(); sz > maxSeen {
@@ -143,7 +171,7 @@ func TestMetadataWorstCase(t *testing.T) {
 		tr.take(o)
 	}
 	for o := int64(1); o < 4000; o += 2 {
-		tr.finish(o)
+		tr.finish(o, o)
 	}
 	if got, want := len(tr.runs), 4000; got != want {
 		t.Fatalf("runs = %d, want %d", got, want)
@@ -163,8 +191,8 @@ func FuzzDecodeMetadata(f *testing.F) {
 	for o := int64(5); o < 20; o++ {
 		tr.take(o)
 	}
-	tr.finish(7)
-	tr.finish(12)
+	tr.finish(7, 7)
+	tr.finish(12, 12)
 	f.Add(int64(5), tr.metadata())
 	f.Add(int64(0), "ko1:")
 	f.Add(int64(-1), "ko1:AQEBAQ")

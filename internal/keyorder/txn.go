@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -26,17 +28,19 @@ import (
 // last committed offsets and produces it again.
 
 // staged is the output of one finished input record, waiting for a commit.
+// p is the partition incarnation that took the record: output of a
+// partition released (and perhaps assigned back) before it commits is
+// dropped with that incarnation.
 type staged struct {
-	tp      topicPartition
+	p       *partition
 	offset  int64
 	records []*kgo.Record
 }
 
-// txnState holds staged output; guarded by Engine.mu.
+// txnState is exactly-once mode's state.
 type txnState struct {
-	staged []staged
-	mu     sync.Mutex          // serialises transactions; guards ids
-	ids    map[string][16]byte // topic IDs by name
+	staged []staged            // guarded by Engine.mu
+	ids    map[string][16]byte // topic IDs by name; guarded by Engine.commitMu
 }
 
 // Stage keeps records to be produced in the transaction that commits rec
@@ -48,28 +52,29 @@ func (e *Engine) Stage(rec *kgo.Record, records ...*kgo.Record) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.txn.staged = append(e.txn.staged, staged{topicPartition{rec.Topic, rec.Partition}, rec.Offset, records})
+	p := e.parts[topicPartition{rec.Topic, rec.Partition}]
+	if p == nil || p.track == nil {
+		return fmt.Errorf("keyorder: Stage: %s/%d is not assigned", rec.Topic, rec.Partition)
+	}
+	e.txn.staged = append(e.txn.staged, staged{p, rec.Offset, records})
 	return nil
 }
 
-// commitTxn is commit for exactly-once mode: points are the offsets and
-// metadata to commit (built under e.mu by commit), covered the staged
-// output of the finished records they include.
-func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commitPoint, covered []staged) error {
-	e.txn.mu.Lock()
-	defer e.txn.mu.Unlock()
-	restage := func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		for _, s := range covered {
-			if p := e.parts[s.tp]; p != nil && !p.closing {
-				e.txn.staged = append(e.txn.staged, s)
-			}
-		}
-	}
+// commitTxn is commit for exactly-once mode: in one transaction it writes
+// the staged output covered and commits points, the offsets and metadata
+// built with it. It reports whether the transaction committed. When the
+// outcome of ending the transaction is unknown (the broker's answer was
+// lost), it aborts whatever may still be open and reads the group's stable
+// offsets to learn it: a committed transaction left points there.
+func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commitPoint, covered []staged) (bool, error) {
 	if err := e.cl.BeginTransaction(); err != nil {
-		restage()
-		return fmt.Errorf("begin transaction: %w", err)
+		// A transaction left open by a failed abort: end it, then begin.
+		if aerr := e.abortTxn(); aerr != nil {
+			return false, fmt.Errorf("begin transaction: %w (aborting the open one: %w)", err, aerr)
+		}
+		if err = e.cl.BeginTransaction(); err != nil {
+			return false, fmt.Errorf("begin transaction: %w", err)
+		}
 	}
 	var (
 		perr error
@@ -98,24 +103,80 @@ func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commit
 	if err == nil {
 		err = e.txnOffsetCommit(ctx, points)
 	}
-	how := kgo.TryCommit
 	if err != nil {
-		how = kgo.TryAbort
-	}
-	if eerr := e.cl.EndTransaction(ctx, how); eerr != nil {
-		err = errors.Join(err, fmt.Errorf("end transaction: %w", eerr))
-	}
-	if err != nil {
-		if how == kgo.TryCommit {
-			// The commit's outcome is unknown; abort whatever is left so
-			// the next transaction can begin.
-			_ = e.cl.EndTransaction(ctx, kgo.TryAbort)
+		if aerr := e.abortTxn(); aerr != nil {
+			err = errors.Join(err, aerr)
 		}
-		restage()
-		return err
+		return false, err
 	}
-	e.m.txnCommits.Inc()
-	return nil
+	eerr := e.cl.EndTransaction(ctx, kgo.TryCommit)
+	if eerr == nil {
+		e.m.txnCommits.Inc()
+		return true, nil
+	}
+	err = fmt.Errorf("end transaction: %w", eerr)
+	if aerr := e.abortTxn(); aerr != nil {
+		return false, errors.Join(err, aerr)
+	}
+	committed, oerr := e.txnLanded(points)
+	if oerr != nil {
+		e.log.Error("outcome of a transaction unknown; its output will be written again", "err", oerr)
+		return false, errors.Join(err, oerr)
+	}
+	if committed {
+		e.log.Warn("ending a transaction failed, but it committed", "err", eerr)
+		e.m.txnCommits.Inc()
+		return true, nil
+	}
+	return false, err
+}
+
+// abortTxn ends whatever transaction the client has open, retrying a few
+// times: after a lost answer, franz-go's documented recovery is to retry
+// the end with TryAbort (it fences off the old transaction by bumping the
+// producer epoch). Nothing buffered is left by then: commitTxn waits for
+// every produce before it ends a transaction.
+func (e *Engine) abortTxn() error {
+	var err error
+	for i := range 5 {
+		if i > 0 {
+			time.Sleep(time.Duration(i) * 200 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(e.base, commitTimeout)
+		err = e.cl.EndTransaction(ctx, kgo.TryAbort)
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("abort transaction: %w", err)
+}
+
+// txnLanded reports whether a transaction whose end was not confirmed
+// committed points: the group's stable offsets (no transaction pending)
+// equal them. Points hold only partitions whose offsets or metadata differ
+// from what was committed before, so equality means this transaction
+// wrote them.
+func (e *Engine) txnLanded(points map[topicPartition]commitPoint) (bool, error) {
+	if len(points) == 0 {
+		return false, errors.New("a transaction of output alone has no offsets to tell its outcome by")
+	}
+	ctx, cancel := context.WithTimeout(e.base, commitTimeout)
+	defer cancel()
+	got, err := e.adm.FetchOffsets(kadm.RequireStable(ctx), e.cfg.Group)
+	if err == nil {
+		err = got.Error()
+	}
+	if err != nil {
+		return false, fmt.Errorf("read committed offsets: %w", err)
+	}
+	for tp, pt := range points {
+		o, ok := got.Lookup(tp.topic, tp.partition)
+		if !ok || o.At != pt.offset || o.Metadata != pt.metadata {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // txnOffsetCommit adds the group to the open transaction and commits

@@ -283,6 +283,9 @@ func New(cfg Config) (*Router, error) {
 func (r *Router) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", r.cfg.Addr)
 	if err != nil {
+		if r.producer != r.client {
+			r.producer.Close()
+		}
 		r.client.Close()
 		return fmt.Errorf("router: listen: %w", err)
 	}
