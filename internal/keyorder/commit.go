@@ -3,6 +3,7 @@ package keyorder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -37,6 +38,9 @@ type commitPoint struct {
 func (e *Engine) commit(only map[*partition]bool) error {
 	e.commitMu.Lock()
 	defer e.commitMu.Unlock()
+	if err := e.fatal.Load(); err != nil {
+		return *err
+	}
 	ctx, cancel := context.WithTimeout(e.base, commitTimeout)
 	defer cancel()
 
@@ -71,10 +75,19 @@ func (e *Engine) commit(only map[*partition]bool) error {
 		e.m.finishedAbove.WithLabelValues(tp.topic, itoa(tp.partition)).Set(float64(p.track.finishedAbove()))
 		e.m.metadataBytes.WithLabelValues(tp.topic, itoa(tp.partition)).Set(float64(len(md)))
 		if len(md) > e.cfg.MetadataLimit {
-			// Admission keeps this from happening; should it, the
-			// watermark alone is safe: the next owner redoes the work.
-			e.log.Error("commit metadata over its limit; committing the watermark alone", "topic", tp.topic,
-				"partition", tp.partition, "bytes", len(md), "limit", e.cfg.MetadataLimit)
+			// Admission keeps this from happening. Should it, the
+			// watermark alone is safe at least once (the next owner redoes
+			// the work); in exactly-once mode it would commit output
+			// without the offsets that record it.
+			err := fmt.Errorf("commit metadata of %s/%d is %d bytes, over its %d-byte limit",
+				tp.topic, tp.partition, len(md), e.cfg.MetadataLimit)
+			if e.txn != nil {
+				e.mu.Unlock()
+				e.restage(covered)
+				e.fail(err)
+				return err
+			}
+			e.log.Error("committing the watermark alone", "err", err)
 			md = ""
 		}
 		if w == p.committed && md == p.committedMD {

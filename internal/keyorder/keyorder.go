@@ -43,6 +43,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -156,8 +157,8 @@ func (c *Config) Validate() error {
 		return errors.New("keyorder: handler is required")
 	case c.MaxInFlight < 1 || c.HighMark < 1 || c.LowMark < 0 || c.LowMark >= c.HighMark:
 		return errors.New("keyorder: max in flight and high mark must be positive, and low mark below high mark")
-	case c.MetadataLimit < 64:
-		return errors.New("keyorder: metadata limit must be at least 64 bytes")
+	case c.MetadataLimit < 64 || c.MetadataLimit > 4096:
+		return errors.New("keyorder: metadata limit must be between 64 and 4096 bytes (Kafka's offset.metadata.max.bytes default)")
 	}
 	for t, n := range c.TopicLimits {
 		if n < 1 {
@@ -184,10 +185,19 @@ type Engine struct {
 	// touching the engine (base and adm are set by then).
 	running chan struct{}
 
-	txn *txnState // exactly-once mode only
+	txn        *txnState     // exactly-once mode only
+	txnTimeout time.Duration // exactly-once mode only
 
 	// commitMu serialises commits (see commit). Lock order: commitMu, then mu.
 	commitMu sync.Mutex
+
+	// fatal is set when exactly-once mode cannot go on safely (the outcome
+	// of a transaction stays unknown, or the producer failed for good):
+	// Run stops without committing anything more and returns it, and the
+	// partitions' next owners start from the committed state, which is
+	// consistent by construction. stopRun ends Run's poll loop.
+	fatal   atomic.Pointer[error]
+	stopRun context.CancelFunc
 
 	mu        sync.Mutex // guards everything below
 	parts     map[topicPartition]*partition
@@ -244,9 +254,10 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.TransactionalID != "" {
 		e.txn = &txnState{}
+		e.txnTimeout = max(10*time.Second, 4*cfg.CommitInterval)
 		opts = append(opts,
 			kgo.TransactionalID(cfg.TransactionalID),
-			kgo.TransactionTimeout(max(10*time.Second, 4*cfg.CommitInterval)),
+			kgo.TransactionTimeout(e.txnTimeout),
 			kgo.RequireStableFetchOffsets(),
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		)
@@ -270,6 +281,8 @@ func (e *Engine) Client() *kgo.Client { return e.cl }
 // handler call has returned.
 func (e *Engine) Run(ctx context.Context) error {
 	e.base = context.WithoutCancel(ctx)
+	ctx, e.stopRun = context.WithCancel(ctx)
+	defer e.stopRun()
 	close(e.running)
 	stopCommits, commitsDone := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -302,8 +315,20 @@ func (e *Engine) Run(ctx context.Context) error {
 		all[tp.topic] = append(all[tp.topic], tp.partition)
 	}
 	e.mu.Unlock()
-	e.release(all, e.cfg.ShutdownTimeout, true)
+	e.release(all, e.cfg.ShutdownTimeout, e.fatal.Load() == nil)
 	e.cl.Close() // leaves the group; nothing is assigned any more
 	e.wg.Wait()
+	if err := e.fatal.Load(); err != nil {
+		return *err
+	}
 	return nil
+}
+
+// fail stops the engine for good (see Engine.fatal).
+func (e *Engine) fail(err error) {
+	err = fmt.Errorf("keyorder: exactly-once mode cannot go on: %w", err)
+	if e.fatal.CompareAndSwap(nil, &err) {
+		e.log.Error("stopping without committing more; the partitions' next owners redo uncommitted work", "err", err)
+		e.stopRun()
+	}
 }

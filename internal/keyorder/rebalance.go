@@ -2,6 +2,7 @@ package keyorder
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -21,7 +22,7 @@ func (e *Engine) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 		return
 	}
 	e.m.rebalances.WithLabelValues("assigned").Inc()
-	committed, err := e.fetchCommitted(ctx)
+	committed, err := e.fetchCommitted(ctx, assigned)
 	if err != nil {
 		e.log.Warn("cannot read committed metadata; finished work above the watermark will run again", "err", err)
 	}
@@ -52,24 +53,52 @@ func (e *Engine) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 	e.log.Info("partitions assigned", "partitions", assigned)
 }
 
-// fetchCommitted reads the group's committed offsets and metadata,
-// retrying failures for a bounded time: without them finished work above
-// the watermarks would run again. In exactly-once mode it waits for
-// pending transactional commits (RequireStable), so it never reads offsets
-// older than output already written.
-func (e *Engine) fetchCommitted(ctx context.Context) (kadm.OffsetResponses, error) {
+// fetchCommitted reads the committed offsets and metadata of parts. At
+// least once, failures are retried for up to fetchCommittedFor: without
+// metadata, finished work above the watermarks runs again, which is
+// allowed. In exactly-once mode that would repeat committed output, so it
+// waits for stable offsets (no transaction pending on them) as long as the
+// callback's context lasts, as franz-go's own offset fetch does.
+func (e *Engine) fetchCommitted(ctx context.Context, parts map[string][]int32) (kadm.OffsetResponses, error) {
 	if e.txn != nil {
-		ctx = kadm.RequireStable(ctx)
+		return e.fetchStable(ctx, parts)
 	}
-	deadline := time.Now().Add(fetchCommittedFor)
+	ctx, cancel := context.WithTimeout(ctx, fetchCommittedFor)
+	defer cancel()
+	return e.fetchOffsets(ctx, parts)
+}
+
+// fetchCommittedFor bounds fetchCommitted's retries at least once; a
+// rebalance callback should not block the group for long.
+const fetchCommittedFor = 10 * time.Second
+
+// fetchStable reads parts' committed offsets once none is pending in a
+// transaction, retrying until ctx ends.
+func (e *Engine) fetchStable(ctx context.Context, parts map[string][]int32) (kadm.OffsetResponses, error) {
+	return e.fetchOffsets(kadm.RequireStable(ctx), parts)
+}
+
+// fetchOffsets reads parts' committed offsets, retrying failures with
+// backoff until ctx ends. Errors of partitions outside parts are ignored.
+func (e *Engine) fetchOffsets(ctx context.Context, parts map[string][]int32) (kadm.OffsetResponses, error) {
+	topics := make([]string, 0, len(parts))
+	for t := range parts {
+		topics = append(topics, t)
+	}
 	backoff := 100 * time.Millisecond
 	for {
-		got, err := e.adm.FetchOffsets(ctx, e.cfg.Group)
+		got, err := e.adm.FetchOffsetsForTopics(ctx, e.cfg.Group, topics...)
 		if err == nil {
-			err = got.Error()
+			for t, ps := range parts {
+				for _, p := range ps {
+					if o, ok := got.Lookup(t, p); ok && o.Err != nil {
+						err = fmt.Errorf("%s/%d: %w", t, p, o.Err)
+					}
+				}
+			}
 		}
-		if err == nil || ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
-			return got, err
+		if err == nil {
+			return got, nil
 		}
 		e.log.Warn("reading committed offsets failed; retrying", "err", err, "backoff", backoff)
 		select {
@@ -80,10 +109,6 @@ func (e *Engine) fetchCommitted(ctx context.Context) (kadm.OffsetResponses, erro
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }
-
-// fetchCommittedFor bounds fetchCommitted's retries; a rebalance callback
-// must not block the group for long.
-const fetchCommittedFor = 10 * time.Second
 
 // revoked stops the partitions: nothing new starts, queued records are
 // dropped, in-flight ones get RevokeTimeout to finish; then what finished

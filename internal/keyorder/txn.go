@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -45,10 +44,15 @@ type txnState struct {
 
 // Stage keeps records to be produced in the transaction that commits rec
 // as finished. The handler must call it before returning nil for rec.
-// Outside exactly-once mode it is an error to call.
+// Outside exactly-once mode it is an error to call. A record without output
+// needs no Stage: its offset is committed with the next transaction that
+// carries output.
 func (e *Engine) Stage(rec *kgo.Record, records ...*kgo.Record) error {
 	if e.txn == nil {
 		return errors.New("keyorder: Stage needs exactly-once mode")
+	}
+	if len(records) == 0 {
+		return nil
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -73,7 +77,11 @@ func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commit
 			return false, fmt.Errorf("begin transaction: %w (aborting the open one: %w)", err, aerr)
 		}
 		if err = e.cl.BeginTransaction(); err != nil {
-			return false, fmt.Errorf("begin transaction: %w", err)
+			// Nothing was begun, so nothing is unknown; but a producer
+			// that cannot begin after an abort has failed for good.
+			err = fmt.Errorf("begin transaction: %w", err)
+			e.fail(err)
+			return false, err
 		}
 	}
 	var (
@@ -120,8 +128,11 @@ func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commit
 	}
 	committed, oerr := e.txnLanded(points)
 	if oerr != nil {
-		e.log.Error("outcome of a transaction unknown; its output will be written again", "err", oerr)
-		return false, errors.Join(err, oerr)
+		// Writing the output again could repeat it; not writing it could
+		// lose it. Stop: the next owners start from the stable offsets.
+		err = errors.Join(err, oerr)
+		e.fail(err)
+		return false, err
 	}
 	if committed {
 		e.log.Warn("ending a transaction failed, but it committed", "err", eerr)
@@ -156,17 +167,19 @@ func (e *Engine) abortTxn() error {
 // committed points: the group's stable offsets (no transaction pending)
 // equal them. Points hold only partitions whose offsets or metadata differ
 // from what was committed before, so equality means this transaction
-// wrote them.
+// wrote them. Offsets stay unstable while any transaction touching them is
+// pending, so reading is retried for longer than the transaction timeout.
 func (e *Engine) txnLanded(points map[topicPartition]commitPoint) (bool, error) {
 	if len(points) == 0 {
 		return false, errors.New("a transaction of output alone has no offsets to tell its outcome by")
 	}
-	ctx, cancel := context.WithTimeout(e.base, commitTimeout)
+	ctx, cancel := context.WithTimeout(e.base, e.txnTimeout+commitTimeout)
 	defer cancel()
-	got, err := e.adm.FetchOffsets(kadm.RequireStable(ctx), e.cfg.Group)
-	if err == nil {
-		err = got.Error()
+	want := map[string][]int32{}
+	for tp := range points {
+		want[tp.topic] = append(want[tp.topic], tp.partition)
 	}
+	got, err := e.fetchStable(ctx, want)
 	if err != nil {
 		return false, fmt.Errorf("read committed offsets: %w", err)
 	}

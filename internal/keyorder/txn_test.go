@@ -33,8 +33,15 @@ func txnEngine(t *testing.T) (*Engine, *kfake.Cluster) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
+	return txnEngineOn(t, c, "t1", 0), c
+}
+
+// txnEngineOn starts an exactly-once engine on c without its Run loop and
+// waits until it owns both partitions of "in".
+func txnEngineOn(t *testing.T, c *kfake.Cluster, txnID string, commitInterval time.Duration) *Engine {
+	t.Helper()
 	e, err := New(Config{
-		Group: "g", Topics: []string{"in"}, TransactionalID: "t1",
+		Group: "g", Topics: []string{"in"}, TransactionalID: txnID, CommitInterval: commitInterval,
 		Handler: func(context.Context, *kgo.Record) error { return nil },
 		// Few retries: the tests fail requests on purpose.
 		ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.RequestRetries(2)},
@@ -45,18 +52,19 @@ func txnEngine(t *testing.T) (*Engine, *kfake.Cluster) {
 	}
 	t.Cleanup(e.cl.Close)
 	e.base = context.Background()
+	e.stopRun = func() {}
 	close(e.running)
 	for range 400 {
 		e.mu.Lock()
 		n := len(e.parts)
 		e.mu.Unlock()
 		if n == 2 {
-			return e, c
+			return e
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("the engine was not assigned both partitions within 20s")
-	return nil, nil
+	return nil
 }
 
 func (e *Engine) testPart(p int32) *partition {
