@@ -97,7 +97,9 @@ type runArgs struct {
 }
 
 func run(a runArgs) (int, error) {
-	logger, err := telemetry.NewLogger(os.Stderr, "text", "warn")
+	// Errors only: during chaos the Kafka clients warn about every
+	// refused reconnection, which is the point of the scenario.
+	logger, err := telemetry.NewLogger(os.Stderr, "text", "error")
 	if err != nil {
 		return 2, err
 	}

@@ -17,7 +17,7 @@ import (
 func WriteHTML(w io.Writer, s *Suite) error {
 	var b strings.Builder
 	b.WriteString(`<!doctype html><html><head><meta charset="utf-8"><title>Switchboard load test</title><style>
-body{font:14px/1.4 system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;max-width:1120px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .pass{color:#080}.fail{color:#b00;font-weight:bold}.label{background:#fff3cd;padding:.3em .6em;display:inline-block}
@@ -171,7 +171,7 @@ func palette(i int) string {
 
 // svgChart draws lines on shared axes, with events as dashed verticals.
 func svgChart(title string, lines []line, events []Event) string {
-	const W, H, L, R, T, B = 960.0, 240.0, 60.0, 180.0, 24.0, 28.0
+	const W, H, L, R, T, B = 1060.0, 240.0, 60.0, 280.0, 24.0, 28.0
 	var xmax, ymax float64
 	n := 0
 	for _, l := range lines {

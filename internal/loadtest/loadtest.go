@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -451,21 +452,23 @@ func (r *run) openLoop(ctx context.Context, li int, l Load, wg *sync.WaitGroup) 
 	}
 }
 
-// badPicker returns a function choosing the next bad input's kind and the
-// sender that carries it: the driver's kinds and, when BadKafka is set,
-// Kafka's, alternately.
+// badPicker returns a function choosing the next bad input's kind, named
+// "<entry point>/<kind>" (e.g. "http/invalid_json"), and the sender that
+// carries it: the driver's kinds and, when BadKafka is set, Kafka's,
+// alternately.
 func (r *run) badPicker() func() (string, RawSender) {
 	var senders []RawSender
 	var pickers []*badPicker
+	var via []string
 	if rs, ok := r.cfg.Driver.(RawSender); ok {
 		kinds := HTTPBadKinds
 		if r.cfg.Driver.Name() == "kafka" {
 			kinds = KafkaBadKinds
 		}
-		senders, pickers = append(senders, rs), append(pickers, &badPicker{kinds: kinds})
+		senders, pickers, via = append(senders, rs), append(pickers, &badPicker{kinds: kinds}), append(via, r.cfg.Driver.Name())
 	}
 	if r.cfg.BadKafka != nil && r.cfg.Driver.Name() != "kafka" {
-		senders, pickers = append(senders, r.cfg.BadKafka), append(pickers, &badPicker{kinds: KafkaBadKinds})
+		senders, pickers, via = append(senders, r.cfg.BadKafka), append(pickers, &badPicker{kinds: KafkaBadKinds}), append(via, "kafka")
 	}
 	n := 0
 	return func() (string, RawSender) {
@@ -474,13 +477,14 @@ func (r *run) badPicker() func() (string, RawSender) {
 		}
 		i := n % len(senders)
 		n++
-		return pickers[i].next(), senders[i]
+		return via[i] + "/" + pickers[i].next(), senders[i]
 	}
 }
 
 func (r *run) sendBad(ctx context.Context, conv, id, kind string, s RawSender) {
 	r.led.registerBad(id, kind)
-	r.led.badSent(id, s.SendRaw(ctx, conv, Bad{ID: id, Kind: kind, Model: r.cfg.Model}))
+	_, bare, _ := strings.Cut(kind, "/")
+	r.led.badSent(id, s.SendRaw(ctx, conv, Bad{ID: id, Kind: bare, Model: r.cfg.Model}))
 }
 
 func (r *run) message(id, conv string, l Load, i int) Message {

@@ -261,14 +261,14 @@ func TestMalformedKafkaRecordsDeadLettered(t *testing.T) {
 		t.Errorf("unhandled %d of %d: %v", m.Unhandled, m.Sent, m.ByKind)
 	}
 	for _, k := range KafkaBadKinds {
-		if len(m.ByKind[k]) == 0 {
+		if len(m.ByKind["kafka/"+k]) == 0 {
 			t.Errorf("no %s input sent: %v", k, m.ByKind)
 		}
 	}
-	if got := m.ByKind[BadGarbage]; got[OutcomeDeadLettered+":decode_error"] == 0 {
+	if got := m.ByKind["kafka/"+BadGarbage]; got[OutcomeDeadLettered+":decode_error"] == 0 {
 		t.Errorf("garbage outcomes %v, want dead_lettered:decode_error", got)
 	}
-	if got := m.ByKind[BadUnknownModel]; got[OutcomeErrorResult+":unknown_model"] == 0 {
+	if got := m.ByKind["kafka/"+BadUnknownModel]; got[OutcomeErrorResult+":unknown_model"] == 0 {
 		t.Errorf("unknown model outcomes %v, want error_result:unknown_model", got)
 	}
 	if ic := rep.Classes["interactive"]; ic.Lost != 0 || ic.Succeeded == 0 {
