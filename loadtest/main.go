@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,7 @@ func main() {
 	modelsim := flag.String("modelsim", "http://127.0.0.1:8090", "model simulator base URL for the direct reference calls; empty skips them (without --stack)")
 	brokers := flag.String("brokers", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094", "Kafka seed brokers for lag, dead letters and the kafka driver and reader; empty for none (without --stack)")
 	prefix := flag.String("topic-prefix", "", "topic name prefix (default: the built-in topics.yaml's)")
+	pids := flag.String("pids", "", "processes of a running stack to sample CPU and memory of, as name=pid,name=pid (with --stack: all of its own)")
 	drain := flag.Duration("drain", 30*time.Second, "how long to wait for the last answers of a scenario")
 	flag.DurationVar(&p.Duration, "duration", d.Duration, "how long each scenario sends")
 	flag.DurationVar(&p.Warmup, "warmup", d.Warmup, "leading time excluded from the figures (spike: none)")
@@ -72,13 +74,25 @@ func main() {
 	flag.BoolVar(&p.Stream, "stream", d.Stream, "ask for streamed answers (time to first chunk needs it)")
 	flag.Parse()
 
+	pidMap := map[string]int{}
+	for kv := range strings.SplitSeq(*pids, ",") {
+		name, pid, ok := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(pid)
+		if kv != "" && (!ok || err != nil) {
+			fmt.Fprintf(os.Stderr, "loadtest: --pids %q: want name=pid\n", kv)
+			os.Exit(2)
+		}
+		if ok {
+			pidMap[name] = n
+		}
+	}
 	names := strings.Split(*scenarios, ",")
 	if *scenarios == "all" {
 		names = loadtest.Names()
 	}
 	code, err := run(runArgs{names: names, params: p, stack: *stack, bin: *bin, stackDir: *stackDir, out: *out, jsonOut: *jsonOut,
 		htmlOut: *htmlOut, label: *label, strict: *strict, driver: *driver, reader: *reader, ingress: *ingress, egress: *egress,
-		modelsim: *modelsim, brokers: *brokers, prefix: *prefix, drain: *drain})
+		modelsim: *modelsim, brokers: *brokers, prefix: *prefix, drain: *drain, pids: pidMap})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 	}
@@ -94,6 +108,7 @@ type runArgs struct {
 	driver, reader, ingress, egress, modelsim, brokers string
 	prefix                                             string
 	drain                                              time.Duration
+	pids                                               map[string]int
 }
 
 func run(a runArgs) (int, error) {
@@ -118,7 +133,7 @@ func run(a runArgs) (int, error) {
 	}
 	sc := loadtest.SuiteConfig{
 		Scenarios: a.names, Params: a.params, Driver: a.driver, Reader: a.reader, Label: a.label, Drain: a.drain,
-		Command: strings.Join(os.Args, " "),
+		Command: strings.Join(os.Args, " "), ExternalPIDs: a.pids,
 		External: loadtest.Endpoints{IngressURL: a.ingress, EgressURL: a.egress, ModelsimURL: a.modelsim,
 			Kafka: loadtest.KafkaEndpoint{Brokers: kafkaconf.ParseBrokers(a.brokers), Topics: topics}},
 		KafkaOpts: func(brokers []string) []kgo.Opt {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -150,6 +151,8 @@ type SuiteConfig struct {
 	// under Dir/<scenario>. Otherwise External is used.
 	Stack    StackConfig
 	External Endpoints
+	// ExternalPIDs are processes of an external stack to sample, by name.
+	ExternalPIDs map[string]int
 	// KafkaOpts builds client options for brokers (logging, client ID).
 	KafkaOpts func(brokers []string) []kgo.Opt
 	// Label, Command, Progress and ProgressTTY go to every run.
@@ -249,12 +252,14 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		cfg.BadKafka = kd
 	}
 	s.build(p, &cfg, st)
-	if st != nil {
-		cfg.Processes = func() map[string]int {
-			pids := st.PIDs()
-			pids["loadtest"] = selfPID()
-			return pids
+	cfg.Processes = func() map[string]int {
+		pids := map[string]int{"loadtest": selfPID()}
+		if st != nil {
+			maps.Copy(pids, st.PIDs())
+		} else {
+			maps.Copy(pids, sc.ExternalPIDs)
 		}
+		return pids
 	}
 	cfg.Settings = settings(p, s, sc)
 	rep, err := Run(ctx, cfg)
