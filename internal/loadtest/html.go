@@ -107,6 +107,15 @@ func writeReportHTML(b *strings.Builder, r *Report) {
 			c.Conversations, c.ConversationsWithLoss, c.ConversationsWithDuplicates, c.ConversationsWithOrderViolations)
 	}
 	b.WriteString("</table>")
+	for _, name := range r.classNames() {
+		if ws := r.Classes[name].WorstConversations; len(ws) > 0 {
+			fmt.Fprintf(b, "<p>Worst conversations (%s):</p><table><tr><th>conversation</th><th>lost</th><th>dup</th><th>order</th></tr>", esc(name))
+			for _, w := range ws {
+				fmt.Fprintf(b, "<tr><td>%s</td><td>%d</td><td>%d</td><td>%d</td></tr>", esc(w.ID), w.Lost, w.Duplicates, w.OrderViolations)
+			}
+			b.WriteString("</table>")
+		}
+	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(b, "<p>Errors by code: <code>%s</code></p>", esc(formatCounts(r.Errors)))
 	}

@@ -47,6 +47,7 @@ type entry struct {
 }
 
 type convState struct {
+	id                string
 	next              int // sequence number of the next message
 	expect            int // one past the highest answered sequence number
 	lost, dups, order int
@@ -123,7 +124,7 @@ func (l *ledger) register(class, conv, id string, intended time.Time) *entry {
 	c := l.class(class)
 	cs := l.convs[conv]
 	if cs == nil {
-		cs = &convState{}
+		cs = &convState{id: conv}
 		l.convs[conv] = cs
 		c.convs++
 	}
@@ -323,12 +324,16 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 	// A conversation belongs to the class of its entries; count affected
 	// conversations per class.
 	seen := map[*convState]bool{}
+	worst := map[*classStats][]ConversationIssue{}
 	for _, e := range l.entries {
 		cs := e.conv
 		if seen[cs] {
 			continue
 		}
 		seen[cs] = true
+		if cs.lost+cs.dups+cs.order > 0 {
+			worst[e.class] = append(worst[e.class], ConversationIssue{ID: cs.id, Lost: cs.lost, Duplicates: cs.dups, OrderViolations: cs.order})
+		}
 		if cs.lost > 0 {
 			e.class.convLost++
 		}
@@ -351,6 +356,7 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 			LatencyMS:                        percentiles(c.e2e), TTFCMS: percentiles(c.ttfc), ModelMS: percentiles(c.model), OverheadMS: percentiles(c.overhead),
 			SendLagMaxMS: ms(c.sendLagMax),
 		}
+		r.WorstConversations = worstOf(worst[c])
 		if c.measured > 0 {
 			r.SuccessRate = float64(c.succeeded) / float64(c.measured)
 		}
@@ -369,6 +375,22 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 		errs[k] = v
 	}
 	return out, d, errs, series
+}
+
+// maxWorst is how many conversations a report names.
+const maxWorst = 10
+
+// worstOf returns the conversations with the most problems, at most
+// maxWorst, worst first (ties by ID, so reports are stable).
+func worstOf(cs []ConversationIssue) []ConversationIssue {
+	sort.Slice(cs, func(i, j int) bool {
+		a, b := cs[i].Lost+cs[i].Duplicates+cs[i].OrderViolations, cs[j].Lost+cs[j].Duplicates+cs[j].OrderViolations
+		if a != b {
+			return a > b
+		}
+		return cs[i].ID < cs[j].ID
+	})
+	return cs[:min(len(cs), maxWorst)]
 }
 
 func (c *classStats) seriesOut() *ClassSeries {

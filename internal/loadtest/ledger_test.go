@@ -111,6 +111,9 @@ func TestLedgerAccounting(t *testing.T) {
 					t.Errorf("errors[%s] = %d, want %d", k, got.errors[k], v)
 				}
 			}
+			if n := c.Lost + c.Duplicates + c.OrderViolations; n > 0 && (len(c.WorstConversations) == 0 || c.WorstConversations[0].Lost+c.WorstConversations[0].Duplicates+c.WorstConversations[0].OrderViolations == 0) {
+				t.Errorf("problems %d but worst conversations %+v", n, c.WorstConversations)
+			}
 			if l.outstanding() < 0 {
 				t.Errorf("outstanding %d below zero", l.outstanding())
 			}
@@ -183,11 +186,52 @@ func TestBadOutcomes(t *testing.T) {
 	}
 }
 
+func TestWorstOf(t *testing.T) {
+	var cs []ConversationIssue
+	for i := range 15 {
+		cs = append(cs, ConversationIssue{ID: string(rune('a' + i)), Lost: i % 4, OrderViolations: i / 10})
+	}
+	got := worstOf(cs)
+	if len(got) != maxWorst {
+		t.Fatalf("%d conversations, want %d", len(got), maxWorst)
+	}
+	// Totals are i%4 + i/10: 4 for "l" (11), then 3 for "d", "h", "k"
+	// and "o" (3, 7, 10, 14), ties by ID.
+	if got[0].ID != "l" || got[1].ID != "d" || got[2].ID != "h" || got[3].ID != "k" || got[4].ID != "o" {
+		t.Errorf("order %+v", got[:4])
+	}
+}
+
 func TestErrorCode(t *testing.T) {
 	if got := errorCode(&SendError{Code: "x"}); got != "x" {
 		t.Errorf("got %q", got)
 	}
 	if got := errorCode(errors.New("boom")); got != "other" {
 		t.Errorf("got %q", got)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	drv, rd := newHTTPDriver("http://127.0.0.1:1", time.Second), newSSEReader("http://127.0.0.1:1")
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"open loop", Config{Driver: drv, Reader: rd, Duration: time.Second, Loads: []Load{{Rate: 10}}}, true},
+		{"closed loop", Config{Driver: drv, Reader: rd, Duration: time.Second, Loads: []Load{{Users: 10}}}, true},
+		{"no driver", Config{Reader: rd, Duration: time.Second, Loads: []Load{{Rate: 10}}}, false},
+		{"no loads", Config{Driver: drv, Reader: rd, Duration: time.Second}, false},
+		{"no duration", Config{Driver: drv, Reader: rd, Loads: []Load{{Rate: 10}}}, false},
+		{"rate and users", Config{Driver: drv, Reader: rd, Duration: time.Second, Loads: []Load{{Rate: 10, Users: 1}}}, false},
+		{"bad share over 1", Config{Driver: drv, Reader: rd, Duration: time.Second, Loads: []Load{{Rate: 10, BadShare: 2}}}, false},
+	}
+	for _, tc := range tests {
+		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: Validate() = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+	if err := (StackConfig{Bin: t.TempDir(), Dir: t.TempDir()}).Validate(); err == nil {
+		t.Error("a stack without binaries validated")
 	}
 }

@@ -121,6 +121,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Validate reports whether c, with defaults applied, describes a run.
+func (c Config) Validate() error { return c.defaults() }
+
+// defaults fills c's zero fields and checks it.
 func (c *Config) defaults() error {
 	if c.Driver == nil || c.Reader == nil {
 		return errors.New("loadtest: a driver and a reader are required")

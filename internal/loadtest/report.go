@@ -65,14 +65,17 @@ type ClassReport struct {
 	Failed     int `json:"failed"`
 	// Lost, Duplicates and OrderViolations count over every request sent
 	// (warmup included).
-	Lost                             int     `json:"lost"`
-	Duplicates                       int     `json:"duplicates"`
-	OrderViolations                  int     `json:"order_violations"`
-	Conversations                    int     `json:"conversations"`
-	ConversationsWithLoss            int     `json:"conversations_with_loss"`
-	ConversationsWithDuplicates      int     `json:"conversations_with_duplicates"`
-	ConversationsWithOrderViolations int     `json:"conversations_with_order_violations"`
-	SuccessRate                      float64 `json:"success_rate"`
+	Lost                             int `json:"lost"`
+	Duplicates                       int `json:"duplicates"`
+	OrderViolations                  int `json:"order_violations"`
+	Conversations                    int `json:"conversations"`
+	ConversationsWithLoss            int `json:"conversations_with_loss"`
+	ConversationsWithDuplicates      int `json:"conversations_with_duplicates"`
+	ConversationsWithOrderViolations int `json:"conversations_with_order_violations"`
+	// WorstConversations name the conversations with the most lost,
+	// duplicated and out-of-order answers (at most 10).
+	WorstConversations []ConversationIssue `json:"worst_conversations,omitempty"`
+	SuccessRate        float64             `json:"success_rate"`
 	// LatencyMS is end to end, from the intended send time to the final
 	// result's arrival, of successful requests.
 	LatencyMS Percentiles `json:"latency_ms"`
@@ -86,6 +89,14 @@ type ClassReport struct {
 	// percentile of the direct model calls of the same run.
 	OverheadVsDirectMS *Percentiles `json:"overhead_vs_direct_ms,omitempty"`
 	SendLagMaxMS       float64      `json:"send_lag_max_ms"`
+}
+
+// ConversationIssue counts one conversation's problems.
+type ConversationIssue struct {
+	ID              string `json:"id"`
+	Lost            int    `json:"lost"`
+	Duplicates      int    `json:"duplicates"`
+	OrderViolations int    `json:"order_violations"`
 }
 
 // Percentiles of a distribution, in milliseconds.
@@ -267,6 +278,13 @@ func (r *Report) WriteSummary(w io.Writer) {
 		fmt.Fprintf(w, "   lost %d, duplicates %d, order violations %d (conversations affected: %d, %d, %d of %d)\n",
 			c.Lost, c.Duplicates, c.OrderViolations, c.ConversationsWithLoss, c.ConversationsWithDuplicates,
 			c.ConversationsWithOrderViolations, c.Conversations)
+		if len(c.WorstConversations) > 0 {
+			var parts []string
+			for _, ci := range c.WorstConversations {
+				parts = append(parts, fmt.Sprintf("%s (lost %d, dup %d, order %d)", ci.ID, ci.Lost, ci.Duplicates, ci.OrderViolations))
+			}
+			fmt.Fprintf(w, "   worst conversations: %s\n", strings.Join(parts, ", "))
+		}
 		rows := []struct {
 			name string
 			p    Percentiles

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -118,21 +119,30 @@ func (r *sseReader) stream(conv string, cursor *string, connected func()) error 
 		if id != "" {
 			*cursor = id
 		}
-		if name == "end" {
-			return
-		}
-		var res pb.Result
-		if jsonIn.Unmarshal([]byte(data), &res) != nil {
-			return
-		}
-		if a, ok := answerOf(&res, time.Now()); ok {
+		if a, ok := decodeEvent(name, data, time.Now()); ok {
 			r.deliver(a)
 		}
 	})
 }
 
+// decodeEvent turns an egress event into an Answer: chunk, result and
+// error events carry a Result as JSON; other events (end) and results
+// without the loadtest metadata are not answers.
+func decodeEvent(name, data string, at time.Time) (Answer, bool) {
+	switch name {
+	case "chunk", "result", "error":
+	default:
+		return Answer{}, false
+	}
+	var res pb.Result
+	if jsonIn.Unmarshal([]byte(data), &res) != nil {
+		return Answer{}, false
+	}
+	return answerOf(&res, at)
+}
+
 // parseSSE calls fn for every event of a text/event-stream.
-func parseSSE(body interface{ Read([]byte) (int, error) }, fn func(id, name, data string)) error {
+func parseSSE(body io.Reader, fn func(id, name, data string)) error {
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 8<<20)
 	var id, name string

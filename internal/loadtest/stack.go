@@ -74,11 +74,33 @@ const (
 	ProcIngress   = "ingress"
 )
 
+// StackBinaries are the binaries a stack runs, as named in Bin.
+func StackBinaries() []string {
+	return []string{ProcDevbroker, "topics", ProcModelsim, ProcRouter, ProcEgress, ProcIngress}
+}
+
+// Validate reports whether the configuration can start a stack: Bin and
+// Dir set, every binary present.
+func (c StackConfig) Validate() error {
+	if c.Bin == "" || c.Dir == "" {
+		return errors.New("stack: bin and dir are required")
+	}
+	for _, b := range StackBinaries() {
+		if _, err := os.Stat(filepath.Join(c.Bin, b)); err != nil {
+			return fmt.Errorf("stack: %w (run make build)", err)
+		}
+	}
+	if c.LongTailFraction < 0 || c.LongTailFraction > 1 {
+		return fmt.Errorf("stack: long tail fraction %v not in [0, 1]", c.LongTailFraction)
+	}
+	return nil
+}
+
 // StartStack starts every process and waits until each is ready. On error
 // it stops what it started.
 func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
-	if cfg.Bin == "" || cfg.Dir == "" {
-		return nil, errors.New("stack: bin and dir are required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.ModelLatency == 0 {
 		cfg.ModelLatency = 200 * time.Millisecond
