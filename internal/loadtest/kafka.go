@@ -79,11 +79,12 @@ func (d *kafkaDriver) Close() { d.cl.Close() }
 // kafkaReader reads the results topic from its end at Open, for every
 // conversation (Watch has nothing to do).
 type kafkaReader struct {
-	opts   []kgo.Opt
-	topic  string
-	cl     *kgo.Client
-	cancel context.CancelFunc
-	done   chan struct{}
+	opts      []kgo.Opt
+	topic     string
+	cl        *kgo.Client
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 func newKafkaReader(opts []kgo.Opt, topics Topics) *kafkaReader {
@@ -129,11 +130,13 @@ func (r *kafkaReader) Open(ctx context.Context, deliver func(Answer)) error {
 func (r *kafkaReader) Watch(context.Context, string) error { return nil }
 
 func (r *kafkaReader) Close() {
-	if r.cancel != nil {
-		r.cancel()
-		<-r.done
-		r.cl.Close()
-	}
+	r.closeOnce.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+			<-r.done
+			r.cl.Close()
+		}
+	})
 }
 
 // endOffsets returns the current end of every partition of topic.
