@@ -102,6 +102,12 @@ func classMetrics(ra, rb *Report, a, b *ClassReport) []Metric {
 		{"send errors", float64(a.SendErrors), float64(b.SendErrors), false},
 		{"error results", float64(a.Failed), float64(b.Failed), false},
 	}
+	if ra.Direct != nil && rb.Direct != nil {
+		// The reference tells how loaded each run's machine was.
+		m = append(m, Metric{"direct model p50 ms", ra.Direct.LatencyMS.P50, rb.Direct.LatencyMS.P50, false},
+			Metric{"direct model p99 ms", ra.Direct.LatencyMS.P99, rb.Direct.LatencyMS.P99, false})
+	}
+	m = append(m, Metric{"lag peak (records)", peak(ra.Series.Lag), peak(rb.Series.Lag), false})
 	for _, p := range []string{ProcRouter, ProcIngress, ProcEgress, ProcDevbroker} {
 		pa, pb := ra.Processes[p], rb.Processes[p]
 		if pa != nil && pb != nil {
@@ -136,4 +142,19 @@ func labelOf(s *Suite) string {
 		return ""
 	}
 	return " [" + s.Label + "]"
+}
+
+// peak returns the highest sum over topics of samples taken at one time.
+func peak(lag map[string][]Point) float64 {
+	at := map[float64]float64{}
+	for _, pts := range lag {
+		for _, p := range pts {
+			at[p.T] += p.V
+		}
+	}
+	best := 0.0
+	for _, v := range at {
+		best = max(best, v)
+	}
+	return best
 }

@@ -85,6 +85,9 @@ func TestCompare(t *testing.T) {
 	if m := (Metric{A: 100, B: 120, HigherBetter: true}); m.Verdict(0.05) != "better" {
 		t.Errorf("higher throughput verdict %s, want better", m.Verdict(0.05))
 	}
+	if lag := metrics["lag peak (records)"]; lag.A != 300 {
+		t.Errorf("lag peak %v, want 300", lag.A)
+	}
 	if _, ok := metrics["router-worker CPU ms/request"]; !ok {
 		t.Error("no per-process CPU metric")
 	}
