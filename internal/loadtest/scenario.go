@@ -92,6 +92,16 @@ func Scenarios() []Scenario {
 					{Class: "batch", Lane: "batch", Users: p.BatchUsers},
 				}
 			}},
+		{Name: "mixed", Description: "long-tail and batch together: interactive load with a share of slow model calls while batch users push the batch lane",
+			stack: func(p Params, s *StackConfig) {
+				s.LongTailFraction, s.LongTailLatency = p.LongTailShare, p.LongTailLatency
+			},
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Loads = []Load{
+					{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations},
+					{Class: "batch", Lane: "batch", Users: p.BatchUsers},
+				}
+			}},
 		{Name: "chaos", Description: "baseline while router-worker, egress and devbroker are killed with SIGKILL and restarted, and the model backend goes down",
 			NeedsStack: true,
 			build: func(p Params, c *Config, st *Stack) {
@@ -293,7 +303,7 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		"model_jitter": p.ModelJitter.String(), "stream": strconv.FormatBool(p.Stream), "stack": strconv.FormatBool(sc.Stack.Bin != ""),
 	}
 	switch s.Name {
-	case "baseline", "long-tail", "batch", "chaos":
+	case "baseline", "long-tail", "batch", "mixed", "chaos":
 		m["rate"] = fmt.Sprint(p.Rate)
 		m["conversations"] = fmt.Sprint(p.Conversations)
 	}
@@ -303,6 +313,9 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 	case "long-tail":
 		m["long_tail_share"], m["long_tail_latency"] = fmt.Sprint(p.LongTailShare), p.LongTailLatency.String()
 	case "batch":
+		m["batch_users"] = fmt.Sprint(p.BatchUsers)
+	case "mixed":
+		m["long_tail_share"], m["long_tail_latency"] = fmt.Sprint(p.LongTailShare), p.LongTailLatency.String()
 		m["batch_users"] = fmt.Sprint(p.BatchUsers)
 	case "chaos":
 		m["chaos_down"] = p.ChaosDown.String()
@@ -328,7 +341,7 @@ func addComparisons(s *Suite) {
 	b := base.Classes["interactive"].LatencyMS
 	for _, r := range s.Reports {
 		c := r.Classes["interactive"]
-		if r == base || c == nil || !slices.Contains([]string{"long-tail", "batch", "chaos"}, r.Scenario) {
+		if r == base || c == nil || !slices.Contains([]string{"long-tail", "batch", "mixed", "chaos"}, r.Scenario) {
 			continue
 		}
 		r.Checks = append(r.Checks, Check{Name: "interactive p99 against baseline (same suite)", Pass: true,
