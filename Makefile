@@ -4,7 +4,7 @@ BIN     ?= bin
 PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics
 BROKERS ?= 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
-.PHONY: all build run test test-short fuzz check fmt-check vet tidy-check proto proto-check topics clean
+.PHONY: all build run test test-short bench fuzz check fmt-check vet tidy-check proto proto-check topics clean
 
 all: build
 
@@ -24,6 +24,13 @@ test:
 ## test-short: unit tests only (skips the process-level tests)
 test-short:
 	$(GO) test -race -short -count=1 ./...
+
+## bench: build, then run the standard short load-test suite (about 4 minutes on 2 cores) on local
+## stacks the load test starts itself; reports (JSON, HTML, summary) go to BENCH_OUT
+BENCH_OUT   ?= bench/$(shell date -u +%Y%m%dT%H%M%SZ)
+BENCH_FLAGS ?=
+bench: build
+	$(BIN)/loadtest --stack --bin $(BIN) --scenarios all --out $(BENCH_OUT) $(BENCH_FLAGS)
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 10s)
 FUZZTIME ?= 10s

@@ -1,299 +1,689 @@
 // Package loadtest drives load through Switchboard and accounts for every
-// request: it produces requests straight to a requests topic at a fixed
-// rate (open loop: each request has an intended send time, and latency is
-// measured from it, so a stalled pipeline cannot hide its delay), reads the
-// results topic, and reports achieved throughput, end-to-end latency
-// percentiles, pipeline overhead (end-to-end minus the model's own time, as
-// the router measured it), lost, duplicated and out-of-order answers, and
-// the CPU time a given process spent per request.
+// request. A run offers load through a [Driver] (ingress HTTP, or records
+// straight to the requests topics) and reads answers through a [Reader]
+// (egress SSE, or the results topic), in open loop (a rate: every request
+// has an intended send time and latency counts from it, so a stalled
+// pipeline cannot hide its delay) or closed loop (users who wait for each
+// answer and think before the next). It measures, in the same run, direct
+// calls to the model simulator as the reference for pipeline overhead,
+// samples consumer lag (kadm) and the CPU and memory of the stack's
+// processes (/proc), can inject faults (kill -9 and restart) and bad
+// inputs, and reports offered and achieved throughput, latency percentiles
+// (HdrHistogram), time to first chunk, errors by code, and lost, duplicated
+// and out-of-order answers per conversation, as a terminal summary, JSON,
+// and an HTML page that opens offline. Scenarios (scenario.go) put runs
+// together; Stack (stack.go) starts a local stack of the real binaries.
 package loadtest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
-	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
+
+// Load is one stream of requests of a run. Open loop when Rate is set,
+// closed loop when Users is.
+type Load struct {
+	// Class names the load in the report, e.g. "interactive", "batch".
+	// Default: the lane.
+	Class string
+	// Lane is "interactive" (default) or "batch".
+	Lane string
+	// Rate is the open-loop offered load in requests per second.
+	Rate float64
+	// Conversations share an open-loop load round-robin. Default 1000.
+	Conversations int
+	// Users are closed-loop users, each its own conversation.
+	Users int
+	// Ramp spreads the users' starts evenly over this time (0: all at once).
+	Ramp time.Duration
+	// Think is a user's mean pause after an answer before the next
+	// request (drawn uniformly from [Think/2, 3·Think/2]).
+	Think time.Duration
+	// Start delays the load from the start of the run; Duration is how
+	// long it sends (default: the run's Duration).
+	Start, Duration time.Duration
+	// BadShare is the fraction, 0..1, of requests replaced by bad inputs
+	// (see malformed.go).
+	BadShare float64
+}
+
+// Fault is an action taken At into the run, e.g. kill -9 a process.
+type Fault struct {
+	At   time.Duration
+	Name string
+	Do   func(ctx context.Context) error
+}
 
 // Config describes one run.
 type Config struct {
-	// ClientOpts reach the cluster.
-	ClientOpts []kgo.Opt
-	// RequestsTopic and ResultsTopic are the full topic names.
-	RequestsTopic, ResultsTopic string
-	// Lane is written into every request. Default interactive.
-	Lane string
-	// Model names the model. Default "sim".
-	Model string
-	// Rate is the offered load in requests per second. Required.
-	Rate float64
-	// Duration is how long requests are sent. Required.
+	// Scenario, Description, Label and Command go into the report.
+	Scenario, Description, Label, Command string
+	// Settings are the scenario's parameters, for the report.
+	Settings map[string]string
+	// Driver sends requests; Reader reads answers. Required.
+	Driver Driver
+	Reader Reader
+	// Loads run at once. At least one.
+	Loads []Load
+	// Duration is how long load is sent. Required.
 	Duration time.Duration
-	// Warmup excludes requests sent in the first Warmup from the figures.
+	// Warmup excludes requests meant for the first Warmup from the
+	// figures (they are still accounted for loss, duplicates and order).
 	Warmup time.Duration
-	// Conversations share the load round-robin. Default 1000.
-	Conversations int
-	// Drain is how long to wait for answers after the last send. Default 30s.
+	// Drain is how long to wait for the last answers. Default 30s.
 	Drain time.Duration
-	// CPUPIDs are processes whose CPU time per request is reported.
-	CPUPIDs map[string]int
-	// RunID prefixes request and conversation IDs. Default: the start time.
-	RunID string
-	// Logger receives progress lines.
+	// AnswerTimeout is how long a closed-loop user waits for an answer
+	// before sending the next request. Default 30s.
+	AnswerTimeout time.Duration
+	// Model, Stream and MaxTokens shape every request. Defaults "sim",
+	// false, 16.
+	Model     string
+	Stream    bool
+	MaxTokens int32
+	// ModelURL is the model simulator's base URL for the direct reference
+	// calls; empty skips them. DirectRate is their rate (default 5 % of
+	// the open-loop rate, between 5/s and 50/s).
+	ModelURL   string
+	DirectRate float64
+	// KafkaOpts reach the cluster for lag sampling and dead letters;
+	// Group is the router's consumer group (default switchboard-router).
+	KafkaOpts []kgo.Opt
+	Topics    Topics
+	Group     string
+	// BadKafka, when set, carries the Kafka kinds of bad input (garbage
+	// records straight to the requests topic) in malformed loads.
+	BadKafka RawSender
+	// Processes returns the PIDs to sample, by name; nil samples none.
+	Processes func() map[string]int
+	// Faults happen during the run.
+	Faults []Fault
+	// AllowDuplicates says duplicates are expected (at-least-once delivery
+	// after a crash) and do not fail a check.
+	AllowDuplicates bool
+	// Progress receives the live progress line (nil: none); ProgressTTY
+	// redraws one line instead of printing one every 5 seconds.
+	Progress    io.Writer
+	ProgressTTY bool
+	// RunID prefixes request and conversation IDs. Default: a random one.
+	RunID  string
 	Logger *slog.Logger
 }
 
-// Report is the outcome of a run.
-type Report struct {
-	OfferedRate       float64            `json:"offered_rate"`
-	AchievedRate      float64            `json:"achieved_rate"`
-	Sent              int                `json:"sent"`
-	Measured          int                `json:"measured"`
-	Answered          int                `json:"answered"`
-	Errors            map[string]int     `json:"errors"`
-	Lost              int                `json:"lost"`
-	Duplicates        int                `json:"duplicates"`
-	OrderViolations   int                `json:"order_violations"`
-	LatencyMS         Percentiles        `json:"latency_ms"`
-	ModelMS           Percentiles        `json:"model_ms"`
-	OverheadMS        Percentiles        `json:"overhead_ms"`
-	CPUPerRequestMS   map[string]float64 `json:"cpu_per_request_ms"`
-	MeasuredSeconds   float64            `json:"measured_seconds"`
-	SendLagMaxMS      float64            `json:"send_lag_max_ms"`
-	ProduceErrors     int                `json:"produce_errors"`
-	ConversationCount int                `json:"conversations"`
-}
+// Validate reports whether c, with defaults applied, describes a run.
+func (c Config) Validate() error { return c.defaults() }
 
-// Percentiles of a distribution, in milliseconds.
-type Percentiles struct {
-	P50, P90, P99, P999, Max float64
-}
-
-func percentiles(h *hdrhistogram.Histogram) Percentiles {
-	ms := func(v int64) float64 { return float64(v) / 1000 }
-	return Percentiles{ms(h.ValueAtQuantile(50)), ms(h.ValueAtQuantile(90)), ms(h.ValueAtQuantile(99)),
-		ms(h.ValueAtQuantile(99.9)), ms(h.Max())}
-}
-
-type sent struct {
-	intended time.Time
-	conv     int
-	seq      int
-	measured bool
-}
-
-// Run executes the run described by cfg.
-func Run(ctx context.Context, cfg Config) (*Report, error) {
-	if cfg.Rate <= 0 || cfg.Duration <= 0 {
-		return nil, errors.New("loadtest: rate and duration must be positive")
+// defaults fills c's zero fields and checks it.
+func (c *Config) defaults() error {
+	if c.Driver == nil || c.Reader == nil {
+		return errors.New("loadtest: a driver and a reader are required")
 	}
-	if cfg.Lane == "" {
-		cfg.Lane = envelope.LaneInteractive
+	if len(c.Loads) == 0 || c.Duration <= 0 {
+		return errors.New("loadtest: at least one load and a positive duration are required")
 	}
-	if cfg.Model == "" {
-		cfg.Model = "sim"
-	}
-	if cfg.Conversations == 0 {
-		cfg.Conversations = 1000
-	}
-	if cfg.Drain == 0 {
-		cfg.Drain = 30 * time.Second
-	}
-	if cfg.RunID == "" {
-		cfg.RunID = fmt.Sprintf("lt%d", time.Now().Unix())
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-
-	prod, err := kgo.NewClient(append(cfg.ClientOpts, kgo.ProducerLinger(2*time.Millisecond), kgo.MaxBufferedRecords(1<<20))...)
-	if err != nil {
-		return nil, err
-	}
-	defer prod.Close()
-	// The reader starts at the current end of every results partition.
-	ends, err := kadm.NewClient(prod).ListEndOffsets(ctx, cfg.ResultsTopic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("loadtest: results topic: %w", err)
-	}
-	start := map[int32]kgo.Offset{}
-	ends.Each(func(o kadm.ListedOffset) { start[o.Partition] = kgo.NewOffset().At(o.Offset) })
-	cons, err := kgo.NewClient(append(cfg.ClientOpts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.ResultsTopic: start}))...)
-	if err != nil {
-		return nil, err
-	}
-	defer cons.Close()
-
-	var mu sync.Mutex
-	reqs := map[string]*sent{}
-	answered := map[string]int{}
-	nextSeq := make([]int, cfg.Conversations)
-	rep := &Report{OfferedRate: cfg.Rate, Errors: map[string]int{}, ConversationCount: cfg.Conversations, CPUPerRequestMS: map[string]float64{}}
-	lat := hdrhistogram.New(1, 600_000_000, 3) // microseconds
-	model := hdrhistogram.New(1, 600_000_000, 3)
-	over := hdrhistogram.New(1, 600_000_000, 3)
-	var firstMeasured, lastMeasured time.Time
-
-	readCtx, stopReading := context.WithCancel(ctx)
-	readDone := make(chan struct{})
-	defer func() { stopReading(); <-readDone }()
-	go func() {
-		defer close(readDone)
-		for {
-			fetches := cons.PollFetches(readCtx)
-			if readCtx.Err() != nil {
-				return
-			}
-			now := time.Now()
-			fetches.EachRecord(func(rec *kgo.Record) {
-				res, err := envelope.DecodeResult(rec)
-				if err != nil || res.GetChunk() != nil {
-					return
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				s := reqs[res.GetRequestId()]
-				if s == nil {
-					return // not ours
-				}
-				answered[res.GetRequestId()]++
-				if answered[res.GetRequestId()] > 1 {
-					rep.Duplicates++
-					return
-				}
-				// Out of order: the answer to an earlier message arrives
-				// after the answer to a later one. (A missing answer is
-				// counted as lost, not here.)
-				if s.seq < nextSeq[s.conv] {
-					rep.OrderViolations++
-				}
-				nextSeq[s.conv] = max(nextSeq[s.conv], s.seq+1)
-				if e := res.GetError(); e != nil {
-					rep.Errors[e.GetCode()]++
-				}
-				if !s.measured {
-					return
-				}
-				rep.Answered++
-				if firstMeasured.IsZero() {
-					firstMeasured = now
-				}
-				lastMeasured = now
-				e2e := now.Sub(s.intended)
-				lat.RecordValue(max(1, e2e.Microseconds()))
-				if t := res.GetFinal().GetTimings(); t != nil && t.GetDispatchedAt() != nil && t.GetCompletedAt() != nil {
-					m := t.GetCompletedAt().AsTime().Sub(t.GetDispatchedAt().AsTime())
-					model.RecordValue(max(1, m.Microseconds()))
-					over.RecordValue(max(1, (e2e - m).Microseconds()))
-				}
-			})
+	for i := range c.Loads {
+		l := &c.Loads[i]
+		if (l.Rate > 0) == (l.Users > 0) {
+			return fmt.Errorf("loadtest: load %d: set exactly one of rate and users", i)
 		}
-	}()
+		if l.Lane == "" {
+			l.Lane = envelope.LaneInteractive
+		}
+		if l.Class == "" {
+			l.Class = l.Lane
+		}
+		if l.Conversations == 0 {
+			l.Conversations = 1000
+		}
+		if l.Duration == 0 {
+			l.Duration = c.Duration - l.Start
+		}
+		if l.BadShare < 0 || l.BadShare > 1 {
+			return fmt.Errorf("loadtest: load %d: bad share must be in [0, 1]", i)
+		}
+	}
+	if c.Drain == 0 {
+		c.Drain = 30 * time.Second
+	}
+	if c.AnswerTimeout == 0 {
+		c.AnswerTimeout = 30 * time.Second
+	}
+	if c.Model == "" {
+		c.Model = "sim"
+	}
+	if c.MaxTokens == 0 {
+		c.MaxTokens = 16
+	}
+	if c.Group == "" {
+		c.Group = "switchboard-router"
+	}
+	if c.DirectRate == 0 {
+		open := 0.0
+		for _, l := range c.Loads {
+			open += l.Rate
+		}
+		c.DirectRate = min(50, max(5, open*0.05))
+	}
+	if c.RunID == "" {
+		c.RunID = fmt.Sprintf("lt%x", rand.Uint32())
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
 
-	var cpuMeasureStart map[string]time.Duration
-	begin := time.Now()
-	interval := time.Duration(float64(time.Second) / cfg.Rate)
-	total := int(cfg.Rate * cfg.Duration.Seconds())
-	progress := time.NewTicker(5 * time.Second)
-	defer progress.Stop()
+// run is the state of one Run.
+type run struct {
+	cfg    *Config
+	led    *ledger
+	begin  time.Time
+	convMu sync.Map // conversation -> *sync.Mutex: a conversation's sends are serialised
+	events []Event
+	evMu   sync.Mutex
+}
+
+func (r *run) convLock(conv string) *sync.Mutex {
+	m, _ := r.convMu.LoadOrStore(conv, &sync.Mutex{})
+	return m.(*sync.Mutex)
+}
+
+func (r *run) event(what string) {
+	r.evMu.Lock()
+	defer r.evMu.Unlock()
+	r.events = append(r.events, Event{T: time.Since(r.begin).Seconds(), What: what})
+}
+
+// Run executes the run described by cfg and returns its report. It
+// returns an error only when the run could not take place (a reader that
+// cannot open, ctx cancelled); what goes wrong during the run is in the
+// report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	r := &run{cfg: &cfg}
+	started := time.Now()
+
+	// The dead-letter reader starts before anything is sent.
+	var dls *deadLetters
+	if cfg.KafkaOpts != nil && cfg.Topics.DeadLetter != "" && hasBad(cfg.Loads) {
+		var err error
+		if dls, err = startDeadLetters(ctx, cfg.KafkaOpts, cfg.Topics.DeadLetter); err != nil {
+			return nil, err
+		}
+		defer dls.close()
+	}
+	// Answers can arrive before begin is known only for conversations
+	// watched below; the ledger exists from here on.
+	r.led = newLedger(time.Now(), cfg.Warmup)
+	if err := cfg.Reader.Open(ctx, r.led.observe); err != nil {
+		return nil, fmt.Errorf("loadtest: open %s reader: %w", cfg.Reader.Name(), err)
+	}
+	defer cfg.Reader.Close()
+
+	// Open-loop conversations are watched before the clock starts, so
+	// the cost of opening streams is not charged to the first requests.
+	for li, l := range cfg.Loads {
+		if l.Rate == 0 {
+			continue
+		}
+		if err := r.watchAll(ctx, li, l); err != nil {
+			return nil, err
+		}
+	}
+
+	r.begin = time.Now()
+	r.led.mu.Lock()
+	r.led.begin = r.begin
+	r.led.mu.Unlock()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var samplers sync.WaitGroup
+	stopSampling := make(chan struct{})
+	procs := newProcWatch(cfg.Processes, r.begin)
+	var lag *lagWatch
+	if cfg.KafkaOpts != nil {
+		var err error
+		if lag, err = newLagWatch(cfg.KafkaOpts, cfg.Group, r.begin); err != nil {
+			return nil, err
+		}
+		defer lag.close()
+	}
+	samplers.Add(1)
+	go func() {
+		defer samplers.Done()
+		r.sample(runCtx, stopSampling, procs, lag)
+	}()
+	if cfg.ModelURL != "" {
+		samplers.Add(1)
+		go func() {
+			defer samplers.Done()
+			r.direct(runCtx, stopSampling)
+		}()
+	}
+	var faults sync.WaitGroup
+	for _, f := range cfg.Faults {
+		faults.Add(1)
+		go func() {
+			defer faults.Done()
+			select {
+			case <-runCtx.Done():
+				return
+			case <-time.After(time.Until(r.begin.Add(f.At))):
+			}
+			r.event(f.Name)
+			if err := f.Do(runCtx); err != nil {
+				r.event(f.Name + " failed: " + err.Error())
+			}
+		}()
+	}
+
+	var loads sync.WaitGroup // owns every sending goroutine
+	for li, l := range cfg.Loads {
+		loads.Add(1)
+		go func() {
+			defer loads.Done()
+			if l.Rate > 0 {
+				r.openLoop(runCtx, li, l, &loads)
+			} else {
+				r.closedLoop(runCtx, li, l, &loads)
+			}
+		}()
+	}
+	loads.Wait()
+	sendEnd := time.Now()
+	if ctx.Err() != nil {
+		cancel()
+		close(stopSampling)
+		samplers.Wait()
+		faults.Wait()
+		return nil, ctx.Err()
+	}
+
+	// Drain: wait until every accepted request is answered or Drain passes.
+	deadline := time.Now().Add(cfg.Drain)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if r.led.outstanding() == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	faults.Wait()
+	close(stopSampling)
+	samplers.Wait()
+	cfg.Reader.Close()
+
+	rep := &Report{
+		Scenario: cfg.Scenario, Description: cfg.Description, Label: cfg.Label, Command: cfg.Command,
+		StartedAt: started.UTC(), Driver: cfg.Driver.Name(), Reader: cfg.Reader.Name(), Settings: cfg.Settings,
+		DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(), Events: r.events,
+	}
+	classes, direct, errs, series := r.led.finish()
+	rep.Classes, rep.Errors = classes, errs
+	rep.Series.Classes = series
+	if cfg.ModelURL != "" {
+		rep.Direct = direct
+	}
+	for _, l := range cfg.Loads {
+		c := rep.Classes[l.Class]
+		if c == nil {
+			continue
+		}
+		c.Lane, c.Mode = l.Lane, "open"
+		if l.Users > 0 {
+			c.Mode, c.Users = "closed", l.Users
+		}
+		if rep.Direct != nil && rep.Direct.LatencyMS.Count > 0 && c.LatencyMS.Count > 0 {
+			d := c.LatencyMS.minus(rep.Direct.LatencyMS)
+			c.OverheadVsDirectMS = &d
+		}
+	}
+	measured := 0
+	for _, c := range rep.Classes {
+		measured += c.Measured
+	}
+	rep.Processes, rep.Series.CPU, rep.Series.RSSMB = procs.report(cfg.Warmup.Seconds(), sendEnd.Sub(r.begin).Seconds(), measured)
+	if lag != nil {
+		rep.Series.Lag = lag.out()
+	}
+	if sr, ok := cfg.Reader.(*sseReader); ok {
+		rep.SSEReconnects = sr.Reconnects()
+	}
+	var dl func(string) (string, bool)
+	if dls != nil {
+		dl = dls.reason
+	}
+	rep.Malformed = r.led.badOutcomes(dl)
+	rep.Checks = baseChecks(rep, cfg.AllowDuplicates)
+	return rep, nil
+}
+
+func hasBad(loads []Load) bool {
+	for _, l := range loads {
+		if l.BadShare > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// convID names conversation i of load li.
+func (r *run) convID(li, i int) string { return fmt.Sprintf("%s-l%d-c%d", r.cfg.RunID, li, i) }
+
+// watchAll watches an open-loop load's conversations, a few at a time.
+func (r *run) watchAll(ctx context.Context, li int, l Load) error {
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for i := range l.Conversations {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if err := r.cfg.Reader.Watch(wctx, r.convID(li, i)); err != nil {
+				mu.Lock()
+				first = cmpOr(first, fmt.Errorf("loadtest: watch conversation: %w", err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// openLoop sends l's requests at their intended times, each on its own
+// goroutine (owned by wg) so that a slow answer never delays the next
+// send.
+func (r *run) openLoop(ctx context.Context, li int, l Load, wg *sync.WaitGroup) {
+	interval := time.Duration(float64(time.Second) / l.Rate)
+	total := int(l.Rate * l.Duration.Seconds())
+	start := r.begin.Add(l.Start)
+	rng := rand.New(rand.NewPCG(uint64(li), 42))
+	picker := r.badPicker()
 	for i := range total {
-		intended := begin.Add(time.Duration(i) * interval)
+		intended := start.Add(time.Duration(i) * interval)
 		if d := time.Until(intended); d > 0 {
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return
 			case <-time.After(d):
 			}
-		} else if lag := -d; lag.Seconds()*1000 > rep.SendLagMaxMS {
-			rep.SendLagMaxMS = lag.Seconds() * 1000
 		}
-		measured := intended.Sub(begin) >= cfg.Warmup
-		if measured && cpuMeasureStart == nil {
-			cpuMeasureStart = cpuTimes(cfg.CPUPIDs)
+		conv := r.convID(li, i%l.Conversations)
+		bad := l.BadShare > 0 && rng.Float64() < l.BadShare
+		id := fmt.Sprintf("%s-l%d-%d", r.cfg.RunID, li, i)
+		var kind string
+		var sender RawSender
+		if bad {
+			kind, sender = picker()
 		}
-		conv := i % cfg.Conversations
-		mu.Lock()
-		seq := 0
-		if i >= cfg.Conversations {
-			seq = i / cfg.Conversations
-		}
-		id := fmt.Sprintf("%s-%d-%d", cfg.RunID, conv, seq)
-		reqs[id] = &sent{intended: intended, conv: conv, seq: seq, measured: measured}
-		if measured {
-			rep.Measured++
-		}
-		rep.Sent++
-		mu.Unlock()
-		rec, err := envelope.EncodeRequest(cfg.RequestsTopic, &pb.Request{
-			RequestId: id, ConversationId: fmt.Sprintf("%s-c%d", cfg.RunID, conv), Lane: cfg.Lane, Model: cfg.Model,
-			MaxTokens: 16, AcceptedAt: timestamppb.New(intended),
-			Messages: []*pb.Message{{Role: "user", Content: fmt.Sprintf("load test message %d of conversation %d", seq, conv)}},
-		})
-		if err != nil {
-			return nil, err
-		}
-		prod.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				rep.ProduceErrors++
-				mu.Unlock()
-			}
-		})
-		select {
-		case <-progress.C:
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mu := r.convLock(conv)
 			mu.Lock()
-			cfg.Logger.Info("progress", "sent", rep.Sent, "answered", rep.Answered, "elapsed", time.Since(begin).Round(time.Second))
-			mu.Unlock()
-		default:
-		}
+			defer mu.Unlock()
+			if sender != nil {
+				r.sendBad(ctx, conv, id, kind, sender)
+				return
+			}
+			e := r.led.register(l.Class, conv, id, intended)
+			r.led.sent(e, r.cfg.Driver.Send(ctx, r.message(id, conv, l, i)), time.Now())
+		}()
 	}
-	sendEnd := time.Now()
-	cpuSendEnd := cpuTimes(cfg.CPUPIDs)
+}
 
-	// Drain: wait until everything is answered or Drain passes.
-	deadline := time.Now().Add(cfg.Drain)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		done := len(answered) >= rep.Sent
-		mu.Unlock()
-		if done {
-			break
+// badPicker returns a function choosing the next bad input's kind, named
+// "<entry point>/<kind>" (e.g. "http/invalid_json"), and the sender that
+// carries it: the driver's kinds and, when BadKafka is set, Kafka's,
+// alternately.
+func (r *run) badPicker() func() (string, RawSender) {
+	var senders []RawSender
+	var pickers []*badPicker
+	var via []string
+	if rs, ok := r.cfg.Driver.(RawSender); ok {
+		kinds := HTTPBadKinds
+		if r.cfg.Driver.Name() == "kafka" {
+			kinds = KafkaBadKinds
 		}
-		time.Sleep(50 * time.Millisecond)
+		senders, pickers, via = append(senders, rs), append(pickers, &badPicker{kinds: kinds}), append(via, r.cfg.Driver.Name())
 	}
-	stopReading()
-	<-readDone
+	if r.cfg.BadKafka != nil && r.cfg.Driver.Name() != "kafka" {
+		senders, pickers, via = append(senders, r.cfg.BadKafka), append(pickers, &badPicker{kinds: KafkaBadKinds}), append(via, "kafka")
+	}
+	n := 0
+	return func() (string, RawSender) {
+		if len(senders) == 0 {
+			return "", nil
+		}
+		i := n % len(senders)
+		n++
+		return via[i] + "/" + pickers[i].next(), senders[i]
+	}
+}
 
-	mu.Lock()
-	defer mu.Unlock()
-	rep.Lost = rep.Sent - len(answered)
-	window := sendEnd.Sub(begin.Add(cfg.Warmup))
-	if !lastMeasured.IsZero() {
-		window = lastMeasured.Sub(firstMeasured)
+func (r *run) sendBad(ctx context.Context, conv, id, kind string, s RawSender) {
+	r.led.registerBad(id, kind)
+	_, bare, _ := strings.Cut(kind, "/")
+	r.led.badSent(id, s.SendRaw(ctx, conv, Bad{ID: id, Kind: bare, Model: r.cfg.Model}))
+}
+
+func (r *run) message(id, conv string, l Load, i int) Message {
+	return Message{ID: id, Conversation: conv, Lane: l.Lane, Model: r.cfg.Model, Stream: r.cfg.Stream, MaxTokens: r.cfg.MaxTokens,
+		Content: fmt.Sprintf("load test message %d of %s", i, conv)}
+}
+
+// closedLoop runs l's users: each watches its conversation, then sends,
+// waits for the answer (up to AnswerTimeout), thinks, and sends again until
+// the load's time is up. A request's intended time is when its user meant
+// to send it, so time spent opening a stream or waiting to send counts.
+func (r *run) closedLoop(ctx context.Context, li int, l Load, wg *sync.WaitGroup) {
+	end := r.begin.Add(l.Start + l.Duration)
+	for u := range l.Users {
+		startAt := r.begin.Add(l.Start)
+		if l.Users > 1 {
+			startAt = startAt.Add(time.Duration(float64(l.Ramp) * float64(u) / float64(l.Users)))
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(li)<<32|uint64(u), 7))
+			conv := r.convID(li, u)
+			if !sleepUntil(ctx, startAt) {
+				return
+			}
+			wctx, cancel := context.WithTimeout(ctx, r.cfg.AnswerTimeout)
+			err := r.cfg.Reader.Watch(wctx, conv)
+			cancel()
+			if err != nil {
+				r.led.mu.Lock()
+				r.led.errors["watch_"+errorCode(err)]++
+				r.led.mu.Unlock()
+				return
+			}
+			picker := r.badPicker()
+			intended := startAt
+			for i := 0; intended.Before(end); i++ {
+				if !sleepUntil(ctx, intended) {
+					return
+				}
+				id := fmt.Sprintf("%s-l%d-u%d-%d", r.cfg.RunID, li, u, i)
+				if l.BadShare > 0 && rng.Float64() < l.BadShare {
+					if kind, s := picker(); s != nil {
+						r.sendBad(ctx, conv, id, kind, s)
+						intended = time.Now().Add(think(rng, l.Think))
+						continue
+					}
+				}
+				e := r.led.register(l.Class, conv, id, intended)
+				err := r.cfg.Driver.Send(ctx, r.message(id, conv, l, i))
+				r.led.sent(e, err, time.Now())
+				if err == nil {
+					select {
+					case <-e.done:
+					case <-time.After(time.Until(intended.Add(r.cfg.AnswerTimeout))):
+					case <-ctx.Done():
+						return
+					}
+				}
+				intended = time.Now().Add(think(rng, l.Think))
+			}
+		}()
 	}
-	rep.MeasuredSeconds = window.Seconds()
-	if window > 0 {
-		rep.AchievedRate = float64(rep.Answered) / window.Seconds()
+}
+
+func think(rng *rand.Rand, mean time.Duration) time.Duration {
+	if mean <= 0 {
+		return 0
 	}
-	rep.LatencyMS, rep.ModelMS, rep.OverheadMS = percentiles(lat), percentiles(model), percentiles(over)
-	measuredSent := rep.Measured
-	for name, end := range cpuSendEnd {
-		if s, ok := cpuMeasureStart[name]; ok && measuredSent > 0 {
-			rep.CPUPerRequestMS[name] = float64((end - s).Microseconds()) / 1000 / float64(measuredSent)
+	return mean/2 + time.Duration(rng.Int64N(int64(mean)+1))
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// sample takes the process and lag samples and prints progress every
+// second until stop.
+func (r *run) sample(ctx context.Context, stop <-chan struct{}, procs *procWatch, lag *lagWatch) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastPrint := time.Time{}
+	for {
+		select {
+		case <-stop:
+			if r.cfg.Progress != nil && r.cfg.ProgressTTY {
+				fmt.Fprintln(r.cfg.Progress)
+			}
+			return
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			procs.sample(now)
+			if lag != nil {
+				lag.sample(ctx, now)
+			}
+			if r.cfg.Progress == nil {
+				continue
+			}
+			line := r.progressLine(now, lag)
+			if r.cfg.ProgressTTY {
+				fmt.Fprintf(r.cfg.Progress, "\r\033[K%s", line)
+			} else if now.Sub(lastPrint) >= 5*time.Second {
+				fmt.Fprintln(r.cfg.Progress, line)
+				lastPrint = now
+			}
 		}
 	}
-	return rep, nil
+}
+
+func (r *run) progressLine(now time.Time, lag *lagWatch) string {
+	s := r.led.snapshot(now)
+	line := fmt.Sprintf("[%s %3.0fs/%.0fs] sent %d (%.0f/s) answered %d (%.0f/s) waiting %d errors %d p99 %.0fms",
+		r.cfg.Scenario, now.Sub(r.begin).Seconds(), r.cfg.Duration.Seconds(), s.sent, s.sentRate, s.answered, s.answeredRate,
+		s.waiting, s.errors, s.p99)
+	if lag != nil {
+		total := 0.0
+		for _, pts := range lag.out() {
+			if len(pts) > 0 {
+				total += pts[len(pts)-1].V
+			}
+		}
+		line += fmt.Sprintf(" lag %.0f", total)
+	}
+	return line
+}
+
+// direct sends the reference requests to the model until stop, open loop.
+func (r *run) direct(ctx context.Context, stop <-chan struct{}) {
+	dc := newDirectCaller(r.cfg.ModelURL)
+	defer dc.client.CloseIdleConnections()
+	interval := time.Duration(float64(time.Second) / r.cfg.DirectRate)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i := 0; ; i++ {
+		intended := r.begin.Add(time.Duration(i) * interval)
+		if intended.Sub(r.begin) >= r.cfg.Duration {
+			return
+		}
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(intended)):
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := Message{Model: r.cfg.Model, Stream: r.cfg.Stream, MaxTokens: r.cfg.MaxTokens, Content: fmt.Sprintf("direct reference %d", i)}
+			first, err := dc.call(ctx, m)
+			now := time.Now()
+			var ttfc time.Duration
+			if !first.IsZero() {
+				ttfc = first.Sub(intended)
+			}
+			r.led.recordDirect(now.Sub(intended), ttfc, intended.Sub(r.begin) >= r.cfg.Warmup, err)
+		}()
+	}
+}
+
+// baseChecks are the statements every run is held to.
+func baseChecks(rep *Report, allowDup bool) []Check {
+	var out []Check
+	names := make([]string, 0, len(rep.Classes))
+	for n := range rep.Classes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		c := rep.Classes[n]
+		out = append(out,
+			Check{Name: n + ": nothing lost", Pass: c.Lost == 0, Detail: fmt.Sprintf("%d of %d accepted requests never answered", c.Lost, c.Accepted)},
+			Check{Name: n + ": order kept", Pass: c.OrderViolations == 0, Detail: fmt.Sprintf("%d answers out of order", c.OrderViolations)})
+		dup := Check{Name: n + ": no duplicates", Pass: c.Duplicates == 0, Detail: fmt.Sprintf("%d duplicate answers", c.Duplicates)}
+		if allowDup {
+			dup.Pass, dup.Detail = true, dup.Detail+" (at-least-once after a crash: allowed)"
+		}
+		out = append(out, dup)
+	}
+	if m := rep.Malformed; m != nil {
+		out = append(out, Check{Name: "malformed: every bad input rejected, dead-lettered or answered with an error",
+			Pass: m.Unhandled == 0, Detail: fmt.Sprintf("%d of %d not", m.Unhandled, m.Sent)})
+	}
+	return out
 }

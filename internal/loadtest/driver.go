@@ -1,0 +1,187 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// MetadataKey is the request metadata entry that carries the load
+// generator's own ID of a request. Switchboard copies metadata into every
+// result, so an answer is matched to its request whatever request_id the
+// entry point assigned (ingress assigns its own) and even when it arrives
+// before the entry point's acknowledgement.
+const MetadataKey = "loadtest_id"
+
+// Message is one request the load generator sends.
+type Message struct {
+	// ID is the load generator's ID of the request (see MetadataKey).
+	ID string
+	// Conversation is the conversation ID.
+	Conversation string
+	// Lane is "interactive" or "batch".
+	Lane string
+	// Model names the model.
+	Model string
+	// Stream asks for streamed chunks before the final result.
+	Stream bool
+	// MaxTokens bounds the answer; 0 means the backend's default.
+	MaxTokens int32
+	// Content is the user message.
+	Content string
+}
+
+// Driver submits requests to Switchboard through one entry point (ingress
+// HTTP, Kafka). The contract every implementation keeps:
+//
+//   - Send returns nil only once the entry point has accepted the request
+//     for good (ingress answered 202; Kafka acknowledged the record), so an
+//     accepted request that is never answered is lost, not "not sent";
+//   - a failure is returned as a *SendError whose Code is stable and
+//     low-cardinality (an HTTP status and error code, "connect", "timeout",
+//     "kafka_produce"), because the report counts errors by code;
+//   - Send is safe for concurrent use; the caller serialises the sends of
+//     one conversation, so a Driver needs not keep order itself;
+//   - Close releases connections; no Send runs during or after it.
+//
+// WebSocket and gRPC drivers (ingress is gaining both) implement the same
+// interface and plug into NewDriver.
+type Driver interface {
+	Name() string
+	Send(ctx context.Context, m Message) error
+	Close()
+}
+
+// RawSender is implemented by drivers that can send bytes the API would
+// not produce itself, for the malformed scenario. kind names the bad input
+// (see the Bad* constants); the error is a *SendError for a rejection.
+type RawSender interface {
+	SendRaw(ctx context.Context, conv string, bad Bad) error
+}
+
+// SendError is a failed Send.
+type SendError struct {
+	// Code is the stable, countable reason, e.g. "http_400_invalid_json",
+	// "http_503_unavailable", "connect", "timeout", "kafka_produce".
+	Code string
+	// Status is the HTTP status (0 for other protocols or no answer).
+	Status int
+	// Err is the underlying error or the entry point's message.
+	Err error
+}
+
+func (e *SendError) Error() string { return fmt.Sprintf("send: %s: %v", e.Code, e.Err) }
+func (e *SendError) Unwrap() error { return e.Err }
+
+// errorCode returns the countable code of a Send error.
+func errorCode(err error) string {
+	var se *SendError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	if errors.Is(err, context.Canceled) {
+		return "canceled"
+	}
+	return "other"
+}
+
+// AnswerKind tells chunks from terminal results.
+type AnswerKind int
+
+// Answer kinds.
+const (
+	Chunk AnswerKind = iota
+	Final
+	Failed
+)
+
+// Answer is one result as a reader saw it.
+type Answer struct {
+	// ID is the load generator's request ID from the result's metadata.
+	ID string
+	// RequestID is Switchboard's request_id.
+	RequestID    string
+	Conversation string
+	Attempt      int32
+	Kind         AnswerKind
+	// ChunkIndex is the chunk's index (chunks only).
+	ChunkIndex int32
+	// ErrorCode is the error result's code (Failed only).
+	ErrorCode string
+	// ModelTime is the model call as the router timed it (dispatch to
+	// completion); zero when the result does not say.
+	ModelTime time.Duration
+	// At is when the reader received the answer.
+	At time.Time
+}
+
+// Reader delivers answers from one exit point (egress SSE, the results
+// topic). The contract:
+//
+//   - Open starts reading; deliver is called for every answer seen, from
+//     any goroutine and possibly concurrently, until Close returns;
+//   - Watch makes sure the conversation's answers are delivered, including
+//     answers written before Watch (a stream reader replays them); it
+//     returns once the subscription is live, or an error;
+//   - a reader delivers what it sees, duplicates included: the ledger,
+//     not the reader, counts duplicates and order;
+//   - a reader whose connection breaks reconnects on its own (resuming
+//     from its cursor where the protocol has one) until Close;
+//   - Close stops every goroutine and waits for them.
+//
+// WebSocket and gRPC readers (egress is gaining both) implement the same
+// interface and plug into NewReader.
+type Reader interface {
+	Name() string
+	Open(ctx context.Context, deliver func(Answer)) error
+	Watch(ctx context.Context, conv string) error
+	Close()
+}
+
+// Driver and reader names NewDriver and NewReader know.
+var (
+	DriverNames = []string{"http", "kafka"}
+	ReaderNames = []string{"sse", "kafka"}
+)
+
+// NewDriver returns the named driver: "http" posts to ingress, "kafka"
+// produces straight to the requests topics.
+func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
+	switch name {
+	case "http":
+		if ep.IngressURL == "" {
+			return nil, errors.New("driver http: no ingress URL")
+		}
+		return newHTTPDriver(ep.IngressURL, 30*time.Second), nil
+	case "kafka":
+		if kafkaOpts == nil {
+			return nil, errors.New("driver kafka: no brokers")
+		}
+		return newKafkaDriver(kafkaOpts, ep.Kafka.Topics)
+	}
+	return nil, fmt.Errorf("unknown driver %q (have %v; WebSocket and gRPC are not built yet)", name, DriverNames)
+}
+
+// NewReader returns the named reader: "sse" follows egress's event
+// streams, "kafka" reads the results topic.
+func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
+	switch name {
+	case "sse":
+		if ep.EgressURL == "" {
+			return nil, errors.New("reader sse: no egress URL")
+		}
+		return newSSEReader(ep.EgressURL), nil
+	case "kafka":
+		if kafkaOpts == nil {
+			return nil, errors.New("reader kafka: no brokers")
+		}
+		return newKafkaReader(kafkaOpts, ep.Kafka.Topics), nil
+	}
+	return nil, fmt.Errorf("unknown reader %q (have %v; WebSocket and gRPC are not built yet)", name, ReaderNames)
+}

@@ -1,0 +1,360 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Params scale the scenarios. The zero value of a field means its default
+// (DefaultParams); the bench suite uses the defaults.
+type Params struct {
+	// Duration is how long each scenario sends; Warmup is excluded from
+	// its figures (not for spike, whose ramp is the point).
+	Duration, Warmup time.Duration
+	// Rate is the open-loop interactive rate; Conversations share it.
+	Rate          float64
+	Conversations int
+	// Users, Ramp and Think shape the spike's closed loop.
+	Users       int
+	Ramp, Think time.Duration
+	// BatchUsers are the batch scenario's closed-loop batch users (no
+	// think time: as much as the batch lane takes).
+	BatchUsers int
+	// LongTailShare of model calls take LongTailLatency in long-tail.
+	LongTailShare   float64
+	LongTailLatency time.Duration
+	// BadShare of requests are bad inputs in malformed, sent at
+	// MalformedRate.
+	BadShare      float64
+	MalformedRate float64
+	// ChaosDown is how long a killed process stays down.
+	ChaosDown time.Duration
+	// ModelLatency and ModelJitter are the simulated model's.
+	ModelLatency, ModelJitter time.Duration
+	// Stream asks for streamed answers (chunks, time to first chunk).
+	Stream bool
+}
+
+// DefaultParams are the bench suite's settings.
+func DefaultParams() Params {
+	return Params{
+		Duration: 20 * time.Second, Warmup: 3 * time.Second, Rate: 1000, Conversations: 1000,
+		Users: 5000, Ramp: 3 * time.Second, Think: 4 * time.Second, BatchUsers: 500,
+		LongTailShare: 0.1, LongTailLatency: 1500 * time.Millisecond, BadShare: 0.2, MalformedRate: 200,
+		ChaosDown: time.Second, ModelLatency: 200 * time.Millisecond, ModelJitter: 20 * time.Millisecond, Stream: true,
+	}
+}
+
+// Scenario is a named, bounded load pattern.
+type Scenario struct {
+	Name, Description string
+	// NeedsStack: the scenario acts on processes (chaos) and runs only on
+	// a stack the load test started.
+	NeedsStack bool
+	// stack adjusts the stack for the scenario (e.g. a long model tail).
+	stack func(p Params, c *StackConfig)
+	// build fills the run's loads, faults and settings.
+	build func(p Params, c *Config, st *Stack)
+}
+
+// Scenarios are the scenarios by name, in suite order.
+func Scenarios() []Scenario {
+	return []Scenario{
+		{Name: "baseline", Description: "open loop: a steady interactive rate across many conversations",
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
+			}},
+		{Name: "spike", Description: "closed loop: 0 to N users within the ramp, each waiting for its answer and thinking before the next",
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Warmup = 0
+				c.Loads = []Load{{Class: "interactive", Users: p.Users, Ramp: p.Ramp, Think: p.Think}}
+			}},
+		{Name: "long-tail", Description: "baseline with a share of model calls far slower than the rest",
+			stack: func(p Params, s *StackConfig) {
+				s.LongTailFraction, s.LongTailLatency = p.LongTailShare, p.LongTailLatency
+			},
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
+			}},
+		{Name: "batch", Description: "baseline interactive load while batch users push the batch lane as hard as it goes",
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Loads = []Load{
+					{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations},
+					{Class: "batch", Lane: "batch", Users: p.BatchUsers},
+				}
+			}},
+		{Name: "mixed", Description: "long-tail and batch together: interactive load with a share of slow model calls while batch users push the batch lane",
+			stack: func(p Params, s *StackConfig) {
+				s.LongTailFraction, s.LongTailLatency = p.LongTailShare, p.LongTailLatency
+			},
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Loads = []Load{
+					{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations},
+					{Class: "batch", Lane: "batch", Users: p.BatchUsers},
+				}
+			}},
+		{Name: "chaos", Description: "baseline while router-worker, egress and devbroker are killed with SIGKILL and restarted, and the model backend goes down",
+			NeedsStack: true,
+			build: func(p Params, c *Config, st *Stack) {
+				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
+				c.AllowDuplicates = true
+				kill := func(name string) func(ctx context.Context) error {
+					return func(ctx context.Context) error { return st.KillRestart(ctx, name, p.ChaosDown) }
+				}
+				d := p.Duration
+				c.Faults = []Fault{
+					{At: d * 2 / 10, Name: fmt.Sprintf("kill -9 router-worker, restart after %v", p.ChaosDown), Do: kill(ProcRouter)},
+					{At: d * 4 / 10, Name: fmt.Sprintf("kill -9 egress, restart after %v", p.ChaosDown), Do: kill(ProcEgress)},
+					{At: d * 6 / 10, Name: fmt.Sprintf("kill -9 devbroker, restart after %v", p.ChaosDown), Do: kill(ProcDevbroker)},
+					{At: d * 8 / 10, Name: fmt.Sprintf("model backend down (kill -9 modelsim) for %v", 3*p.ChaosDown), Do: func(ctx context.Context) error {
+						return st.KillRestart(ctx, ProcModelsim, 3*p.ChaosDown)
+					}},
+				}
+			}},
+		{Name: "malformed", Description: "a share of bad inputs (wrong JSON, huge bodies, bad UTF-8, unknown models, garbage records straight to Kafka) among good ones",
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Loads = []Load{{Class: "interactive", Rate: p.MalformedRate, Conversations: min(p.Conversations, 200), BadShare: p.BadShare}}
+			}},
+	}
+}
+
+// ScenarioByName finds a scenario.
+func ScenarioByName(name string) (Scenario, bool) {
+	for _, s := range Scenarios() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Scenario{}, false
+}
+
+// Endpoints are where an external stack (one the load test did not start)
+// listens.
+type Endpoints struct {
+	IngressURL, EgressURL, ModelsimURL string
+	Kafka                              KafkaEndpoint
+}
+
+// KafkaEndpoint reaches the cluster; Brokers empty means no Kafka access
+// (no lag, no dead letters, no Kafka driver or reader).
+type KafkaEndpoint struct {
+	Brokers []string
+	Topics  Topics
+}
+
+// SuiteConfig runs scenarios one after another.
+type SuiteConfig struct {
+	Scenarios []string
+	Params    Params
+	// Driver is "http" or "kafka"; Reader "sse" or "kafka".
+	Driver, Reader string
+	// Stack, when Bin is set, starts a fresh local stack per scenario
+	// under Dir/<scenario>. Otherwise External is used.
+	Stack    StackConfig
+	External Endpoints
+	// ExternalPIDs are processes of an external stack to sample, by name.
+	ExternalPIDs map[string]int
+	// KafkaOpts builds client options for brokers (logging, client ID).
+	KafkaOpts func(brokers []string) []kgo.Opt
+	// Label, Command, Progress and ProgressTTY go to every run.
+	Label, Command string
+	Progress       ProgressSink
+	// Drain bounds the wait for the last answers of each scenario.
+	Drain time.Duration
+	// OnReport is called after each scenario.
+	OnReport func(*Report)
+}
+
+// ProgressSink receives the live progress line; TTY redraws one line.
+type ProgressSink struct {
+	W   io.Writer
+	TTY bool
+}
+
+func selfPID() int { return os.Getpid() }
+
+// RunSuite runs the configured scenarios and returns their reports. A
+// scenario that cannot run (its stack fails to start) ends the suite with
+// an error, returning the reports so far.
+func RunSuite(ctx context.Context, sc SuiteConfig) (*Suite, error) {
+	suite := &Suite{Label: sc.Label, Command: sc.Command, StartedAt: time.Now().UTC()}
+	for _, name := range sc.Scenarios {
+		s, ok := ScenarioByName(name)
+		if !ok {
+			return suite, fmt.Errorf("unknown scenario %q (have %s)", name, strings.Join(scenarioNames(), ", "))
+		}
+		rep, err := runScenario(ctx, sc, s)
+		if err != nil {
+			return suite, fmt.Errorf("scenario %s: %w", name, err)
+		}
+		suite.Reports = append(suite.Reports, rep)
+		if sc.OnReport != nil {
+			sc.OnReport(rep)
+		}
+	}
+	addComparisons(suite)
+	return suite, nil
+}
+
+func scenarioNames() []string {
+	var out []string
+	for _, s := range Scenarios() {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, error) {
+	p := sc.Params
+	ep := sc.External
+	var st *Stack
+	if sc.Stack.Bin != "" {
+		cfg := sc.Stack
+		cfg.Dir = sc.Stack.Dir + "/" + s.Name
+		cfg.ModelLatency, cfg.ModelJitter = p.ModelLatency, p.ModelJitter
+		if s.stack != nil {
+			s.stack(p, &cfg)
+		}
+		var err error
+		if st, err = StartStack(ctx, cfg); err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL,
+			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: sc.External.Kafka.Topics}}
+	} else if s.NeedsStack {
+		return nil, fmt.Errorf("%s acts on processes and needs a stack the load test starts (--stack)", s.Name)
+	}
+	var kopts []kgo.Opt
+	if len(ep.Kafka.Brokers) > 0 {
+		kopts = sc.KafkaOpts(ep.Kafka.Brokers)
+	}
+	drv, err := NewDriver(sc.Driver, ep, kopts)
+	if err != nil {
+		return nil, err
+	}
+	defer drv.Close()
+	rd, err := NewReader(sc.Reader, ep, kopts)
+	if err != nil {
+		return nil, err
+	}
+	cfg := Config{
+		Scenario: s.Name, Description: s.Description, Label: sc.Label, Command: sc.Command,
+		Driver: drv, Reader: rd, Duration: p.Duration, Warmup: p.Warmup, Drain: sc.Drain, Stream: p.Stream,
+		ModelURL: ep.ModelsimURL, KafkaOpts: kopts, Topics: ep.Kafka.Topics,
+		Progress: sc.Progress.W, ProgressTTY: sc.Progress.TTY,
+	}
+	if s.Name == "malformed" && len(kopts) > 0 && sc.Driver != "kafka" {
+		kd, err := newKafkaDriver(kopts, ep.Kafka.Topics)
+		if err != nil {
+			return nil, err
+		}
+		defer kd.Close()
+		cfg.BadKafka = kd
+	}
+	s.build(p, &cfg, st)
+	cfg.Processes = func() map[string]int {
+		pids := map[string]int{"loadtest": selfPID()}
+		if st != nil {
+			maps.Copy(pids, st.PIDs())
+		} else {
+			maps.Copy(pids, sc.ExternalPIDs)
+		}
+		return pids
+	}
+	cfg.Settings = settings(p, s, sc)
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if st != nil {
+		exited := st.Exited()
+		rep.Checks = append(rep.Checks, Check{Name: "no process crashed", Pass: len(exited) == 0,
+			Detail: fmt.Sprintf("not running at the end: %v", exited)})
+	}
+	if s.Name == "malformed" {
+		c := rep.Classes["interactive"]
+		ok := c != nil && c.Lost == 0 && c.Failed == 0 && c.SendErrors == 0
+		rep.Checks = append(rep.Checks, Check{Name: "malformed: good requests all succeed", Pass: ok,
+			Detail: fmt.Sprintf("good requests: %s", goodSummary(c))})
+	}
+	return rep, nil
+}
+
+func goodSummary(c *ClassReport) string {
+	if c == nil {
+		return "none sent"
+	}
+	return fmt.Sprintf("%d sent, %d ok, %d error results, %d send errors, %d lost", c.Sent, c.Succeeded, c.Failed, c.SendErrors, c.Lost)
+}
+
+func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
+	m := map[string]string{
+		"duration": p.Duration.String(), "warmup": p.Warmup.String(), "model_latency": p.ModelLatency.String(),
+		"model_jitter": p.ModelJitter.String(), "stream": strconv.FormatBool(p.Stream), "stack": strconv.FormatBool(sc.Stack.Bin != ""),
+	}
+	switch s.Name {
+	case "baseline", "long-tail", "batch", "mixed", "chaos":
+		m["rate"] = fmt.Sprint(p.Rate)
+		m["conversations"] = fmt.Sprint(p.Conversations)
+	}
+	switch s.Name {
+	case "spike":
+		m["users"], m["ramp"], m["think"] = fmt.Sprint(p.Users), p.Ramp.String(), p.Think.String()
+	case "long-tail":
+		m["long_tail_share"], m["long_tail_latency"] = fmt.Sprint(p.LongTailShare), p.LongTailLatency.String()
+	case "batch":
+		m["batch_users"] = fmt.Sprint(p.BatchUsers)
+	case "mixed":
+		m["long_tail_share"], m["long_tail_latency"] = fmt.Sprint(p.LongTailShare), p.LongTailLatency.String()
+		m["batch_users"] = fmt.Sprint(p.BatchUsers)
+	case "chaos":
+		m["chaos_down"] = p.ChaosDown.String()
+	case "malformed":
+		m["rate"], m["bad_share"] = fmt.Sprint(p.MalformedRate), fmt.Sprint(p.BadShare)
+	}
+	return m
+}
+
+// addComparisons adds, to scenarios that disturb the baseline, a check
+// that states their interactive p99 against the baseline's of the same
+// suite (informational: it passes; the figure is the point).
+func addComparisons(s *Suite) {
+	var base *Report
+	for _, r := range s.Reports {
+		if r.Scenario == "baseline" {
+			base = r
+		}
+	}
+	if base == nil || base.Classes["interactive"] == nil {
+		return
+	}
+	b := base.Classes["interactive"].LatencyMS
+	for _, r := range s.Reports {
+		c := r.Classes["interactive"]
+		if r == base || c == nil || !slices.Contains([]string{"long-tail", "batch", "mixed", "chaos"}, r.Scenario) {
+			continue
+		}
+		r.Checks = append(r.Checks, Check{Name: "interactive p99 against baseline (same suite)", Pass: true,
+			Detail: fmt.Sprintf("p50 %.1f vs %.1f ms, p99 %.1f vs %.1f ms (%+.0f%%)", c.LatencyMS.P50, b.P50, c.LatencyMS.P99, b.P99, pct(c.LatencyMS.P99, b.P99))})
+	}
+}
+
+func pct(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return 100 * (a - b) / b
+}
+
+// Names lists the scenario names.
+func Names() []string { return scenarioNames() }
