@@ -2,6 +2,7 @@ package egress
 
 import (
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -14,6 +15,9 @@ type event struct {
 	partition int32
 	offset    int64
 	res       *pb.Result
+	// timestamp is the record's, for live events only (delivery latency
+	// is not measured on replays).
+	timestamp time.Time
 }
 
 // subscriber is one open stream's mailbox. The hub fills ch and never
@@ -66,7 +70,7 @@ func (h *hub) subscribe(conv string, partition int32, buffer int) (*subscriber, 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		s.reason = "shutdown"
+		s.reason = endShutdown
 		close(s.done)
 		return s, h.next[partition]
 	}
@@ -76,7 +80,6 @@ func (h *hub) subscribe(conv string, partition int32, buffer int) (*subscriber, 
 		h.subs[conv] = m
 	}
 	m[s] = struct{}{}
-	h.metrics.subscribers.Inc()
 	return s, h.next[partition]
 }
 
@@ -98,7 +101,6 @@ func (h *hub) remove(s *subscriber, reason string) {
 	if len(m) == 0 {
 		delete(h.subs, s.conv)
 	}
-	h.metrics.subscribers.Dec()
 	s.reason = reason
 	close(s.done)
 }
@@ -117,13 +119,13 @@ func (h *hub) publish(rec *kgo.Record) {
 		h.metrics.undecodable.Inc()
 		return
 	}
-	ev := event{partition: rec.Partition, offset: rec.Offset, res: res}
+	ev := event{partition: rec.Partition, offset: rec.Offset, res: res, timestamp: rec.Timestamp}
 	for s := range subs {
 		select {
 		case s.ch <- ev:
 		default:
 			h.metrics.overflows.Inc()
-			h.remove(s, "overflow")
+			h.remove(s, endOverflow)
 		}
 	}
 }
@@ -135,7 +137,7 @@ func (h *hub) closeAll() {
 	h.closed = true
 	for _, m := range h.subs {
 		for s := range m {
-			h.remove(s, "shutdown")
+			h.remove(s, endShutdown)
 		}
 	}
 }
