@@ -29,8 +29,10 @@ func (e *Egress) offsetAt(ctx context.Context, partition int32, t time.Time) (in
 
 // replayBounds narrows [from, to) to what partition still holds: retention
 // may have deleted the start (or all) of the range, and a replay that
-// waited for deleted records would wait for its whole timeout.
-func (e *Egress) replayBounds(ctx context.Context, partition int32, from, to int64) (int64, int64, error) {
+// waited for deleted records would wait for its whole timeout. need is the
+// first offset the client has not seen: a deletion above it is a gap in
+// its stream, logged and counted.
+func (e *Egress) replayBounds(ctx context.Context, partition int32, from, to, need int64) (int64, int64, error) {
 	starts, err := e.adm.ListStartOffsets(ctx, e.topic)
 	if err != nil {
 		return 0, 0, err
@@ -50,22 +52,23 @@ func (e *Egress) replayBounds(ctx context.Context, partition int32, from, to int
 	if en.Err != nil {
 		return 0, 0, en.Err
 	}
-	if from < s.Offset {
+	if need < min(s.Offset, to) {
 		e.metrics.replayGaps.Inc()
-		e.log.Info("replay starts after the requested offset: retention deleted the rest",
-			"partition", partition, "requested", from, "log_start", s.Offset)
-		from = s.Offset
+		e.log.Info("replay starts after the requested offset: retention deleted the records between",
+			"partition", partition, "requested", need, "log_start", s.Offset)
 	}
+	from = max(from, s.Offset)
 	return from, min(to, en.Offset), nil
 }
 
 // replay reads partition from offset from up to (not including) to with a
-// short-lived reader and sends conv's results through send. It ends at
-// once when the partition no longer holds anything of the range.
-func (e *Egress) replay(ctx context.Context, conv string, partition int32, from, to int64, send func(event) error) error {
+// short-lived reader and sends conv's results through send (need: see
+// replayBounds). It ends at once when the partition no longer holds
+// anything of the range.
+func (e *Egress) replay(ctx context.Context, conv string, partition int32, from, to, need int64, send func(event) error) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.ReplayTimeout)
 	defer cancel()
-	from, to, err := e.replayBounds(ctx, partition, from, to)
+	from, to, err := e.replayBounds(ctx, partition, from, to, need)
 	if err != nil {
 		return fmt.Errorf("replay %d..%d: %w", from, to, err)
 	}

@@ -55,8 +55,9 @@ type session struct {
 	e        *Egress
 	req      subRequest
 	sub      *subscriber
-	start    int64 // first offset to send
-	liveFrom int64 // the live feed delivers from here; before it, replay
+	start      int64 // first offset to send
+	replayFrom int64 // the replay reads from here (at or before start)
+	liveFrom   int64 // the live feed delivers from here; before it, replay
 	dedupe   *dedupe
 	last     cursor
 }
@@ -92,18 +93,27 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	}
 	// Find where the replay starts before subscribing: anything that
 	// arrives meanwhile is at or after liveFrom and comes live.
-	start := int64(0)
-	if from != nil {
+	window, err := e.offsetAt(ctx, partition, time.Now().Add(-e.cfg.ReplayWindow))
+	var start, replayFrom int64
+	switch {
+	case from != nil:
+		// A resume replays the window before the cursor too, without
+		// sending it, so that dedupe knows the runs and attempts the
+		// client has seen (a rerun's chunk 0 must not look new after a
+		// reconnect). Without the lookup it resumes without that memory.
 		start = from.offset + 1
-	} else {
-		var err error
-		if start, err = e.offsetAt(ctx, partition, time.Now().Add(-e.cfg.ReplayWindow)); err != nil {
-			return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
-				msg: "cannot look up the replay start: " + err.Error(), retryAfter: true}
+		replayFrom = start
+		if err == nil {
+			replayFrom = min(window, start)
 		}
+	case err != nil:
+		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
+			msg: "cannot look up the replay start: " + err.Error(), retryAfter: true}
+	default:
+		start, replayFrom = window, window
 	}
 	sub, liveFrom := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer)
-	return &session{e: e, req: req, sub: sub, start: start, liveFrom: liveFrom,
+	return &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
 		dedupe: newDedupe(), last: cursor{partition, start - 1}}, nil
 }
 
@@ -117,8 +127,8 @@ func (s *session) close() { s.e.hub.unsubscribe(s.sub) }
 func (s *session) run(ctx context.Context, out sink) error {
 	e := s.e
 	partition := s.last.partition
-	if s.start < s.liveFrom {
-		err := e.replay(ctx, s.req.conv, partition, s.start, s.liveFrom, func(ev event) error { return s.send(out, ev) })
+	if s.replayFrom < s.liveFrom {
+		err := e.replay(ctx, s.req.conv, partition, s.replayFrom, s.liveFrom, s.start, func(ev event) error { return s.send(out, ev) })
 		switch {
 		case errors.Is(err, errStreamDone):
 			return out.end(endDone, s.last)
@@ -174,19 +184,19 @@ var (
 	errWrite = errors.New("write to client")
 )
 
-// send filters ev (resume floor, tenant, duplicates) and writes it.
+// send filters ev (tenant, resume cursor, duplicates) and writes it.
 func (s *session) send(out sink, ev event) error {
 	m := s.e.metrics
-	if ev.offset < s.start {
-		// A resume on an instance whose live feed is behind the cursor.
-		m.dropped.WithLabelValues("before_cursor").Inc()
-		return nil
-	}
 	if s.req.tenant != "" && ev.res.GetTenant() != s.req.tenant {
 		m.filtered.WithLabelValues("other_tenant").Inc()
 		return nil
 	}
 	ok, reason := s.dedupe.admit(ev.res)
+	if ev.offset < s.start {
+		// The client had it (a resume): it only teaches dedupe.
+		m.dropped.WithLabelValues("before_cursor").Inc()
+		return nil
+	}
 	if !ok {
 		m.dropped.WithLabelValues(reason).Inc()
 		return nil
