@@ -25,13 +25,17 @@ type allowlist struct {
 	hosts    map[string]bool
 	suffixes []string // ".example.com"
 	prefixes []netip.Prefix
+	// lookup resolves a host name (tests replace it).
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // errNotAllowed marks a webhook target the allowlist refuses.
 var errNotAllowed = errors.New("webhook target not on the allowlist")
 
 func newAllowlist(entries []string) (*allowlist, error) {
-	a := &allowlist{hosts: map[string]bool{}}
+	a := &allowlist{hosts: map[string]bool{}, lookup: func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}}
 	for _, raw := range entries {
 		e := strings.ToLower(strings.TrimSpace(raw))
 		switch {
@@ -117,7 +121,7 @@ func (a *allowlist) dialContext(d *net.Dialer) func(ctx context.Context, network
 			return d.DialContext(ctx, network, addr)
 		}
 		named := a.hosts[host]
-		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		ips, err := a.lookup(ctx, host)
 		if err != nil {
 			return nil, err
 		}
