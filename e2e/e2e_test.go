@@ -74,6 +74,13 @@ func (r *received) add(ev apptest.Event) (enough bool) {
 	return r.terminals >= perConversation
 }
 
+// count returns the terminal events so far.
+func (r *received) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.terminals
+}
+
 func (r *received) snapshot() []apptest.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
