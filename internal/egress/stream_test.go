@@ -228,3 +228,28 @@ func TestStreamErrors(t *testing.T) {
 		t.Errorf("gRPC bad cursor: %v, want InvalidArgument", err)
 	}
 }
+
+// TestWebSocketReadsNoMessages: the server reads nothing from a WebSocket
+// client; a data message closes the stream with 1008 (policy violation)
+// and does not disturb the egress.
+func TestWebSocketReadsNoMessages(t *testing.T) {
+	h := newHarness(t)
+	eg := h.start(nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(eg.url, "http")+"/v1/conversations/c/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if err := conn.Write(ctx, websocket.MessageText, []byte(`{"from":"0:0"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = conn.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
+		t.Errorf("close status %v (%v), want %v", got, err, websocket.StatusPolicyViolation)
+	}
+	waitFor(ctx, t, "the stream to close", func() bool {
+		return eg.metric(t, "switchboard_egress_subscribers", "transport", "websocket") == 0
+	})
+}

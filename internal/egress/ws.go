@@ -45,14 +45,32 @@ func (e *Egress) handleWS(w http.ResponseWriter, r *http.Request) {
 	defer conn.CloseNow()
 	e.metrics.subscribers.WithLabelValues("websocket").Inc()
 	defer e.metrics.subscribers.WithLabelValues("websocket").Dec()
-	// CloseRead reads (and answers pings and closes) for us; its context
-	// ends when the client goes away.
-	ctx := conn.CloseRead(r.Context())
+	// The reader goroutine answers pings and closes; it ends the stream
+	// when the client leaves or sends a data message (which it must not).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	conn.SetReadLimit(4096)
+	violated := make(chan struct{})
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		defer cancel()
+		if _, _, err := conn.Read(ctx); err == nil {
+			close(violated)
+		}
+	}()
 	out := &wsSink{conn: conn, timeout: e.cfg.WriteTimeout}
-	if err := s.run(ctx, out); err != nil || out.closed {
-		return
+	err = s.run(ctx, out)
+	select {
+	case <-violated:
+		conn.Close(websocket.StatusPolicyViolation, "this stream takes no messages from the client")
+	default:
+		if err == nil && !out.closed {
+			conn.Close(websocket.StatusGoingAway, "")
+		}
 	}
-	conn.Close(websocket.StatusGoingAway, "")
+	conn.CloseNow()
+	<-readDone
 }
 
 // wsSink writes WebSocket messages.
