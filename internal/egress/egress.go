@@ -134,8 +134,8 @@ type Egress struct {
 	hub     *hub
 	metrics *metrics
 	handler http.Handler
-	grpc    *grpc.Server // nil without GRPCAddr
-	hooks   *webhooks    // nil without webhooks
+	grpc    *grpc.Server  // nil without GRPCAddr
+	hooks   *webhooks     // nil without webhooks
 	ready   chan struct{} // closed once the live reader is positioned
 	stop    chan struct{} // closed when Run begins to stop
 }

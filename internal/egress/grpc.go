@@ -56,8 +56,8 @@ type grpcSink struct {
 	stream grpc.ServerStreamingServer[pb.SubscribeResponse]
 }
 
-func (s *grpcSink) event(c cursor, _ string, res *pb.Result) error {
-	return s.stream.Send(&pb.SubscribeResponse{Cursor: c.String(), Event: &pb.SubscribeResponse_Result{Result: res}})
+func (s *grpcSink) event(c cursor, _ string, ev event) error {
+	return s.stream.Send(&pb.SubscribeResponse{Cursor: c.String(), Event: &pb.SubscribeResponse_Result{Result: ev.res}})
 }
 
 func (s *grpcSink) end(reason string, c cursor) error {

@@ -33,12 +33,12 @@ const (
 // harness is an embedded cluster with the results and dead-letter topics
 // and a client that writes results and reads dead letters.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	cluster *kfake.Cluster
 	client  *kgo.Client
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, resultsTopic, deadletterTopic))
 	if err != nil {
@@ -62,7 +62,7 @@ type running struct {
 	reg      *prometheus.Registry
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -228,7 +228,7 @@ func parseSSE(t *testing.T, body io.Reader, n int, each func(got)) []got {
 
 // metric sums the samples of the named counter or gauge whose labels
 // include the given name=value pairs.
-func (r *running) metric(t *testing.T, name string, labels ...string) float64 {
+func (r *running) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := r.reg.Gather()
 	if err != nil {

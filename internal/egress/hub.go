@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"bytes"
 	"sync"
 	"time"
 
@@ -15,6 +16,9 @@ type event struct {
 	partition int32
 	offset    int64
 	res       *pb.Result
+	// json is the result's API JSON, encoded once for every subscriber
+	// of the conversation.
+	json *lazyJSON
 	// timestamp is the record's, for live events only (delivery latency
 	// is not measured on replays).
 	timestamp time.Time
@@ -119,7 +123,7 @@ func (h *hub) publish(rec *kgo.Record) {
 		h.metrics.undecodable.Inc()
 		return
 	}
-	ev := event{partition: rec.Partition, offset: rec.Offset, res: res, timestamp: rec.Timestamp}
+	ev := event{partition: rec.Partition, offset: rec.Offset, res: res, json: &lazyJSON{res: res}, timestamp: rec.Timestamp}
 	for s := range subs {
 		select {
 		case s.ch <- ev:
@@ -140,4 +144,22 @@ func (h *hub) closeAll() {
 			h.remove(s, endShutdown)
 		}
 	}
+}
+
+// lazyJSON encodes a result to its API JSON on first use, once, however
+// many streams (on their own goroutines) ask.
+type lazyJSON struct {
+	res  *pb.Result
+	once sync.Once
+	data []byte
+	err  error
+}
+
+func (l *lazyJSON) bytes() ([]byte, error) {
+	l.once.Do(func() {
+		var buf bytes.Buffer
+		l.err = appendResultJSON(&buf, l.res)
+		l.data = buf.Bytes()
+	})
+	return l.data, l.err
 }

@@ -79,12 +79,14 @@ type sseSink struct {
 // is let go instead of holding its stream's goroutine.
 func (s *sseSink) deadline() { _ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout)) }
 
-func (s *sseSink) event(c cursor, name string, res *pb.Result) error {
-	s.buf.Reset()
-	fmt.Fprintf(&s.buf, "id: %s\nevent: %s\ndata: ", c, name)
-	if err := appendResultJSON(&s.buf, res); err != nil {
+func (s *sseSink) event(c cursor, name string, ev event) error {
+	data, err := ev.json.bytes()
+	if err != nil {
 		return err
 	}
+	s.buf.Reset()
+	fmt.Fprintf(&s.buf, "id: %s\nevent: %s\ndata: ", c, name)
+	s.buf.Write(data)
 	s.buf.WriteString("\n\n")
 	s.deadline()
 	if _, err := s.w.Write(s.buf.Bytes()); err != nil {

@@ -40,9 +40,9 @@ func (e *apiError) Error() string { return e.code + ": " + e.msg }
 // sink writes one transport's events. Its methods are called from one
 // goroutine, the stream's.
 type sink interface {
-	// event writes one result with its cursor; name is chunk, result or
+	// event writes ev's result with cursor c; name is chunk, result or
 	// error.
-	event(c cursor, name string, res *pb.Result) error
+	event(c cursor, name string, ev event) error
 	// end writes the stream's last event: why it ends and where to resume.
 	end(reason string, c cursor) error
 	// keepAlive tells the client the stream is still open.
@@ -52,14 +52,14 @@ type sink interface {
 // session is one subscription being served: where it starts, its mailbox
 // in the hub and its filters.
 type session struct {
-	e        *Egress
-	req      subRequest
-	sub      *subscriber
+	e          *Egress
+	req        subRequest
+	sub        *subscriber
 	start      int64 // first offset to send
 	replayFrom int64 // the replay reads from here (at or before start)
 	liveFrom   int64 // the live feed delivers from here; before it, replay
-	dedupe   *dedupe
-	last     cursor
+	dedupe     *dedupe
+	last       cursor
 }
 
 // open validates req, waits until the live reader is positioned, finds
@@ -203,7 +203,10 @@ func (s *session) send(out sink, ev event) error {
 	}
 	name := eventName(ev.res)
 	c := cursor{ev.partition, ev.offset}
-	if err := out.event(c, name, ev.res); err != nil {
+	if ev.json == nil {
+		ev.json = &lazyJSON{res: ev.res}
+	}
+	if err := out.event(c, name, ev); err != nil {
 		return fmt.Errorf("%w: %w", errWrite, err)
 	}
 	s.last = c

@@ -33,8 +33,8 @@ func conversation(h *harness, conv string) (want []string, cursors []cursor) {
 		res(conv, "t1", "r1", "runB", 1, 0, false), // a rerun after a crash
 		res(conv, "t1", "r1", "runA", 2, 1, false), // the old run, late: superseded
 		res(conv, "t1", "r1", "runB", 1, 1, false),
-		res(conv, "t1", "r1", "runB", 1, 0, true), // r1's answer
-		res(conv, "t1", "r1", "runB", 1, 0, true), // repeated terminal
+		res(conv, "t1", "r1", "runB", 1, 0, true),  // r1's answer
+		res(conv, "t1", "r1", "runB", 1, 0, true),  // repeated terminal
 		res(conv, "t1", "r1", "runC", 1, 0, false), // a rerun after the answer: dropped
 		res(conv, "t1", "r2", "runD", 1, 0, false),
 		res(conv, "t1", "r2", "runD", 1, 0, true),

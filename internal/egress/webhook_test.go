@@ -158,7 +158,7 @@ func TestWebhooks(t *testing.T) {
 		hookFinal("conv-reject", "t", "x1", hook("/reject")),
 		hookFinal("conv-far", "t", "n1", "http://10.1.2.3/hook"), // not on the allowlist
 		hookFinal("conv-acme", "acme", "a1", ""),                 // the tenant's endpoint
-		res("conv-acme", "acme", "a2", "run", 1, 0, false),   // a chunk: not delivered
+		res("conv-acme", "acme", "a2", "run", 1, 0, false),       // a chunk: not delivered
 		hookFinal("conv-acme", "acme", "a2", ""),
 		hookFinal("conv-acme", "acme", "a2", ""), // a repeated terminal: not delivered again
 		hookFinal("conv-none", "t", "z1", ""),    // no webhook at all

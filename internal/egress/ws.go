@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
 // handleWS serves GET /v1/conversations/{id}/ws: the same stream as
@@ -87,16 +85,18 @@ func (s *wsSink) write(data []byte) error {
 	return s.conn.Write(ctx, websocket.MessageText, data)
 }
 
-func (s *wsSink) event(c cursor, name string, res *pb.Result) error {
+func (s *wsSink) event(c cursor, name string, ev event) error {
+	data, err := ev.json.bytes()
+	if err != nil {
+		return err
+	}
 	s.buf.Reset()
 	s.buf.WriteString(`{"cursor":"`)
 	s.buf.WriteString(c.String())
 	s.buf.WriteString(`","event":"`)
 	s.buf.WriteString(name)
 	s.buf.WriteString(`","result":`)
-	if err := appendResultJSON(&s.buf, res); err != nil {
-		return err
-	}
+	s.buf.Write(data)
 	s.buf.WriteByte('}')
 	return s.write(s.buf.Bytes())
 }
