@@ -38,6 +38,7 @@ func main() {
 	webhookBackoff := flag.Duration("webhook-backoff", 500*time.Millisecond, "wait after the first failed webhook try (doubles each time)")
 	webhookMaxBackoff := flag.Duration("webhook-max-backoff", 30*time.Second, "longest wait between webhook tries")
 	webhookTimeout := flag.Duration("webhook-timeout", 10*time.Second, "bound of one webhook request")
+	webhookStart := flag.Duration("webhook-start-window", 5*time.Minute, "how far back webhook delivery begins when its group has no committed offsets")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
@@ -58,6 +59,7 @@ func main() {
 			Backoff:     *webhookBackoff,
 			MaxBackoff:  *webhookMaxBackoff,
 			Timeout:     *webhookTimeout,
+			StartWindow: *webhookStart,
 		},
 	}
 	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, *tenantsFile, cfg); err != nil {

@@ -53,6 +53,10 @@ type WebhookConfig struct {
 	// MaxInFlight bounds deliveries in flight at once (one per
 	// conversation at most). Default 256.
 	MaxInFlight int
+	// StartWindow is how far back a group with no committed offsets (the
+	// first start, or offsets expired) begins: results older than that are
+	// not delivered. Default 5m.
+	StartWindow time.Duration
 }
 
 func (c *WebhookConfig) setDefaults() {
@@ -74,6 +78,9 @@ func (c *WebhookConfig) setDefaults() {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 256
 	}
+	if c.StartWindow == 0 {
+		c.StartWindow = 5 * time.Minute
+	}
 }
 
 // Validate reports the first configuration error.
@@ -86,7 +93,7 @@ func (c *WebhookConfig) Validate() error {
 		return errors.New("egress: webhooks need an allowlist of target hosts")
 	case len(c.Secret) < 16:
 		return errors.New("egress: webhooks need a signing secret of at least 16 bytes")
-	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1:
+	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1 || c.StartWindow < 0:
 		return errors.New("egress: webhook attempts, backoffs, timeout and in-flight bound must be positive")
 	}
 	_, err := newAllowlist(c.Allow)
@@ -176,11 +183,12 @@ func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *Tenant
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	w.engine, err = keyorder.New(keyorder.Config{
-		Group:         cfg.Group,
-		Topics:        topics,
-		MaxInFlight:   cfg.MaxInFlight,
-		Handler:       w.handle,
-		ClientOpts:    clientOpts,
+		Group:       cfg.Group,
+		Topics:      topics,
+		MaxInFlight: cfg.MaxInFlight,
+		Handler:     w.handle,
+		ClientOpts: append(clientOpts,
+			kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(time.Now().Add(-cfg.StartWindow).UnixMilli()))),
 		MetricsPrefix: "switchboard_egress_webhook",
 		Registry:      reg,
 		Logger:        log,
