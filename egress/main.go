@@ -38,6 +38,7 @@ func main() {
 	webhookBackoff := flag.Duration("webhook-backoff", 500*time.Millisecond, "wait after the first failed webhook try (doubles each time)")
 	webhookMaxBackoff := flag.Duration("webhook-max-backoff", 30*time.Second, "longest wait between webhook tries")
 	webhookTimeout := flag.Duration("webhook-timeout", 10*time.Second, "bound of one webhook request")
+	webhookInFlight := flag.Int("webhook-max-in-flight", 256, "webhook deliveries in flight at once (one per conversation at most)")
 	webhookStart := flag.Duration("webhook-start-window", 5*time.Minute, "how far back webhook delivery begins when its group has no committed offsets")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
@@ -60,6 +61,7 @@ func main() {
 			MaxBackoff:  *webhookMaxBackoff,
 			Timeout:     *webhookTimeout,
 			StartWindow: *webhookStart,
+			MaxInFlight: *webhookInFlight,
 		},
 	}
 	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, *tenantsFile, cfg); err != nil {

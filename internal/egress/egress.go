@@ -30,6 +30,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
@@ -169,6 +170,7 @@ func New(cfg Config) (*Egress, error) {
 	if cfg.GRPCAddr != "" {
 		e.grpc = grpc.NewServer()
 		pb.RegisterEgressServer(e.grpc, &grpcServer{e: e})
+		reflection.Register(e.grpc) // so grpcurl and similar tools can list and call it
 	}
 	if cfg.Webhooks.Enabled {
 		e.hooks, err = newWebhooks(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), cfg.Tenants,
