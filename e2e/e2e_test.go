@@ -65,6 +65,9 @@ type received struct {
 }
 
 func (r *received) add(ev apptest.Event) (enough bool) {
+	if ev.Name == "end" { // the stream's last event: why it ends, not an answer
+		return true
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, ev)
