@@ -19,6 +19,9 @@ const (
 	endDone         = "done"          // the request named by request_id finished
 )
 
+// maxRequestIDLen bounds the request_id a stream may wait for.
+const maxRequestIDLen = 256
+
 // subRequest is what a client asks for, whatever the transport.
 type subRequest struct {
 	tenant string // the caller's tenant; "" when egress runs without API keys
@@ -69,6 +72,10 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	if !envelope.ValidConversationID(req.conv) {
 		return nil, &apiError{status: http.StatusBadRequest, code: "invalid_request",
 			msg: "conversation_id must be 1 to 128 characters of letters, digits and ._:-"}
+	}
+	if len(req.until) > maxRequestIDLen {
+		return nil, &apiError{status: http.StatusBadRequest, code: "invalid_request",
+			msg: fmt.Sprintf("request_id must be at most %d bytes", maxRequestIDLen)}
 	}
 	var from *cursor
 	if req.from != "" {

@@ -208,6 +208,7 @@ func TestStreamErrors(t *testing.T) {
 		{"/v1/conversations/c/events", "1:2:3"},
 		{"/v1/conversations/c/ws?from=-4:1", ""},
 		{fmt.Sprintf("/v1/conversations/c/events?from=%d:0", 99), ""},
+		{"/v1/conversations/c/events?request_id=" + strings.Repeat("r", 300), ""},
 	} {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, eg.url+tc.path, nil)
 		if tc.header != "" {
