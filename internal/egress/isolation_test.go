@@ -91,15 +91,21 @@ func TestReplayEndsWhenRetentionEmptiedTheRange(t *testing.T) {
 		res("gone", "t", "r1", "run", 1, 1, false),
 		res("gone", "t", "r1", "run", 1, 0, true),
 	)
+	// The live feed has read them before retention (DeleteRecords) takes
+	// them: the resume's range must come from a replay.
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	waitFor(ctx, t, "the live feed to pass the records", func() bool {
+		eg.e.hub.mu.Lock()
+		defer eg.e.hub.mu.Unlock()
+		return eg.e.hub.next[cursors[0].partition] > cursors[2].offset
+	})
 	adm := kadm.NewClient(h.client)
 	var del kadm.Offsets
 	del.Add(kadm.Offset{Topic: resultsTopic, Partition: cursors[0].partition, At: cursors[2].offset + 1})
 	if _, err := adm.DeleteRecords(t.Context(), del); err != nil {
 		t.Fatal(err)
 	}
-
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, eg.url+"/v1/conversations/gone/events?request_id=r2", nil)
 	req.Header.Set("Last-Event-ID", cursors[0].String())
 	resp, err := http.DefaultClient.Do(req)

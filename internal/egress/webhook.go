@@ -270,7 +270,11 @@ func (w *webhooks) handle(ctx context.Context, rec *kgo.Record) error {
 		}
 		lastErr = err
 		if permanent {
-			return w.finish(ctx, rec, res, ReasonWebhookRejected, err.Error(), int32(attempt))
+			reason := ReasonWebhookRejected
+			if errors.Is(err, errNotAllowed) { // the name resolved to an address not allowed
+				reason = ReasonWebhookNotAllowed
+			}
+			return w.finish(ctx, rec, res, reason, err.Error(), int32(attempt))
 		}
 		if attempt == w.cfg.MaxAttempts {
 			break

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,10 +15,13 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -299,5 +303,29 @@ func TestSign(t *testing.T) {
 	}
 	if err := verifyWebhook([]byte("secret-0123456789"), h, body, now.Add(time.Hour)); err == nil {
 		t.Error("an old timestamp verified")
+	}
+}
+
+// TestWebhookToInternalAddressIsNotAllowed: a wildcard-allowed name that
+// resolves to a loopback address is refused when connecting, as a
+// permanent failure of reason webhook_not_allowed, without a request.
+func TestWebhookToInternalAddressIsNotAllowed(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	cfg := WebhookConfig{Enabled: true, Allow: []string{"*.rebind.example"}, Secret: []byte("secret-0123456789abc")}
+	cfg.setDefaults()
+	w, err := newWebhooks(cfg, []string{resultsTopic}, deadletterTopic, nil, []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.engine.Client().Close()
+	w.allow.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	_, permanent, err := w.post(t.Context(), "http://hook.rebind.example:"+port+"/x", []byte("secret-0123456789abc"), []byte("{}"), "r", "0:0", 1)
+	if !permanent || !errors.Is(err, errNotAllowed) || hits.Load() != 0 {
+		t.Errorf("post = permanent %v, %v, %d requests; want a permanent errNotAllowed and no request", permanent, err, hits.Load())
 	}
 }
