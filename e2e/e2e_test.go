@@ -65,6 +65,9 @@ type received struct {
 }
 
 func (r *received) add(ev apptest.Event) (enough bool) {
+	if ev.Name == "end" { // the stream's last event: why it ends, not an answer
+		return true
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, ev)
@@ -72,6 +75,13 @@ func (r *received) add(ev apptest.Event) (enough bool) {
 		r.terminals++
 	}
 	return r.terminals >= perConversation
+}
+
+// count returns the terminal events so far.
+func (r *received) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.terminals
 }
 
 func (r *received) snapshot() []apptest.Event {

@@ -1,13 +1,16 @@
-// Command egress streams results to clients as Server-Sent Events.
+// Command egress streams results to clients as Server-Sent Events,
+// WebSocket messages and gRPC streams, and delivers them to webhooks.
 // See README.md for the API and docs/ARCHITECTURE.md for how it fits.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,32 +21,69 @@ import (
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:8081", "HTTP listen address")
+	addr := flag.String("addr", "127.0.0.1:8081", "HTTP listen address (SSE and WebSocket streams, health, metrics)")
+	grpcAddr := flag.String("grpc-addr", "", "gRPC listen address (switchboard.v1.Egress); empty: no gRPC")
 	brokers := flag.String("brokers", envOr("SWITCHBOARD_BROKERS", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"), "Kafka seed brokers, comma-separated (env SWITCHBOARD_BROKERS)")
 	topicsFile := flag.String("topics-file", "", "topics.yaml to use (default: the one built in)")
 	prefix := flag.String("topic-prefix", "", "topic name prefix (default: the topics file's)")
 	provision := flag.Bool("provision-topics", false, "create or grow the topics from the topics file at start")
 	replayWindow := flag.Duration("replay-window", 5*time.Minute, "how far back a new stream without a cursor is replayed")
 	buffer := flag.Int("subscriber-buffer", 1024, "events held for a slow subscriber before it is disconnected")
+	tenantsFile := flag.String("tenants-file", "", "YAML file of tenants, their API keys and webhook endpoints; when set, every stream needs an API key and sees only its tenant's results")
+	origins := flag.String("ws-origins", "", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
+	webhooks := flag.Bool("webhooks", false, "deliver terminal results to webhooks (consumer group --webhook-group)")
+	webhookGroup := flag.String("webhook-group", "switchboard-egress-webhooks", "consumer group of webhook delivery")
+	webhookAllow := flag.String("webhook-allow", "", "comma-separated hosts webhooks may call: host names, *.domain, IP addresses, CIDR prefixes")
+	webhookAttempts := flag.Int("webhook-max-attempts", 6, "tries of one webhook delivery before it is dead-lettered")
+	webhookBackoff := flag.Duration("webhook-backoff", 500*time.Millisecond, "wait after the first failed webhook try (doubles each time)")
+	webhookMaxBackoff := flag.Duration("webhook-max-backoff", 30*time.Second, "longest wait between webhook tries")
+	webhookTimeout := flag.Duration("webhook-timeout", 10*time.Second, "bound of one webhook request")
+	webhookInFlight := flag.Int("webhook-max-in-flight", 256, "webhook deliveries in flight at once (one per conversation at most)")
+	webhookStart := flag.Duration("webhook-start-window", 5*time.Minute, "how far back webhook delivery begins when its group has no committed offsets")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 
-	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, egress.Config{
+	cfg := egress.Config{
 		Addr:             *addr,
+		GRPCAddr:         *grpcAddr,
 		Kafka:            kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-egress"},
 		ReplayWindow:     *replayWindow,
 		SubscriberBuffer: *buffer,
-	}); err != nil {
+		WSOriginPatterns: split(*origins),
+		Webhooks: egress.WebhookConfig{
+			Enabled:     *webhooks,
+			Group:       *webhookGroup,
+			Allow:       split(*webhookAllow),
+			Secret:      []byte(os.Getenv("SWITCHBOARD_WEBHOOK_SECRET")),
+			MaxAttempts: *webhookAttempts,
+			Backoff:     *webhookBackoff,
+			MaxBackoff:  *webhookMaxBackoff,
+			Timeout:     *webhookTimeout,
+			StartWindow: *webhookStart,
+			MaxInFlight: *webhookInFlight,
+		},
+	}
+	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, *tenantsFile, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "egress:", err)
 		os.Exit(1)
 	}
 }
 
-func run(logFormat, logLevel, topicsFile, prefix string, provision bool, cfg egress.Config) error {
+func run(logFormat, logLevel, topicsFile, prefix string, provision bool, tenantsFile string, cfg egress.Config) error {
 	logger, err := telemetry.NewLogger(os.Stderr, logFormat, logLevel)
 	if err != nil {
 		return err
+	}
+	if tenantsFile != "" {
+		t, err := egress.LoadTenants(tenantsFile)
+		if err != nil {
+			return err
+		}
+		cfg.Tenants, cfg.Auth = t, t
+	}
+	if cfg.Webhooks.Enabled && len(cfg.Webhooks.Secret) == 0 {
+		return errors.New("--webhooks needs the signing secret in SWITCHBOARD_WEBHOOK_SECRET")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -58,6 +98,16 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, cfg egr
 		return err
 	}
 	return eg.Run(ctx)
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func envOr(key, def string) string {

@@ -1,6 +1,8 @@
 package egress
 
 import (
+	"slices"
+
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -8,15 +10,35 @@ import (
 // forgotten first. A request older than that is long finished.
 const maxTracked = 4096
 
-// dedupe decides, for one stream, whether a result is new: it drops chunks
-// of an attempt once a later attempt has begun, chunks at or below an index
-// already sent, and everything after a request's terminal result.
+// maxOldRuns bounds the superseded runs remembered per request.
+const maxOldRuns = 8
+
+// Reasons a result is not forwarded (label values of
+// switchboard_egress_duplicates_dropped_total).
+const (
+	dropRepeatedChunk     = "repeated_chunk"
+	dropSupersededAttempt = "superseded_attempt"
+	dropSupersededRun     = "superseded_run"
+	dropRepeatedTerminal  = "repeated_terminal"
+)
+
+// dedupe decides, for one stream (or one webhook partition), whether a
+// result is new. A request's results form runs (one per processing by
+// router-worker, told apart by run_id) and, within a run, attempts (one per
+// backend try). dedupe sends the latest run's latest attempt: it drops
+// results of a run once another run of the request has appeared, chunks of
+// an attempt once a later attempt of the run has begun, chunks at or below
+// an index already sent, and everything after the request's terminal
+// result. A new run or attempt restarts the answer at chunk 0; a client
+// shows that by its run_id or attempt changing.
 type dedupe struct {
 	reqs  map[string]*reqState
 	order []string // request IDs, oldest first
 }
 
 type reqState struct {
+	run     string
+	oldRuns []string // runs superseded by run, most recent last
 	attempt int32
 	next    int32 // next chunk index expected in attempt
 	done    bool
@@ -29,7 +51,7 @@ func (d *dedupe) admit(res *pb.Result) (ok bool, reason string) {
 	id := res.GetRequestId()
 	st := d.reqs[id]
 	if st == nil {
-		st = &reqState{attempt: res.GetAttempt()}
+		st = &reqState{run: res.GetRunId(), attempt: res.GetAttempt()}
 		d.reqs[id] = st
 		d.order = append(d.order, id)
 		if len(d.order) > maxTracked {
@@ -38,17 +60,28 @@ func (d *dedupe) admit(res *pb.Result) (ok bool, reason string) {
 		}
 	}
 	if st.done {
-		return false, "repeated_terminal"
+		return false, dropRepeatedTerminal
+	}
+	if run := res.GetRunId(); run != st.run {
+		if slices.Contains(st.oldRuns, run) {
+			return false, dropSupersededRun
+		}
+		// A new processing of the request: it starts over.
+		st.oldRuns = append(st.oldRuns, st.run)
+		if len(st.oldRuns) > maxOldRuns {
+			st.oldRuns = st.oldRuns[1:]
+		}
+		st.run, st.attempt, st.next = run, res.GetAttempt(), 0
 	}
 	if res.GetAttempt() < st.attempt {
-		return false, "superseded_attempt"
+		return false, dropSupersededAttempt
 	}
 	if res.GetAttempt() > st.attempt {
 		st.attempt, st.next = res.GetAttempt(), 0
 	}
 	if c := res.GetChunk(); c != nil {
 		if c.GetIndex() < st.next {
-			return false, "repeated_chunk"
+			return false, dropRepeatedChunk
 		}
 		st.next = c.GetIndex() + 1
 		return true, ""

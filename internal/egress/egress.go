@@ -1,12 +1,20 @@
 // Package egress is the pipeline's way out: every egress instance reads all
 // partitions of the results topic and forwards each result to the clients
-// subscribed to its conversation on that instance, as Server-Sent Events.
+// subscribed to its conversation on that instance, as Server-Sent Events
+// (sse.go), WebSocket messages (ws.go) or a gRPC server stream (grpc.go);
+// and, optionally, POSTs terminal results to webhooks through a consumer
+// group (webhook.go), so each is delivered by one instance.
 //
 // A subscriber first gets the conversation's recent past replayed from Kafka
 // (from its cursor, or from ReplayWindow ago), then the live feed, with no
 // gap and no overlap between the two (see hub.subscribe). Per subscriber,
-// duplicate chunks, chunks of superseded attempts and repeated terminal
-// results are dropped, so a client sees each answer once and in order.
+// duplicate chunks, chunks of superseded attempts and runs, and repeated
+// terminal results are dropped (dedupe.go), so a client sees each answer
+// once and in order. The transports share one stream loop (stream.go) and
+// differ only in how they write an event (the sink interface).
+//
+// With an Authenticator, every stream needs an API key, and a subscriber
+// sees only results of its own tenant.
 package egress
 
 import (
@@ -21,11 +29,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
 // Config configures an egress. The zero value of every field but Topics is
@@ -45,8 +56,27 @@ type Config struct {
 	// SubscriberBuffer is how many events may wait for one slow subscriber
 	// before it is disconnected with a cursor to resume from. Default 1024.
 	SubscriberBuffer int
-	// Heartbeat is the interval of SSE keep-alive comments. Default 15s.
+	// Heartbeat is the interval of SSE keep-alive comments and WebSocket
+	// pings. Default 15s.
 	Heartbeat time.Duration
+	// WriteTimeout bounds one write to a client; a client that stops
+	// reading altogether is disconnected. Default 10s.
+	WriteTimeout time.Duration
+	// GRPCAddr, when set, is the listen address of the gRPC API
+	// (switchboard.v1.Egress). Empty: no gRPC.
+	GRPCAddr string
+	// WSOriginPatterns lists the origins (besides the request's host) whose
+	// browser pages may open WebSocket streams; see
+	// websocket.AcceptOptions.OriginPatterns.
+	WSOriginPatterns []string
+	// Auth, when set, requires an API key on every stream and limits each
+	// stream to its tenant's results. Nil: no keys, every result visible.
+	Auth Authenticator
+	// Tenants holds each tenant's webhook endpoint and secret (nil: none).
+	// It is usually also the Auth.
+	Tenants *Tenants
+	// Webhooks configures webhook delivery (off by default).
+	Webhooks WebhookConfig
 	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
@@ -69,6 +99,10 @@ func (c *Config) setDefaults() {
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 15 * time.Second
 	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	c.Webhooks.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -82,8 +116,11 @@ func (c *Config) Validate() error {
 	if c.Topics == nil {
 		return errors.New("egress: topics spec is required")
 	}
-	if c.ReplayWindow < 0 || c.ReplayTimeout < 0 || c.SubscriberBuffer < 1 || c.Heartbeat < 0 {
+	if c.ReplayWindow < 0 || c.ReplayTimeout < 0 || c.SubscriberBuffer < 1 || c.Heartbeat < 0 || c.WriteTimeout < 0 {
 		return errors.New("egress: windows, timeouts and buffers must be positive")
+	}
+	if err := c.Webhooks.Validate(); err != nil {
+		return err
 	}
 	return c.Kafka.Validate()
 }
@@ -98,6 +135,8 @@ type Egress struct {
 	hub     *hub
 	metrics *metrics
 	handler http.Handler
+	grpc    *grpc.Server  // nil without GRPCAddr
+	hooks   *webhooks     // nil without webhooks
 	ready   chan struct{} // closed once the live reader is positioned
 	stop    chan struct{} // closed when Run begins to stop
 }
@@ -125,8 +164,22 @@ func New(cfg Config) (*Egress, error) {
 	e.hub = newHub(e.metrics)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
+	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
 	telemetry.Mount(mux, cfg.Registry, e.readiness)
 	e.handler = mux
+	if cfg.GRPCAddr != "" {
+		e.grpc = grpc.NewServer()
+		pb.RegisterEgressServer(e.grpc, &grpcServer{e: e})
+		reflection.Register(e.grpc) // so grpcurl and similar tools can list and call it
+	}
+	if cfg.Webhooks.Enabled {
+		e.hooks, err = newWebhooks(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), cfg.Tenants,
+			cfg.Kafka.Opts(cfg.Logger), cfg.Registry, cfg.Logger)
+		if err != nil {
+			cl.Close()
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
@@ -134,23 +187,48 @@ func New(cfg Config) (*Egress, error) {
 func (e *Egress) Handler() http.Handler { return e.handler }
 
 // Run positions the live reader at the end of every results partition,
-// serves HTTP, and forwards results until ctx is done; then it closes every
-// stream and returns.
+// serves HTTP (and gRPC), delivers webhooks, and forwards results until ctx
+// is done; then it closes every stream, drains the webhook deliveries in
+// flight and returns.
 func (e *Egress) Run(ctx context.Context) error {
 	defer e.client.Close()
 	ln, err := net.Listen("tcp", e.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("egress: listen: %w", err)
 	}
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpserve.Run(ctx, ln, e.handler, 2*time.Second, e.log) }()
+	var gln net.Listener
+	if e.grpc != nil {
+		if gln, err = net.Listen("tcp", e.cfg.GRPCAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("egress: grpc listen: %w", err)
+		}
+	}
+	// Each goroutine below sends one value on done when it returns.
+	done := make(chan error, 3)
+	running := 1
+	go func() { done <- httpserve.Run(ctx, ln, e.handler, 2*time.Second, e.log) }()
+	if gln != nil {
+		running++
+		go func() { done <- e.serveGRPC(ctx, gln) }()
+	}
+	if e.hooks != nil {
+		running++
+		go func() { done <- e.hooks.engine.Run(ctx) }()
+	}
+	wait := func(first error) error {
+		errs := []error{first}
+		for range running {
+			errs = append(errs, <-done)
+		}
+		return errors.Join(errs...)
+	}
 
 	if err := e.position(ctx); err != nil {
 		close(e.stop)
 		if ctx.Err() != nil {
-			return <-httpDone
+			return wait(nil)
 		}
-		return errors.Join(err, <-httpDone)
+		return wait(err)
 	}
 	close(e.ready)
 	for {
@@ -165,7 +243,29 @@ func (e *Egress) Run(ctx context.Context) error {
 	}
 	close(e.stop) // open streams end with an "end" event, reason "shutdown"
 	e.hub.closeAll()
-	return <-httpDone
+	return wait(nil)
+}
+
+// serveGRPC serves the gRPC API until ctx is done, then stops it (open
+// streams have been told "shutdown" by then, or are cut after a grace).
+func (e *Egress) serveGRPC(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- e.grpc.Serve(ln) }()
+	e.log.Info("grpc listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("grpc serve: %w", err)
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { e.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		e.grpc.Stop()
+	}
+	<-errc
+	return nil
 }
 
 // position finds the end of every results partition and starts the live

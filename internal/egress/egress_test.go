@@ -45,6 +45,67 @@ func TestDedupe(t *testing.T) {
 	}
 }
 
+// TestDedupeRuns: a rerun (new run_id) restarts the answer like a later
+// attempt; the old run's late results and a run after the answer are
+// dropped.
+func TestDedupeRuns(t *testing.T) {
+	run := func(id, run string, attempt, index int32, fin bool) *pb.Result {
+		r := chunk(id, attempt, index)
+		if fin {
+			r = final(id, attempt)
+		}
+		r.RunId = run
+		return r
+	}
+	steps := []struct {
+		res    *pb.Result
+		ok     bool
+		reason string
+	}{
+		{run("a", "A", 1, 0, false), true, ""},
+		{run("a", "A", 2, 0, false), true, ""},
+		{run("a", "A", 2, 1, false), true, ""},
+		{run("a", "B", 1, 0, false), true, ""}, // the rerun starts over at attempt 1
+		{run("a", "A", 2, 2, false), false, "superseded_run"},
+		{run("a", "B", 1, 0, false), false, "repeated_chunk"},
+		{run("a", "B", 1, 1, false), true, ""},
+		{run("a", "B", 1, 0, true), true, ""},
+		{run("a", "C", 1, 0, false), false, "repeated_terminal"},
+	}
+	d := newDedupe()
+	for i, s := range steps {
+		ok, reason := d.admit(s.res)
+		if ok != s.ok || reason != s.reason {
+			t.Errorf("step %d: admit = %v %q, want %v %q", i, ok, reason, s.ok, s.reason)
+		}
+	}
+}
+
+func TestParseTenants(t *testing.T) {
+	for _, bad := range []string{
+		"tenants:\n  - api_keys: [sk-0123456789abcdef]\n",
+		"tenants:\n  - name: a\n  - name: a\n",
+		"tenants:\n  - name: a\n    api_keys: [short]\n",
+		"tenants:\n  - name: a\n    api_keys: [sk-0123456789abcdef]\n  - name: b\n    api_keys: [sk-0123456789abcdef]\n",
+		"tenants:\n  - name: a\n    webhook_url: ftp://x\n",
+		"tenants:\n  - name: a\n    unknown: 1\n",
+	} {
+		if _, err := ParseTenants([]byte(bad)); err == nil {
+			t.Errorf("ParseTenants(%q) accepted it", bad)
+		}
+	}
+	ts, err := ParseTenants([]byte("tenants:\n  - name: a\n    api_keys: [sk-0123456789abcdef]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ts.Authenticate("sk-0123456789abcdef"); err != nil || got != "a" {
+		t.Errorf("Authenticate = %q, %v; want a", got, err)
+	}
+	if _, err := ts.Authenticate("sk-0123456789abcdeX"); err == nil {
+		t.Error("an unknown key authenticated")
+	}
+}
+
 func TestDedupeForgetsOldest(t *testing.T) {
 	d := newDedupe()
 	for i := range maxTracked + 10 {

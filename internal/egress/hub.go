@@ -1,7 +1,9 @@
 package egress
 
 import (
+	"bytes"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -14,6 +16,12 @@ type event struct {
 	partition int32
 	offset    int64
 	res       *pb.Result
+	// json is the result's API JSON, encoded once for every subscriber
+	// of the conversation.
+	json *lazyJSON
+	// timestamp is the record's, for live events only (delivery latency
+	// is not measured on replays).
+	timestamp time.Time
 }
 
 // subscriber is one open stream's mailbox. The hub fills ch and never
@@ -66,7 +74,7 @@ func (h *hub) subscribe(conv string, partition int32, buffer int) (*subscriber, 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		s.reason = "shutdown"
+		s.reason = endShutdown
 		close(s.done)
 		return s, h.next[partition]
 	}
@@ -76,7 +84,6 @@ func (h *hub) subscribe(conv string, partition int32, buffer int) (*subscriber, 
 		h.subs[conv] = m
 	}
 	m[s] = struct{}{}
-	h.metrics.subscribers.Inc()
 	return s, h.next[partition]
 }
 
@@ -98,7 +105,6 @@ func (h *hub) remove(s *subscriber, reason string) {
 	if len(m) == 0 {
 		delete(h.subs, s.conv)
 	}
-	h.metrics.subscribers.Dec()
 	s.reason = reason
 	close(s.done)
 }
@@ -117,13 +123,13 @@ func (h *hub) publish(rec *kgo.Record) {
 		h.metrics.undecodable.Inc()
 		return
 	}
-	ev := event{partition: rec.Partition, offset: rec.Offset, res: res}
+	ev := event{partition: rec.Partition, offset: rec.Offset, res: res, json: &lazyJSON{res: res}, timestamp: rec.Timestamp}
 	for s := range subs {
 		select {
 		case s.ch <- ev:
 		default:
 			h.metrics.overflows.Inc()
-			h.remove(s, "overflow")
+			h.remove(s, endOverflow)
 		}
 	}
 }
@@ -135,7 +141,25 @@ func (h *hub) closeAll() {
 	h.closed = true
 	for _, m := range h.subs {
 		for s := range m {
-			h.remove(s, "shutdown")
+			h.remove(s, endShutdown)
 		}
 	}
+}
+
+// lazyJSON encodes a result to its API JSON on first use, once, however
+// many streams (on their own goroutines) ask.
+type lazyJSON struct {
+	res  *pb.Result
+	once sync.Once
+	data []byte
+	err  error
+}
+
+func (l *lazyJSON) bytes() ([]byte, error) {
+	l.once.Do(func() {
+		var buf bytes.Buffer
+		l.err = appendResultJSON(&buf, l.res)
+		l.data = buf.Bytes()
+	})
+	return l.data, l.err
 }

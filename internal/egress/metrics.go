@@ -3,26 +3,34 @@ package egress
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	subscribers prometheus.Gauge
+	subscribers *prometheus.GaugeVec   // transport
 	events      *prometheus.CounterVec // event
 	dropped     *prometheus.CounterVec // reason
+	filtered    *prometheus.CounterVec // reason
 	overflows   prometheus.Counter
 	undecodable prometheus.Counter
+	replayGaps  prometheus.Counter
+	latency     prometheus.Histogram
+	authFailed  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
+		subscribers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchboard_egress_subscribers",
-			Help: "Open event streams.",
-		}),
+			Help: "Open event streams, by transport (sse, websocket, grpc).",
+		}, []string{"transport"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_egress_events_sent_total",
 			Help: "Events written to subscribers, by event (chunk, result, error).",
 		}, []string{"event"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_egress_duplicates_dropped_total",
-			Help: "Results not forwarded to a subscriber because it had them already, by reason (repeated_chunk, superseded_attempt, repeated_terminal).",
+			Help: "Results not forwarded to a subscriber because it had them already or they were superseded, by reason (repeated_chunk, superseded_attempt, superseded_run, repeated_terminal, before_cursor).",
+		}, []string{"reason"}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_egress_results_filtered_total",
+			Help: "Results of a subscribed conversation not forwarded because the subscriber may not see them, by reason (other_tenant).",
 		}, []string{"reason"}),
 		overflows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_egress_subscriber_overflows_total",
@@ -32,7 +40,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "switchboard_egress_undecodable_results_total",
 			Help: "Records on the results topic that could not be decoded and were skipped.",
 		}),
+		replayGaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_egress_replay_gaps_total",
+			Help: "Replays that started later than asked because retention had deleted the records.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchboard_egress_delivery_latency_seconds",
+			Help:    "From a live result record's timestamp to its event written to a subscriber.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		authFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_egress_auth_failures_total",
+			Help: "Stream requests refused for a missing or unknown API key.",
+		}),
 	}
-	reg.MustRegister(m.subscribers, m.events, m.dropped, m.overflows, m.undecodable)
+	reg.MustRegister(m.subscribers, m.events, m.dropped, m.filtered, m.overflows, m.undecodable,
+		m.replayGaps, m.latency, m.authFailed)
 	return m
 }

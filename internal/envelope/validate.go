@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"fmt"
+	"net/url"
 	"unicode/utf8"
 
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
@@ -106,6 +107,31 @@ func Validate(req *pb.Request) error {
 		if k == "" || len(k)+len(v) > MaxMetadataBytes || !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return fieldErr("metadata", "keys must be non-empty and each entry valid UTF-8 of at most %d bytes", MaxMetadataBytes)
 		}
+	}
+	if w := req.GetWebhookUrl(); w != "" {
+		if err := ValidWebhookURL(w); err != nil {
+			return fieldErr("webhook_url", "%v", err)
+		}
+	}
+	return nil
+}
+
+// MaxWebhookURLLen bounds a request's webhook_url.
+const MaxWebhookURLLen = 2048
+
+// ValidWebhookURL checks the shape of a webhook URL: absolute http or https
+// with a host, no user info. Whether egress may call the host is its
+// allowlist's decision, not this one's.
+func ValidWebhookURL(s string) error {
+	if len(s) > MaxWebhookURLLen {
+		return fmt.Errorf("must be at most %d bytes", MaxWebhookURLLen)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("must be a URL: %v", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return fmt.Errorf("must be an absolute http or https URL with a host and no user info")
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ type messageBody struct {
 	Temperature *float32          `json:"temperature"`
 	TimeoutMS   int64             `json:"timeout_ms"`
 	Metadata    map[string]string `json:"metadata"`
+	WebhookURL  string            `json:"webhook_url"`
 }
 
 type messageJSON struct {
@@ -159,6 +160,7 @@ func (in *Ingress) parseMessage(w http.ResponseWriter, r *http.Request) (*pb.Req
 		MaxTokens:      body.MaxTokens,
 		Temperature:    body.Temperature,
 		Metadata:       body.Metadata,
+		WebhookUrl:     body.WebhookURL,
 		AcceptedAt:     timestamppb.New(now),
 	}
 	if body.TimeoutMS > 0 {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -240,6 +241,8 @@ type emitter struct {
 	wg          sync.WaitGroup
 	mu          sync.Mutex
 	err         error
+
+	runID string // this processing's Result.run_id
 }
 
 func (e *emitter) produce(res *pb.Result) {
@@ -247,6 +250,11 @@ func (e *emitter) produce(res *pb.Result) {
 	res.ConversationId = e.req.GetConversationId()
 	res.Tenant = e.req.GetTenant()
 	res.Metadata = e.req.GetMetadata()
+	res.WebhookUrl = e.req.GetWebhookUrl()
+	if e.runID == "" { // one run ID per processing: see Result.run_id
+		e.runID = uuid.NewString()
+	}
+	res.RunId = e.runID
 	rec, err := envelope.EncodeResult(e.r.results, res)
 	if err != nil {
 		e.fail(err)

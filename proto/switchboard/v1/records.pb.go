@@ -103,7 +103,11 @@ type Request struct {
 	// metadata is copied unchanged into every result.
 	Metadata map[string]string `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// accepted_at is when ingress (or a direct producer) accepted the request.
-	AcceptedAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=accepted_at,json=acceptedAt,proto3" json:"accepted_at,omitempty"`
+	AcceptedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=accepted_at,json=acceptedAt,proto3" json:"accepted_at,omitempty"`
+	// webhook_url, when set, is where egress POSTs the request's terminal
+	// result (signed; see docs/WEBHOOKS.md). Its host must be on egress's
+	// webhook allowlist. Empty: the tenant's endpoint, if it has one.
+	WebhookUrl    string `protobuf:"bytes,13,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -220,6 +224,13 @@ func (x *Request) GetAcceptedAt() *timestamppb.Timestamp {
 		return x.AcceptedAt
 	}
 	return nil
+}
+
+func (x *Request) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
+	}
+	return ""
 }
 
 // Usage is the token accounting the backend reported.
@@ -563,8 +574,15 @@ type Result struct {
 	//	*Result_Chunk
 	//	*Result_Final
 	//	*Result_Error
-	Body          isResult_Body `protobuf_oneof:"body"`
-	Tenant        string        `protobuf:"bytes,8,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Body   isResult_Body `protobuf_oneof:"body"`
+	Tenant string        `protobuf:"bytes,8,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// run_id identifies one processing of the request by router-worker. A
+	// request processed again (after a worker crash or a rebalance) gets a
+	// new run_id and restarts at attempt 1, chunk 0; readers treat a new
+	// run_id like a later attempt and discard the older run's chunks.
+	RunId string `protobuf:"bytes,9,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// webhook_url is copied from the request.
+	WebhookUrl    string `protobuf:"bytes,10,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -664,6 +682,20 @@ func (x *Result) GetError() *Error {
 func (x *Result) GetTenant() string {
 	if x != nil {
 		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Result) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *Result) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
 	}
 	return ""
 }
@@ -880,7 +912,7 @@ const file_switchboard_v1_records_proto_rawDesc = "" +
 	"\x1cswitchboard/v1/records.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
-	"\acontent\x18\x02 \x01(\tR\acontent\"\xab\x04\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\"\xcc\x04\n" +
 	"\aRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12'\n" +
@@ -897,7 +929,9 @@ const file_switchboard_v1_records_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12A\n" +
 	"\bmetadata\x18\v \x03(\v2%.switchboard.v1.Request.MetadataEntryR\bmetadata\x12;\n" +
 	"\vaccepted_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"acceptedAt\x1a;\n" +
+	"acceptedAt\x12\x1f\n" +
+	"\vwebhook_url\x18\r \x01(\tR\n" +
+	"webhookUrl\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -924,7 +958,7 @@ const file_switchboard_v1_records_proto_rawDesc = "" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
-	"\tretryable\x18\x03 \x01(\bR\tretryable\"\x96\x03\n" +
+	"\tretryable\x18\x03 \x01(\bR\tretryable\"\xce\x03\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12'\n" +
@@ -934,7 +968,11 @@ const file_switchboard_v1_records_proto_rawDesc = "" +
 	"\x05chunk\x18\x05 \x01(\v2\x15.switchboard.v1.ChunkH\x00R\x05chunk\x12-\n" +
 	"\x05final\x18\x06 \x01(\v2\x15.switchboard.v1.FinalH\x00R\x05final\x12-\n" +
 	"\x05error\x18\a \x01(\v2\x15.switchboard.v1.ErrorH\x00R\x05error\x12\x16\n" +
-	"\x06tenant\x18\b \x01(\tR\x06tenant\x1a;\n" +
+	"\x06tenant\x18\b \x01(\tR\x06tenant\x12\x15\n" +
+	"\x06run_id\x18\t \x01(\tR\x05runId\x12\x1f\n" +
+	"\vwebhook_url\x18\n" +
+	" \x01(\tR\n" +
+	"webhookUrl\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x06\n" +

@@ -1,0 +1,240 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/envelope"
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
+)
+
+// End reasons, sent to the client as the stream's last event.
+const (
+	endOverflow     = "overflow"      // the client read too slowly; resume from the cursor
+	endShutdown     = "shutdown"      // this egress instance is stopping; resume elsewhere
+	endReplayFailed = "replay_failed" // Kafka did not answer the replay in time
+	endDone         = "done"          // the request named by request_id finished
+)
+
+// maxRequestIDLen bounds the request_id a stream may wait for.
+const maxRequestIDLen = 256
+
+// subRequest is what a client asks for, whatever the transport.
+type subRequest struct {
+	tenant string // the caller's tenant; "" when egress runs without API keys
+	conv   string
+	from   string // cursor text; "" replays the window
+	until  string // request ID whose terminal result ends the stream
+}
+
+// apiError is a refusal before the stream starts.
+type apiError struct {
+	status     int // HTTP status; the transports map it
+	code       string
+	msg        string
+	retryAfter bool
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.msg }
+
+// sink writes one transport's events. Its methods are called from one
+// goroutine, the stream's.
+type sink interface {
+	// event writes ev's result with cursor c; name is chunk, result or
+	// error.
+	event(c cursor, name string, ev event) error
+	// end writes the stream's last event: why it ends and where to resume.
+	end(reason string, c cursor) error
+	// keepAlive tells the client the stream is still open.
+	keepAlive(ctx context.Context) error
+}
+
+// session is one subscription being served: where it starts, its mailbox
+// in the hub and its filters.
+type session struct {
+	e          *Egress
+	req        subRequest
+	sub        *subscriber
+	start      int64 // first offset to send
+	replayFrom int64 // the replay reads from here (at or before start)
+	liveFrom   int64 // the live feed delivers from here; before it, replay
+	dedupe     *dedupe
+	last       cursor
+}
+
+// open validates req, waits until the live reader is positioned, finds
+// where the replay starts and registers the mailbox. The caller must
+// close the session.
+func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError) {
+	if !envelope.ValidConversationID(req.conv) {
+		return nil, &apiError{status: http.StatusBadRequest, code: "invalid_request",
+			msg: "conversation_id must be 1 to 128 characters of letters, digits and ._:-"}
+	}
+	if len(req.until) > maxRequestIDLen {
+		return nil, &apiError{status: http.StatusBadRequest, code: "invalid_request",
+			msg: fmt.Sprintf("request_id must be at most %d bytes", maxRequestIDLen)}
+	}
+	var from *cursor
+	if req.from != "" {
+		c, err := parseCursor(req.from)
+		if err != nil {
+			return nil, &apiError{status: http.StatusBadRequest, code: "invalid_cursor", msg: err.Error()}
+		}
+		from = &c
+	}
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable", msg: ctx.Err().Error()}
+	case <-time.After(5 * time.Second):
+		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
+			msg: "egress is not reading the results topic yet", retryAfter: true}
+	}
+	partition := envelope.Partition(req.conv, e.hub.partitions())
+	if from != nil && from.partition != partition {
+		return nil, &apiError{status: http.StatusBadRequest, code: "invalid_cursor",
+			msg: fmt.Sprintf("cursor %s is not on this conversation's partition %d", from, partition)}
+	}
+	// Find where the replay starts before subscribing: anything that
+	// arrives meanwhile is at or after liveFrom and comes live.
+	window, err := e.offsetAt(ctx, partition, time.Now().Add(-e.cfg.ReplayWindow))
+	var start, replayFrom int64
+	switch {
+	case from != nil:
+		// A resume replays the window before the cursor too, without
+		// sending it, so that dedupe knows the runs and attempts the
+		// client has seen (a rerun's chunk 0 must not look new after a
+		// reconnect). Without the lookup it resumes without that memory.
+		start = from.offset + 1
+		replayFrom = start
+		if err == nil {
+			replayFrom = min(window, start)
+		}
+	case err != nil:
+		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
+			msg: "cannot look up the replay start: " + err.Error(), retryAfter: true}
+	default:
+		start, replayFrom = window, window
+	}
+	sub, liveFrom := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer)
+	return &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
+		dedupe: newDedupe(), last: cursor{partition, start - 1}}, nil
+}
+
+// close leaves the hub; it is safe to call more than once.
+func (s *session) close() { s.e.hub.unsubscribe(s.sub) }
+
+// run replays, then follows the live feed, writing to out until the client
+// leaves (ctx), the request named by until finishes, or the hub ends the
+// subscription (overflow, shutdown). It returns the write error that ended
+// it, if any.
+func (s *session) run(ctx context.Context, out sink) error {
+	e := s.e
+	partition := s.last.partition
+	if s.replayFrom < s.liveFrom {
+		err := e.replay(ctx, s.req.conv, partition, s.replayFrom, s.liveFrom, s.start, func(ev event) error { return s.send(out, ev) })
+		switch {
+		case errors.Is(err, errStreamDone):
+			return out.end(endDone, s.last)
+		case err != nil && ctx.Err() == nil && !errors.Is(err, errWrite):
+			e.log.Warn("replay failed", "conversation_id", s.req.conv, "partition", partition, "err", err)
+			return out.end(endReplayFailed, s.last)
+		case err != nil:
+			return err
+		}
+	}
+	heartbeat := time.NewTicker(e.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case ev := <-s.sub.ch:
+			if err := s.send(out, ev); err != nil {
+				if errors.Is(err, errStreamDone) {
+					return out.end(endDone, s.last)
+				}
+				return err
+			}
+		case <-s.sub.done:
+			// Deliver what was queued before the hub let go, then say why.
+			// The hub sends nothing more once done is closed.
+			for len(s.sub.ch) > 0 {
+				if err := s.send(out, <-s.sub.ch); err != nil {
+					if errors.Is(err, errStreamDone) {
+						return out.end(endDone, s.last)
+					}
+					return err
+				}
+			}
+			if s.sub.reason != "" {
+				return out.end(s.sub.reason, s.last)
+			}
+			return nil
+		case <-heartbeat.C:
+			if err := out.keepAlive(ctx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		case <-e.stop:
+			return out.end(endShutdown, s.last)
+		}
+	}
+}
+
+var (
+	// errStreamDone ends a stream that has sent what it was asked for.
+	errStreamDone = errors.New("stream done")
+	// errWrite wraps a failure to write to the client.
+	errWrite = errors.New("write to client")
+)
+
+// send filters ev (tenant, resume cursor, duplicates) and writes it.
+func (s *session) send(out sink, ev event) error {
+	m := s.e.metrics
+	if s.req.tenant != "" && ev.res.GetTenant() != s.req.tenant {
+		m.filtered.WithLabelValues("other_tenant").Inc()
+		return nil
+	}
+	ok, reason := s.dedupe.admit(ev.res)
+	if ev.offset < s.start {
+		// The client had it (a resume): it only teaches dedupe.
+		m.dropped.WithLabelValues("before_cursor").Inc()
+		return nil
+	}
+	if !ok {
+		m.dropped.WithLabelValues(reason).Inc()
+		return nil
+	}
+	name := eventName(ev.res)
+	c := cursor{ev.partition, ev.offset}
+	if ev.json == nil {
+		ev.json = &lazyJSON{res: ev.res}
+	}
+	if err := out.event(c, name, ev); err != nil {
+		return fmt.Errorf("%w: %w", errWrite, err)
+	}
+	s.last = c
+	m.events.WithLabelValues(name).Inc()
+	if ts := ev.timestamp; !ts.IsZero() {
+		m.latency.Observe(time.Since(ts).Seconds())
+	}
+	if s.req.until != "" && name != "chunk" && ev.res.GetRequestId() == s.req.until {
+		return errStreamDone
+	}
+	return nil
+}
+
+// eventName names a result's event: chunk, result or error.
+func eventName(res *pb.Result) string {
+	switch {
+	case res.GetFinal() != nil:
+		return "result"
+	case res.GetError() != nil:
+		return "error"
+	default:
+		return "chunk"
+	}
+}

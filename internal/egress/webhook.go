@@ -1,0 +1,382 @@
+package egress
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/keyorder"
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
+)
+
+// WebhookConfig configures webhook delivery: every terminal result (final
+// or error) whose request named a webhook_url, or whose tenant has an
+// endpoint in the tenants file, is POSTed there once, signed, in
+// conversation order. Zero value: webhooks off.
+type WebhookConfig struct {
+	// Enabled turns delivery on. Every egress instance with it on joins
+	// the consumer group Group; each result is delivered by one of them.
+	Enabled bool
+	// Group is the consumer group. Default "switchboard-egress-webhooks".
+	Group string
+	// Allow lists the hosts deliveries may go to (see allowlist): host
+	// names, *.domain wildcards, IP addresses and CIDR prefixes. A target
+	// not listed is dead-lettered without a request. Required when
+	// Enabled.
+	Allow []string
+	// Secret signs deliveries of tenants without their own
+	// webhook_secret. Required when Enabled.
+	Secret []byte
+	// MaxAttempts bounds the tries of one delivery; then it is
+	// dead-lettered. Default 6.
+	MaxAttempts int
+	// Backoff is the wait after the first failed try; it doubles (with
+	// ±20% jitter) up to MaxBackoff. A Retry-After answer is honoured up
+	// to MaxBackoff. Defaults 500ms and 30s.
+	Backoff, MaxBackoff time.Duration
+	// Timeout bounds one try. Default 10s.
+	Timeout time.Duration
+	// MaxInFlight bounds deliveries in flight at once (one per
+	// conversation at most). Default 256.
+	MaxInFlight int
+	// StartWindow is how far back a group with no committed offsets (the
+	// first start, or offsets expired) begins: results older than that are
+	// not delivered. Default 5m.
+	StartWindow time.Duration
+}
+
+func (c *WebhookConfig) setDefaults() {
+	if c.Group == "" {
+		c.Group = "switchboard-egress-webhooks"
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 6
+	}
+	if c.Backoff == 0 {
+		c.Backoff = 500 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 256
+	}
+	if c.StartWindow == 0 {
+		c.StartWindow = 5 * time.Minute
+	}
+}
+
+// Validate reports the first configuration error.
+func (c *WebhookConfig) Validate() error {
+	if !c.Enabled {
+		return nil
+	}
+	switch {
+	case len(c.Allow) == 0:
+		return errors.New("egress: webhooks need an allowlist of target hosts")
+	case len(c.Secret) < 16:
+		return errors.New("egress: webhooks need a signing secret of at least 16 bytes")
+	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1 || c.StartWindow < 0:
+		return errors.New("egress: webhook attempts, backoffs, timeout and in-flight bound must be positive")
+	}
+	_, err := newAllowlist(c.Allow)
+	return err
+}
+
+// Dead-letter reasons of webhook deliveries.
+const (
+	ReasonWebhookNotAllowed = "webhook_not_allowed" // the target is not on the allowlist
+	ReasonWebhookRejected   = "webhook_rejected"    // the receiver answered 4xx (not 408/429)
+	ReasonWebhookFailed     = "webhook_failed"      // every attempt failed
+	ReasonWebhookDecode     = "decode_error"        // the result record could not be decoded
+)
+
+// webhooks delivers results through the key-ordered engine: one delivery
+// per conversation at a time, so a conversation's results arrive in order,
+// and different conversations in parallel.
+type webhooks struct {
+	cfg     WebhookConfig
+	log     *slog.Logger
+	tenants *Tenants
+	allow   *allowlist
+	http    *http.Client
+	engine  *keyorder.Engine
+	dlq     string
+	m       *webhookMetrics
+	sleep   func(ctx context.Context, d time.Duration) error
+
+	mu        sync.Mutex // guards delivered and order
+	delivered map[string]bool
+	order     []string
+}
+
+// maxDelivered bounds the request IDs remembered as delivered (repeated
+// terminal results of a rerun are not delivered again while remembered).
+const maxDelivered = 1 << 16
+
+type webhookMetrics struct {
+	deliveries *prometheus.CounterVec // outcome
+	attempts   *prometheus.CounterVec // status
+	dropped    *prometheus.CounterVec // reason
+	seconds    prometheus.Histogram
+}
+
+func newWebhookMetrics(reg prometheus.Registerer) *webhookMetrics {
+	m := &webhookMetrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_egress_webhook_deliveries_total",
+			Help: "Webhook deliveries finished, by outcome (delivered, dead_letter).",
+		}, []string{"outcome"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_egress_webhook_attempts_total",
+			Help: "Webhook requests made, by result (2xx, 4xx, 5xx, error).",
+		}, []string{"status"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_egress_webhook_duplicates_dropped_total",
+			Help: "Terminal results not delivered again, by reason (repeated_terminal).",
+		}, []string{"reason"}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchboard_egress_webhook_request_seconds",
+			Help:    "Duration of one webhook request.",
+			Buckets: prometheus.DefBuckets,
+		}),
+	}
+	reg.MustRegister(m.deliveries, m.attempts, m.dropped, m.seconds)
+	return m
+}
+
+func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *Tenants, clientOpts []kgo.Opt,
+	reg prometheus.Registerer, log *slog.Logger) (*webhooks, error) {
+	allow, err := newAllowlist(cfg.Allow)
+	if err != nil {
+		return nil, err
+	}
+	w := &webhooks{cfg: cfg, log: log, tenants: tenants, allow: allow, dlq: dlq,
+		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	w.http = &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil, // never through an environment proxy: the allowlist must see the target
+			DialContext:         allow.dialContext(dialer),
+			MaxIdleConnsPerHost: 16,
+			IdleConnTimeout:     90 * time.Second,
+			TLSHandshakeTimeout: 5 * time.Second,
+		},
+		// A redirect could lead anywhere: it counts as a failed attempt.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	w.engine, err = keyorder.New(keyorder.Config{
+		Group:       cfg.Group,
+		Topics:      topics,
+		MaxInFlight: cfg.MaxInFlight,
+		Handler:     w.handle,
+		ClientOpts: append(clientOpts,
+			kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(time.Now().Add(-cfg.StartWindow).UnixMilli()))),
+		MetricsPrefix: "switchboard_egress_webhook",
+		Registry:      reg,
+		Logger:        log,
+		// A delivery can wait out its retries; the partition's next owner
+		// redoes whatever is cut off.
+		RevokeTimeout:   5 * time.Second,
+		ShutdownTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// handle is the engine's handler: it returns nil once rec is delivered,
+// dead-lettered or needs no delivery, and an error only when a dead letter
+// could not be written or ctx ended (the engine then tries rec again).
+func (w *webhooks) handle(ctx context.Context, rec *kgo.Record) error {
+	if rec.Attrs.IsControl() {
+		return nil
+	}
+	res, err := envelope.DecodeResult(rec)
+	if err != nil {
+		return w.deadLetter(ctx, rec, ReasonWebhookDecode, err.Error(), "", 0)
+	}
+	if res.GetChunk() != nil {
+		return nil // webhooks carry terminal results only
+	}
+	target, secret := res.GetWebhookUrl(), w.cfg.Secret
+	if t := w.tenants.Tenant(res.GetTenant()); t != nil {
+		if target == "" {
+			target = t.WebhookURL
+		}
+		if t.WebhookSecret != "" {
+			secret = []byte(t.WebhookSecret)
+		}
+	}
+	if target == "" {
+		return nil
+	}
+	if w.seen(res.GetRequestId()) {
+		w.m.dropped.WithLabelValues(dropRepeatedTerminal).Inc()
+		return nil
+	}
+	u, err := url.Parse(target)
+	if err == nil {
+		err = w.allow.check(u)
+	}
+	if err != nil {
+		return w.finish(ctx, rec, res, ReasonWebhookNotAllowed, err.Error(), 0)
+	}
+	var body bytes.Buffer
+	if err := appendResultJSON(&body, res); err != nil {
+		return w.finish(ctx, rec, res, ReasonWebhookDecode, err.Error(), 0)
+	}
+	delivery := cursor{rec.Partition, rec.Offset}.String()
+	backoff := w.cfg.Backoff
+	var lastErr error
+	for attempt := 1; attempt <= w.cfg.MaxAttempts; attempt++ {
+		retryAfter, permanent, err := w.post(ctx, target, secret, body.Bytes(), res.GetRequestId(), delivery, attempt)
+		if err == nil {
+			w.m.deliveries.WithLabelValues("delivered").Inc()
+			w.remember(res.GetRequestId())
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		lastErr = err
+		if permanent {
+			reason := ReasonWebhookRejected
+			if errors.Is(err, errNotAllowed) { // the name resolved to an address not allowed
+				reason = ReasonWebhookNotAllowed
+			}
+			return w.finish(ctx, rec, res, reason, err.Error(), int32(attempt))
+		}
+		if attempt == w.cfg.MaxAttempts {
+			break
+		}
+		wait := jitter(backoff)
+		if retryAfter > wait {
+			wait = min(retryAfter, w.cfg.MaxBackoff)
+		}
+		w.log.Info("webhook delivery failed; retrying", "request_id", res.GetRequestId(),
+			"conversation_id", res.GetConversationId(), "attempt", attempt, "backoff", wait, "err", err)
+		if err := w.sleep(ctx, wait); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, w.cfg.MaxBackoff)
+	}
+	return w.finish(ctx, rec, res, ReasonWebhookFailed, lastErr.Error(), int32(w.cfg.MaxAttempts))
+}
+
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// post makes one delivery attempt. permanent: the receiver refused the
+// request itself (4xx other than 408 and 429); retrying will not help.
+func (w *webhooks) post(ctx context.Context, target string, secret, body []byte, requestID, delivery string, attempt int) (retryAfter time.Duration, permanent bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return 0, true, err
+	}
+	ts := time.Now().Unix()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "switchboard-egress")
+	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
+	req.Header.Set(HeaderSignature, sign(secret, ts, body))
+	req.Header.Set(HeaderRequestID, requestID)
+	req.Header.Set(HeaderDeliveryID, delivery)
+	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
+	start := time.Now()
+	resp, err := w.http.Do(req)
+	w.m.seconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		w.m.attempts.WithLabelValues("error").Inc()
+		return 0, errors.Is(err, errNotAllowed), err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	w.m.attempts.WithLabelValues(fmt.Sprintf("%dxx", resp.StatusCode/100)).Inc()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return 0, false, nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode >= 500:
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			retryAfter = time.Duration(s) * time.Second
+		}
+		return retryAfter, false, fmt.Errorf("webhook answered %s", resp.Status)
+	default:
+		return 0, true, fmt.Errorf("webhook answered %s", resp.Status)
+	}
+}
+
+// finish dead-letters a delivery that cannot succeed and remembers it as
+// handled.
+func (w *webhooks) finish(ctx context.Context, rec *kgo.Record, res *pb.Result, reason, detail string, attempts int32) error {
+	if err := w.deadLetter(ctx, rec, reason, detail, res.GetRequestId(), attempts); err != nil {
+		return err
+	}
+	w.remember(res.GetRequestId())
+	return nil
+}
+
+func (w *webhooks) deadLetter(ctx context.Context, rec *kgo.Record, reason, detail, requestID string, attempts int32) error {
+	dl, err := envelope.DeadLetter(w.dlq, rec, reason, detail, requestID, attempts)
+	if err != nil {
+		return err
+	}
+	if err := w.engine.Client().ProduceSync(ctx, dl).FirstErr(); err != nil {
+		return fmt.Errorf("dead letter: %w", err)
+	}
+	w.m.deliveries.WithLabelValues("dead_letter").Inc()
+	w.log.Warn("webhook delivery dead-lettered", "request_id", requestID, "reason", reason, "detail", detail,
+		"partition", rec.Partition, "offset", rec.Offset)
+	return nil
+}
+
+func (w *webhooks) seen(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.delivered[id]
+}
+
+func (w *webhooks) remember(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.delivered[id] {
+		return
+	}
+	w.delivered[id] = true
+	w.order = append(w.order, id)
+	if len(w.order) > maxDelivered {
+		delete(w.delivered, w.order[0])
+		w.order = w.order[1:]
+	}
+}

@@ -1,0 +1,331 @@
+package egress
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
+)
+
+// verifyWebhook is the receiver's check, exactly as docs/WEBHOOKS.md shows
+// it: the signature is HMAC-SHA256 over "<timestamp>.<body>", and the
+// timestamp must be recent so a captured delivery cannot be replayed later.
+func verifyWebhook(secret []byte, h http.Header, body []byte, now time.Time) error {
+	ts := h.Get("Switchboard-Timestamp")
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return errors.New("missing or bad Switchboard-Timestamp")
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
+		return errors.New("timestamp too far from now")
+	}
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	want := "v1=" + hex.EncodeToString(mac.Sum(nil))
+	if !hmac.Equal([]byte(h.Get("Switchboard-Signature")), []byte(want)) {
+		return errors.New("bad signature")
+	}
+	return nil
+}
+
+// receiver is a webhook endpoint that records what it accepted.
+type receiver struct {
+	t       *testing.T
+	secret  map[string][]byte // path -> secret
+	mu      sync.Mutex
+	calls   map[string]int // path -> requests
+	got     map[string][]*pb.Result
+	attempt map[string]string // request ID -> Switchboard-Attempt of the accepted call
+	// answer decides the status for the nth call (from 1) of a path.
+	answer func(path string, n int) int
+}
+
+func newReceiver(t *testing.T, answer func(path string, n int) int) (*receiver, *httptest.Server) {
+	rc := &receiver{t: t, secret: map[string][]byte{}, calls: map[string]int{}, got: map[string][]*pb.Result{},
+		attempt: map[string]string{}, answer: answer}
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+	return rc, srv
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	rc.calls[r.URL.Path]++
+	n := rc.calls[r.URL.Path]
+	secret := rc.secret[r.URL.Path]
+	rc.mu.Unlock()
+	if err := verifyWebhook(secret, r.Header, body, time.Now()); err != nil {
+		rc.t.Errorf("%s: %v", r.URL.Path, err)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	status := rc.answer(r.URL.Path, n)
+	if status == http.StatusOK {
+		var res pb.Result
+		if err := protojson.Unmarshal(body, &res); err != nil {
+			rc.t.Errorf("%s: body %q: %v", r.URL.Path, body, err)
+		}
+		if r.Header.Get("Switchboard-Request-Id") != res.GetRequestId() {
+			rc.t.Errorf("request ID header %q, body %q", r.Header.Get("Switchboard-Request-Id"), res.GetRequestId())
+		}
+		rc.mu.Lock()
+		rc.got[r.URL.Path] = append(rc.got[r.URL.Path], &res)
+		rc.attempt[res.GetRequestId()] = r.Header.Get("Switchboard-Attempt")
+		rc.mu.Unlock()
+	}
+	w.WriteHeader(status)
+}
+
+func (rc *receiver) requests(path string) (ids []string) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, r := range rc.got[path] {
+		ids = append(ids, r.GetRequestId())
+	}
+	return ids
+}
+
+func hookFinal(conv, tenant, id, hook string) *pb.Result {
+	r := res(conv, tenant, id, "run", 1, 0, true)
+	r.WebhookUrl = hook
+	return r
+}
+
+// TestWebhooks: signed deliveries, once each, in conversation order;
+// retries with backoff; dead letters after the last attempt, on a 4xx and
+// for targets off the allowlist; tenants' own endpoints and secrets.
+func TestWebhooks(t *testing.T) {
+	const defaultSecret, acmeSecret = "default-secret-0123456789", "acme-secret-0123456789"
+	rc, srv := newReceiver(t, func(path string, n int) int {
+		switch path {
+		case "/flaky":
+			if n <= 2 {
+				return http.StatusServiceUnavailable
+			}
+		case "/down":
+			return http.StatusInternalServerError
+		case "/reject":
+			return http.StatusBadRequest
+		case "/slow":
+			time.Sleep(20 * time.Millisecond) // the conversation's next result must wait
+		}
+		return http.StatusOK
+	})
+	for _, p := range []string{"/ok", "/flaky", "/down", "/reject", "/slow"} {
+		rc.secret[p] = []byte(defaultSecret)
+	}
+	rc.secret["/acme"] = []byte(acmeSecret)
+	tenants, err := ParseTenants([]byte("tenants:\n  - name: acme\n    webhook_url: " + srv.URL + "/acme\n    webhook_secret: " + acmeSecret + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t)
+	eg := h.start(func(c *Config) {
+		c.Tenants = tenants
+		c.Webhooks = WebhookConfig{Enabled: true, Allow: []string{"127.0.0.1"}, Secret: []byte(defaultSecret),
+			MaxAttempts: 3, Backoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond}
+	})
+	hook := func(p string) string { return srv.URL + p }
+	var recs []*pb.Result
+	for _, id := range []string{"s1", "s2", "s3", "s4"} {
+		recs = append(recs, hookFinal("conv-slow", "t", id, hook("/slow")))
+	}
+	recs = append(recs,
+		hookFinal("conv-flaky", "t", "f1", hook("/flaky")), // fails twice, then succeeds
+		hookFinal("conv-flaky", "t", "f2", hook("/slow")),  // must wait for f1
+		hookFinal("conv-down", "t", "d1", hook("/down")),   // dead-lettered after 3 attempts
+		hookFinal("conv-down", "t", "d2", hook("/ok")),     // then the conversation goes on
+		hookFinal("conv-reject", "t", "x1", hook("/reject")),
+		hookFinal("conv-far", "t", "n1", "http://10.1.2.3/hook"), // not on the allowlist
+		hookFinal("conv-acme", "acme", "a1", ""),                 // the tenant's endpoint
+		res("conv-acme", "acme", "a2", "run", 1, 0, false),       // a chunk: not delivered
+		hookFinal("conv-acme", "acme", "a2", ""),
+		hookFinal("conv-acme", "acme", "a2", ""), // a repeated terminal: not delivered again
+		hookFinal("conv-none", "t", "z1", ""),    // no webhook at all
+	)
+	h.produce(recs...)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	dls := map[string]*pb.DeadLetter{}
+	for len(dls) < 3 {
+		fetches := h.client.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("got %d of 3 dead letters", len(dls))
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			var dl pb.DeadLetter
+			if err := proto.Unmarshal(r.Value, &dl); err != nil {
+				t.Fatal(err)
+			}
+			dls[dl.GetRequestId()] = &dl
+		})
+	}
+	waitFor(ctx, t, "every delivery", func() bool {
+		return len(rc.requests("/slow")) == 5 && len(rc.requests("/ok")) == 1 && len(rc.requests("/acme")) == 2 &&
+			len(rc.requests("/flaky")) == 1
+	})
+
+	for _, tc := range []struct {
+		id, reason string
+		attempts   int32
+	}{{"d1", ReasonWebhookFailed, 3}, {"x1", ReasonWebhookRejected, 1}, {"n1", ReasonWebhookNotAllowed, 0}} {
+		dl := dls[tc.id]
+		if dl == nil || dl.GetReason() != tc.reason || dl.GetAttempts() != tc.attempts || dl.GetSourceTopic() != resultsTopic {
+			t.Errorf("dead letter of %s: %v, want reason %s after %d attempts", tc.id, dl, tc.reason, tc.attempts)
+		}
+	}
+	// Conversation order: s1..s4 in order wherever f2 falls between them.
+	var slow []string
+	for _, id := range rc.requests("/slow") {
+		if id != "f2" {
+			slow = append(slow, id)
+		}
+	}
+	if !slices.Equal(slow, []string{"s1", "s2", "s3", "s4"}) {
+		t.Errorf("conv-slow delivered in the order %v, want s1..s4", slow)
+	}
+	rc.mu.Lock()
+	if rc.calls["/flaky"] != 3 || rc.attempt["f1"] != "3" || rc.calls["/down"] != 3 || rc.calls["/reject"] != 1 {
+		t.Errorf("calls: flaky %d (accepted attempt %s), down %d, reject %d; want 3 (3), 3, 1",
+			rc.calls["/flaky"], rc.attempt["f1"], rc.calls["/down"], rc.calls["/reject"])
+	}
+	rc.mu.Unlock()
+	if got := rc.requests("/acme"); !slices.Equal(got, []string{"a1", "a2"}) {
+		t.Errorf("tenant endpoint got %v, want a1 a2 (once each, no chunk)", got)
+	}
+	if n := eg.metric(t, "switchboard_egress_webhook_duplicates_dropped_total"); n != 1 {
+		t.Errorf("webhook duplicates dropped = %v, want 1", n)
+	}
+	if n := eg.metric(t, "switchboard_egress_webhook_deliveries_total", "outcome", "dead_letter"); n != 3 {
+		t.Errorf("dead-letter deliveries = %v, want 3", n)
+	}
+}
+
+func TestAllowlist(t *testing.T) {
+	a, err := newAllowlist([]string{"hooks.example.com", "*.partner.example", "127.0.0.1", "203.0.113.0/24", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"https://hooks.example.com/x", true},
+		{"https://HOOKS.example.com:8443/x", true},
+		{"https://evil.hooks.example.com/x", false},
+		{"https://a.partner.example/x", true},
+		{"https://partner.example/x", false},
+		{"http://127.0.0.1:9/x", true},
+		{"http://127.0.0.2/x", false},
+		{"http://203.0.113.9/x", true},
+		{"http://[::1]:80/x", true},
+		{"http://10.0.0.1/x", false},
+		{"http://localhost/x", false},
+		{"http://169.254.169.254/latest/meta-data", false},
+		{"ftp://hooks.example.com/x", false},
+	} {
+		u, _ := url.Parse(tc.url)
+		if err := a.check(u); (err == nil) != tc.ok {
+			t.Errorf("check(%s) = %v, want ok=%v", tc.url, err, tc.ok)
+		}
+	}
+	for _, bad := range []string{"hooks.example.com:80", "10.0.0.0/33", "*"} {
+		if _, err := newAllowlist([]string{bad}); err == nil {
+			t.Errorf("newAllowlist(%q) accepted it", bad)
+		}
+	}
+	// A wildcard match that resolves to an internal address is refused at
+	// dial time; the dialer is what enforces it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	w, _ := newAllowlist([]string{"*.rebind.example", "named.example"})
+	w.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	dial := w.dialContext(&net.Dialer{})
+	if _, err := dial(t.Context(), "tcp", "x.rebind.example:"+port); !errors.Is(err, errNotAllowed) {
+		t.Errorf("dial of a wildcard name resolving to loopback: %v, want errNotAllowed", err)
+	}
+	c, err := dial(t.Context(), "tcp", "named.example:"+port)
+	if err != nil {
+		t.Errorf("dial of a host named exactly, resolving to loopback: %v, want a connection", err)
+	} else {
+		c.Close()
+	}
+	if _, err := dial(t.Context(), "tcp", "10.9.9.9:"+port); !errors.Is(err, errNotAllowed) {
+		t.Errorf("dial of an unlisted address: %v, want errNotAllowed", err)
+	}
+}
+
+func TestSign(t *testing.T) {
+	body := []byte(`{"request_id":"r"}`)
+	h := http.Header{}
+	h.Set(HeaderTimestamp, "1700000000")
+	h.Set(HeaderSignature, sign([]byte("secret-0123456789"), 1700000000, body))
+	now := time.Unix(1700000010, 0)
+	if err := verifyWebhook([]byte("secret-0123456789"), h, body, now); err != nil {
+		t.Errorf("valid signature: %v", err)
+	}
+	if err := verifyWebhook([]byte("other-secret-0123"), h, body, now); err == nil {
+		t.Error("a signature under another secret verified")
+	}
+	if err := verifyWebhook([]byte("secret-0123456789"), h, []byte(`{"request_id":"s"}`), now); err == nil {
+		t.Error("a changed body verified")
+	}
+	if err := verifyWebhook([]byte("secret-0123456789"), h, body, now.Add(time.Hour)); err == nil {
+		t.Error("an old timestamp verified")
+	}
+}
+
+// TestWebhookToInternalAddressIsNotAllowed: a wildcard-allowed name that
+// resolves to a loopback address is refused when connecting, as a
+// permanent failure of reason webhook_not_allowed, without a request.
+func TestWebhookToInternalAddressIsNotAllowed(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	cfg := WebhookConfig{Enabled: true, Allow: []string{"*.rebind.example"}, Secret: []byte("secret-0123456789abc")}
+	cfg.setDefaults()
+	w, err := newWebhooks(cfg, []string{resultsTopic}, deadletterTopic, nil, []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.engine.Client().Close()
+	w.allow.lookup = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	_, permanent, err := w.post(t.Context(), "http://hook.rebind.example:"+port+"/x", []byte("secret-0123456789abc"), []byte("{}"), "r", "0:0", 1)
+	if !permanent || !errors.Is(err, errNotAllowed) || hits.Load() != 0 {
+		t.Errorf("post = permanent %v, %v, %d requests; want a permanent errNotAllowed and no request", permanent, err, hits.Load())
+	}
+}
