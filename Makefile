@@ -44,7 +44,7 @@ tidy-check:
 	cd tools && $(GO) mod tidy -diff
 
 ## proto: regenerate proto/switchboard/v1/*.pb.go with the pinned generators
-proto: $(BIN)/buf $(BIN)/protoc-gen-go
+proto: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 	$(BIN)/buf lint
 	$(BIN)/buf generate
 
@@ -58,6 +58,9 @@ $(BIN)/buf: tools/go.mod tools/go.sum
 
 $(BIN)/protoc-gen-go: go.mod go.sum
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+
+$(BIN)/protoc-gen-go-grpc: go.mod go.sum
+	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
 
 ## topics: create or grow the topics of topics.yaml on BROKERS (nothing else)
 topics:

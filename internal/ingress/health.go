@@ -1,0 +1,66 @@
+package ingress
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// health tracks whether the brokers answer. A prober (Run) pings them every
+// ProbeInterval; while they do not answer, requests get a 503 at once
+// instead of waiting for ProduceTimeout, and requests already waiting for
+// an acknowledgement are answered 503 when the probe fails.
+type health struct {
+	mu   sync.Mutex
+	up   bool
+	lost chan struct{} // closed when up turns false; replaced when it turns true
+	// onChange observes transitions (a metric).
+	onChange func(up bool)
+}
+
+func newHealth(onChange func(bool)) *health {
+	return &health{up: true, lost: make(chan struct{}), onChange: onChange}
+}
+
+// watch returns a channel closed when the brokers are found unreachable,
+// and whether they are reachable now.
+func (h *health) watch() (lost <-chan struct{}, up bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lost, h.up
+}
+
+func (h *health) set(up bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if up == h.up {
+		return
+	}
+	h.up = up
+	if up {
+		h.lost = make(chan struct{})
+	} else {
+		close(h.lost)
+	}
+	h.onChange(up)
+}
+
+// probe pings every interval until ctx is done.
+func (h *health) probe(ctx context.Context, interval, timeout time.Duration, ping func(context.Context) error) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		err := ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		h.set(err == nil)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
