@@ -172,7 +172,7 @@ type Ingress struct {
 
 	stop     chan struct{} // closed when Run's context ends: stream adapters wind down
 	stopOnce sync.Once
-	wsConns  sync.WaitGroup // WebSocket handlers (hijacked: the HTTP server does not wait for them)
+	wsConns  handlers      // WebSocket handlers (hijacked: the HTTP server does not wait for them)
 }
 
 // New validates cfg and connects a producer; it does not wait for the
@@ -329,13 +329,54 @@ func (in *Ingress) stopGRPC() {
 // waitWS waits, within ShutdownGrace, for WebSocket handlers to answer
 // what they have in flight and close.
 func (in *Ingress) waitWS() {
-	done := make(chan struct{})
-	go func() { in.wsConns.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-in.wsConns.close():
 	case <-time.After(in.cfg.ShutdownGrace):
 		in.log.Warn("websocket connections still open after the shutdown grace")
 	}
+}
+
+// handlers counts running handlers and, once closed, refuses new ones;
+// unlike a WaitGroup, adding may race with waiting.
+type handlers struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	idle    chan struct{} // closed when closing and n == 0
+}
+
+// add registers a handler; false means ingress is stopping.
+func (h *handlers) add() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.n++
+	return true
+}
+
+func (h *handlers) done() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n--
+	if h.closing && h.n == 0 {
+		close(h.idle)
+	}
+}
+
+// close refuses new handlers and returns a channel closed when none runs.
+func (h *handlers) close() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closing {
+		h.closing = true
+		h.idle = make(chan struct{})
+		if h.n == 0 {
+			close(h.idle)
+		}
+	}
+	return h.idle
 }
 
 func (in *Ingress) ready(r *http.Request) error {

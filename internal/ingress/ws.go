@@ -72,20 +72,17 @@ func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
 		writeFailure(w, f)
 		return
 	}
-	select {
-	case <-in.stop:
+	if !in.wsConns.add() {
 		writeFailure(w, unavailable("ingress is shutting down"))
 		return
-	default:
 	}
+	defer in.wsConns.done()
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept has answered the client
 	}
 	in.metrics.wsConnections.Inc()
 	defer in.metrics.wsConnections.Dec()
-	in.wsConns.Add(1)
-	defer in.wsConns.Done()
 	c.SetReadLimit(in.cfg.MaxBodyBytes)
 
 	// slots bounds the submits in flight; holding all of them means none is.
