@@ -172,7 +172,7 @@ type Ingress struct {
 
 	stop     chan struct{} // closed when Run's context ends: stream adapters wind down
 	stopOnce sync.Once
-	wsConns  handlers      // WebSocket handlers (hijacked: the HTTP server does not wait for them)
+	wsConns  handlers // WebSocket handlers (hijacked: the HTTP server does not wait for them)
 }
 
 // New validates cfg and connects a producer; it does not wait for the

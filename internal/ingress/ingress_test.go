@@ -183,4 +183,3 @@ func TestRejectsBadInput(t *testing.T) {
 		})
 	}
 }
-
