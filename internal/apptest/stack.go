@@ -24,6 +24,8 @@ type StackOptions struct {
 	ModelJitter time.Duration
 	// RouterArgs are extra flags for every router-worker.
 	RouterArgs []string
+	// IngressArgs are extra flags for ingress.
+	IngressArgs []string
 	// ReadyTimeout bounds each service's start. Default 60s.
 	ReadyTimeout time.Duration
 }
@@ -103,8 +105,8 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 		t.Fatal(err)
 	}
 	s.Egress = Start(t, "egress", bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", egPort), "--brokers", brokers)
-	s.Ingress = Start(t, "ingress", bin["ingress"], "--addr", fmt.Sprintf("127.0.0.1:%d", inPort), "--brokers", brokers,
-		"--grpc-addr", s.IngressGRPC, "--tenants", filepath.Join(root, "tenants.yaml"))
+	s.Ingress = Start(t, "ingress", bin["ingress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", inPort), "--brokers", brokers,
+		"--grpc-addr", s.IngressGRPC, "--tenants", filepath.Join(root, "tenants.yaml")}, opts.IngressArgs...)...)
 
 	for _, u := range []string{s.ModelsimURL + "/healthz", s.EgressURL + "/readyz", s.IngressURL + "/readyz"} {
 		if err := WaitHTTP(ctx, u, opts.ReadyTimeout); err != nil {
