@@ -3,14 +3,19 @@ package ingress
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // health tracks whether the brokers answer. A prober (Run) pings them every
 // ProbeInterval; while they do not answer, requests get a 503 at once
 // instead of waiting for ProduceTimeout, and requests already waiting for
-// an acknowledgement are answered 503 when the probe fails.
+// an acknowledgement are answered 503 when the probe fails. A ping that
+// fails while produce acknowledgements keep arriving (a slow ping on a busy
+// machine) does not count: the brokers are evidently reachable.
 type health struct {
+	lastAck atomic.Int64 // unix nanoseconds of the latest produce acknowledgement
+
 	mu   sync.Mutex
 	up   bool
 	lost chan struct{} // closed when up turns false; replaced when it turns true
@@ -45,18 +50,22 @@ func (h *health) set(up bool) {
 	h.onChange(up)
 }
 
+// acked records a produce acknowledgement.
+func (h *health) acked(now time.Time) { h.lastAck.Store(now.UnixNano()) }
+
 // probe pings every interval until ctx is done.
 func (h *health) probe(ctx context.Context, interval, timeout time.Duration, ping func(context.Context) error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		start := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		err := ping(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		h.set(err == nil)
+		h.set(err == nil || h.lastAck.Load() >= start.UnixNano())
 		select {
 		case <-ctx.Done():
 			return

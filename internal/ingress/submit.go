@@ -229,7 +229,12 @@ func (in *Ingress) produce(ctx context.Context, req *pb.Request) (ack, *failure)
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.ProduceTimeout)
 	defer cancel()
 	done := make(chan error, 1)
-	in.client.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	in.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		if err == nil {
+			in.health.acked(time.Now())
+		}
+		done <- err
+	})
 	select {
 	case err = <-done:
 	case <-lost:
