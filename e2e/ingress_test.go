@@ -206,6 +206,20 @@ func TestDirectJSONRecord(t *testing.T) {
 	if data := waitAnswer(ctx, t, s.EgressURL, "order-42", id); !strings.Contains(data, `"order":"42"`) {
 		t.Errorf("answer %s lacks the record's metadata", data)
 	}
+	// docs/RECORDS.md's franz-go example: the request ID from the header.
+	rec = &kgo.Record{
+		Topic: "switchboard.requests.batch",
+		Key:   []byte("order-42"),
+		Value: []byte(`{"model":"sim","messages":[{"role":"user","content":"Summarise order 42"}],"metadata":{"order":"42"}}`),
+		Headers: []kgo.RecordHeader{
+			{Key: "content-type", Value: []byte("application/json")},
+			{Key: "request-id", Value: []byte("order-42-summary")},
+		},
+	}
+	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitAnswer(ctx, t, s.EgressURL, "order-42", "order-42-summary")
 }
 
 // TestAdmissionWithRouterStopped stops the only router-worker: lag grows,
