@@ -52,6 +52,8 @@ func benchIngress(b *testing.B, linger string, conns int) {
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	url := s.IngressURL + "/v1/conversations/%s/messages"
 	const body = `{"model":"sim","lane":"batch","messages":[{"role":"user","content":"a benchmark message of a typical short length, about one hundred bytes long"}]}`
+	var failMu sync.Mutex
+	failures := map[string]int{}
 	post := func(conv string) (int, error) {
 		req, _ := http.NewRequestWithContext(context.Background(), "POST", fmt.Sprintf(url, conv), strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -60,8 +62,13 @@ func benchIngress(b *testing.B, linger string, conns int) {
 		if err != nil {
 			return 0, err
 		}
-		io.Copy(io.Discard, resp.Body)
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			failMu.Lock()
+			failures[fmt.Sprintf("%d %.120s", resp.StatusCode, b)]++
+			failMu.Unlock()
+		}
 		return resp.StatusCode, nil
 	}
 	// Open every connection before measuring.
@@ -88,6 +95,11 @@ func benchIngress(b *testing.B, linger string, conns int) {
 				t0 := time.Now()
 				code, err := post("bench-" + strconv.FormatInt(i%5000, 10))
 				if err != nil || code != http.StatusAccepted {
+					if err != nil {
+						failMu.Lock()
+						failures[err.Error()]++
+						failMu.Unlock()
+					}
 					failed.Add(1)
 					continue
 				}
@@ -104,7 +116,7 @@ func benchIngress(b *testing.B, linger string, conns int) {
 		h.Merge(hh)
 	}
 	if f := failed.Load(); f > 0 {
-		b.Errorf("%d of %d requests failed", f, b.N)
+		b.Errorf("%d of %d requests failed: %v", f, b.N, failures)
 	}
 	n := float64(b.N)
 	b.ReportMetric(n/elapsed.Seconds(), "req/s")

@@ -155,7 +155,7 @@ func (g *grpcServer) SubmitStream(stream grpc.BidiStreamingServer[pb.SubmitStrea
 		var rc received
 		select {
 		case <-g.in.stop:
-			return status.Error(codes.Unavailable, errStopped.Error())
+			return status.Error(codes.Unavailable, "ingress is shutting down")
 		case rc = <-recv:
 		}
 		if rc.err != nil {
@@ -164,7 +164,7 @@ func (g *grpcServer) SubmitStream(stream grpc.BidiStreamingServer[pb.SubmitStrea
 		m := rc.req
 		select {
 		case <-g.in.stop:
-			return status.Error(codes.Unavailable, errStopped.Error())
+			return status.Error(codes.Unavailable, "ingress is shutting down")
 		case slots <- struct{}{}:
 		}
 		go func() {

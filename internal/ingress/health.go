@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,8 +12,9 @@ import (
 // ProbeInterval; while they do not answer, requests get a 503 at once
 // instead of waiting for ProduceTimeout, and requests already waiting for
 // an acknowledgement are answered 503 when the probe fails. A ping that
-// fails while produce acknowledgements keep arriving (a slow ping on a busy
-// machine) does not count: the brokers are evidently reachable.
+// fails while produce acknowledgements keep arriving does not count (the
+// brokers are evidently reachable), nor do fewer than slowPingsForDown
+// timeouts in a row (a busy machine answers pings late).
 type health struct {
 	lastAck atomic.Int64 // unix nanoseconds of the latest produce acknowledgement
 
@@ -53,10 +55,17 @@ func (h *health) set(up bool) {
 // acked records a produce acknowledgement.
 func (h *health) acked(now time.Time) { h.lastAck.Store(now.UnixNano()) }
 
+// slowPingsForDown is how many consecutive pings must time out (with no
+// acknowledgement meanwhile) before the brokers count as unreachable. A
+// refused or reset connection counts at once; a timeout may only mean this
+// machine is too busy to answer within the ping's timeout.
+const slowPingsForDown = 3
+
 // probe pings every interval until ctx is done.
 func (h *health) probe(ctx context.Context, interval, timeout time.Duration, ping func(context.Context) error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	slow := 0
 	for {
 		start := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, timeout)
@@ -65,7 +74,18 @@ func (h *health) probe(ctx context.Context, interval, timeout time.Duration, pin
 		if ctx.Err() != nil {
 			return
 		}
-		h.set(err == nil || h.lastAck.Load() >= start.UnixNano())
+		switch {
+		case err == nil || h.lastAck.Load() >= start.UnixNano():
+			slow = 0
+			h.set(true)
+		case errors.Is(err, context.DeadlineExceeded):
+			if slow++; slow >= slowPingsForDown {
+				h.set(false)
+			}
+		default:
+			slow = 0
+			h.set(false)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 func TestHealthProbe(t *testing.T) {
 	var changes []bool
 	h := newHealth(func(up bool) { changes = append(changes, up) })
-	var fail, ackDuring atomic.Bool
+	var fail, ackDuring, slowFail atomic.Bool
 	pings := make(chan struct{}, 100)
 	ping := func(context.Context) error {
 		defer func() { pings <- struct{}{} }()
@@ -22,7 +23,10 @@ func TestHealthProbe(t *testing.T) {
 			h.acked(time.Now())
 		}
 		if fail.Load() {
-			return errors.New("down")
+			if slowFail.Load() {
+				return context.DeadlineExceeded
+			}
+			return errors.New("connection refused")
 		}
 		return nil
 	}
@@ -40,6 +44,25 @@ func TestHealthProbe(t *testing.T) {
 	}
 	lost, up := h.watch()
 	waitPings(2)
+	// Timeouts alone, fewer than slowPingsForDown in a row: still up.
+	slowFail.Store(true)
+	fail.Store(true)
+	waitPings(1)
+	fail.Store(false)
+	waitPings(2)
+	if _, up := h.watch(); !up {
+		t.Fatal("marked down after a single slow ping")
+	}
+	// Many timeouts in a row: down; refused connections below.
+	fail.Store(true)
+	waitPings(slowPingsForDown + 2)
+	if _, up := h.watch(); up {
+		t.Fatalf("still up after %d slow pings", slowPingsForDown+1)
+	}
+	fail.Store(false)
+	waitPings(3)
+	lost, _ = h.watch()
+	slowFail.Store(false)
 	fail.Store(true)
 	ackDuring.Store(true)
 	waitPings(3)
@@ -63,7 +86,7 @@ func TestHealthProbe(t *testing.T) {
 	if _, up = h.watch(); !up {
 		t.Fatal("not up again after good pings")
 	}
-	if len(changes) != 2 || changes[0] || !changes[1] {
-		t.Errorf("changes = %v, want [false true]", changes)
+	if want := []bool{false, true, false, true}; !slices.Equal(changes, want) {
+		t.Errorf("changes = %v, want %v", changes, want)
 	}
 }

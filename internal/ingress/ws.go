@@ -3,7 +3,6 @@ package ingress
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"time"
 
@@ -159,6 +158,3 @@ func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.CloseNow()
 }
-
-// errStopped is returned by stream adapters when ingress shuts down.
-var errStopped = errors.New("ingress is shutting down")
