@@ -33,7 +33,7 @@ func (g *grpcServer) authenticate(ctx context.Context) (*tenant.Tenant, error) {
 	}
 	t, f := g.in.authenticate(header)
 	if f != nil {
-		g.in.metrics.rejected.WithLabelValues(f.code).Inc()
+		g.in.reject("grpc", f)
 		return nil, grpcStatus(f)
 	}
 	return t, nil

@@ -106,14 +106,14 @@ func (in *Ingress) authenticate(header string) (*tenant.Tenant, *failure) {
 func (in *Ingress) handleMessage(w http.ResponseWriter, r *http.Request) {
 	t, f := in.authenticate(r.Header.Get("Authorization"))
 	if f != nil {
-		in.metrics.rejected.WithLabelValues(f.code).Inc()
+		in.reject("http", f)
 		writeFailure(w, f)
 		return
 	}
 	s := submission{protocol: "http", tenant: t, conversationID: r.PathValue("conversation_id"),
 		idempotencyKey: r.Header.Get("Idempotency-Key")}
 	if f := readJSON(w, r, in.cfg.MaxBodyBytes, &s.body); f != nil {
-		in.metrics.rejected.WithLabelValues(f.code).Inc()
+		in.reject("http", f)
 		writeFailure(w, f)
 		return
 	}
@@ -128,18 +128,18 @@ func (in *Ingress) handleMessage(w http.ResponseWriter, r *http.Request) {
 func (in *Ingress) handleBatch(w http.ResponseWriter, r *http.Request) {
 	t, f := in.authenticate(r.Header.Get("Authorization"))
 	if f != nil {
-		in.metrics.rejected.WithLabelValues(f.code).Inc()
+		in.reject("http", f)
 		writeFailure(w, f)
 		return
 	}
 	var body batchBody
 	if f := readJSON(w, r, in.cfg.MaxBatchBytes, &body); f != nil {
-		in.metrics.rejected.WithLabelValues(f.code).Inc()
+		in.reject("http", f)
 		writeFailure(w, f)
 		return
 	}
 	if f := checkBatch(len(body.Requests), in.cfg.MaxBatchItems); f != nil {
-		in.metrics.rejected.WithLabelValues(f.code).Inc()
+		in.reject("http", f)
 		writeFailure(w, f)
 		return
 	}

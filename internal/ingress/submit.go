@@ -139,6 +139,13 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 	return req, nil
 }
 
+// reject counts a failure that stopped a request before submit (auth, body,
+// frame), as submit counts its own.
+func (in *Ingress) reject(protocol string, f *failure) {
+	in.metrics.rejected.WithLabelValues(f.code).Inc()
+	in.metrics.requests.WithLabelValues(protocol, "unknown", strconv.Itoa(f.status)).Inc()
+}
+
 // submit runs every check on s, produces its record and returns the ack
 // once the broker has acknowledged the record. It never returns an ack for
 // a record the broker did not acknowledge.

@@ -67,7 +67,7 @@ func decodeFrame(data []byte) (wsFrame, *failure) {
 func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
 	t, f := in.authenticate(r.Header.Get("Authorization"))
 	if f != nil {
-		in.metrics.rejected.WithLabelValues(f.code).Inc()
+		in.reject("ws", f)
 		writeFailure(w, f)
 		return
 	}
@@ -126,7 +126,7 @@ func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		fr, f := decodeFrame(data)
 		if f != nil {
-			in.metrics.rejected.WithLabelValues(f.code).Inc()
+			in.reject("ws", f)
 			fail(fr.ID, f)
 			continue
 		}
