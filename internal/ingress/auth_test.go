@@ -137,6 +137,15 @@ func TestIdempotencyKey(t *testing.T) {
 	if other.RequestID == first.RequestID {
 		t.Error("another tenant's same key got the same request ID")
 	}
+	// Another instance (its own memory) produces the repeat again, but under
+	// the same request ID, which readers drop as a duplicate.
+	in2 := newIngress(t, cluster, nil)
+	res, b := doWith(t, in2.Handler(), "POST", "/v1/conversations/idem/messages", "application/json", body,
+		map[string]string{"Authorization": "Bearer " + devKey, "Idempotency-Key": "order-42"})
+	var onOther ack
+	if json.Unmarshal(b, &onOther); res.StatusCode != http.StatusAccepted || onOther.RequestID != first.RequestID || onOther.Offset == first.Offset {
+		t.Errorf("on another instance: %d %s, want a new record with request ID %s", res.StatusCode, b, first.RequestID)
+	}
 	fresh := send("order-43", devKey)
 	if fresh.RequestID == first.RequestID || fresh.Offset == first.Offset && fresh.Partition == first.Partition {
 		t.Error("a new key did not produce a new record")
@@ -152,10 +161,10 @@ func TestIdempotencyKey(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	seen := 0
-	for n := 0; n < 3; {
+	for n := 0; n < 4; {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("read %d of 3 records", n)
+			t.Fatalf("read %d of 4 records", n)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			n++
@@ -164,8 +173,8 @@ func TestIdempotencyKey(t *testing.T) {
 			}
 		})
 	}
-	if seen != 1 {
-		t.Errorf("%d records with the key's request ID, want 1", seen)
+	if seen != 2 {
+		t.Errorf("%d records with the key's request ID, want 2 (one per instance)", seen)
 	}
 	if got := in.idem.len(); got != 3 {
 		t.Errorf("remembered keys = %d, want 3", got)

@@ -164,3 +164,50 @@ func TestGRPCReflection(t *testing.T) {
 	}
 	s.CloseSend()
 }
+
+// TestGRPCStreamShutdown: a stop answers the stream's submits in flight,
+// then ends the stream with UNAVAILABLE, and Run returns.
+func TestGRPCStreamShutdown(t *testing.T) {
+	in := newIngress(t, newCluster(t), func(c *Config) { c.Addr = freeAddr(t); c.GRPCAddr = freeAddr(t) })
+	r := runIngress(t, in)
+	cc, err := grpc.NewClient(r.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	stream, err := pb.NewIngressClient(cc).SubmitStream(withKey(ctx, devKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		stream.Send(&pb.SubmitStreamRequest{CorrelationId: fmt.Sprint(i), Request: &pb.SubmitRequest{
+			ConversationId: "c", Model: "sim", Messages: []*pb.Message{{Role: "user", Content: "hi"}}}})
+	}
+	if m, err := stream.Recv(); err != nil || m.GetAck() == nil {
+		t.Fatalf("first answer: %v %v", m, err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	answers := 1
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("stream ended with %v, want UNAVAILABLE", err)
+			}
+			break
+		}
+		if m.GetAck() == nil {
+			t.Errorf("answer during shutdown: %v", m)
+		}
+		answers++
+	}
+	if answers > 10 {
+		t.Errorf("%d answers to 10 requests", answers)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
