@@ -47,7 +47,7 @@ tenants:
 	return s
 }
 
-func newIngress(t *testing.T, cluster *kfake.Cluster, mod func(*Config)) *Ingress {
+func newIngress(t testing.TB, cluster *kfake.Cluster, mod func(*Config)) *Ingress {
 	t.Helper()
 	spec, err := topicspec.Load("")
 	if err != nil {
@@ -72,7 +72,7 @@ func newIngress(t *testing.T, cluster *kfake.Cluster, mod func(*Config)) *Ingres
 	return in
 }
 
-func newCluster(t *testing.T) *kfake.Cluster {
+func newCluster(t testing.TB) *kfake.Cluster {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1),
 		kfake.SeedTopics(12, "switchboard.requests.interactive", "switchboard.requests.batch"))
