@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 )
@@ -115,8 +116,13 @@ func (a *admission) run(ctx context.Context, adm *kadm.Client) {
 		if err == nil {
 			if l, ok := lags[a.cfg.Group]; ok {
 				err = l.Error()
-				if err == nil {
+				switch {
+				case err == nil:
 					a.observe(time.Now(), l.Lag)
+				case errors.Is(err, kerr.GroupIDNotFound):
+					// No worker has joined yet: nothing is behind.
+					err = nil
+					a.observe(time.Now(), nil)
 				}
 			}
 		}
@@ -135,7 +141,8 @@ func (a *admission) run(ctx context.Context, adm *kadm.Client) {
 	}
 }
 
-// observe takes one lag reading and updates each lane's state.
+// observe takes one lag reading (nil: the group does not exist) and
+// updates each lane's state.
 func (a *admission) observe(now time.Time, gl kadm.GroupLag) {
 	lag := map[string]int64{}
 	commits := map[string]int64{}
@@ -168,6 +175,9 @@ func (a *admission) observe(now time.Time, gl kadm.GroupLag) {
 		}
 	}
 	a.lastRead = now
+	if gl == nil {
+		a.lastRead = time.Time{} // no group: the next reading starts the rate afresh
+	}
 	a.commitSum = commits
 	a.lag = lag
 	for _, lane := range []string{envelope.LaneInteractive, envelope.LaneBatch} {
