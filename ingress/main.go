@@ -1,9 +1,11 @@
-// Command ingress accepts requests over HTTP and produces them to Kafka.
+// Command ingress accepts requests over HTTP, WebSocket and gRPC and
+// produces them to Kafka.
 // See README.md for the API and docs/ARCHITECTURE.md for how it fits.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/ingress"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
 
@@ -23,26 +26,53 @@ func main() {
 	topicsFile := flag.String("topics-file", "", "topics.yaml to use (default: the one built in)")
 	prefix := flag.String("topic-prefix", "", "topic name prefix (default: the topics file's)")
 	provision := flag.Bool("provision-topics", false, "create or grow the topics from the topics file at start")
-	maxBody := flag.Int64("max-body-bytes", 1<<20, "largest accepted request body")
-	produceTimeout := flag.Duration("produce-timeout", 10*time.Second, "how long a request waits for Kafka's acknowledgement before a 503")
+	grpcAddr := flag.String("grpc-addr", "127.0.0.1:8083", "gRPC listen address (empty: no gRPC)")
+	tenantsFile := flag.String("tenants", "", "tenants file mapping API key digests to tenants (required; see tenants.yaml)")
+	maxBody := flag.Int64("max-body-bytes", 1<<20, "largest accepted request body, WebSocket frame or gRPC message")
+	maxBatch := flag.Int("max-batch-items", 100, "most requests in one POST /v1/messages:batch")
+	maxInFlight := flag.Int("max-in-flight", 10000, "most requests being produced at once (beyond: 503)")
+	idemWindow := flag.Duration("idempotency-window", 10*time.Minute, "how long an Idempotency-Key is remembered")
+	produceTimeout := flag.Duration("produce-timeout", 5*time.Second, "how long a request waits for Kafka's acknowledgement before a 503")
+	linger := flag.Duration("produce-linger", 0, "producer linger (0: send at once; batches still form while requests are in flight)")
+	noAdmission := flag.Bool("no-admission", false, "turn off lag-driven admission")
+	group := flag.String("router-group", "switchboard-router", "router-worker consumer group whose lag drives admission")
+	batchHigh := flag.Int64("batch-lag-high", 20000, "total lag (records) above which batch requests are rejected")
+	batchLow := flag.Int64("batch-lag-low", 10000, "total lag below which batch requests are admitted again")
+	interHigh := flag.Int64("interactive-lag-high", 50000, "interactive lag above which interactive requests are rejected")
+	interLow := flag.Int64("interactive-lag-low", 25000, "interactive lag below which interactive requests are admitted again")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 
-	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, ingress.Config{
-		Addr:           *addr,
-		Kafka:          kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-ingress"},
-		MaxBodyBytes:   *maxBody,
-		ProduceTimeout: *produceTimeout,
+	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *tenantsFile, *provision, ingress.Config{
+		Addr:              *addr,
+		GRPCAddr:          *grpcAddr,
+		Kafka:             kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-ingress"},
+		MaxBodyBytes:      *maxBody,
+		MaxBatchItems:     *maxBatch,
+		MaxInFlight:       *maxInFlight,
+		IdempotencyWindow: *idemWindow,
+		ProduceTimeout:    *produceTimeout,
+		ProduceLinger:     *linger,
+		Admission: ingress.AdmissionConfig{
+			Disabled: *noAdmission, Group: *group,
+			BatchHigh: *batchHigh, BatchLow: *batchLow, InteractiveHigh: *interHigh, InteractiveLow: *interLow,
+		},
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "ingress:", err)
 		os.Exit(1)
 	}
 }
 
-func run(logFormat, logLevel, topicsFile, prefix string, provision bool, cfg ingress.Config) error {
+func run(logFormat, logLevel, topicsFile, prefix, tenantsFile string, provision bool, cfg ingress.Config) error {
 	logger, err := telemetry.NewLogger(os.Stderr, logFormat, logLevel)
 	if err != nil {
+		return err
+	}
+	if tenantsFile == "" {
+		return errors.New("--tenants is required: a file of API key digests (the local stack uses tenants.yaml)")
+	}
+	if cfg.Tenants, err = tenant.Load(tenantsFile); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -9,6 +9,7 @@ set -euo pipefail
 BIN=${BIN:-bin}
 DATA_DIR=${DATA_DIR:-data}
 INGRESS_PORT=${INGRESS_PORT:-8080}
+INGRESS_GRPC_PORT=${INGRESS_GRPC_PORT:-8083}
 EGRESS_PORT=${EGRESS_PORT:-8081}
 ROUTER_PORT=${ROUTER_PORT:-8082}
 MODELSIM_PORT=${MODELSIM_PORT:-8090}
@@ -18,6 +19,7 @@ MODELSIM_JITTER=${MODELSIM_JITTER:-20ms}
 MODELSIM_LONG_TAIL_FRACTION=${MODELSIM_LONG_TAIL_FRACTION:-0}
 MODELSIM_LONG_TAIL_LATENCY=${MODELSIM_LONG_TAIL_LATENCY:-1500ms}
 BACKENDS_FILE=${BACKENDS_FILE:-backends.yaml}
+TENANTS_FILE=${TENANTS_FILE:-tenants.yaml}
 LOG_FORMAT=${LOG_FORMAT:-text}
 LOG_LEVEL=${LOG_LEVEL:-info}
 
@@ -79,7 +81,8 @@ start modelsim "$BIN/modelsim" --addr "127.0.0.1:$MODELSIM_PORT" --latency "$MOD
 start router "$BIN/router-worker" --addr "127.0.0.1:$ROUTER_PORT" --backends "$BACKENDS_FILE" \
   --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
 start egress "$BIN/egress" --addr "127.0.0.1:$EGRESS_PORT" --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
-start ingress "$BIN/ingress" --addr "127.0.0.1:$INGRESS_PORT" --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
+start ingress "$BIN/ingress" --addr "127.0.0.1:$INGRESS_PORT" --grpc-addr "127.0.0.1:$INGRESS_GRPC_PORT" \
+  --tenants "$TENANTS_FILE" --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
 
 wait_for modelsim curl -fsS "http://127.0.0.1:$MODELSIM_PORT/healthz"
 wait_for router-worker curl -fsS "http://127.0.0.1:$ROUTER_PORT/readyz"
@@ -88,12 +91,12 @@ wait_for ingress curl -fsS "http://127.0.0.1:$INGRESS_PORT/readyz"
 
 cat <<MSG
 
-[run] Switchboard is up: ingress :$INGRESS_PORT, egress :$EGRESS_PORT, router-worker metrics :$ROUTER_PORT,
+[run] Switchboard is up: ingress :$INGRESS_PORT (gRPC :$INGRESS_GRPC_PORT), egress :$EGRESS_PORT, router-worker metrics :$ROUTER_PORT,
 [run] modelsim :$MODELSIM_PORT (model "sim", ${MODELSIM_LATENCY}), Kafka (devbroker) $brokers, data in $DATA_DIR/.
-[run] Send a first message:
+[run] Send a first message (sk-switchboard-dev is the development key of $TENANTS_FILE):
 
   curl -sS -X POST localhost:$INGRESS_PORT/v1/conversations/demo/messages \\
-    -H 'Content-Type: application/json' \\
+    -H 'Authorization: Bearer sk-switchboard-dev' -H 'Content-Type: application/json' \\
     -d '{"model":"sim","stream":true,"messages":[{"role":"user","content":"Hello, Switchboard!"}]}'
 
 [run] and watch its answer stream in (the last 5 minutes are replayed, then it follows live):

@@ -10,6 +10,10 @@ import (
 	"time"
 )
 
+// DevKey is the API key of the development tenant in the repository's
+// tenants.yaml, which every stack's ingress uses.
+const DevKey = "sk-switchboard-dev"
+
 // StackOptions shape a local stack.
 type StackOptions struct {
 	// ModelLatency is modelsim's base latency. Default 5ms.
@@ -20,6 +24,8 @@ type StackOptions struct {
 	ModelJitter time.Duration
 	// RouterArgs are extra flags for every router-worker.
 	RouterArgs []string
+	// IngressArgs are extra flags for ingress.
+	IngressArgs []string
 	// ReadyTimeout bounds each service's start. Default 60s.
 	ReadyTimeout time.Duration
 }
@@ -30,6 +36,7 @@ type Stack struct {
 	Dir         string
 	Brokers     string
 	IngressURL  string
+	IngressGRPC string // host:port of ingress's gRPC listener
 	EgressURL   string
 	ModelsimURL string
 	Devbroker   *Proc
@@ -92,8 +99,14 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	egPort, inPort := FreePort(t), FreePort(t)
 	s.EgressURL = fmt.Sprintf("http://127.0.0.1:%d", egPort)
 	s.IngressURL = fmt.Sprintf("http://127.0.0.1:%d", inPort)
+	s.IngressGRPC = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Egress = Start(t, "egress", bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", egPort), "--brokers", brokers)
-	s.Ingress = Start(t, "ingress", bin["ingress"], "--addr", fmt.Sprintf("127.0.0.1:%d", inPort), "--brokers", brokers)
+	s.Ingress = Start(t, "ingress", bin["ingress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", inPort), "--brokers", brokers,
+		"--grpc-addr", s.IngressGRPC, "--tenants", filepath.Join(root, "tenants.yaml")}, opts.IngressArgs...)...)
 
 	for _, u := range []string{s.ModelsimURL + "/healthz", s.EgressURL + "/readyz", s.IngressURL + "/readyz"} {
 		if err := WaitHTTP(ctx, u, opts.ReadyTimeout); err != nil {

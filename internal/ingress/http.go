@@ -1,25 +1,21 @@
 package ingress
 
 import (
-	"context"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
-	"strconv"
-	"time"
+	"sync"
+	"unicode/utf8"
 
-	"github.com/google/uuid"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/switchboard-llm/switchboard/internal/envelope"
-	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 )
 
-// messageBody is the JSON body of POST /v1/conversations/{id}/messages.
+// messageBody is the JSON body of POST /v1/conversations/{id}/messages, and
+// the request part of a batch item and of a WebSocket submit frame.
 type messageBody struct {
 	Model       string            `json:"model"`
 	Messages    []messageJSON     `json:"messages"`
@@ -35,6 +31,34 @@ type messageBody struct {
 type messageJSON struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+}
+
+// batchBody is the body of POST /v1/messages:batch.
+type batchBody struct {
+	Requests []batchItem `json:"requests"`
+}
+
+// batchItem is one request of a batch: a message body with its
+// conversation and, optionally, its own idempotency key.
+type batchItem struct {
+	ConversationID string `json:"conversation_id"`
+	IdempotencyKey string `json:"idempotency_key"`
+	messageBody
+}
+
+// batchResult answers one batch item: its ack, or its error and the status
+// it would have had alone.
+type batchResult struct {
+	Ack          *ack      `json:"ack,omitempty"`
+	Error        *apiError `json:"error,omitempty"`
+	Status       int       `json:"status"`
+	RetryAfterMS int64     `json:"retry_after_ms,omitempty"`
+}
+
+type batchAnswer struct {
+	Accepted int           `json:"accepted"`
+	Failed   int           `json:"failed"`
+	Results  []batchResult `json:"results"`
 }
 
 // ack is the 202 answer: where the request now lives in Kafka.
@@ -58,126 +82,137 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, status int, e apiError) {
-	writeJSON(w, status, map[string]apiError{"error": e})
+func writeFailure(w http.ResponseWriter, f *failure) {
+	if f.retryAfter > 0 {
+		w.Header().Set("Retry-After", f.retryAfterSeconds())
+	}
+	if f.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
+	}
+	writeJSON(w, f.status, map[string]apiError{"error": f.apiError()})
+}
+
+// authenticate finds the tenant of the request's bearer token.
+func (in *Ingress) authenticate(header string) (*tenant.Tenant, *failure) {
+	t, err := in.cfg.Tenants.Authenticate(tenant.BearerToken(header))
+	switch {
+	case errors.Is(err, tenant.ErrNoKey):
+		return nil, &failure{status: http.StatusUnauthorized, code: "unauthenticated", message: "send an API key as Authorization: Bearer KEY"}
+	case err != nil:
+		return nil, &failure{status: http.StatusUnauthorized, code: "invalid_api_key", message: "the API key is not valid"}
+	}
+	return t, nil
 }
 
 func (in *Ingress) handleMessage(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	lane := "unknown"
-	status := http.StatusAccepted
-	defer func() {
-		in.metrics.requests.WithLabelValues(lane, strconv.Itoa(status)).Inc()
-		in.metrics.latency.WithLabelValues(lane).Observe(time.Since(start).Seconds())
-	}()
-	fail := func(code int, e apiError) {
-		status = code
-		writeError(w, code, e)
+	t, f := in.authenticate(r.Header.Get("Authorization"))
+	if f != nil {
+		in.reject("http", f)
+		writeFailure(w, f)
+		return
 	}
+	s := submission{protocol: "http", tenant: t, conversationID: r.PathValue("conversation_id"),
+		idempotencyKey: r.Header.Get("Idempotency-Key")}
+	if f := readJSON(w, r, in.cfg.MaxBodyBytes, &s.body); f != nil {
+		in.reject("http", f)
+		writeFailure(w, f)
+		return
+	}
+	a, f := in.submit(r.Context(), s)
+	if f != nil {
+		writeFailure(w, f)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, a)
+}
 
-	req, ferr := in.parseMessage(w, r)
-	if ferr != nil {
-		fail(ferr.status, ferr.apiError)
+func (in *Ingress) handleBatch(w http.ResponseWriter, r *http.Request) {
+	t, f := in.authenticate(r.Header.Get("Authorization"))
+	if f != nil {
+		in.reject("http", f)
+		writeFailure(w, f)
 		return
 	}
-	lane = req.GetLane()
-	rec, err := envelope.EncodeRequest(in.topics[lane], req)
-	if err != nil {
-		fail(http.StatusInternalServerError, apiError{Code: "internal", Message: err.Error()})
+	var body batchBody
+	if f := readJSON(w, r, in.cfg.MaxBatchBytes, &body); f != nil {
+		in.reject("http", f)
+		writeFailure(w, f)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), in.cfg.ProduceTimeout)
-	defer cancel()
-	res := in.client.ProduceSync(ctx, rec)
-	if err := res.FirstErr(); err != nil {
-		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
-			fail(http.StatusRequestEntityTooLarge, apiError{Code: "body_too_large", Message: "the request is larger than its topic accepts"})
-			return
+	if f := checkBatch(len(body.Requests), in.cfg.MaxBatchItems); f != nil {
+		in.reject("http", f)
+		writeFailure(w, f)
+		return
+	}
+	answer := batchAnswer{Results: make([]batchResult, len(body.Requests))}
+	var wg sync.WaitGroup
+	for i, item := range body.Requests {
+		wg.Go(func() {
+			a, f := in.submit(r.Context(), submission{protocol: "http", tenant: t, conversationID: item.ConversationID,
+				idempotencyKey: item.IdempotencyKey, body: item.messageBody})
+			if f != nil {
+				e := f.apiError()
+				answer.Results[i] = batchResult{Error: &e, Status: f.status, RetryAfterMS: f.retryAfter.Milliseconds()}
+				return
+			}
+			answer.Results[i] = batchResult{Ack: &a, Status: http.StatusAccepted}
+		})
+	}
+	wg.Wait()
+	for _, res := range answer.Results {
+		if res.Ack != nil {
+			answer.Accepted++
+		} else {
+			answer.Failed++
 		}
-		in.log.Warn("produce failed", "conversation_id", req.GetConversationId(), "request_id", req.GetRequestId(), "err", err)
-		w.Header().Set("Retry-After", "1")
-		fail(http.StatusServiceUnavailable, apiError{Code: "unavailable",
-			Message: "Kafka did not acknowledge the request in time; it was not accepted, though it may still have been stored: a retry can be answered twice"})
-		return
 	}
-	writeJSON(w, http.StatusAccepted, ack{
-		RequestID:      req.GetRequestId(),
-		ConversationID: req.GetConversationId(),
-		Lane:           lane,
-		Partition:      rec.Partition,
-		Offset:         rec.Offset,
-	})
+	writeJSON(w, http.StatusOK, answer)
 }
 
-type requestError struct {
-	status int
-	apiError
+func checkBatch(n, maxItems int) *failure {
+	if n == 0 {
+		return badRequest("requests", "must hold at least one request")
+	}
+	if n > maxItems {
+		return badRequest("requests", "holds %d requests; at most %d are allowed", n, maxItems)
+	}
+	return nil
 }
 
-// parseMessage reads and validates the body into a Request.
-func (in *Ingress) parseMessage(w http.ResponseWriter, r *http.Request) (*pb.Request, *requestError) {
-	conv := r.PathValue("conversation_id")
-	if !envelope.ValidConversationID(conv) {
-		return nil, &requestError{http.StatusBadRequest, apiError{Code: "invalid_request", Field: "conversation_id",
-			Message: fmt.Sprintf("conversation_id must be 1 to %d characters of letters, digits and ._:-", envelope.MaxConversationIDLen)}}
-	}
+// readJSON reads r's body, at most limit bytes, into v (415, 413, 400).
+func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *failure {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return nil, &requestError{http.StatusUnsupportedMediaType, apiError{Code: "unsupported_media_type", Message: "the body must be application/json"}}
+			return &failure{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", message: "the body must be application/json"}
 		}
 	}
-	var body messageBody
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, in.cfg.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, &requestError{http.StatusRequestEntityTooLarge, apiError{Code: "body_too_large",
-				Message: fmt.Sprintf("the body is larger than %d bytes", in.cfg.MaxBodyBytes)}}
+			return &failure{status: http.StatusRequestEntityTooLarge, code: "body_too_large",
+				message: fmt.Sprintf("the body is larger than %d bytes", limit)}
 		}
-		return nil, &requestError{http.StatusBadRequest, apiError{Code: "invalid_json", Message: jsonMessage(err)}}
+		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "reading the body: " + err.Error()}
 	}
-	if dec.More() {
-		return nil, &requestError{http.StatusBadRequest, apiError{Code: "invalid_json", Message: "the body must hold one JSON object"}}
+	return decodeJSON(b, v)
+}
+
+// decodeJSON decodes exactly one JSON object from b into v, strictly: valid
+// UTF-8, no unknown fields, nothing after the object.
+func decodeJSON(b []byte, v any) *failure {
+	if !utf8.Valid(b) {
+		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body is not valid UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: jsonMessage(err)}
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, &requestError{http.StatusBadRequest, apiError{Code: "invalid_json", Message: "unexpected data after the JSON object"}}
+		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body must hold one JSON object and nothing after it"}
 	}
-	if body.Lane == "" {
-		body.Lane = envelope.LaneInteractive
-	}
-	if body.TimeoutMS < 0 {
-		return nil, &requestError{http.StatusBadRequest, apiError{Code: "invalid_request", Field: "timeout_ms", Message: "must not be negative"}}
-	}
-	now := time.Now()
-	req := &pb.Request{
-		RequestId:      uuid.Must(uuid.NewV7()).String(),
-		ConversationId: conv,
-		Tenant:         "default",
-		Lane:           body.Lane,
-		Model:          body.Model,
-		Stream:         body.Stream,
-		MaxTokens:      body.MaxTokens,
-		Temperature:    body.Temperature,
-		Metadata:       body.Metadata,
-		WebhookUrl:     body.WebhookURL,
-		AcceptedAt:     timestamppb.New(now),
-	}
-	if body.TimeoutMS > 0 {
-		req.Deadline = timestamppb.New(now.Add(time.Duration(body.TimeoutMS) * time.Millisecond))
-	}
-	for _, m := range body.Messages {
-		req.Messages = append(req.Messages, &pb.Message{Role: m.Role, Content: m.Content})
-	}
-	if err := envelope.Validate(req); err != nil {
-		e := apiError{Code: "invalid_request", Message: err.Error()}
-		var fe *envelope.FieldError
-		if errors.As(err, &fe) {
-			e.Field = fe.Field
-		}
-		return nil, &requestError{http.StatusBadRequest, e}
-	}
-	return req, nil
+	return nil
 }
 
 // jsonMessage turns a decoding error into a message that names the field.

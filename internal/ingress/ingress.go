@@ -1,7 +1,11 @@
 // Package ingress is the front door of the pipeline: it takes requests over
-// HTTP, validates them, and produces them as records keyed by conversation ID
-// to their lane's requests topic. It answers only after the broker has
-// acknowledged the record, so an acknowledged request is never lost.
+// HTTP (single and batch), WebSocket and gRPC, authenticates them against
+// the tenants file, applies the tenant's permissions and rate limits, the
+// Idempotency-Key rules and lag-driven admission, and produces each one as
+// a record keyed by conversation ID to its lane's requests topic. All three
+// protocols go through one adapter core (submit), so they check the same
+// things and produce the same record. A request is answered only after the
+// broker acknowledged its record, so an acknowledged request is never lost.
 package ingress
 
 import (
@@ -11,32 +15,69 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
-// Config configures an ingress. The zero value of every field but Topics is
-// a working default.
+// Config configures an ingress. The zero value of every field but Topics
+// and Tenants is a working default.
 type Config struct {
-	// Addr is the HTTP listen address. Default 127.0.0.1:8080.
+	// Addr is the HTTP (and WebSocket) listen address. Default 127.0.0.1:8080.
 	Addr string
+	// GRPCAddr is the gRPC listen address; empty means no gRPC listener.
+	GRPCAddr string
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
 	Topics *topicspec.Spec
-	// MaxBodyBytes bounds a request body. Default 1 MiB.
+	// Tenants maps API keys to tenants. Required.
+	Tenants *tenant.Set
+	// MaxBodyBytes bounds a request body and a WebSocket or gRPC message.
+	// Default 1 MiB.
 	MaxBodyBytes int64
+	// MaxBatchBytes bounds the body of a batch. Default 8 MiB.
+	MaxBatchBytes int64
+	// MaxBatchItems bounds the requests of a batch. Default 100.
+	MaxBatchItems int
+	// MaxInFlight bounds the requests being produced at once, over every
+	// protocol; beyond it requests get 503. Default 10000.
+	MaxInFlight int
+	// WSMaxInFlight bounds the submits in flight on one WebSocket or gRPC
+	// stream; beyond it the socket is not read. Default 256.
+	WSMaxInFlight int
+	// IdempotencyWindow is how long an Idempotency-Key is remembered.
+	// Default 10m.
+	IdempotencyWindow time.Duration
+	// IdempotencyMaxKeys bounds the remembered keys; the oldest go first.
+	// Default 200000.
+	IdempotencyMaxKeys int
 	// ProduceTimeout bounds how long a request waits for the broker's
-	// acknowledgement before it is answered 503. Default 10s.
+	// acknowledgement before it is answered 503. Default 5s.
 	ProduceTimeout time.Duration
+	// ProduceLinger is the producer's linger. Default 0 (see
+	// docs/BENCHMARKS.md: batches form while requests are in flight).
+	ProduceLinger time.Duration
+	// ProbeInterval is how often the brokers are pinged; while they do not
+	// answer, requests get 503 at once, and requests waiting for an
+	// acknowledgement get 503 when a ping fails. Default 250ms; a ping
+	// times out after twice the interval (at most 1s).
+	ProbeInterval time.Duration
+	// Admission configures lag-driven admission.
+	Admission AdmissionConfig
 	// ShutdownGrace bounds how long open requests may finish after a stop.
 	// Default 10s.
 	ShutdownGrace time.Duration
@@ -44,6 +85,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
 	Registry *prometheus.Registry
+	// Now is the clock of the rate limits and the idempotency window.
+	// Default time.Now.
+	Now func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -53,8 +97,29 @@ func (c *Config) setDefaults() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = 8 << 20
+	}
+	if c.MaxBatchItems == 0 {
+		c.MaxBatchItems = 100
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 10000
+	}
+	if c.WSMaxInFlight == 0 {
+		c.WSMaxInFlight = 256
+	}
+	if c.IdempotencyWindow == 0 {
+		c.IdempotencyWindow = 10 * time.Minute
+	}
+	if c.IdempotencyMaxKeys == 0 {
+		c.IdempotencyMaxKeys = 200000
+	}
 	if c.ProduceTimeout == 0 {
-		c.ProduceTimeout = 10 * time.Second
+		c.ProduceTimeout = 5 * time.Second
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = 250 * time.Millisecond
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
@@ -65,6 +130,10 @@ func (c *Config) setDefaults() {
 	if c.Registry == nil {
 		c.Registry = telemetry.NewRegistry()
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.Admission.setDefaults()
 }
 
 // Validate reports the first configuration error.
@@ -72,20 +141,38 @@ func (c *Config) Validate() error {
 	if c.Topics == nil {
 		return errors.New("ingress: topics spec is required")
 	}
-	if c.MaxBodyBytes < 0 || c.ProduceTimeout < 0 || c.ShutdownGrace < 0 {
+	if c.Tenants == nil {
+		return errors.New("ingress: tenants are required")
+	}
+	if c.MaxBodyBytes < 0 || c.MaxBatchBytes < 0 || c.MaxBatchItems < 0 || c.MaxInFlight < 0 || c.WSMaxInFlight < 0 ||
+		c.IdempotencyWindow < 0 || c.IdempotencyMaxKeys < 0 || c.ProduceTimeout < 0 || c.ProduceLinger < 0 ||
+		c.ProbeInterval < 0 || c.ShutdownGrace < 0 {
 		return errors.New("ingress: limits and timeouts must not be negative")
+	}
+	if err := c.Admission.validate(); err != nil {
+		return err
 	}
 	return c.Kafka.Validate()
 }
 
 // Ingress accepts requests and produces them to Kafka.
 type Ingress struct {
-	cfg     Config
-	log     *slog.Logger
-	client  *kgo.Client
-	topics  map[string]string // lane -> topic
-	metrics *metrics
-	handler http.Handler
+	cfg       Config
+	log       *slog.Logger
+	client    *kgo.Client
+	topics    map[string]string // lane -> topic
+	metrics   *metrics
+	handler   http.Handler
+	grpc      *grpc.Server
+	limits    *limits
+	idem      *idempotency
+	inFlight  semaphore
+	health    *health
+	admission *admission // nil when disabled
+
+	stop     chan struct{} // closed when Run's context ends: stream adapters wind down
+	stopOnce sync.Once
+	wsConns  handlers // WebSocket handlers (hijacked: the HTTP server does not wait for them)
 }
 
 // New validates cfg and connects a producer; it does not wait for the
@@ -95,10 +182,12 @@ func New(cfg Config) (*Ingress, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// The producer is idempotent (franz-go's default) with acks=all, so a
+	// retried produce never duplicates a record in its partition.
 	opts := append(cfg.Kafka.Opts(cfg.Logger),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(max(cfg.ProduceTimeout, time.Second)), // kgo's floor is 1s
-		kgo.ProducerLinger(0),
+		kgo.ProducerLinger(cfg.ProduceLinger),
 	)
 	if n := cfg.Topics.MaxMessageBytes(topicspec.RequestsInteractive, topicspec.RequestsBatch); n > 0 {
 		opts = append(opts, kgo.ProducerBatchMaxBytes(n))
@@ -115,34 +204,179 @@ func New(cfg Config) (*Ingress, error) {
 			envelope.LaneInteractive: cfg.Topics.Name(topicspec.RequestsInteractive),
 			envelope.LaneBatch:       cfg.Topics.Name(topicspec.RequestsBatch),
 		},
-		metrics: newMetrics(cfg.Registry),
+		limits:   newLimits(cfg.Now),
+		idem:     newIdempotency(cfg.IdempotencyWindow, cfg.IdempotencyMaxKeys, cfg.Now),
+		inFlight: make(semaphore, cfg.MaxInFlight),
+		stop:     make(chan struct{}),
+	}
+	in.metrics = newMetrics(cfg.Registry, func() float64 { return float64(len(in.inFlight)) })
+	in.health = newHealth(func(up bool) {
+		if up {
+			in.metrics.brokerReachable.Set(1)
+			in.log.Info("kafka reachable again")
+		} else {
+			in.metrics.brokerReachable.Set(0)
+			in.log.Warn("kafka unreachable: answering 503 until it is back")
+		}
+	})
+	if !cfg.Admission.Disabled {
+		in.admission = newAdmission(cfg.Admission, in.topics, in.log, in.metrics)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/conversations/{conversation_id}/messages", in.handleMessage)
+	for _, rt := range in.routes() {
+		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
+	}
 	telemetry.Mount(mux, cfg.Registry, in.ready)
 	in.handler = mux
+	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)))
+	pb.RegisterIngressServer(in.grpc, &grpcServer{in: in})
+	reflection.Register(in.grpc)
 	return in, nil
+}
+
+// route is one endpoint of the HTTP API; the OpenAPI document's test
+// compares its paths with these.
+type route struct {
+	method, path string
+	handler      http.HandlerFunc
+}
+
+func (in *Ingress) routes() []route {
+	return []route{
+		{"POST", "/v1/conversations/{conversation_id}/messages", in.handleMessage},
+		{"POST", "/v1/messages:batch", in.handleBatch},
+		{"GET", "/v1/ws", in.handleWS},
+		{"GET", "/openapi.json", serveOpenAPI},
+	}
 }
 
 // Handler returns the HTTP API, for tests that serve it themselves.
 func (in *Ingress) Handler() http.Handler { return in.handler }
 
-// Run serves the API on cfg.Addr until ctx is done, then stops accepting,
-// lets open requests finish (their records are flushed), and closes the
-// producer.
+// Run serves the HTTP API on cfg.Addr and gRPC on cfg.GRPCAddr, probes the
+// brokers and reads the consumer lag, until ctx is done. Then it stops
+// accepting (new connections, WebSocket and gRPC stream submits), lets the
+// requests in flight finish within ShutdownGrace, flushes the producer and
+// closes it.
 func (in *Ingress) Run(ctx context.Context) error {
 	defer in.client.Close()
 	ln, err := net.Listen("tcp", in.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("ingress: listen: %w", err)
 	}
+	var gln net.Listener
+	if in.cfg.GRPCAddr != "" {
+		if gln, err = net.Listen("tcp", in.cfg.GRPCAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("ingress: listen grpc: %w", err)
+		}
+	}
+	bg, stopBg := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		in.health.probe(bg, in.cfg.ProbeInterval, min(2*in.cfg.ProbeInterval, time.Second), in.client.Ping)
+	})
+	if in.admission != nil {
+		adm := kadm.NewClient(in.client)
+		wg.Go(func() { in.admission.run(bg, adm) })
+	}
+	grpcErr := make(chan error, 1)
+	if gln != nil {
+		in.log.Info("grpc listening", "addr", gln.Addr().String())
+		go func() { grpcErr <- in.grpc.Serve(gln) }()
+	}
+	runDone := make(chan struct{})
+	defer close(runDone)
+	go func() {
+		select {
+		case <-ctx.Done():
+			in.stopOnce.Do(func() { close(in.stop) })
+		case <-runDone:
+		}
+	}()
+
 	err = httpserve.Run(ctx, ln, in.handler, in.cfg.ShutdownGrace, in.log)
+	in.stopOnce.Do(func() { close(in.stop) })
+	if gln != nil {
+		in.stopGRPC()
+		if gerr := <-grpcErr; gerr != nil && err == nil {
+			err = fmt.Errorf("ingress: grpc serve: %w", gerr)
+		}
+	}
+	in.waitWS()
+	stopBg()
+	wg.Wait()
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.ShutdownGrace)
 	defer cancel()
 	if ferr := in.client.Flush(fctx); ferr != nil && err == nil {
 		err = fmt.Errorf("ingress: flush: %w", ferr)
 	}
 	return err
+}
+
+// stopGRPC stops the gRPC server gracefully within ShutdownGrace.
+func (in *Ingress) stopGRPC() {
+	done := make(chan struct{})
+	go func() { in.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(in.cfg.ShutdownGrace):
+		in.grpc.Stop()
+		<-done
+	}
+}
+
+// waitWS waits, within ShutdownGrace, for WebSocket handlers to answer
+// what they have in flight and close.
+func (in *Ingress) waitWS() {
+	select {
+	case <-in.wsConns.close():
+	case <-time.After(in.cfg.ShutdownGrace):
+		in.log.Warn("websocket connections still open after the shutdown grace")
+	}
+}
+
+// handlers counts running handlers and, once closed, refuses new ones;
+// unlike a WaitGroup, adding may race with waiting.
+type handlers struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	idle    chan struct{} // closed when closing and n == 0
+}
+
+// add registers a handler; false means ingress is stopping.
+func (h *handlers) add() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.n++
+	return true
+}
+
+func (h *handlers) done() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n--
+	if h.closing && h.n == 0 {
+		close(h.idle)
+	}
+}
+
+// close refuses new handlers and returns a channel closed when none runs.
+func (h *handlers) close() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closing {
+		h.closing = true
+		h.idle = make(chan struct{})
+		if h.n == 0 {
+			close(h.idle)
+		}
+	}
+	return h.idle
 }
 
 func (in *Ingress) ready(r *http.Request) error {

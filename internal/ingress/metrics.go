@@ -2,23 +2,88 @@ package ingress
 
 import "github.com/prometheus/client_golang/prometheus"
 
+// metrics are ingress's own metrics (prefix switchboard_ingress_):
+//
+//	requests_total{protocol,lane,code}       submissions answered, by HTTP status (its equivalent for WS and gRPC)
+//	request_duration_seconds{protocol,lane}  time to answer a submission (the broker's acknowledgement included)
+//	rejected_total{reason}                   rejected submissions by error code
+//	idempotent_replays_total                 repeats answered with the first request's ack
+//	in_flight_requests                       submissions being produced now
+//	broker_reachable                         1 while the brokers answer the prober's pings
+//	consumer_lag_records{lane}               the router-worker group's lag, by lane
+//	lag_drain_records_per_second{lane}       how fast the group commits, by lane
+//	admission_shedding{lane}                 1 while a lane sheds load
+//	admission_changes_total{lane,state}      admission state changes, by lane and new state
+//	lag_read_errors_total                    lag reads that failed
+//	websocket_connections                    open WebSocket connections
 type metrics struct {
-	requests *prometheus.CounterVec   // by lane and code
-	latency  *prometheus.HistogramVec // by lane
+	requests          *prometheus.CounterVec
+	latency           *prometheus.HistogramVec
+	rejected          *prometheus.CounterVec
+	idempotentReplays prometheus.Counter
+	brokerReachable   prometheus.Gauge
+	lag               *prometheus.GaugeVec
+	drain             *prometheus.GaugeVec
+	admissionShedding *prometheus.GaugeVec
+	admissionChanges  *prometheus.CounterVec
+	lagReadErrors     prometheus.Counter
+	wsConnections     prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, inFlight func() float64) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_ingress_requests_total",
-			Help: "Requests answered, by lane and HTTP status code.",
-		}, []string{"lane", "code"}),
+			Help: "Submissions answered, by protocol, lane and HTTP status code (or the status the HTTP API would give).",
+		}, []string{"protocol", "lane", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "switchboard_ingress_request_duration_seconds",
-			Help:    "Time from receiving a request to answering it (the broker's acknowledgement included).",
+			Help:    "Time from receiving a submission to answering it (the broker's acknowledgement included).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"protocol", "lane"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_ingress_rejected_total",
+			Help: "Rejected submissions, by error code.",
+		}, []string{"reason"}),
+		idempotentReplays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_ingress_idempotent_replays_total",
+			Help: "Repeated Idempotency-Keys answered with the first request's ack, producing nothing.",
+		}),
+		brokerReachable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_broker_reachable",
+			Help: "1 while the brokers answer the health prober.",
+		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_consumer_lag_records",
+			Help: "The router-worker group's lag, by lane, as admission last read it.",
 		}, []string{"lane"}),
+		drain: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_lag_drain_records_per_second",
+			Help: "How fast the router-worker group commits, by lane (smoothed).",
+		}, []string{"lane"}),
+		admissionShedding: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_admission_shedding",
+			Help: "1 while a lane rejects new work because of consumer lag.",
+		}, []string{"lane"}),
+		admissionChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_ingress_admission_changes_total",
+			Help: "Admission state changes, by lane and the state entered (shedding, admitting).",
+		}, []string{"lane", "state"}),
+		lagReadErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_ingress_lag_read_errors_total",
+			Help: "Failed reads of the router-worker group's lag.",
+		}),
+		wsConnections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_websocket_connections",
+			Help: "Open WebSocket connections.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.latency)
+	m.brokerReachable.Set(1)
+	reg.MustRegister(m.requests, m.latency, m.rejected, m.idempotentReplays, m.brokerReachable, m.lag, m.drain,
+		m.admissionShedding, m.admissionChanges, m.lagReadErrors, m.wsConnections,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_in_flight_requests",
+			Help: "Submissions being produced now (bounded by --max-in-flight).",
+		}, inFlight))
 	return m
 }

@@ -1,0 +1,243 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/switchboard-llm/switchboard/internal/envelope"
+)
+
+// AdmissionConfig sets lag-driven admission: ingress reads the
+// router-worker group's lag every Interval and sheds work while the
+// workers are behind. Batch work is shed first: the batch lane is judged
+// by the group's total lag (both lanes) against the batch marks, the
+// interactive lane by its own lag against higher marks, so interactive
+// work is shed only when it is itself behind. A lane starts shedding above
+// its high mark and admits again below its low mark (hysteresis).
+type AdmissionConfig struct {
+	// Disabled turns admission off: every lane is always admitted.
+	Disabled bool
+	// Group is the router-worker consumer group. Default "switchboard-router".
+	Group string
+	// Interval between lag reads. Default 1s.
+	Interval time.Duration
+	// BatchHigh and BatchLow are the total lag (records) at which the batch
+	// lane starts and stops shedding. Defaults 20000 and 10000.
+	BatchHigh, BatchLow int64
+	// InteractiveHigh and InteractiveLow are the interactive lane's lag
+	// (records) at which it starts and stops shedding. Defaults 50000 and
+	// 25000.
+	InteractiveHigh, InteractiveLow int64
+	// MaxRetryAfter caps the Retry-After of a shed request, and is used
+	// when the lag is not draining at all. Default 30s.
+	MaxRetryAfter time.Duration
+}
+
+func (c *AdmissionConfig) setDefaults() {
+	if c.Group == "" {
+		c.Group = "switchboard-router"
+	}
+	if c.Interval == 0 {
+		c.Interval = time.Second
+	}
+	if c.BatchHigh == 0 {
+		c.BatchHigh = 20000
+	}
+	if c.BatchLow == 0 {
+		c.BatchLow = c.BatchHigh / 2
+	}
+	if c.InteractiveHigh == 0 {
+		c.InteractiveHigh = 50000
+	}
+	if c.InteractiveLow == 0 {
+		c.InteractiveLow = c.InteractiveHigh / 2
+	}
+	if c.MaxRetryAfter == 0 {
+		c.MaxRetryAfter = 30 * time.Second
+	}
+}
+
+func (c *AdmissionConfig) validate() error {
+	if c.Interval < 0 || c.MaxRetryAfter < 0 {
+		return errors.New("ingress: admission interval and max retry-after must not be negative")
+	}
+	if c.BatchLow < 0 || c.BatchLow >= c.BatchHigh || c.InteractiveLow < 0 || c.InteractiveLow >= c.InteractiveHigh {
+		return fmt.Errorf("ingress: admission marks need 0 <= low < high (batch %d/%d, interactive %d/%d)",
+			c.BatchLow, c.BatchHigh, c.InteractiveLow, c.InteractiveHigh)
+	}
+	return nil
+}
+
+// admission holds the lag-driven state of each lane.
+type admission struct {
+	cfg     AdmissionConfig
+	topics  map[string]string // topic -> lane
+	log     *slog.Logger
+	metrics *metrics
+
+	mu         sync.Mutex
+	lag        map[string]int64   // by lane
+	drain      map[string]float64 // records/s committed, by lane (EWMA)
+	commitSum  map[string]int64
+	lastRead   time.Time
+	shedding   map[string]bool
+	lastErrLog time.Time
+}
+
+func newAdmission(cfg AdmissionConfig, topics map[string]string, log *slog.Logger, m *metrics) *admission {
+	a := &admission{cfg: cfg, topics: map[string]string{}, log: log, metrics: m,
+		lag: map[string]int64{}, drain: map[string]float64{}, commitSum: map[string]int64{}, shedding: map[string]bool{}}
+	for lane, topic := range topics {
+		a.topics[topic] = lane
+		m.admissionShedding.WithLabelValues(lane).Set(0)
+	}
+	return a
+}
+
+// run reads the lag every Interval until ctx is done.
+func (a *admission) run(ctx context.Context, adm *kadm.Client) {
+	t := time.NewTicker(a.cfg.Interval)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, max(a.cfg.Interval, time.Second))
+		lags, err := adm.Lag(rctx, a.cfg.Group)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if l, ok := lags[a.cfg.Group]; ok {
+				err = l.Error()
+				switch {
+				case err == nil:
+					a.observe(time.Now(), l.Lag)
+				case errors.Is(err, kerr.GroupIDNotFound):
+					// No worker has joined yet: nothing is behind.
+					err = nil
+					a.observe(time.Now(), nil)
+				}
+			}
+		}
+		if err != nil {
+			a.metrics.lagReadErrors.Inc()
+			if time.Since(a.lastErrLog) > time.Minute {
+				a.log.Warn("reading consumer lag failed; admission keeps its last state", "group", a.cfg.Group, "err", err)
+				a.lastErrLog = time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// observe takes one lag reading (nil: the group does not exist) and
+// updates each lane's state.
+func (a *admission) observe(now time.Time, gl kadm.GroupLag) {
+	lag := map[string]int64{}
+	commits := map[string]int64{}
+	for topic, parts := range gl {
+		lane, ok := a.topics[topic]
+		if !ok {
+			continue
+		}
+		for _, p := range parts {
+			if p.Lag > 0 {
+				lag[lane] += p.Lag
+			}
+			if p.Commit.At >= 0 {
+				commits[lane] += p.Commit.At
+			} else if p.Start.Err == nil {
+				commits[lane] += p.Start.Offset
+			}
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.lastRead.IsZero() {
+		dt := now.Sub(a.lastRead).Seconds()
+		for _, lane := range []string{envelope.LaneInteractive, envelope.LaneBatch} {
+			if dt <= 0 {
+				break
+			}
+			rate := max(0, float64(commits[lane]-a.commitSum[lane])/dt)
+			a.drain[lane] = 0.5*a.drain[lane] + 0.5*rate
+		}
+	}
+	a.lastRead = now
+	if gl == nil {
+		a.lastRead = time.Time{} // no group: the next reading starts the rate afresh
+	}
+	a.commitSum = commits
+	a.lag = lag
+	for _, lane := range []string{envelope.LaneInteractive, envelope.LaneBatch} {
+		a.metrics.lag.WithLabelValues(lane).Set(float64(lag[lane]))
+		a.metrics.drain.WithLabelValues(lane).Set(a.drain[lane])
+	}
+	total := lag[envelope.LaneInteractive] + lag[envelope.LaneBatch]
+	a.update(envelope.LaneBatch, total, a.cfg.BatchHigh, a.cfg.BatchLow)
+	a.update(envelope.LaneInteractive, lag[envelope.LaneInteractive], a.cfg.InteractiveHigh, a.cfg.InteractiveLow)
+}
+
+func (a *admission) update(lane string, lag, high, low int64) {
+	was := a.shedding[lane]
+	now := was
+	switch {
+	case !was && lag > high:
+		now = true
+	case was && lag < low:
+		now = false
+	}
+	if now == was {
+		return
+	}
+	a.shedding[lane] = now
+	state := "admitting"
+	v := 0.0
+	if now {
+		state, v = "shedding", 1
+	}
+	a.metrics.admissionShedding.WithLabelValues(lane).Set(v)
+	a.metrics.admissionChanges.WithLabelValues(lane, state).Inc()
+	a.log.Info("admission changed", "lane", lane, "state", state, "lag", lag, "high_mark", high, "low_mark", low)
+}
+
+// check returns the failure for a request on lane while that lane sheds.
+// Batch work gets 429 (it can wait), interactive work 503. Retry-After is
+// the time to drain the lag down to the low mark at the measured rate.
+func (a *admission) check(lane string) *failure {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.shedding[lane] {
+		return nil
+	}
+	behind, low := a.lag[envelope.LaneInteractive], a.cfg.InteractiveLow
+	rate := a.drain[envelope.LaneInteractive]
+	status := http.StatusServiceUnavailable
+	if lane == envelope.LaneBatch {
+		status = http.StatusTooManyRequests
+		behind += a.lag[envelope.LaneBatch]
+		low = a.cfg.BatchLow
+		rate += a.drain[envelope.LaneBatch]
+	}
+	excess := behind - low
+	wait := a.cfg.MaxRetryAfter
+	if rate > 0 && excess > 0 {
+		wait = min(wait, max(time.Second, time.Duration(float64(excess)/rate*float64(time.Second))))
+	}
+	return &failure{status: status, code: "lag_shedding", retryAfter: wait,
+		message: fmt.Sprintf("the %s lane is shedding load: the workers are %d records behind; retry later", lane, behind)}
+}

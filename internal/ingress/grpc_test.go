@@ -1,0 +1,213 @@
+package ingress
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
+)
+
+func grpcClient(t *testing.T, in *Ingress) *grpc.ClientConn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go in.grpc.Serve(ln)
+	t.Cleanup(in.grpc.Stop)
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func withKey(ctx context.Context, key string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
+}
+
+func TestGRPCSubmit(t *testing.T) {
+	in := newIngress(t, newCluster(t), nil)
+	cl := pb.NewIngressClient(grpcClient(t, in))
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	req := &pb.SubmitRequest{ConversationId: "g1", Model: "sim", Lane: "batch", IdempotencyKey: "k1",
+		Messages: []*pb.Message{{Role: "user", Content: "hi"}}}
+
+	if _, err := cl.Submit(ctx, req); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("without a key: %v, want UNAUTHENTICATED", err)
+	}
+	res, err := cl.Submit(withKey(ctx, devKey), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := res.GetAck()
+	if a.GetConversationId() != "g1" || a.GetLane() != "batch" || a.GetRequestId() != RequestIDForKey("dev", "k1") {
+		t.Errorf("ack = %v", a)
+	}
+	again, err := cl.Submit(withKey(ctx, devKey), req)
+	if err != nil || again.GetAck().GetOffset() != a.GetOffset() || again.GetAck().GetPartition() != a.GetPartition() {
+		t.Errorf("repeat with the same idempotency key = %v, %v; want the first ack", again, err)
+	}
+
+	bad := &pb.SubmitRequest{ConversationId: "g1", Model: "sim", Messages: []*pb.Message{{Role: "robot", Content: "hi"}}}
+	_, err = cl.Submit(withKey(ctx, devKey), bad)
+	st := status.Convert(err)
+	var field, reason string
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.BadRequest:
+			field = d.GetFieldViolations()[0].GetField()
+		case *errdetails.ErrorInfo:
+			reason = d.GetReason()
+		}
+	}
+	if st.Code() != codes.InvalidArgument || field != "messages[0].role" || reason != "invalid_request" {
+		t.Errorf("invalid request: %v (field %q reason %q), want INVALID_ARGUMENT on messages[0].role", err, field, reason)
+	}
+	if _, err := cl.Submit(withKey(ctx, limitedKey), &pb.SubmitRequest{ConversationId: "g", Model: "sim",
+		Messages: []*pb.Message{{Role: "user", Content: "hi"}}}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("lane not allowed: %v, want PERMISSION_DENIED", err)
+	}
+}
+
+func TestGRPCSubmitStream(t *testing.T) {
+	in := newIngress(t, newCluster(t), nil)
+	cl := pb.NewIngressClient(grpcClient(t, in))
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	stream, err := cl.SubmitStream(withKey(ctx, devKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	for i := range n {
+		role := "user"
+		if i%10 == 9 {
+			role = "robot"
+		}
+		if err := stream.Send(&pb.SubmitStreamRequest{CorrelationId: fmt.Sprint(i), Request: &pb.SubmitRequest{
+			ConversationId: fmt.Sprintf("gs-%d", i%5), Model: "sim", Messages: []*pb.Message{{Role: role, Content: "hi"}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.CloseSend()
+	seen := map[string]bool{}
+	acks, failures := 0, 0
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[m.GetCorrelationId()] {
+			t.Fatalf("answer %s twice", m.GetCorrelationId())
+		}
+		seen[m.GetCorrelationId()] = true
+		var i int
+		fmt.Sscan(m.GetCorrelationId(), &i)
+		if f := m.GetFailure(); f != nil {
+			failures++
+			if i%10 != 9 || f.GetField() != "messages[0].role" || f.GetStatus() != 400 {
+				t.Errorf("request %d failed: %v", i, f)
+			}
+		} else {
+			acks++
+			if i%10 == 9 || m.GetAck().GetConversationId() != fmt.Sprintf("gs-%d", i%5) {
+				t.Errorf("request %d: ack %v", i, m.GetAck())
+			}
+		}
+	}
+	if acks != 45 || failures != 5 {
+		t.Errorf("%d acks and %d failures, want 45 and 5", acks, failures)
+	}
+}
+
+// TestGRPCReflection lists the services as grpcurl does.
+func TestGRPCReflection(t *testing.T) {
+	in := newIngress(t, newCluster(t), nil)
+	rc := rpb.NewServerReflectionClient(grpcClient(t, in))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	s, err := rc.ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, svc := range res.GetListServicesResponse().GetService() {
+		found = found || svc.GetName() == "switchboard.v1.Ingress"
+	}
+	if !found {
+		t.Errorf("reflection lists %v, want switchboard.v1.Ingress", res.GetListServicesResponse().GetService())
+	}
+	s.CloseSend()
+}
+
+// TestGRPCStreamShutdown: a stop answers the stream's submits in flight,
+// then ends the stream with UNAVAILABLE, and Run returns.
+func TestGRPCStreamShutdown(t *testing.T) {
+	in := newIngress(t, newCluster(t), func(c *Config) { c.Addr = freeAddr(t); c.GRPCAddr = freeAddr(t) })
+	r := runIngress(t, in)
+	cc, err := grpc.NewClient(r.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	stream, err := pb.NewIngressClient(cc).SubmitStream(withKey(ctx, devKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		stream.Send(&pb.SubmitStreamRequest{CorrelationId: fmt.Sprint(i), Request: &pb.SubmitRequest{
+			ConversationId: "c", Model: "sim", Messages: []*pb.Message{{Role: "user", Content: "hi"}}}})
+	}
+	if m, err := stream.Recv(); err != nil || m.GetAck() == nil {
+		t.Fatalf("first answer: %v %v", m, err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	answers := 1
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("stream ended with %v, want UNAVAILABLE", err)
+			}
+			break
+		}
+		if m.GetAck() == nil {
+			t.Errorf("answer during shutdown: %v", m)
+		}
+		answers++
+	}
+	if answers > 10 {
+		t.Errorf("%d answers to 10 requests", answers)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}

@@ -1,0 +1,85 @@
+package ingress
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/switchboard-llm/switchboard/internal/tenant"
+)
+
+// limits holds each tenant's two token buckets: requests, and estimated
+// tokens (see estimateTokens). A request takes from both or from neither.
+type limits struct {
+	now func() time.Time
+	mu  sync.Mutex
+	by  map[string]*buckets // by tenant name
+}
+
+type buckets struct {
+	requests, tokens *rate.Limiter
+}
+
+func newLimits(now func() time.Time) *limits {
+	return &limits{now: now, by: map[string]*buckets{}}
+}
+
+func limitOf(perSecond float64) rate.Limit {
+	if perSecond == 0 {
+		return rate.Inf
+	}
+	return rate.Limit(perSecond)
+}
+
+func (l *limits) bucketsOf(t *tenant.Tenant) *buckets {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.by[t.Name]
+	if !ok {
+		b = &buckets{
+			requests: rate.NewLimiter(limitOf(t.RequestsPerSecond), t.RequestBurst),
+			tokens:   rate.NewLimiter(limitOf(t.TokensPerSecond), t.TokenBurst),
+		}
+		l.by[t.Name] = b
+	}
+	return b
+}
+
+// take takes one request and tokens estimated tokens from t's buckets, or
+// returns a 429 saying when both will hold enough.
+func (l *limits) take(t *tenant.Tenant, tokens int) *failure {
+	b := l.bucketsOf(t)
+	if t.TokensPerSecond > 0 && tokens > t.TokenBurst {
+		return &failure{status: http.StatusRequestEntityTooLarge, code: "too_many_tokens", field: "max_tokens",
+			message: fmt.Sprintf("the request is estimated at %d tokens; tenant %q may send at most %d at once", tokens, t.Name, t.TokenBurst)}
+	}
+	now := l.now()
+	r := b.requests.ReserveN(now, 1)
+	wait := r.DelayFrom(now)
+	tr := b.tokens.ReserveN(now, tokens)
+	wait = max(wait, tr.DelayFrom(now))
+	if wait == 0 {
+		return nil
+	}
+	r.CancelAt(now)
+	tr.CancelAt(now)
+	return &failure{status: http.StatusTooManyRequests, code: "rate_limited", retryAfter: wait,
+		message: fmt.Sprintf("tenant %q is over its rate limit; retry in %v", t.Name, wait.Round(time.Millisecond))}
+}
+
+// semaphore bounds the requests being produced at once, across protocols.
+type semaphore chan struct{}
+
+func (s semaphore) tryAcquire() bool {
+	select {
+	case s <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s semaphore) release() { <-s }

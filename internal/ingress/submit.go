@@ -1,0 +1,287 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
+)
+
+// submission is one request as a protocol adapter (HTTP, WebSocket, gRPC)
+// hands it over: authenticated, decoded, not yet validated. Every protocol
+// goes through submit, so every request meets the same checks and becomes
+// the same record.
+type submission struct {
+	protocol       string // "http", "ws", "grpc": a metric label
+	tenant         *tenant.Tenant
+	conversationID string
+	idempotencyKey string
+	body           messageBody
+}
+
+// failure is a rejected submission. Adapters turn it into their protocol's
+// error: an HTTP status and JSON body, a WebSocket error frame, a gRPC
+// status.
+type failure struct {
+	status     int // the HTTP status
+	code       string
+	message    string
+	field      string
+	retryAfter time.Duration // > 0: a retry after this long may succeed
+}
+
+func (f *failure) apiError() apiError {
+	return apiError{Code: f.code, Message: f.message, Field: f.field}
+}
+
+// retryAfterSeconds is the Retry-After value: whole seconds, at least 1.
+func (f *failure) retryAfterSeconds() string {
+	return strconv.Itoa(max(1, int((f.retryAfter+time.Second-1)/time.Second)))
+}
+
+func badRequest(field, format string, args ...any) *failure {
+	return &failure{status: http.StatusBadRequest, code: "invalid_request", field: field, message: fmt.Sprintf(format, args...)}
+}
+
+// idempotencyNamespace is the UUIDv5 namespace of request IDs derived from
+// idempotency keys. It must never change: instances and restarts derive
+// the same ID from the same tenant and key.
+var idempotencyNamespace = uuid.MustParse("5b0b5a3e-7c1f-4b61-9d4e-2a8c3f0e9d17")
+
+// RequestIDForKey returns the request ID of a request sent by tenant with
+// an Idempotency-Key: a UUIDv5 of the tenant and key, the same on every
+// ingress instance, so a repeat that reaches another instance produces a
+// record with the same request_id and readers drop it as a duplicate.
+func RequestIDForKey(tenantName, key string) string {
+	return uuid.NewSHA1(idempotencyNamespace, []byte(tenantName+"\x00"+key)).String()
+}
+
+// MaxIdempotencyKeyLen bounds an Idempotency-Key.
+const MaxIdempotencyKeyLen = 255
+
+func validIdempotencyKey(k string) bool {
+	if len(k) > MaxIdempotencyKeyLen {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// buildRequest validates s and turns it into the record's Request.
+func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *failure) {
+	if !envelope.ValidConversationID(s.conversationID) {
+		return nil, badRequest("conversation_id", "conversation_id must be 1 to %d characters of letters, digits and ._:-", envelope.MaxConversationIDLen)
+	}
+	if !validIdempotencyKey(s.idempotencyKey) {
+		return nil, badRequest("idempotency_key", "must be at most %d printable ASCII characters without spaces", MaxIdempotencyKeyLen)
+	}
+	b := &s.body
+	if b.Lane == "" {
+		b.Lane = envelope.LaneInteractive
+	}
+	if b.TimeoutMS < 0 {
+		return nil, badRequest("timeout_ms", "must not be negative")
+	}
+	req := &pb.Request{
+		ConversationId: s.conversationID,
+		Tenant:         s.tenant.Name,
+		Lane:           b.Lane,
+		Model:          b.Model,
+		Stream:         b.Stream,
+		MaxTokens:      b.MaxTokens,
+		Temperature:    b.Temperature,
+		Metadata:       b.Metadata,
+		WebhookUrl:     b.WebhookURL,
+		AcceptedAt:     timestamppb.New(now),
+	}
+	if s.idempotencyKey != "" {
+		req.RequestId = RequestIDForKey(s.tenant.Name, s.idempotencyKey)
+	} else {
+		req.RequestId = uuid.Must(uuid.NewV7()).String()
+	}
+	if b.TimeoutMS > 0 {
+		req.Deadline = timestamppb.New(now.Add(time.Duration(b.TimeoutMS) * time.Millisecond))
+	}
+	req.Messages = make([]*pb.Message, 0, len(b.Messages))
+	for _, m := range b.Messages {
+		req.Messages = append(req.Messages, &pb.Message{Role: m.Role, Content: m.Content})
+	}
+	if err := envelope.Validate(req); err != nil {
+		f := &failure{status: http.StatusBadRequest, code: "invalid_request", message: err.Error()}
+		var fe *envelope.FieldError
+		if errors.As(err, &fe) {
+			f.field = fe.Field
+		}
+		return nil, f
+	}
+	if !s.tenant.AllowsModel(req.Model) {
+		return nil, &failure{status: http.StatusForbidden, code: "model_not_allowed", field: "model",
+			message: fmt.Sprintf("tenant %q may not use model %q", s.tenant.Name, req.Model)}
+	}
+	if !s.tenant.AllowsLane(req.Lane) {
+		return nil, &failure{status: http.StatusForbidden, code: "lane_not_allowed", field: "lane",
+			message: fmt.Sprintf("tenant %q may not use lane %q", s.tenant.Name, req.Lane)}
+	}
+	return req, nil
+}
+
+// reject counts a failure that stopped a request before submit (auth, body,
+// frame), as submit counts its own.
+func (in *Ingress) reject(protocol string, f *failure) {
+	in.metrics.rejected.WithLabelValues(f.code).Inc()
+	in.metrics.requests.WithLabelValues(protocol, "unknown", strconv.Itoa(f.status)).Inc()
+}
+
+// submit runs every check on s, produces its record and returns the ack
+// once the broker has acknowledged the record. It never returns an ack for
+// a record the broker did not acknowledge.
+//
+// Order: validation and permissions (400, 403), Idempotency-Key (a repeat
+// returns the first ack and costs nothing), lag admission (429/503), the
+// tenant's token buckets (429), the global concurrency limit (503), broker
+// reachability (503), produce.
+func (in *Ingress) submit(ctx context.Context, s submission) (a ack, f *failure) {
+	start := time.Now()
+	lane := s.body.Lane
+	defer func() {
+		status := http.StatusAccepted
+		if f != nil {
+			status = f.status
+			in.metrics.rejected.WithLabelValues(f.code).Inc()
+		}
+		if lane != envelope.LaneInteractive && lane != envelope.LaneBatch {
+			lane = "unknown"
+		}
+		in.metrics.requests.WithLabelValues(s.protocol, lane, strconv.Itoa(status)).Inc()
+		in.metrics.latency.WithLabelValues(s.protocol, lane).Observe(time.Since(start).Seconds())
+	}()
+	req, f := in.buildRequest(&s, start)
+	if f != nil {
+		return ack{}, f
+	}
+	lane = req.Lane
+	if s.idempotencyKey == "" {
+		return in.admitAndProduce(ctx, s.tenant, req)
+	}
+	key := idemKey{tenant: s.tenant.Name, key: s.idempotencyKey}
+	for range 3 {
+		e, owner := in.idem.begin(key)
+		if owner {
+			a, f = in.admitAndProduce(ctx, s.tenant, req)
+			in.idem.finish(key, e, a, f == nil)
+			return a, f
+		}
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			return ack{}, &failure{status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: time.Second,
+				message: "gave up waiting for the first request with this Idempotency-Key"}
+		}
+		if e.ok {
+			in.metrics.idempotentReplays.Inc()
+			return e.ack, nil
+		}
+		// The first attempt failed: its entry is gone; try again as owner.
+	}
+	return ack{}, &failure{status: http.StatusConflict, code: "idempotency_conflict", retryAfter: time.Second,
+		message: "requests with this Idempotency-Key keep failing concurrently; retry later"}
+}
+
+// admitAndProduce applies the load-dependent checks, then produces.
+func (in *Ingress) admitAndProduce(ctx context.Context, t *tenant.Tenant, req *pb.Request) (ack, *failure) {
+	if f := in.admission.check(req.Lane); f != nil {
+		return ack{}, f
+	}
+	if f := in.limits.take(t, estimateTokens(req)); f != nil {
+		return ack{}, f
+	}
+	if !in.inFlight.tryAcquire() {
+		return ack{}, &failure{status: http.StatusServiceUnavailable, code: "overloaded", retryAfter: time.Second,
+			message: fmt.Sprintf("ingress is handling its limit of %d requests at once", in.cfg.MaxInFlight)}
+	}
+	defer in.inFlight.release()
+	return in.produce(ctx, req)
+}
+
+func unavailable(why string) *failure {
+	return &failure{status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: time.Second, message: why}
+}
+
+// produce writes req's record and waits for the broker's acknowledgement,
+// at most ProduceTimeout, and no longer than it takes the health prober to
+// see the brokers gone.
+func (in *Ingress) produce(ctx context.Context, req *pb.Request) (ack, *failure) {
+	lost, up := in.health.watch()
+	if !up {
+		return ack{}, unavailable("Kafka is unreachable; the request was not accepted")
+	}
+	rec, err := envelope.EncodeRequest(in.topics[req.Lane], req)
+	if err != nil {
+		return ack{}, &failure{status: http.StatusInternalServerError, code: "internal", message: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.ProduceTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	in.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		if err == nil {
+			in.health.acked(time.Now())
+		}
+		done <- err
+	})
+	select {
+	case err = <-done:
+	case <-lost:
+		return ack{}, unavailable("Kafka became unreachable before it acknowledged the request; it was not accepted, " +
+			"though it may still be stored: retry with the same Idempotency-Key to be answered once")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
+			return ack{}, &failure{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: "the request is larger than its topic accepts"}
+		}
+		in.log.Warn("produce failed", "conversation_id", req.GetConversationId(), "request_id", req.GetRequestId(), "err", err)
+		return ack{}, unavailable("Kafka did not acknowledge the request in time; it was not accepted, though it may still " +
+			"be stored: retry with the same Idempotency-Key to be answered once")
+	}
+	return ack{
+		RequestID:      req.GetRequestId(),
+		ConversationID: req.GetConversationId(),
+		Lane:           req.GetLane(),
+		Partition:      rec.Partition,
+		Offset:         rec.Offset,
+	}, nil
+}
+
+// Token estimate of a request, for the tenant's token bucket: about four
+// bytes per token of prompt, four tokens of overhead per message, plus the
+// completion's max_tokens (DefaultCompletionTokens when unset).
+const DefaultCompletionTokens = 256
+
+func estimateTokens(req *pb.Request) int {
+	n := 0
+	for _, m := range req.GetMessages() {
+		n += 4 + (len(m.GetContent())+3)/4
+	}
+	if mt := req.GetMaxTokens(); mt > 0 {
+		n += int(mt)
+	} else {
+		n += DefaultCompletionTokens
+	}
+	return n
+}
