@@ -32,10 +32,11 @@ func TestCoalescerByTime(t *testing.T) {
 
 func TestRepositoryBackendsFileLoads(t *testing.T) {
 	t.Setenv("SWITCHBOARD_MODELSIM_URL", "")
-	bs, err := LoadBackends("../../backends.yaml")
+	rt, err := LoadBackends("../../backends.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	bs := rt.Backends
 	if bs[0].Name != "modelsim" || bs[0].BaseURL != "http://127.0.0.1:8090/v1" {
 		t.Errorf("backends = %+v, want modelsim on :8090 by default", bs)
 	}

@@ -87,7 +87,7 @@ func (h *harness) run(baseURL string, mod func(*Config)) func() error {
 		Addr:         "127.0.0.1:0",
 		Kafka:        kafkaconf.Config{Brokers: h.cluster.ListenAddrs()},
 		Topics:       spec,
-		Backends:     []Backend{{Name: "sim", BaseURL: baseURL, Models: []string{"sim"}, Timeout: 10 * time.Second}},
+		Routing:      Routing{Backends: []Backend{{Name: "sim", BaseURL: baseURL, Models: []string{"sim"}, Timeout: 10 * time.Second}}},
 		RetryBackoff: 10 * time.Millisecond,
 		Logger:       slog.New(slog.DiscardHandler),
 	}
@@ -338,7 +338,8 @@ func TestParseBackends(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			bs, err := ParseBackends([]byte(tt.yaml))
+			rt, err := ParseBackends([]byte(tt.yaml))
+			bs := rt.Backends
 			if tt.wantErr == "" {
 				if err != nil || len(bs) != 1 || !strings.HasPrefix(bs[0].BaseURL, "http://") {
 					t.Fatalf("ParseBackends = %v, %v", bs, err)
