@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -343,12 +344,13 @@ func (b *balancer) pick(chain []string, estimate int) pickResult {
 }
 
 // rateWait returns how long until the endpoint's limits admit one more
-// call of estimate tokens, or zero.
+// call of estimate tokens, or zero. It rounds up, so that zero means the
+// takes in pick (at the same now) succeed.
 func (ep *endpoint) rateWait(now time.Time, estimate int) time.Duration {
 	var d time.Duration
 	if ep.requests != nil {
 		if t := ep.requests.TokensAt(now); t < 1 {
-			d = time.Duration((1 - t) / float64(ep.requests.Limit()) * float64(time.Second))
+			d = time.Duration(math.Ceil((1 - t) / float64(ep.requests.Limit()) * float64(time.Second)))
 		}
 	}
 	if ep.tokens != nil {
@@ -356,7 +358,7 @@ func (ep *endpoint) rateWait(now time.Time, estimate int) time.Duration {
 		ep.tokens.refill(now)
 		need := min(float64(estimate), ep.tokens.capacity)
 		if ep.tokens.tokens < need {
-			d = max(d, time.Duration((need-ep.tokens.tokens)/ep.tokens.rate*float64(time.Second)))
+			d = max(d, time.Duration(math.Ceil((need-ep.tokens.tokens)/ep.tokens.rate*float64(time.Second))))
 		}
 		ep.tokens.mu.Unlock()
 	}
