@@ -39,6 +39,7 @@ type harness struct {
 	cluster *kfake.Cluster
 	client  *kgo.Client // produces requests, reads results and dead letters
 	hits    atomic.Int64
+	router  *Router // the last one run started
 }
 
 func newHarness(t *testing.T) *harness {
@@ -98,6 +99,7 @@ func (h *harness) run(baseURL string, mod func(*Config)) func() error {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.router = r
 	ctx, cancel := context.WithCancel(h.t.Context())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
