@@ -237,6 +237,7 @@ func breakerOutcome(err error) error {
 // lease is a backend chosen for one call; release must be called once.
 type lease struct {
 	ep    *endpoint
+	name  string // the backend's name (ep.cfg may change under a reload)
 	model string
 	taken int // tokens taken from the backend's bucket
 	done  func(error)
@@ -322,7 +323,7 @@ func (b *balancer) pick(chain []string, estimate int) pickResult {
 				ep.tokens.take(now, estimate)
 			}
 			ep.inflight++
-			res.lease = &lease{ep: ep, model: model, taken: taken, done: done}
+			res.lease = &lease{ep: ep, name: ep.cfg.Name, model: model, taken: taken, done: done}
 			b.updateSystem()
 			return res
 		}

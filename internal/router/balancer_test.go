@@ -72,7 +72,7 @@ func callOnce(ctx context.Context, r *Router, chain []string) (string, error) {
 		used = resp.Usage.TotalTokens
 	}
 	r.bal.release(l, err, used)
-	return l.ep.cfg.Name, err
+	return l.name, err
 }
 
 func TestSmoothWeightedRoundRobinOrder(t *testing.T) {

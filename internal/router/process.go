@@ -152,8 +152,8 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 			}
 			r.bal.release(l, err, used)
 			oc := outcome(err)
-			r.metrics.backendSeconds.WithLabelValues(l.ep.cfg.Name, oc).Observe(time.Since(start).Seconds())
-			r.metrics.backendCalls.WithLabelValues(l.ep.cfg.Name, oc).Inc()
+			r.metrics.backendSeconds.WithLabelValues(l.name, oc).Observe(time.Since(start).Seconds())
+			r.metrics.backendCalls.WithLabelValues(l.name, oc).Inc()
 			if err == nil {
 				if used > 0 {
 					tenant.tokens.give(tenantTaken - used)
@@ -167,7 +167,7 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 						CompletionTokens: int32(resp.Usage.CompletionTokens),
 						TotalTokens:      int32(resp.Usage.TotalTokens),
 					},
-					Backend: l.ep.cfg.Name,
+					Backend: l.name,
 					Timings: &pb.Timings{
 						AcceptedAt:   req.GetAcceptedAt(),
 						DispatchedAt: timestamppb.New(dispatched),
