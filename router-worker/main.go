@@ -24,6 +24,7 @@ func main() {
 	prefix := flag.String("topic-prefix", "", "topic name prefix (default: the topics file's)")
 	provision := flag.Bool("provision-topics", false, "create or grow the topics from the topics file at start")
 	backends := flag.String("backends", "backends.yaml", "backends file: model servers, models, limits, breakers (see docs/BACKENDS.md); reloaded on change and on SIGHUP")
+	reloadInterval := flag.Duration("backends-check-interval", time.Second, "how often the backends file is checked for changes (0: only reload on SIGHUP)")
 	group := flag.String("group", "switchboard-router", "consumer group")
 	instanceID := flag.String("instance-id", "", "static group membership ID (optional)")
 	maxAttempts := flag.Int("max-attempts", 3, "tries at a request when the backend fails with a retryable error")
@@ -54,6 +55,7 @@ func main() {
 		FetchMaxWait:      *fetchMaxWait,
 		ProduceLinger:     *linger,
 		MaxAttempts:       *maxAttempts,
+		ReloadInterval:    checkInterval(*reloadInterval),
 		MaxInFlight:       *maxInFlight,
 		BatchMaxInFlight:  *batchMaxInFlight,
 		PartitionHighMark: *highMark,
@@ -95,6 +97,14 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, backend
 		return err
 	}
 	return r.Run(ctx)
+}
+
+// checkInterval maps the flag's 0 (never) to the Config's negative.
+func checkInterval(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 func envOr(key, def string) string {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/switchboard-llm/switchboard/internal/llm"
 )
 
 // Defaults of the backends file.
@@ -217,6 +219,9 @@ func (r Routing) Validate() error {
 			return fmt.Errorf("backend %s: timeouts must not be negative", b.Name)
 		case strings.ContainsAny(b.APIKey, "\r\n"):
 			return fmt.Errorf("backend %s: the API key must not contain line breaks", b.Name)
+		}
+		if err := (llm.Config{BaseURL: b.BaseURL}).Validate(); err != nil {
+			return fmt.Errorf("backend %s: %w", b.Name, err)
 		}
 		for _, m := range b.Models {
 			if strings.TrimSpace(m) == "" {

@@ -40,8 +40,12 @@ func (r *Router) watch(ctx context.Context) {
 		return
 	}
 	last, _ := os.ReadFile(r.cfg.BackendsFile)
-	t := time.NewTicker(r.cfg.ReloadInterval)
-	defer t.Stop()
+	var tick <-chan time.Time // nil: no polling
+	if r.cfg.ReloadInterval > 0 {
+		t := time.NewTicker(r.cfg.ReloadInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -49,7 +53,7 @@ func (r *Router) watch(ctx context.Context) {
 		case <-r.cfg.ReloadSignal:
 			last, _ = os.ReadFile(r.cfg.BackendsFile)
 			_ = r.Reload() // logged; the old configuration stays
-		case <-t.C:
+		case <-tick:
 			data, err := os.ReadFile(r.cfg.BackendsFile)
 			if err != nil || bytes.Equal(data, last) {
 				continue // a missing file is reported by the next signal or change

@@ -62,9 +62,9 @@ type Config struct {
 	// fallbacks, tenant limits, breakers. At least one backend is required.
 	Routing Routing
 	// BackendsFile, when set, is where Routing came from: it is read again
-	// when it changes (checked every ReloadInterval, default 1s) and when
-	// ReloadSignal delivers. A file that does not load is logged and
-	// ignored; the running configuration stays.
+	// when it changes (checked every ReloadInterval, default 1s; negative:
+	// never) and when ReloadSignal delivers. A file that does not load is
+	// logged and ignored; the running configuration stays.
 	BackendsFile   string
 	ReloadInterval time.Duration
 	ReloadSignal   <-chan os.Signal

@@ -337,6 +337,16 @@ func TestParseBackends(t *testing.T) {
 		{"bad url", "backends:\n  - name: a\n    base_url: ftp://x\n    models: [m]\n", "base_url"},
 		{"no models", "backends:\n  - name: a\n    base_url: http://x\n", "models"},
 		{"duplicate", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\n  - {name: a, base_url: 'http://y', models: [m]}\n", "twice"},
+		{"everything", "backends:\n  - {name: a, base_url: 'http://x', models: [m, n], weight: 2, max_concurrency: 8, requests_per_minute: 60, tokens_per_minute: 1000, connect_timeout: 1s, first_token_timeout: 2s, timeout: 3s, api_key_env: SIM_URL}\n" +
+			"aliases: {fast: m}\nfallbacks: {m: [n]}\ntenants: {default: {requests_per_minute: 10}, overrides: {t1: {tokens_per_minute: 5}}}\nbreaker: {failures: 2, open_for: 1s, probes: 2}\n", ""},
+		{"unset api key", "backends:\n  - {name: a, base_url: 'http://x', models: [m], api_key_env: UNSET_VAR_X}\n", "UNSET_VAR_X is not set"},
+		{"negative weight", "backends:\n  - {name: a, base_url: 'http://x', models: [m], weight: -1}\n", "negative"},
+		{"alias shadows", "backends:\n  - {name: a, base_url: 'http://x', models: [m, n]}\naliases: {m: n}\n", "alias"},
+		{"alias to nothing", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\naliases: {x: y}\n", "alias"},
+		{"fallback to nothing", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\nfallbacks: {m: [q]}\n", "fallbacks"},
+		{"fallback to itself", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\nfallbacks: {m: [m]}\n", "itself"},
+		{"negative tenant limit", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\ntenants: {overrides: {t: {requests_per_minute: -1}}}\n", "tenant t"},
+		{"negative breaker", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\nbreaker: {failures: -1}\n", "breaker"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
