@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,13 +37,20 @@ import (
 // atomics and metrics. The system hook is called outside mu, serialized by
 // sysMu.
 type balancer struct {
-	applyMu    sync.Mutex // serializes apply
-	mu         sync.Mutex
-	routing    Routing
-	eps        []*endpoint            // current backends, in file order
-	byModel    map[string][]*endpoint // served model -> backends
-	served     map[string]bool
-	changed    chan struct{} // closed and replaced whenever a slot frees or a state changes
+	applyMu sync.Mutex // serializes apply
+	mu      sync.Mutex
+	routing Routing
+	eps     []*endpoint            // current backends, in file order
+	byModel map[string][]*endpoint // served model -> backends
+	served  map[string]bool
+	// waiters are the requests waiting for a backend, by the model they
+	// wait on ("" for those waiting on open breakers). A freed slot wakes
+	// the first waiter of each of its backend's models; a state change
+	// (breaker, system, reload) wakes everyone. Waiters also wake on their
+	// own timers (rate limits refilling, breakers turning half-open, and
+	// at most every second), so a wake-up lost to a waiter that gave up
+	// delays the others by at most that.
+	waiters    map[string][]*waiter
 	sysOpen    bool
 	onSystem   func(open bool) // pauses or resumes consumption
 	sysMu      sync.Mutex      // serializes onSystem calls
@@ -84,7 +92,7 @@ func gaugeValue(s gobreaker.State) float64 {
 }
 
 func newBalancer(r Routing, onSystem func(open bool)) (*balancer, error) {
-	b := &balancer{changed: make(chan struct{}), onSystem: onSystem}
+	b := &balancer{waiters: map[string][]*waiter{}, onSystem: onSystem}
 	if err := b.apply(r); err != nil {
 		return nil, err
 	}
@@ -164,7 +172,7 @@ func (b *balancer) apply(r Routing) error {
 		}
 	}
 	b.updateSystem()
-	b.notify()
+	b.wakeAll()
 	b.mu.Unlock()
 	for _, ep := range retired {
 		ep.client.CloseIdleConnections() // calls in flight are not affected
@@ -263,8 +271,9 @@ type pickResult struct {
 	reason string
 	// wake is when trying again may succeed even without a change.
 	wake time.Time
-	// changed is closed when a slot frees or a state changes.
-	changed <-chan struct{}
+	// waiter is signalled when trying again may succeed; acquire must
+	// cancel it if it stops waiting for another reason.
+	waiter *waiter
 }
 
 // pick chooses a backend for a call needing about estimate tokens among
@@ -277,7 +286,7 @@ func (b *balancer) pick(chain []string, estimate int) pickResult {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := time.Now()
-	res := pickResult{changed: b.changed, wake: now.Add(time.Second)}
+	res := pickResult{wake: now.Add(time.Second)}
 	soon := func(t time.Time, reason string) {
 		res.wake = minTime(res.wake, t)
 		if res.reason == "" {
@@ -332,6 +341,7 @@ func (b *balancer) pick(chain []string, estimate int) pickResult {
 			if res.reason == "" {
 				res.reason = waitProbe
 			}
+			res.waiter = b.addWaiter(model)
 			return res
 		}
 	}
@@ -340,8 +350,59 @@ func (b *balancer) pick(chain []string, estimate int) pickResult {
 	res.system = b.sysOpen
 	if res.system {
 		res.reason = waitSystem
+		res.waiter = b.addWaiter("")
 	}
 	return res
+}
+
+// waiter is one request waiting for a backend.
+type waiter struct {
+	model string
+	ch    chan struct{} // buffered 1: a wake-up is never blocked or lost
+}
+
+// addWaiter queues a waiter on model. Called with mu held.
+func (b *balancer) addWaiter(model string) *waiter {
+	w := &waiter{model: model, ch: make(chan struct{}, 1)}
+	b.waiters[model] = append(b.waiters[model], w)
+	return w
+}
+
+// cancelWait removes w if it is still queued.
+func (b *balancer) cancelWait(w *waiter) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.waiters[w.model]
+	if i := slices.Index(q, w); i >= 0 {
+		b.waiters[w.model] = slices.Delete(q, i, i+1)
+	}
+}
+
+// wakeOne wakes the first waiter on model. Called with mu held.
+func (b *balancer) wakeOne(model string) {
+	q := b.waiters[model]
+	if len(q) == 0 {
+		return
+	}
+	q[0].ch <- struct{}{}
+	b.waiters[model] = slices.Delete(q, 0, 1)
+}
+
+// passOn gives a wake-up that w will not use to the next waiter.
+func (b *balancer) passOn(w *waiter) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.wakeOne(w.model)
+}
+
+// wakeAll wakes every waiter. Called with mu held.
+func (b *balancer) wakeAll() {
+	for m, q := range b.waiters {
+		for _, w := range q {
+			w.ch <- struct{}{}
+		}
+		delete(b.waiters, m)
+	}
 }
 
 // rateWait returns how long until the endpoint's limits admit one more
@@ -389,6 +450,7 @@ func swrr(cands []*endpoint) int {
 func (b *balancer) release(l *lease, err error, usedTokens int) {
 	b.mu.Lock()
 	l.ep.inflight--
+	before := l.ep.breaker.State()
 	l.done(breakerOutcome(err))
 	switch {
 	case err != nil:
@@ -400,7 +462,13 @@ func (b *balancer) release(l *lease, err error, usedTokens int) {
 		l.ep.coolUntil = time.Now().Add(ra)
 	}
 	b.updateSystem()
-	b.notify()
+	if l.ep.breaker.State() != before {
+		b.wakeAll()
+	} else {
+		for _, m := range l.ep.cfg.Models {
+			b.wakeOne(m)
+		}
+	}
 	b.mu.Unlock()
 	b.showSystem()
 }
@@ -410,12 +478,6 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// notify wakes everyone waiting for a change. Called with mu held.
-func (b *balancer) notify() {
-	close(b.changed)
-	b.changed = make(chan struct{})
 }
 
 // updateSystem opens the system breaker when every backend's breaker is
@@ -440,7 +502,7 @@ func (b *balancer) updateSystem() {
 		return
 	}
 	b.sysNowOpen.Store(b.sysOpen)
-	b.notify()
+	b.wakeAll()
 }
 
 // showSystem brings onSystem up to date with the latest system state.

@@ -328,3 +328,38 @@ func TestEstimateTokens(t *testing.T) {
 		t.Errorf("estimate without max_tokens = %d", got)
 	}
 }
+
+// TestConcurrencyLimitQueuesAndWakes: requests beyond a backend's
+// max_concurrency wait, never more than the limit run at once, and a
+// finished call wakes the next waiter at once (in fake time: lost
+// wake-ups would show as the one-second fallback timer).
+func TestConcurrencyLimitQueuesAndWakes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := testRouter(t, Routing{Backends: []Backend{{Name: "x", BaseURL: "http://127.0.0.1:1/v1", Models: []string{"sim"}, MaxConcurrency: 2}}})
+		var running, most atomic.Int64
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				l, err := r.acquire(t.Context(), []string{"sim"}, 1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := running.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(10 * time.Millisecond)
+				running.Add(-1)
+				r.bal.release(l, nil, 0)
+			})
+		}
+		wg.Wait()
+		if most.Load() != 2 {
+			t.Errorf("at most %d calls ran at once, want 2", most.Load())
+		}
+		if d := time.Since(start); d != 100*time.Millisecond {
+			t.Errorf("20 calls of 10ms, 2 at a time, took %v of fake time, want 100ms (a waiter was not woken)", d)
+		}
+	})
+}

@@ -269,16 +269,33 @@ func (r *Router) acquire(ctx context.Context, chain []string, estimate int) (*le
 		}
 		reason = res.reason
 		t := time.NewTimer(max(time.Until(res.wake), time.Millisecond))
+		woken := false
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			r.metrics.limiterWait.WithLabelValues(reason).Observe(time.Since(start).Seconds())
-			return nil, fmt.Errorf("waiting for a backend (%s): %w", reason, context.Cause(ctx))
-		case <-res.changed:
-			t.Stop()
+		case <-waitChan(res.waiter):
+			woken = true
 		case <-t.C:
 		}
+		t.Stop()
+		if !woken && res.waiter != nil {
+			r.bal.cancelWait(res.waiter)
+		}
+		if ctx.Err() != nil {
+			if res.waiter != nil && (woken || len(res.waiter.ch) > 0) {
+				r.bal.passOn(res.waiter) // the wake-up was for a slot this request will not use
+			}
+			r.metrics.limiterWait.WithLabelValues(reason).Observe(time.Since(start).Seconds())
+			return nil, fmt.Errorf("waiting for a backend (%s): %w", reason, context.Cause(ctx))
+		}
 	}
+}
+
+// waitChan is w's channel, or nil (never ready) without a waiter.
+func waitChan(w *waiter) <-chan struct{} {
+	if w == nil {
+		return nil
+	}
+	return w.ch
 }
 
 // call makes one attempt at the leased backend, streaming chunk results
