@@ -53,7 +53,8 @@ func fakeWorker(ctx context.Context, t *testing.T, addrs []string, delay time.Du
 				copies = 2
 			}
 			for range copies {
-				cl.Produce(ctx, out, nil)
+				dup := *out // kgo owns a record until it is produced: one per Produce
+				cl.Produce(ctx, &dup, nil)
 			}
 		})
 	}

@@ -39,8 +39,8 @@ func (t *tenantLimiters) get(tenant string, l Limit) *tenantLimiter {
 
 // wait takes one request and estimate tokens from the tenant's limits,
 // waiting as long as ctx allows (a request limiter that cannot admit the
-// request before ctx's deadline fails at once). It returns the limiter to
-// reconcile the tokens with, and which limit it waited for.
+// request before ctx's deadline fails at once). The caller reconciles the
+// tokens (taken) with the reported usage through tokens.give.
 func (tl *tenantLimiter) wait(ctx context.Context, estimate int) error {
 	if tl.requests != nil {
 		if err := tl.requests.Wait(ctx); err != nil {
