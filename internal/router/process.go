@@ -308,7 +308,7 @@ func (r *Router) call(ctx context.Context, l *lease, req *pb.Request, out *emitt
 	if !req.GetStream() {
 		return l.ep.client.Complete(ctx, creq)
 	}
-	co := coalescer{interval: r.cfg.ChunkInterval, size: r.cfg.ChunkBytes, flush: func(delta string) {
+	co := &coalescer{interval: r.cfg.ChunkInterval, size: r.cfg.ChunkBytes, flush: func(delta string) {
 		out.chunk(attempt, delta)
 	}}
 	resp, err := l.ep.client.Stream(ctx, creq, func(delta string) error {
@@ -319,35 +319,66 @@ func (r *Router) call(ctx context.Context, l *lease, req *pb.Request, out *emitt
 	return resp, err
 }
 
-// coalescer groups streamed deltas into chunks of about interval or size.
+// coalescer groups streamed deltas into chunks: buffered text is flushed
+// once it reaches size bytes or has waited interval since its first byte
+// arrived, whichever comes first, so a pause in the stream does not hold
+// back text already received. flush is called with mu held: one call at a
+// time, in order, and never after close returns.
 type coalescer struct {
 	interval time.Duration
 	size     int
 	flush    func(string)
-	buf      strings.Builder
-	last     time.Time
+
+	mu     sync.Mutex
+	buf    strings.Builder
+	timer  *time.Timer // flushes the buffer interval after its first byte
+	gen    int         // counts flushes, so a stale timer does nothing
+	closed bool
 }
 
 func (c *coalescer) add(delta string) {
-	if c.last.IsZero() {
-		c.last = time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if delta == "" || c.closed {
+		return
+	}
+	if c.buf.Len() == 0 {
+		gen := c.gen
+		c.timer = time.AfterFunc(c.interval, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if gen == c.gen && !c.closed {
+				c.emit()
+			}
+		})
 	}
 	c.buf.WriteString(delta)
-	if c.buf.Len() >= c.size || time.Since(c.last) >= c.interval {
+	if c.buf.Len() >= c.size {
 		c.emit()
 	}
 }
 
+// emit flushes the buffer. Called with mu held.
 func (c *coalescer) emit() {
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
 	if c.buf.Len() == 0 {
 		return
 	}
+	c.gen++
 	c.flush(c.buf.String())
 	c.buf.Reset()
-	c.last = time.Now()
 }
 
-func (c *coalescer) close() { c.emit() }
+// close flushes what is left; no flush happens after it returns.
+func (c *coalescer) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.emit()
+	c.closed = true
+}
 
 // emitter writes one request's output records, in order, and collects the
 // producer's acknowledgements. In exactly-once mode it keeps the terminal
