@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -362,4 +363,38 @@ func TestConcurrencyLimitQueuesAndWakes(t *testing.T) {
 			t.Errorf("20 calls of 10ms, 2 at a time, took %v of fake time, want 100ms (a waiter was not woken)", d)
 		}
 	})
+}
+
+// TestKeepAlivePoolSizedToConcurrency: many calls from many goroutines
+// reuse at most max_concurrency connections to the backend.
+func TestKeepAlivePoolSizedToConcurrency(t *testing.T) {
+	s, err := modelsim.New(modelsim.Config{BaseLatency: time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(s.Handler())
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	r := testRouter(t, Routing{Backends: []Backend{{Name: "x", BaseURL: srv.URL + "/v1", Models: []string{"sim"}, MaxConcurrency: 4}}})
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for range 25 {
+				if _, err := callOnce(t.Context(), r, []string{"sim"}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := conns.Load(); got < 1 || got > 4 {
+		t.Errorf("400 calls opened %d connections, want 1 to 4 (max_concurrency, kept alive)", got)
+	}
 }
