@@ -23,7 +23,8 @@ func main() {
 	topicsFile := flag.String("topics-file", "", "topics.yaml to use (default: the one built in)")
 	prefix := flag.String("topic-prefix", "", "topic name prefix (default: the topics file's)")
 	provision := flag.Bool("provision-topics", false, "create or grow the topics from the topics file at start")
-	backends := flag.String("backends", "backends.yaml", "backends file: model servers and the models they serve")
+	backends := flag.String("backends", "backends.yaml", "backends file: model servers, models, limits, breakers (see docs/BACKENDS.md); reloaded on change and on SIGHUP")
+	reloadInterval := flag.Duration("backends-check-interval", time.Second, "how often the backends file is checked for changes (0: only reload on SIGHUP)")
 	group := flag.String("group", "switchboard-router", "consumer group")
 	instanceID := flag.String("instance-id", "", "static group membership ID (optional)")
 	maxAttempts := flag.Int("max-attempts", 3, "tries at a request when the backend fails with a retryable error")
@@ -54,6 +55,7 @@ func main() {
 		FetchMaxWait:      *fetchMaxWait,
 		ProduceLinger:     *linger,
 		MaxAttempts:       *maxAttempts,
+		ReloadInterval:    checkInterval(*reloadInterval),
 		MaxInFlight:       *maxInFlight,
 		BatchMaxInFlight:  *batchMaxInFlight,
 		PartitionHighMark: *highMark,
@@ -76,9 +78,14 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, backend
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if cfg.Backends, err = router.LoadBackends(backendsFile); err != nil {
+	if cfg.Routing, err = router.LoadBackends(backendsFile); err != nil {
 		return err
 	}
+	cfg.BackendsFile = backendsFile
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg.ReloadSignal = hup
 	spec, err := topicspec.Setup(ctx, topicsFile, prefix, provision, cfg.Kafka.Brokers, logger)
 	if err != nil {
 		return err
@@ -90,6 +97,14 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, backend
 		return err
 	}
 	return r.Run(ctx)
+}
+
+// checkInterval maps the flag's 0 (never) to the Config's negative.
+func checkInterval(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 func envOr(key, def string) string {

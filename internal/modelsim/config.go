@@ -56,6 +56,10 @@ type Config struct {
 	// max_tokens is applied. Zero means DefaultMaxCompletionTokens, or
 	// MinCompletionTokens if that is larger.
 	MaxCompletionTokens int
+
+	// Faults injects errors, hangs, resets and slow first tokens; see
+	// Faults. Server.SetFaults changes them while the server runs.
+	Faults Faults
 }
 
 // withDefaults returns c with its zero fields replaced by defaults.
@@ -107,6 +111,9 @@ func (c Config) Validate() error {
 	if c.MaxCompletionTokens < c.MinCompletionTokens {
 		errs = append(errs, fmt.Errorf("max completion tokens %d: must be at least min completion tokens %d",
 			c.MaxCompletionTokens, c.MinCompletionTokens))
+	}
+	if err := c.Faults.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("faults: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("modelsim config: %w", err)

@@ -37,4 +37,16 @@
 // first token), each further delta L/(n+1) later, and the finish chunk,
 // usage chunk and [DONE] at about L. A cancelled request context (the client
 // went away) stops the wait or the stream at once.
+//
+// # Faults
+//
+// Config.Faults (and Server.SetFaults, while serving) makes a share of the
+// requests misbehave as real backends do: error answers by status (429
+// and 503 with Retry-After and retry-after-ms when Faults.RetryAfter is
+// set), hangs that never answer, connection resets (a TCP reset before a
+// JSON answer, a cut halfway through a stream) and a slow first token.
+// Fault draws come from their own PRNG, seeded from Config.Seed, so faults
+// do not change the latencies of a seeded run. Several servers on
+// different ports (the modelsim binary's --addr takes a list) stand for
+// several backends.
 package modelsim

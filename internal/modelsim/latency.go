@@ -52,3 +52,10 @@ func (s *latencySource) next() time.Duration {
 	s.mu.Unlock()
 	return s.model.at(tail, spread)
 }
+
+// uniform draws two numbers in [0, 1) for fault decisions.
+func (s *latencySource) uniform() (float64, float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rng.Float64(), s.rng.Float64()
+}

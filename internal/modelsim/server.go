@@ -24,6 +24,8 @@ type Server struct {
 	models  map[string]bool
 	latency *latencySource
 	seq     atomic.Uint64 // numbers completion ids
+	faults  atomic.Pointer[Faults]
+	draws   *latencySource // uniform draws for faults, apart from latencies
 }
 
 // New returns a Server for cfg. A nil logger discards logs.
@@ -45,12 +47,25 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		longTail:         cfg.LongTailLatency,
 		longTailFraction: cfg.LongTailFraction,
 	}
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		logger:  logger,
 		models:  models,
 		latency: newLatencySource(model, cfg.Seed),
-	}, nil
+		draws:   newLatencySource(latencyModel{}, cfg.Seed+1),
+	}
+	s.faults.Store(&cfg.Faults)
+	return s, nil
+}
+
+// SetFaults replaces the injected faults; requests already running keep
+// the faults they drew.
+func (s *Server) SetFaults(f Faults) error {
+	if err := f.Validate(); err != nil {
+		return fmt.Errorf("modelsim faults: %w", err)
+	}
+	s.faults.Store(&f)
+	return nil
 }
 
 // Handler returns the HTTP handler serving POST /v1/chat/completions,
@@ -114,6 +129,8 @@ type answer struct {
 	finishReason string
 	usage        usage
 	latency      time.Duration
+	slow         time.Duration // extra wait before the first token
+	reset        bool          // cut the stream halfway
 }
 
 // handleChat answers a chat-completions request.
@@ -148,6 +165,21 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := s.answer(req)
+	faults := s.faults.Load()
+	u, v := s.draws.uniform()
+	f := faults.draw(u, v)
+	switch {
+	case f.status != 0:
+		faults.errorAnswer(w, f.status)
+		return
+	case f.hang:
+		<-r.Context().Done()
+		return
+	case f.reset && !req.Stream:
+		resetConnection(w)
+		return
+	}
+	a.slow, a.reset = f.slow, f.reset
 	log := s.logger.With(
 		slog.String("id", a.id),
 		slog.String("model", a.model),
@@ -193,7 +225,7 @@ func (s *Server) answer(req chatRequest) answer {
 
 // complete writes a as a chat.completion after its latency.
 func (s *Server) complete(ctx context.Context, w http.ResponseWriter, a answer) error {
-	if err := sleep(ctx, a.latency); err != nil {
+	if err := sleep(ctx, a.slow+a.latency); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, completionResponse{

@@ -21,8 +21,17 @@ func newTestServer(t *testing.T, cfg Config) *httptest.Server {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	return newTestServerFor(t, s)
+}
+
+// newTestServerFor serves s on loopback until the test ends.
+func newTestServerFor(t *testing.T, s *Server) *httptest.Server {
+	t.Helper()
 	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(ts.Close)
+	t.Cleanup(func() {
+		ts.CloseClientConnections() // hung handlers end with their connections
+		ts.Close()
+	})
 	return ts
 }
 

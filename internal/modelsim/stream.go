@@ -37,7 +37,13 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, a answer, in
 		return err
 	}
 	gap := a.latency / time.Duration(len(a.words)+1)
-	for _, d := range deltas(a.words) {
+	if err := sleep(ctx, a.slow); err != nil {
+		return err
+	}
+	for i, d := range deltas(a.words) {
+		if a.reset && i >= max(1, len(a.words)/2) {
+			panic(http.ErrAbortHandler) // net/http closes the connection mid-stream
+		}
 		if err := sleep(ctx, gap); err != nil {
 			return err
 		}

@@ -3,12 +3,13 @@ package router
 import (
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
 func TestCoalescerBySize(t *testing.T) {
 	var got []string
-	c := coalescer{interval: time.Hour, size: 4, flush: func(s string) { got = append(got, s) }}
+	c := &coalescer{interval: time.Hour, size: 4, flush: func(s string) { got = append(got, s) }}
 	for _, d := range []string{"a", "bc", "d", "e", "fghij", "k"} {
 		c.add(d)
 	}
@@ -18,24 +19,42 @@ func TestCoalescerBySize(t *testing.T) {
 	}
 }
 
+// TestCoalescerByTime: text is flushed interval after its first byte
+// arrived, even when no further delta comes to trigger it.
 func TestCoalescerByTime(t *testing.T) {
-	var got []string
-	c := coalescer{interval: time.Nanosecond, size: 1 << 20, flush: func(s string) { got = append(got, s) }}
-	c.add("a")
-	time.Sleep(time.Millisecond)
-	c.add("b")
-	c.close()
-	if strings.Join(got, "") != "ab" || len(got) < 2 {
-		t.Errorf("chunks = %q, want each delta flushed once its interval passed", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var got []string
+		var at []time.Duration
+		start := time.Now()
+		c := &coalescer{interval: 50 * time.Millisecond, size: 1 << 20, flush: func(s string) {
+			got = append(got, s)
+			at = append(at, time.Since(start))
+		}}
+		c.add("a")
+		time.Sleep(10 * time.Millisecond)
+		c.add("b")
+		time.Sleep(time.Second) // a pause in the stream
+		c.add("c")
+		time.Sleep(20 * time.Millisecond)
+		c.close()
+		c.add("late") // ignored after close
+		time.Sleep(time.Second)
+		if want := []string{"ab", "c"}; strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("chunks = %q, want %q", got, want)
+		}
+		if want := []time.Duration{50 * time.Millisecond, 1030 * time.Millisecond}; len(at) != 2 || at[0] != want[0] || at[1] != want[1] {
+			t.Errorf("flushed at %v, want %v (50ms after the first byte; the rest at close)", at, want)
+		}
+	})
 }
 
 func TestRepositoryBackendsFileLoads(t *testing.T) {
 	t.Setenv("SWITCHBOARD_MODELSIM_URL", "")
-	bs, err := LoadBackends("../../backends.yaml")
+	rt, err := LoadBackends("../../backends.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	bs := rt.Backends
 	if bs[0].Name != "modelsim" || bs[0].BaseURL != "http://127.0.0.1:8090/v1" {
 		t.Errorf("backends = %+v, want modelsim on :8090 by default", bs)
 	}

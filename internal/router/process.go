@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,9 @@ const (
 	ReasonTooLarge         = "result_too_large"
 	CodeDeadlineExceeded   = "deadline_exceeded"
 	CodeBackendUnavailable = "backend_unavailable"
+	// CodeCircuitOpen is the error code of an attempt that found every
+	// backend of the model and its fallbacks with an open breaker.
+	CodeCircuitOpen = "circuit_open"
 )
 
 // tooLarge reports whether a produce error can never succeed for this
@@ -101,8 +105,8 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		return out.wait()
 	}
 
-	backend := r.models[req.GetModel()]
-	if backend == nil {
+	chain := r.bal.chain(req.GetModel())
+	if chain == nil {
 		msg := fmt.Sprintf("no backend serves model %q", req.GetModel())
 		r.metrics.processed.WithLabelValues(lane, "unknown_model").Inc()
 		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: ReasonUnknownModel, Message: msg}}})
@@ -116,75 +120,199 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		callCtx, cancel = context.WithDeadline(ctx, dl.AsTime())
 		defer cancel()
 	}
-	backoff := r.cfg.RetryBackoff
-	var lastErr error
-	for attempt := int32(1); attempt <= int32(r.cfg.MaxAttempts); attempt++ {
-		start := time.Now()
-		resp, err := r.call(callCtx, backend, req, out, attempt)
-		r.metrics.backendSeconds.WithLabelValues(backend.name, outcome(err)).Observe(time.Since(start).Seconds())
+	estimate := estimateTokens(req)
+	tenant := r.tenants.get(req.GetTenant(), r.bal.tenantLimits().limit(req.GetTenant()))
+	waitStart := time.Now()
+	if err := tenant.wait(callCtx, estimate); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		return r.fail(out, lane, CodeDeadlineExceeded, err, 1)
+	}
+	if d := time.Since(waitStart); d > time.Millisecond {
+		r.metrics.limiterWait.WithLabelValues("tenant").Observe(d.Seconds())
+	}
+	tenantTaken := tenant.taken(estimate)
+
+	backoff := r.cfg.RetryBackoff
+	var lastErr error
+	attempt := int32(1)
+	for {
+		out.attempt = attempt
+		l, err := r.acquire(callCtx, chain, estimate)
 		if err == nil {
-			r.metrics.processed.WithLabelValues(lane, "ok").Inc()
-			out.terminal(attempt, &pb.Result{Body: &pb.Result_Final{Final: &pb.Final{
-				Content:      resp.Content,
-				FinishReason: resp.FinishReason,
-				Usage: &pb.Usage{
-					PromptTokens:     int32(resp.Usage.PromptTokens),
-					CompletionTokens: int32(resp.Usage.CompletionTokens),
-					TotalTokens:      int32(resp.Usage.TotalTokens),
-				},
-				Backend: backend.name,
-				Timings: &pb.Timings{
-					AcceptedAt:   req.GetAcceptedAt(),
-					DispatchedAt: timestamppb.New(dispatched),
-					FirstTokenAt: optionalTime(resp.FirstTokenAt),
-					CompletedAt:  timestamppb.Now(),
-				},
-			}}})
-			return out.wait()
+			start := time.Now()
+			var resp *llm.ChatResponse
+			resp, err = r.call(callCtx, l, req, out, attempt)
+			used := 0
+			if resp != nil {
+				used = resp.Usage.TotalTokens
+				if used == 0 {
+					used = resp.Usage.PromptTokens + resp.Usage.CompletionTokens
+				}
+			}
+			r.bal.release(l, err, used)
+			oc := outcome(err)
+			r.metrics.backendSeconds.WithLabelValues(l.name, oc).Observe(time.Since(start).Seconds())
+			r.metrics.backendCalls.WithLabelValues(l.name, oc).Inc()
+			if err == nil {
+				if used > 0 {
+					tenant.tokens.give(tenantTaken - used)
+				}
+				r.metrics.processed.WithLabelValues(lane, "ok").Inc()
+				out.terminal(attempt, &pb.Result{Body: &pb.Result_Final{Final: &pb.Final{
+					Content:      resp.Content,
+					FinishReason: resp.FinishReason,
+					Usage: &pb.Usage{
+						PromptTokens:     int32(resp.Usage.PromptTokens),
+						CompletionTokens: int32(resp.Usage.CompletionTokens),
+						TotalTokens:      int32(resp.Usage.TotalTokens),
+					},
+					Backend: l.name,
+					Timings: &pb.Timings{
+						AcceptedAt:   req.GetAcceptedAt(),
+						DispatchedAt: timestamppb.New(dispatched),
+						FirstTokenAt: optionalTime(resp.FirstTokenAt),
+						CompletedAt:  timestamppb.Now(),
+					},
+				}}})
+				return out.wait()
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		lastErr = err
 		if callCtx.Err() != nil || !llm.IsRetryable(err) || attempt == int32(r.cfg.MaxAttempts) {
 			break
 		}
-		wait := max(backoff, llm.RetryAfter(err))
+		wait := max(jitter(backoff), llm.RetryAfter(err))
+		if dl, ok := callCtx.Deadline(); ok && time.Now().Add(wait).After(dl) {
+			// The retry could not start before the deadline.
+			tenant.tokens.give(tenantTaken)
+			return r.fail(out, lane, CodeDeadlineExceeded, fmt.Errorf("no retry before the deadline (next in %v): %w", wait, err), attempt)
+		}
 		r.log.Info("backend call failed; retrying", "request_id", req.GetRequestId(), "attempt", attempt, "backoff", wait, "err", err)
+		r.metrics.retries.Inc()
 		select {
 		case <-callCtx.Done():
 		case <-time.After(wait):
 		}
-		backoff *= 2
+		if callCtx.Err() != nil {
+			break
+		}
+		attempt++
+		backoff = min(2*backoff, r.cfg.MaxRetryBackoff)
 	}
-
-	code, reason := CodeBackendUnavailable, ReasonBackend
-	if callCtx.Err() != nil && ctx.Err() == nil {
+	tenant.tokens.give(tenantTaken)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	code := CodeBackendUnavailable
+	if callCtx.Err() != nil {
 		code = CodeDeadlineExceeded
 	}
+	return r.fail(out, lane, code, lastErr, attempt)
+}
+
+// fail writes the request's error result and, unless the client's own
+// deadline ended it (nothing to re-drive), a dead letter.
+func (r *Router) fail(out *emitter, lane, code string, err error, attempt int32) error {
 	r.metrics.processed.WithLabelValues(lane, code).Inc()
-	out.terminal(out.attempt, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: code, Message: lastErr.Error(), Retryable: llm.IsRetryable(lastErr)}}})
-	if code != CodeDeadlineExceeded { // the client's own deadline: nothing to re-drive
-		out.deadLetter(reason, lastErr.Error(), out.attempt)
+	out.terminal(attempt, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: code, Message: err.Error(), Retryable: llm.IsRetryable(err)}}})
+	if code != CodeDeadlineExceeded {
+		out.deadLetter(ReasonBackend, err.Error(), attempt)
 	}
 	return out.wait()
 }
 
-// call makes one attempt at the backend, streaming chunk results through
-// out when the request asked for a stream.
-func (r *Router) call(ctx context.Context, b *backendClient, req *pb.Request, out *emitter, attempt int32) (*llm.ChatResponse, error) {
-	creq := llm.ChatRequest{Model: req.GetModel(), MaxTokens: int(req.GetMaxTokens()), Temperature: req.Temperature}
+// jitter returns a duration drawn uniformly from [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// estimateTokens guesses a request's tokens before the call: about four
+// bytes a token for the messages, plus max_tokens (or
+// DefaultCompletionEstimate when it is unset) for the answer.
+func estimateTokens(req *pb.Request) int {
+	n := 0
+	for _, m := range req.GetMessages() {
+		n += 4 + (len(m.GetContent())+3)/4
+	}
+	if mt := int(req.GetMaxTokens()); mt > 0 {
+		return n + mt
+	}
+	return n + DefaultCompletionEstimate
+}
+
+// acquire waits until the balancer leases a backend of chain: while the
+// backends are busy (at max concurrency, out of rate, probing, cooling
+// after a Retry-After) and while the system breaker is open. When every
+// backend of the chain has an open breaker but others do not, it returns
+// a retryable circuit_open error at once. It also ends when ctx does.
+func (r *Router) acquire(ctx context.Context, chain []string, estimate int) (*lease, error) {
+	start := time.Now()
+	reason := ""
+	for {
+		res := r.bal.pick(chain, estimate)
+		if res.lease != nil {
+			if reason != "" {
+				r.metrics.limiterWait.WithLabelValues(reason).Observe(time.Since(start).Seconds())
+			}
+			return res.lease, nil
+		}
+		if res.open && !res.system {
+			return nil, &llm.Error{Code: CodeCircuitOpen, Retryable: true,
+				Message: fmt.Sprintf("every backend of %s has an open circuit breaker", strings.Join(chain, ", "))}
+		}
+		reason = res.reason
+		t := time.NewTimer(max(time.Until(res.wake), time.Millisecond))
+		woken := false
+		select {
+		case <-ctx.Done():
+		case <-waitChan(res.waiter):
+			woken = true
+		case <-t.C:
+		}
+		t.Stop()
+		if !woken && res.waiter != nil {
+			r.bal.cancelWait(res.waiter)
+		}
+		if ctx.Err() != nil {
+			if res.waiter != nil && (woken || len(res.waiter.ch) > 0) {
+				r.bal.passOn(res.waiter) // the wake-up was for a slot this request will not use
+			}
+			r.metrics.limiterWait.WithLabelValues(reason).Observe(time.Since(start).Seconds())
+			return nil, fmt.Errorf("waiting for a backend (%s): %w", reason, context.Cause(ctx))
+		}
+	}
+}
+
+// waitChan is w's channel, or nil (never ready) without a waiter.
+func waitChan(w *waiter) <-chan struct{} {
+	if w == nil {
+		return nil
+	}
+	return w.ch
+}
+
+// call makes one attempt at the leased backend, streaming chunk results
+// through out when the request asked for a stream.
+func (r *Router) call(ctx context.Context, l *lease, req *pb.Request, out *emitter, attempt int32) (*llm.ChatResponse, error) {
+	creq := llm.ChatRequest{Model: l.model, MaxTokens: int(req.GetMaxTokens()), Temperature: req.Temperature}
 	for _, m := range req.GetMessages() {
 		creq.Messages = append(creq.Messages, llm.Message{Role: m.GetRole(), Content: m.GetContent()})
 	}
-	out.attempt = attempt
 	if !req.GetStream() {
-		return b.client.Complete(ctx, creq)
+		return l.ep.client.Complete(ctx, creq)
 	}
-	co := coalescer{interval: r.cfg.ChunkInterval, size: r.cfg.ChunkBytes, flush: func(delta string) {
+	co := &coalescer{interval: r.cfg.ChunkInterval, size: r.cfg.ChunkBytes, flush: func(delta string) {
 		out.chunk(attempt, delta)
 	}}
-	resp, err := b.client.Stream(ctx, creq, func(delta string) error {
+	resp, err := l.ep.client.Stream(ctx, creq, func(delta string) error {
 		co.add(delta)
 		return nil
 	})
@@ -192,35 +320,66 @@ func (r *Router) call(ctx context.Context, b *backendClient, req *pb.Request, ou
 	return resp, err
 }
 
-// coalescer groups streamed deltas into chunks of about interval or size.
+// coalescer groups streamed deltas into chunks: buffered text is flushed
+// once it reaches size bytes or has waited interval since its first byte
+// arrived, whichever comes first, so a pause in the stream does not hold
+// back text already received. flush is called with mu held: one call at a
+// time, in order, and never after close returns.
 type coalescer struct {
 	interval time.Duration
 	size     int
 	flush    func(string)
-	buf      strings.Builder
-	last     time.Time
+
+	mu     sync.Mutex
+	buf    strings.Builder
+	timer  *time.Timer // flushes the buffer interval after its first byte
+	gen    int         // counts flushes, so a stale timer does nothing
+	closed bool
 }
 
 func (c *coalescer) add(delta string) {
-	if c.last.IsZero() {
-		c.last = time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if delta == "" || c.closed {
+		return
+	}
+	if c.buf.Len() == 0 {
+		gen := c.gen
+		c.timer = time.AfterFunc(c.interval, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if gen == c.gen && !c.closed {
+				c.emit()
+			}
+		})
 	}
 	c.buf.WriteString(delta)
-	if c.buf.Len() >= c.size || time.Since(c.last) >= c.interval {
+	if c.buf.Len() >= c.size {
 		c.emit()
 	}
 }
 
+// emit flushes the buffer. Called with mu held.
 func (c *coalescer) emit() {
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
 	if c.buf.Len() == 0 {
 		return
 	}
+	c.gen++
 	c.flush(c.buf.String())
 	c.buf.Reset()
-	c.last = time.Now()
 }
 
-func (c *coalescer) close() { c.emit() }
+// close flushes what is left; no flush happens after it returns.
+func (c *coalescer) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.emit()
+	c.closed = true
+}
 
 // emitter writes one request's output records, in order, and collects the
 // producer's acknowledgements. In exactly-once mode it keeps the terminal

@@ -29,7 +29,6 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
-	"github.com/switchboard-llm/switchboard/internal/llm"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
@@ -59,14 +58,24 @@ type Config struct {
 	// InstanceID, when set, makes this member static (KIP-345): a restart
 	// within the session timeout keeps its partitions without a rebalance.
 	InstanceID string
-	// Backends are the model servers. Required.
-	Backends []Backend
+	// Routing is the content of the backends file: model servers, aliases,
+	// fallbacks, tenant limits, breakers. At least one backend is required.
+	Routing Routing
+	// BackendsFile, when set, is where Routing came from: it is read again
+	// when it changes (checked every ReloadInterval, default 1s; negative:
+	// never) and when ReloadSignal delivers. A file that does not load is
+	// logged and ignored; the running configuration stays.
+	BackendsFile   string
+	ReloadInterval time.Duration
+	ReloadSignal   <-chan os.Signal
 	// MaxAttempts bounds the tries at one request when the backend fails
 	// with a retryable error. Default 3.
 	MaxAttempts int
 	// RetryBackoff is the first pause between attempts; it doubles each
-	// time. Default 200ms.
-	RetryBackoff time.Duration
+	// time up to MaxRetryBackoff, with jitter (each pause is drawn from
+	// [d/2, d]), and is never shorter than the backend's Retry-After.
+	// Defaults 200ms and 10s.
+	RetryBackoff, MaxRetryBackoff time.Duration
 	// ChunkInterval and ChunkBytes coalesce streamed deltas: a chunk record
 	// is written when either is reached. Defaults 50ms and 1 KiB.
 	ChunkInterval time.Duration
@@ -119,6 +128,12 @@ func (c *Config) setDefaults() {
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = 200 * time.Millisecond
 	}
+	if c.MaxRetryBackoff == 0 {
+		c.MaxRetryBackoff = 10 * time.Second
+	}
+	if c.ReloadInterval == 0 {
+		c.ReloadInterval = time.Second
+	}
 	if c.ChunkInterval == 0 {
 		c.ChunkInterval = 50 * time.Millisecond
 	}
@@ -168,8 +183,8 @@ func (c *Config) Validate() error {
 	if c.Topics == nil {
 		return errors.New("router: topics spec is required")
 	}
-	if err := validateBackends(c.Backends); err != nil {
-		return fmt.Errorf("router: %w", err)
+	if err := c.Routing.Validate(); err != nil {
+		return fmt.Errorf("router: backends: %w", err)
 	}
 	if c.MaxAttempts < 1 || c.PartitionHighMark < 2 || c.ChunkBytes < 1 || c.MaxInFlight < 1 || c.BatchMaxInFlight < 1 {
 		return errors.New("router: max attempts, in-flight budgets, high mark and chunk bytes must be positive")
@@ -182,19 +197,16 @@ type Router struct {
 	cfg      Config
 	log      *slog.Logger
 	engine   *keyorder.Engine
-	client   *kgo.Client               // the engine's client
-	producer *kgo.Client               // produces results: the engine's client, or in exactly-once mode a plain one for chunks
-	eos      bool                      // exactly-once mode
-	maxBytes int32                     // largest batch the results and dead-letter topics take
-	models   map[string]*backendClient // model name -> backend
+	client   *kgo.Client // the engine's client
+	producer *kgo.Client // produces results: the engine's client, or in exactly-once mode a plain one for chunks
+	eos      bool        // exactly-once mode
+	maxBytes int32       // largest batch the results and dead-letter topics take
+	bal      *balancer
+	tenants  tenantLimiters
+	topics   []string // the requests topics
 	results  string
 	dlq      string
 	metrics  *metrics
-}
-
-type backendClient struct {
-	name   string
-	client *llm.Client
 }
 
 // New validates cfg, builds the backend clients and the Kafka client. It
@@ -207,30 +219,18 @@ func New(cfg Config) (*Router, error) {
 	r := &Router{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		models:  map[string]*backendClient{},
 		results: cfg.Topics.Name(topicspec.Results),
 		dlq:     cfg.Topics.Name(topicspec.DeadLetter),
 		metrics: newMetrics(cfg.Registry),
 	}
-	for _, b := range cfg.Backends {
-		lc, err := llm.New(llm.Config{
-			BaseURL:           b.BaseURL,
-			APIKey:            os.Getenv(b.APIKeyEnv),
-			MaxConns:          b.MaxConcurrency,
-			TotalTimeout:      b.Timeout,
-			FirstTokenTimeout: b.FirstTokenTimeout,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("router: backend %s: %w", b.Name, err)
-		}
-		bc := &backendClient{name: b.Name, client: lc}
-		for _, m := range b.Models {
-			if _, dup := r.models[m]; !dup {
-				r.models[m] = bc
-			}
-		}
+	bal, err := newBalancer(cfg.Routing, r.systemChanged)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
 	}
+	r.bal = bal
+	cfg.Registry.MustRegister(newPoolCollector(bal))
 	batch := cfg.Topics.Name(topicspec.RequestsBatch)
+	r.topics = []string{cfg.Topics.Name(topicspec.RequestsInteractive), batch}
 	r.eos = cfg.ExactlyOnce
 	r.maxBytes = cfg.Topics.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter)
 	txnID := ""
@@ -247,7 +247,7 @@ func New(cfg Config) (*Router, error) {
 		TransactionalID: txnID,
 		Group:           cfg.Group,
 		InstanceID:      cfg.InstanceID,
-		Topics:          []string{cfg.Topics.Name(topicspec.RequestsInteractive), batch},
+		Topics:          r.topics,
 		TopicLimits:     map[string]int{batch: cfg.BatchMaxInFlight},
 		MaxInFlight:     cfg.MaxInFlight,
 		HighMark:        cfg.PartitionHighMark,
@@ -298,9 +298,15 @@ func (r *Router) Run(ctx context.Context) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpserve.Run(httpCtx, ln, mux, time.Second, r.log) }()
 
-	r.log.Info("router consuming", "group", r.cfg.Group, "backends", len(r.cfg.Backends),
+	r.log.Info("router consuming", "group", r.cfg.Group, "backends", len(r.cfg.Routing.Backends),
 		"max_in_flight", r.cfg.MaxInFlight, "batch_max_in_flight", r.cfg.BatchMaxInFlight)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		r.watch(ctx)
+	}()
 	err = r.engine.Run(ctx)
+	<-watchDone
 	if r.producer != r.client {
 		r.producer.Close()
 	}

@@ -39,6 +39,7 @@ type harness struct {
 	cluster *kfake.Cluster
 	client  *kgo.Client // produces requests, reads results and dead letters
 	hits    atomic.Int64
+	router  *Router // the last one run started
 }
 
 func newHarness(t *testing.T) *harness {
@@ -87,7 +88,7 @@ func (h *harness) run(baseURL string, mod func(*Config)) func() error {
 		Addr:         "127.0.0.1:0",
 		Kafka:        kafkaconf.Config{Brokers: h.cluster.ListenAddrs()},
 		Topics:       spec,
-		Backends:     []Backend{{Name: "sim", BaseURL: baseURL, Models: []string{"sim"}, Timeout: 10 * time.Second}},
+		Routing:      Routing{Backends: []Backend{{Name: "sim", BaseURL: baseURL, Models: []string{"sim"}, Timeout: 10 * time.Second}}},
 		RetryBackoff: 10 * time.Millisecond,
 		Logger:       slog.New(slog.DiscardHandler),
 	}
@@ -98,6 +99,7 @@ func (h *harness) run(baseURL string, mod func(*Config)) func() error {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.router = r
 	ctx, cancel := context.WithCancel(h.t.Context())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -335,10 +337,21 @@ func TestParseBackends(t *testing.T) {
 		{"bad url", "backends:\n  - name: a\n    base_url: ftp://x\n    models: [m]\n", "base_url"},
 		{"no models", "backends:\n  - name: a\n    base_url: http://x\n", "models"},
 		{"duplicate", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\n  - {name: a, base_url: 'http://y', models: [m]}\n", "twice"},
+		{"everything", "backends:\n  - {name: a, base_url: 'http://x', models: [m, n], weight: 2, max_concurrency: 8, requests_per_minute: 60, tokens_per_minute: 1000, connect_timeout: 1s, first_token_timeout: 2s, timeout: 3s, api_key_env: SIM_URL}\n" +
+			"aliases: {fast: m}\nfallbacks: {m: [n]}\ntenants: {default: {requests_per_minute: 10}, overrides: {t1: {tokens_per_minute: 5}}}\nbreaker: {failures: 2, open_for: 1s, probes: 2}\n", ""},
+		{"unset api key", "backends:\n  - {name: a, base_url: 'http://x', models: [m], api_key_env: UNSET_VAR_X}\n", "UNSET_VAR_X is not set"},
+		{"negative weight", "backends:\n  - {name: a, base_url: 'http://x', models: [m], weight: -1}\n", "negative"},
+		{"alias shadows", "backends:\n  - {name: a, base_url: 'http://x', models: [m, n]}\naliases: {m: n}\n", "alias"},
+		{"alias to nothing", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\naliases: {x: y}\n", "alias"},
+		{"fallback to nothing", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\nfallbacks: {m: [q]}\n", "fallbacks"},
+		{"fallback to itself", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\nfallbacks: {m: [m]}\n", "itself"},
+		{"negative tenant limit", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\ntenants: {overrides: {t: {requests_per_minute: -1}}}\n", "tenant t"},
+		{"negative breaker", "backends:\n  - {name: a, base_url: 'http://x', models: [m]}\nbreaker: {failures: -1}\n", "breaker"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			bs, err := ParseBackends([]byte(tt.yaml))
+			rt, err := ParseBackends([]byte(tt.yaml))
+			bs := rt.Backends
 			if tt.wantErr == "" {
 				if err != nil || len(bs) != 1 || !strings.HasPrefix(bs[0].BaseURL, "http://") {
 					t.Fatalf("ParseBackends = %v, %v", bs, err)
