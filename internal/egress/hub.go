@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"context"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -11,6 +12,7 @@ import (
 
 // event is one result with its place in the results topic.
 type event struct {
+	ctx       context.Context // the record's (trace context); nil in replays
 	partition int32
 	offset    int64
 	res       *pb.Result
@@ -117,7 +119,7 @@ func (h *hub) publish(rec *kgo.Record) {
 		h.metrics.undecodable.Inc()
 		return
 	}
-	ev := event{partition: rec.Partition, offset: rec.Offset, res: res}
+	ev := event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res}
 	for s := range subs {
 		select {
 		case s.ch <- ev:

@@ -13,8 +13,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 )
 
 // cursor is a place in the results topic: the "partition:offset" of the
@@ -175,7 +178,11 @@ type stream struct {
 	buf     bytes.Buffer
 }
 
-func (s *stream) send(ev event) error {
+func (s *stream) send(ev event) (err error) {
+	if ev.ctx != nil {
+		_, span := s.e.cfg.Kafka.Tracing.Start(ev.ctx, "deliver", trace.SpanKindProducer, attribute.String("request_id", ev.res.GetRequestId()))
+		defer func() { kafkaconf.End(span, err) }()
+	}
 	if ev.offset < s.floor {
 		// A resume on an instance whose live feed is behind the cursor.
 		s.e.metrics.dropped.WithLabelValues("before_cursor").Inc()
@@ -283,7 +290,7 @@ func (e *Egress) replay(ctx context.Context, conv string, partition int32, from,
 				e.metrics.undecodable.Inc()
 				return
 			}
-			if serr := send(event{partition: rec.Partition, offset: rec.Offset, res: res}); serr != nil && ferr == nil {
+			if serr := send(event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res}); serr != nil && ferr == nil {
 				ferr = serr
 				done = true
 			}

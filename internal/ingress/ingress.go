@@ -95,6 +95,7 @@ func New(cfg Config) (*Ingress, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Kafka = cfg.Kafka.Instrument("ingress", cfg.Registry)
 	opts := append(cfg.Kafka.Opts(cfg.Logger),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(max(cfg.ProduceTimeout, time.Second)), // kgo's floor is 1s
@@ -120,7 +121,7 @@ func New(cfg Config) (*Ingress, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/conversations/{conversation_id}/messages", in.handleMessage)
 	telemetry.Mount(mux, cfg.Registry, in.ready)
-	in.handler = mux
+	in.handler = cfg.Kafka.Tracing.HTTP(mux)
 	return in, nil
 }
 

@@ -6,6 +6,7 @@ type metrics struct {
 	processed      *prometheus.CounterVec   // lane, outcome
 	backendSeconds *prometheus.HistogramVec // backend, outcome
 	deadLetters    *prometheus.CounterVec   // reason
+	answerSeconds  *prometheus.HistogramVec // lane
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -23,7 +24,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "switchboard_router_dead_letters_total",
 			Help: "Records written to the dead-letter topic, by reason.",
 		}, []string{"reason"}),
+		answerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "switchboard_router_answer_latency_seconds",
+			Help:    "End-to-end latency of answered requests: from the request's accepted_at (ingress, or the record's timestamp) to its final result acknowledged by Kafka, by lane.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
+		}, []string{"lane"}),
 	}
-	reg.MustRegister(m.processed, m.backendSeconds, m.deadLetters)
+	reg.MustRegister(m.processed, m.backendSeconds, m.deadLetters, m.answerSeconds)
 	return m
 }

@@ -10,9 +10,12 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/llm"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
@@ -39,8 +42,10 @@ func tooLarge(err error) bool {
 // An error means the results could not be written (or ctx ended) and the
 // record must be processed again; backend failures are not errors here, they
 // become error results.
-func (r *Router) process(ctx context.Context, rec *kgo.Record) error {
-	err := r.handle(ctx, rec)
+func (r *Router) process(ctx context.Context, rec *kgo.Record) (err error) {
+	ctx, span := r.cfg.Kafka.Tracing.Process(ctx, rec)
+	defer func() { kafkaconf.End(span, err) }()
+	err = r.handle(ctx, rec)
 	if err == nil || !tooLarge(err) || ctx.Err() != nil {
 		return err
 	}
@@ -119,7 +124,10 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 	var lastErr error
 	for attempt := int32(1); attempt <= int32(r.cfg.MaxAttempts); attempt++ {
 		start := time.Now()
-		resp, err := r.call(callCtx, backend, req, out, attempt)
+		spanCtx, span := r.cfg.Kafka.Tracing.Start(callCtx, "backend call", trace.SpanKindClient,
+			attribute.String("backend", backend.name), attribute.String("model", req.GetModel()), attribute.Int("attempt", int(attempt)))
+		resp, err := r.call(spanCtx, backend, req, out, attempt)
+		kafkaconf.End(span, err)
 		r.metrics.backendSeconds.WithLabelValues(backend.name, outcome(err)).Observe(time.Since(start).Seconds())
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -142,7 +150,11 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 					CompletedAt:  timestamppb.Now(),
 				},
 			}}})
-			return out.wait()
+			err := out.wait()
+			if err == nil && req.GetAcceptedAt() != nil {
+				r.metrics.answerSeconds.WithLabelValues(lane).Observe(time.Since(req.GetAcceptedAt().AsTime()).Seconds())
+			}
+			return err
 		}
 		lastErr = err
 		if callCtx.Err() != nil || !llm.IsRetryable(err) || attempt == int32(r.cfg.MaxAttempts) {
