@@ -1,7 +1,7 @@
 # Switchboard: `make run` starts the local stack, `make test` runs every test.
 GO      ?= go
 BIN     ?= bin
-PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics
+PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics ./cmd/redrive
 BROKERS ?= 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
 .PHONY: all build run test test-short fuzz check fmt-check vet tidy-check proto proto-check topics clean
