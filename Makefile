@@ -4,7 +4,7 @@ BIN     ?= bin
 PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics ./cmd/redrive
 BROKERS ?= 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
-.PHONY: all build run test test-short fuzz check fmt-check vet tidy-check proto proto-check topics clean
+.PHONY: all build run test test-short test-integration fuzz check check-deploy fmt-check vet tidy-check proto proto-check topics clean
 
 all: build
 
@@ -30,8 +30,15 @@ FUZZTIME ?= 10s
 fuzz:
 	./scripts/fuzz-all.sh $(FUZZTIME)
 
-## check: formatting, vet, go.mod tidiness and generated-code drift (CI runs it)
-check: fmt-check vet tidy-check proto-check
+## check: formatting, vet, go.mod tidiness, generated-code drift and the deployment files (CI runs it)
+check: fmt-check vet tidy-check proto-check check-deploy
+
+## check-deploy: promtool checks and rule tests of deploy/prometheus; docker-compose's own validation of docker-compose.yml
+check-deploy:
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+	docker-compose -f docker-compose.yml config -q
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

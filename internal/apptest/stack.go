@@ -35,6 +35,7 @@ type Stack struct {
 	Devbroker   *Proc
 	Modelsim    *Proc
 	Routers     []*Proc
+	RouterURLs  []string // each router-worker's /metrics, /healthz, /readyz base URL, as Routers
 	Egress      *Proc
 	Ingress     *Proc
 	bin         map[string]string
@@ -115,5 +116,6 @@ func (s *Stack) StartRouter() *Proc {
 		s.t.Fatalf("%s: %v", name, err)
 	}
 	s.Routers = append(s.Routers, p)
+	s.RouterURLs = append(s.RouterURLs, fmt.Sprintf("http://127.0.0.1:%d", port))
 	return p
 }
