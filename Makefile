@@ -21,6 +21,10 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+## test-integration: the end-to-end and crash tests, and the 4 KiB commit-metadata limit, against Apache Kafka in Docker (testcontainers-go); each test skips, saying why, without a Docker engine
+test-integration:
+	$(GO) test -tags integration -race -count=1 -timeout 30m -run RealKafka -v ./e2e/
+
 ## test-short: unit tests only (skips the process-level tests)
 test-short:
 	$(GO) test -race -short -count=1 ./...
@@ -45,6 +49,7 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags integration ./e2e/
 
 tidy-check:
 	$(GO) mod tidy -diff
