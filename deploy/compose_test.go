@@ -16,6 +16,15 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/apptest"
 )
 
+// TestMain removes the binaries the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bins != nil {
+		os.RemoveAll(filepath.Dir(bins["ingress"]))
+	}
+	os.Exit(code)
+}
+
 // compose is the part of docker-compose.yml the tests read.
 type compose struct {
 	Services map[string]service `yaml:"services"`
@@ -56,6 +65,7 @@ var binaries = map[string]string{
 	"ingress":       "ingress",
 	"router-worker": "router-worker",
 	"egress":        "egress",
+	"redrive":       "redrive",
 }
 
 // flagsOf returns the flags a binary accepts, read from its -h usage.
@@ -83,7 +93,7 @@ func buildOnce(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bins, err = apptest.Build(dir, "devbroker", "modelsim", "topics", "ingress", "router-worker", "egress")
+	bins, err = apptest.Build(dir, "devbroker", "modelsim", "topics", "ingress", "router-worker", "egress", "redrive")
 	if err != nil {
 		t.Fatal(err)
 	}
