@@ -2,6 +2,9 @@ package kafkaconf
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +220,53 @@ switchboard_svc_consumer_lag_records{group="g",partition="1",topic="t"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "switchboard_svc_consumer_lag_records"); err != nil {
 		t.Error(err)
+	}
+}
+
+// HTTP continues a caller's trace for API requests and leaves the probes
+// and metrics untraced.
+func TestTracingHTTP(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tr := NewTracing(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	var inner trace.SpanContext
+	h := tr.HTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			inner = trace.SpanContextFromContext(r.Context())
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	req := httptest.NewRequest(http.MethodPost, "/v1/conversations/c/messages", nil)
+	req.Header.Set("traceparent", parent)
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/metrics", nil))
+
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want 1 (the API request, not /metrics)", len(spans))
+	}
+	s := spans[0]
+	if got := s.SpanContext().TraceID().String(); got != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("trace %s, want the caller's", got)
+	}
+	if s.Parent().SpanID().String() != "00f067aa0ba902b7" || inner.SpanID() != s.SpanContext().SpanID() {
+		t.Errorf("span parent %s / handler context %s: the caller's span should be the parent and the handler should see the new span", s.Parent().SpanID(), inner.SpanID())
+	}
+	var status int64
+	for _, a := range s.Attributes() {
+		if a.Key == "http.response.status_code" {
+			status = a.Value.AsInt64()
+		}
+	}
+	if status != http.StatusAccepted {
+		t.Errorf("status attribute %d, want 202", status)
+	}
+	if NewTracing(nil) != nil {
+		t.Error("NewTracing(nil) is not nil")
+	}
+	var off *Tracing
+	plain := http.NotFoundHandler()
+	if got := off.HTTP(plain); fmt.Sprintf("%p", got) != fmt.Sprintf("%p", plain) {
+		t.Error("nil Tracing wrapped the handler")
 	}
 }

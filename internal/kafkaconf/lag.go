@@ -78,6 +78,7 @@ func (c *LagCollector) points() []lagPoint {
 	if time.Since(c.at) < time.Second {
 		return c.last
 	}
+	// Collect has no context of its own; the lookup is bounded by timeout.
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	lags, err := c.adm.Lag(ctx, c.group)
