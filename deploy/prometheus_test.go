@@ -131,7 +131,7 @@ func TestPrometheusScrapesStack(t *testing.T) {
 	}
 
 	// Traffic while Prometheus scrapes, so rates and quantiles have data.
-	traffic(ctx, t, s)
+	traffic(ctx, t, s, 1)
 	logFamilies(t, targets)
 
 	// The families are in Prometheus once the answers' metrics are scraped.
@@ -192,7 +192,7 @@ func TestPrometheusScrapesStack(t *testing.T) {
 	}
 	// End-to-end latency has data. The first scrape of a histogram child
 	// already holds its first observations, so rates need a second round.
-	traffic(ctx, t, s)
+	traffic(ctx, t, s, 2)
 	var lat struct {
 		Result []struct {
 			Value [2]any `json:"value"`
@@ -247,12 +247,13 @@ func TestPrometheusScrapesStack(t *testing.T) {
 	}
 }
 
-// traffic sends streamed and plain requests through ingress, waits for
-// their answers through egress, and sends one request for an unknown model
-// (a dead letter).
-func traffic(ctx context.Context, t *testing.T, s *apptest.Stack) {
+// traffic sends streamed and plain requests through ingress, each to a
+// new conversation whose stream is open before the request is sent, waits
+// for the answers through egress, and sends one request for an unknown
+// model (a dead letter). round keeps conversation IDs apart between calls.
+func traffic(ctx context.Context, t *testing.T, s *apptest.Stack, round int) {
 	t.Helper()
-	post := func(conv, body string) string {
+	post := func(conv, body string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.IngressURL+"/v1/conversations/"+conv+"/messages", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
@@ -264,23 +265,26 @@ func traffic(ctx context.Context, t *testing.T, s *apptest.Stack) {
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("ingress: %s %s", resp.Status, b)
 		}
-		var ack struct {
-			RequestID string `json:"request_id"`
-		}
-		if err := json.Unmarshal(b, &ack); err != nil {
-			t.Fatal(err)
-		}
-		return ack.RequestID
 	}
 	for i := range 10 {
-		conv := fmt.Sprintf("prom-%d", i)
-		id := post(conv, fmt.Sprintf(`{"model":"sim","stream":%t,"messages":[{"role":"user","content":"hello %d"}]}`, i%2 == 0, i))
-		u := fmt.Sprintf("%s/v1/conversations/%s/events?request_id=%s", s.EgressURL, conv, id)
-		if err := apptest.ReadSSE(ctx, u, "", nil, func(ev apptest.Event) bool { return ev.Name == "chunk" }); err != nil {
+		conv := fmt.Sprintf("prom-%d-%d", round, i)
+		connected := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- apptest.ReadSSE(ctx, s.EgressURL+"/v1/conversations/"+conv+"/events", "", func() { close(connected) },
+				func(ev apptest.Event) bool { return ev.Name == "chunk" })
+		}()
+		select {
+		case <-connected:
+		case err := <-done:
+			t.Fatalf("egress: %v", err)
+		}
+		post(conv, fmt.Sprintf(`{"model":"sim","stream":%t,"messages":[{"role":"user","content":"hello %d"}]}`, i%2 == 0, i))
+		if err := <-done; err != nil {
 			t.Fatalf("egress: %v", err)
 		}
 	}
-	post("prom-dead", `{"model":"no-such-model","messages":[{"role":"user","content":"x"}]}`)
+	post(fmt.Sprintf("prom-%d-dead", round), `{"model":"no-such-model","messages":[{"role":"user","content":"x"}]}`)
 }
 
 // logFamilies counts the metric families each service exposes on /metrics.
