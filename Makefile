@@ -1,10 +1,10 @@
 # Switchboard: `make run` starts the local stack, `make test` runs every test.
 GO      ?= go
 BIN     ?= bin
-PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics
+PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics ./cmd/redrive
 BROKERS ?= 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
-.PHONY: all build run test test-short bench fuzz check fmt-check vet tidy-check proto proto-check topics clean
+.PHONY: all build run test test-short test-integration bench fuzz check check-deploy fmt-check vet tidy-check proto proto-check topics clean
 
 all: build
 
@@ -20,6 +20,10 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## test-integration: the end-to-end and crash tests, and the 4 KiB commit-metadata limit, against Apache Kafka in Docker (testcontainers-go); each test skips, saying why, without a Docker engine
+test-integration:
+	$(GO) test -tags integration -race -count=1 -timeout 30m -run RealKafka -v ./e2e/
 
 ## test-short: unit tests only (skips the process-level tests)
 test-short:
@@ -37,14 +41,22 @@ FUZZTIME ?= 10s
 fuzz:
 	./scripts/fuzz-all.sh $(FUZZTIME)
 
-## check: formatting, vet, go.mod tidiness and generated-code drift (CI runs it)
-check: fmt-check vet tidy-check proto-check
+## check: formatting, vet, go.mod tidiness, generated-code drift and the deployment files (CI runs it)
+check: fmt-check vet tidy-check proto-check check-deploy
+
+## check-deploy: promtool checks and rule tests of deploy/prometheus; docker-compose's own validation of docker-compose.yml
+check-deploy:
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+	docker-compose -f docker-compose.yml config -q
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags integration ./e2e/
 
 tidy-check:
 	$(GO) mod tidy -diff

@@ -108,10 +108,16 @@ func (l load) verdict(ctx context.Context, t *testing.T, brokers string, readCom
 // read_committed or not) saw; verdict has checked loss and order.
 func crashUnderLoad(t *testing.T, routerArgs []string, readCommitted bool) (requests, duplicates int) {
 	t.Helper()
-	s := apptest.StartStack(t, bin, apptest.StackOptions{
-		Routers: 2, ModelLatency: 20 * time.Millisecond, ModelJitter: 10 * time.Millisecond,
-		RouterArgs: append([]string{"--session-timeout", "3s"}, routerArgs...),
-	})
+	return crashUnderLoadOn(t, apptest.StackOptions{}, routerArgs, readCommitted)
+}
+
+// crashUnderLoadOn is crashUnderLoad on a stack shaped by base (its Kafka
+// cluster and topics file; the rest is set here).
+func crashUnderLoadOn(t *testing.T, base apptest.StackOptions, routerArgs []string, readCommitted bool) (requests, duplicates int) {
+	t.Helper()
+	base.Routers, base.ModelLatency, base.ModelJitter = 2, 20*time.Millisecond, 10*time.Millisecond
+	base.RouterArgs = append([]string{"--session-timeout", "3s"}, routerArgs...)
+	s := apptest.StartStack(t, bin, base)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	l := load{convs: 150, rounds: 16, pause: 100 * time.Millisecond}
@@ -165,10 +171,14 @@ func TestScalingUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
-	s := apptest.StartStack(t, bin, apptest.StackOptions{
-		Routers: 2, ModelLatency: 20 * time.Millisecond, ModelJitter: 10 * time.Millisecond,
-		RouterArgs: []string{"--max-in-flight", "64"},
-	})
+	scalingUnderLoad(t, apptest.StackOptions{})
+}
+
+// scalingUnderLoad is TestScalingUnderLoad on a stack shaped by base.
+func scalingUnderLoad(t *testing.T, base apptest.StackOptions) {
+	base.Routers, base.ModelLatency, base.ModelJitter = 2, 20*time.Millisecond, 10*time.Millisecond
+	base.RouterArgs = []string{"--max-in-flight", "64"}
+	s := apptest.StartStack(t, bin, base)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	l := load{convs: 150, rounds: 16, pause: 100 * time.Millisecond}

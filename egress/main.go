@@ -87,6 +87,12 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, tenants
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tp, stopTracing, err := telemetry.StartTracing(ctx, "switchboard-egress", os.Getenv)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(context.WithoutCancel(ctx))
+	cfg.Kafka.Tracing = kafkaconf.NewTracing(tp)
 	spec, err := topicspec.Setup(ctx, topicsFile, prefix, provision, cfg.Kafka.Brokers, logger)
 	if err != nil {
 		return err

@@ -77,6 +77,12 @@ func run(logFormat, logLevel, topicsFile, prefix, tenantsFile string, provision 
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tp, stopTracing, err := telemetry.StartTracing(ctx, "switchboard-ingress", os.Getenv)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(context.WithoutCancel(ctx))
+	cfg.Kafka.Tracing = kafkaconf.NewTracing(tp)
 	spec, err := topicspec.Setup(ctx, topicsFile, prefix, provision, cfg.Kafka.Brokers, logger)
 	if err != nil {
 		return err

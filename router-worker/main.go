@@ -78,6 +78,12 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, backend
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tp, stopTracing, err := telemetry.StartTracing(ctx, "switchboard-router-worker", os.Getenv)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(context.WithoutCancel(ctx))
+	cfg.Kafka.Tracing = kafkaconf.NewTracing(tp)
 	if cfg.Routing, err = router.LoadBackends(backendsFile); err != nil {
 		return err
 	}

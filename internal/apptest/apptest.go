@@ -29,6 +29,7 @@ var Binaries = map[string]string{
 	"ingress":       "./ingress",
 	"router-worker": "./router-worker",
 	"egress":        "./egress",
+	"redrive":       "./cmd/redrive",
 }
 
 // Build compiles the named binaries (keys of Binaries) into dir and returns

@@ -28,6 +28,12 @@ type StackOptions struct {
 	IngressArgs []string
 	// ReadyTimeout bounds each service's start. Default 60s.
 	ReadyTimeout time.Duration
+	// Brokers, when set, are an external Kafka cluster (e.g. a container)
+	// used instead of starting a devbroker.
+	Brokers string
+	// TopicsFile, when set, is the topics.yaml every binary uses instead of
+	// the one built in (e.g. replication factor 1 for a one-broker cluster).
+	TopicsFile string
 }
 
 // Stack is a running local stack: devbroker, modelsim, router-workers,
@@ -39,15 +45,24 @@ type Stack struct {
 	IngressGRPC string // host:port of ingress's gRPC listener
 	EgressURL   string
 	ModelsimURL string
-	Devbroker   *Proc
+	Devbroker   *Proc // nil with an external cluster (StackOptions.Brokers)
 	Modelsim    *Proc
 	Routers     []*Proc
+	RouterURLs  []string // each router-worker's /metrics, /healthz, /readyz base URL, as Routers
 	Egress      *Proc
 	Ingress     *Proc
 	bin         map[string]string
 	t           testing.TB
 	backends    string
 	routerArgs  []string
+}
+
+// topicsArgs are the --topics-file flag, when the stack has one.
+func topicsArgs(file string) []string {
+	if file == "" {
+		return nil
+	}
+	return []string{"--topics-file", file}
 }
 
 // StartStack starts a stack from the binaries in bin (see Build) and waits
@@ -64,17 +79,20 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 		opts.ReadyTimeout = 60 * time.Second
 	}
 	ctx := t.Context()
-	s := &Stack{Dir: t.TempDir(), bin: bin, t: t, routerArgs: opts.RouterArgs}
-	ready := filepath.Join(s.Dir, "devbroker.ready")
-	s.Devbroker = Start(t, "devbroker", bin["devbroker"], "--ports", "0,0,0",
-		"--data-dir", filepath.Join(s.Dir, "kafka"), "--ready-file", ready)
-	brokers, err := WaitFile(ready, opts.ReadyTimeout)
-	if err != nil {
-		t.Fatalf("devbroker: %v", err)
+	s := &Stack{Dir: t.TempDir(), bin: bin, t: t, routerArgs: append(topicsArgs(opts.TopicsFile), opts.RouterArgs...)}
+	brokers := opts.Brokers
+	if brokers == "" {
+		ready := filepath.Join(s.Dir, "devbroker.ready")
+		s.Devbroker = Start(t, "devbroker", bin["devbroker"], "--ports", "0,0,0",
+			"--data-dir", filepath.Join(s.Dir, "kafka"), "--ready-file", ready)
+		var err error
+		if brokers, err = WaitFile(ready, opts.ReadyTimeout); err != nil {
+			t.Fatalf("devbroker: %v", err)
+		}
 	}
 	s.Brokers = brokers
 
-	topics := Start(t, "topics", bin["topics"], "--brokers", brokers)
+	topics := Start(t, "topics", bin["topics"], append([]string{"--brokers", brokers}, topicsArgs(opts.TopicsFile)...)...)
 	select {
 	case <-topics.done:
 		if topics.err != nil {
@@ -104,9 +122,9 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Egress = Start(t, "egress", bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", egPort), "--brokers", brokers)
-	s.Ingress = Start(t, "ingress", bin["ingress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", inPort), "--brokers", brokers,
-		"--grpc-addr", s.IngressGRPC, "--tenants", filepath.Join(root, "tenants.yaml")}, opts.IngressArgs...)...)
+	s.Egress = Start(t, "egress", bin["egress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", egPort), "--brokers", brokers}, topicsArgs(opts.TopicsFile)...)...)
+	s.Ingress = Start(t, "ingress", bin["ingress"], append(append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", inPort), "--brokers", brokers,
+		"--grpc-addr", s.IngressGRPC, "--tenants", filepath.Join(root, "tenants.yaml")}, topicsArgs(opts.TopicsFile)...), opts.IngressArgs...)...)
 
 	for _, u := range []string{s.ModelsimURL + "/healthz", s.EgressURL + "/readyz", s.IngressURL + "/readyz"} {
 		if err := WaitHTTP(ctx, u, opts.ReadyTimeout); err != nil {
@@ -128,5 +146,6 @@ func (s *Stack) StartRouter() *Proc {
 		s.t.Fatalf("%s: %v", name, err)
 	}
 	s.Routers = append(s.Routers, p)
+	s.RouterURLs = append(s.RouterURLs, fmt.Sprintf("http://127.0.0.1:%d", port))
 	return p
 }

@@ -147,6 +147,7 @@ func New(cfg Config) (*Egress, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Kafka = cfg.Kafka.Instrument("egress", cfg.Registry)
 	cl, err := kgo.NewClient(cfg.Kafka.Opts(cfg.Logger)...)
 	if err != nil {
 		return nil, fmt.Errorf("egress: kafka client: %w", err)

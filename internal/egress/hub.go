@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bytes"
+	"context"
 	"sync"
 	"time"
 
@@ -13,6 +14,9 @@ import (
 
 // event is one result with its place in the results topic.
 type event struct {
+	// ctx is the record's context (its trace, when tracing is on); nil on
+	// replays.
+	ctx       context.Context
 	partition int32
 	offset    int64
 	res       *pb.Result
@@ -123,7 +127,7 @@ func (h *hub) publish(rec *kgo.Record) {
 		h.metrics.undecodable.Inc()
 		return
 	}
-	ev := event{partition: rec.Partition, offset: rec.Offset, res: res, json: &lazyJSON{res: res}, timestamp: rec.Timestamp}
+	ev := event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res, json: &lazyJSON{res: res}, timestamp: rec.Timestamp}
 	for s := range subs {
 		select {
 		case s.ch <- ev:

@@ -7,7 +7,11 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -192,7 +196,11 @@ var (
 )
 
 // send filters ev (tenant, resume cursor, duplicates) and writes it.
-func (s *session) send(out sink, ev event) error {
+func (s *session) send(out sink, ev event) (err error) {
+	if ev.ctx != nil {
+		_, span := s.e.cfg.Kafka.Tracing.Start(ev.ctx, "deliver", trace.SpanKindProducer, attribute.String("request_id", ev.res.GetRequestId()))
+		defer func() { kafkaconf.End(span, err) }()
+	}
 	m := s.e.metrics
 	if s.req.tenant != "" && ev.res.GetTenant() != s.req.tenant {
 		m.filtered.WithLabelValues("other_tenant").Inc()

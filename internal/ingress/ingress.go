@@ -182,6 +182,7 @@ func New(cfg Config) (*Ingress, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Kafka = cfg.Kafka.Instrument("ingress", cfg.Registry)
 	// The producer is idempotent (franz-go's default) with acks=all, so a
 	// retried produce never duplicates a record in its partition.
 	opts := append(cfg.Kafka.Opts(cfg.Logger),
@@ -227,7 +228,7 @@ func New(cfg Config) (*Ingress, error) {
 		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
 	}
 	telemetry.Mount(mux, cfg.Registry, in.ready)
-	in.handler = mux
+	in.handler = cfg.Kafka.Tracing.HTTP(mux)
 	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)))
 	pb.RegisterIngressServer(in.grpc, &grpcServer{in: in})
 	reflection.Register(in.grpc)

@@ -1,6 +1,8 @@
 // Package kafkaconf builds the franz-go client options every Switchboard
-// binary shares: seed brokers, client ID and logging. Service packages add
-// their own producer or consumer options on top.
+// binary shares: seed brokers, client ID, logging, franz-go's client
+// metrics (kprom, see Instrument), and trace context carried in record
+// headers (kotel, see Tracing). Service packages add their own producer or
+// consumer options on top. LagCollector exports a consumer group's lag.
 package kafkaconf
 
 import (
@@ -23,6 +25,11 @@ type Config struct {
 	Brokers []string
 	// ClientID names the client in broker logs and quotas.
 	ClientID string
+	// Tracing, when not nil, traces every record produced and fetched by
+	// the clients built from Opts. Nil: no tracing, no cost.
+	Tracing *Tracing
+
+	metrics *clientMetrics // set by Instrument
 }
 
 // ParseBrokers splits a comma-separated broker list, dropping empty entries.
@@ -64,6 +71,12 @@ func (c Config) Opts(logger *slog.Logger) []kgo.Opt {
 	if logger != nil {
 		quiet := slog.New(minLevel{logger.Handler(), slog.LevelWarn})
 		opts = append(opts, kgo.WithLogger(kslog.New(quiet.With("component", "kafka"))))
+	}
+	if c.metrics != nil {
+		opts = append(opts, kgo.WithHooks(c.metrics))
+	}
+	if hooks := c.Tracing.hooks(); len(hooks) > 0 {
+		opts = append(opts, kgo.WithHooks(hooks...))
 	}
 	return opts
 }

@@ -10,6 +10,7 @@ type metrics struct {
 	limiterWait    *prometheus.HistogramVec // limiter
 	reloads        *prometheus.CounterVec   // result
 	retries        prometheus.Counter
+	answerSeconds  *prometheus.HistogramVec // lane
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,8 +45,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "switchboard_router_retries_total",
 			Help: "Backend calls retried after a retryable failure.",
 		}),
+		answerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "switchboard_router_answer_latency_seconds",
+			Help:    "End-to-end latency of answered requests: from the request's accepted_at (ingress, or the record's timestamp) to its final result acknowledged by Kafka, by lane.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
+		}, []string{"lane"}),
 	}
-	reg.MustRegister(m.processed, m.backendSeconds, m.backendCalls, m.deadLetters, m.limiterWait, m.reloads, m.retries)
+	reg.MustRegister(m.processed, m.backendSeconds, m.backendCalls, m.deadLetters, m.limiterWait, m.reloads, m.retries, m.answerSeconds)
 	return m
 }
 

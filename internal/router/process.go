@@ -12,9 +12,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/llm"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
@@ -44,8 +47,10 @@ func tooLarge(err error) bool {
 // An error means the results could not be written (or ctx ended) and the
 // record must be processed again; backend failures are not errors here, they
 // become error results.
-func (r *Router) process(ctx context.Context, rec *kgo.Record) error {
-	err := r.handle(ctx, rec)
+func (r *Router) process(ctx context.Context, rec *kgo.Record) (err error) {
+	ctx, span := r.cfg.Kafka.Tracing.Process(ctx, rec)
+	defer func() { kafkaconf.End(span, err) }()
+	err = r.handle(ctx, rec)
 	if err == nil || !tooLarge(err) || ctx.Err() != nil {
 		return err
 	}
@@ -143,7 +148,10 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		if err == nil {
 			start := time.Now()
 			var resp *llm.ChatResponse
-			resp, err = r.call(callCtx, l, req, out, attempt)
+			spanCtx, span := r.cfg.Kafka.Tracing.Start(callCtx, "backend call", trace.SpanKindClient,
+				attribute.String("backend", l.name), attribute.String("model", req.GetModel()), attribute.Int("attempt", int(attempt)))
+			resp, err = r.call(spanCtx, l, req, out, attempt)
+			kafkaconf.End(span, err)
 			used := 0
 			if resp != nil {
 				used = resp.Usage.TotalTokens
@@ -176,7 +184,11 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 						CompletedAt:  timestamppb.Now(),
 					},
 				}}})
-				return out.wait()
+				err := out.wait()
+				if err == nil && req.GetAcceptedAt() != nil {
+					r.metrics.answerSeconds.WithLabelValues(lane).Observe(time.Since(req.GetAcceptedAt().AsTime()).Seconds())
+				}
+				return err
 			}
 		}
 		if ctx.Err() != nil {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/httpserve"
@@ -216,6 +217,7 @@ func New(cfg Config) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Kafka = cfg.Kafka.Instrument("router", cfg.Registry)
 	r := &Router{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -268,6 +270,7 @@ func New(cfg Config) (*Router, error) {
 	r.engine = engine
 	r.client = engine.Client()
 	r.producer = r.client
+	cfg.Registry.MustRegister(kafkaconf.NewLagCollector(kadm.NewClient(r.client), "router", cfg.Group))
 	if r.eos {
 		// Chunks are produced as they stream, outside any transaction.
 		if r.producer, err = kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics, cfg.ProduceLinger)...)...); err != nil {
