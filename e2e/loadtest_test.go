@@ -95,12 +95,12 @@ func TestLoadtestStackKillRestart(t *testing.T) {
 		t.Errorf("exited: %v", exited)
 	}
 	// One request through the restarted stack, read from egress.
-	drv, err := loadtest.NewDriver("http", loadtest.Endpoints{IngressURL: st.IngressURL}, nil)
+	drv, err := loadtest.NewDriver("http", loadtest.Endpoints{IngressURL: st.IngressURL, APIKey: st.APIKey}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer drv.Close()
-	rd, err := loadtest.NewReader("sse", loadtest.Endpoints{EgressURL: st.EgressURL}, nil)
+	rd, err := loadtest.NewReader("sse", loadtest.Endpoints{EgressURL: st.EgressURL, APIKey: st.APIKey}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,7 @@ func main() {
 	driver := flag.String("driver", "http", "how requests enter: http (ingress) or kafka (straight to the requests topics)")
 	reader := flag.String("reader", "sse", "how answers are read: sse (egress) or kafka (the results topic)")
 	ingress := flag.String("ingress", "http://127.0.0.1:8080", "ingress base URL (without --stack)")
+	apiKey := flag.String("api-key", envOr("SWITCHBOARD_API_KEY", loadtest.DevKey), "API key sent to ingress and egress as a bearer token (without --stack; env SWITCHBOARD_API_KEY)")
 	egress := flag.String("egress", "http://127.0.0.1:8081", "egress base URL (without --stack)")
 	modelsim := flag.String("modelsim", "http://127.0.0.1:8090", "model simulator base URL for the direct reference calls; empty skips them (without --stack)")
 	brokers := flag.String("brokers", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094", "Kafka seed brokers for lag, dead letters and the kafka driver and reader; empty for none (without --stack)")
@@ -91,7 +92,7 @@ func main() {
 		names = loadtest.Names()
 	}
 	code, err := run(runArgs{names: names, params: p, stack: *stack, bin: *bin, stackDir: *stackDir, out: *out, jsonOut: *jsonOut,
-		htmlOut: *htmlOut, label: *label, strict: *strict, driver: *driver, reader: *reader, ingress: *ingress, egress: *egress,
+		htmlOut: *htmlOut, label: *label, strict: *strict, driver: *driver, reader: *reader, ingress: *ingress, apiKey: *apiKey, egress: *egress,
 		modelsim: *modelsim, brokers: *brokers, prefix: *prefix, drain: *drain, pids: pidMap})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
@@ -100,15 +101,15 @@ func main() {
 }
 
 type runArgs struct {
-	names                                              []string
-	params                                             loadtest.Params
-	stack                                              bool
-	bin, stackDir, out, jsonOut, htmlOut, label        string
-	strict                                             bool
-	driver, reader, ingress, egress, modelsim, brokers string
-	prefix                                             string
-	drain                                              time.Duration
-	pids                                               map[string]int
+	names                                                      []string
+	params                                                     loadtest.Params
+	stack                                                      bool
+	bin, stackDir, out, jsonOut, htmlOut, label                string
+	strict                                                     bool
+	driver, reader, ingress, apiKey, egress, modelsim, brokers string
+	prefix                                                     string
+	drain                                                      time.Duration
+	pids                                                       map[string]int
 }
 
 func run(a runArgs) (int, error) {
@@ -134,7 +135,7 @@ func run(a runArgs) (int, error) {
 	sc := loadtest.SuiteConfig{
 		Scenarios: a.names, Params: a.params, Driver: a.driver, Reader: a.reader, Label: a.label, Drain: a.drain,
 		Command: strings.Join(os.Args, " "), ExternalPIDs: a.pids,
-		External: loadtest.Endpoints{IngressURL: a.ingress, EgressURL: a.egress, ModelsimURL: a.modelsim,
+		External: loadtest.Endpoints{IngressURL: a.ingress, EgressURL: a.egress, ModelsimURL: a.modelsim, APIKey: a.apiKey,
 			Kafka: loadtest.KafkaEndpoint{Brokers: kafkaconf.ParseBrokers(a.brokers), Topics: topics}},
 		KafkaOpts: func(brokers []string) []kgo.Opt {
 			return kafkaconf.Config{Brokers: brokers, ClientID: "switchboard-loadtest"}.Opts(logger)
@@ -239,4 +240,11 @@ func compare(args []string) error {
 	var w io.Writer = os.Stdout
 	loadtest.WriteComparison(w, a, b, fs.Arg(0), fs.Arg(1))
 	return nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }

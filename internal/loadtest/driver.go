@@ -158,7 +158,7 @@ func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 		if ep.IngressURL == "" {
 			return nil, errors.New("driver http: no ingress URL")
 		}
-		return newHTTPDriver(ep.IngressURL, 30*time.Second), nil
+		return newHTTPDriver(ep.IngressURL, ep.APIKey, 30*time.Second), nil
 	case "kafka":
 		if kafkaOpts == nil {
 			return nil, errors.New("driver kafka: no brokers")
@@ -176,7 +176,7 @@ func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
 		if ep.EgressURL == "" {
 			return nil, errors.New("reader sse: no egress URL")
 		}
-		return newSSEReader(ep.EgressURL), nil
+		return newSSEReader(ep.EgressURL, ep.APIKey), nil
 	case "kafka":
 		if kafkaOpts == nil {
 			return nil, errors.New("reader kafka: no brokers")

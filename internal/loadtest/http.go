@@ -19,6 +19,7 @@ import (
 // POST /v1/conversations/{id}/messages.
 type httpDriver struct {
 	base   string
+	key    string // bearer token; empty sends none
 	client *http.Client
 }
 
@@ -34,8 +35,8 @@ func newTransport() *http.Transport {
 	}
 }
 
-func newHTTPDriver(ingressURL string, timeout time.Duration) *httpDriver {
-	return &httpDriver{base: strings.TrimRight(ingressURL, "/"), client: &http.Client{Transport: newTransport(), Timeout: timeout}}
+func newHTTPDriver(ingressURL, apiKey string, timeout time.Duration) *httpDriver {
+	return &httpDriver{base: strings.TrimRight(ingressURL, "/"), key: apiKey, client: &http.Client{Transport: newTransport(), Timeout: timeout}}
 }
 
 func (d *httpDriver) Name() string { return "http" }
@@ -63,6 +64,9 @@ func (d *httpDriver) post(ctx context.Context, conv string, body []byte, content
 		return &SendError{Code: "request", Err: err}
 	}
 	req.Header.Set("Content-Type", contentType)
+	if d.key != "" {
+		req.Header.Set("Authorization", "Bearer "+d.key)
+	}
 	resp, err := d.client.Do(req)
 	if err != nil {
 		return &SendError{Code: transportCode(err), Err: err}

@@ -24,6 +24,9 @@ func TestHTTPDriverCodes(t *testing.T) {
 		switch {
 		case r.URL.Path != "/v1/conversations/c1/messages":
 			http.NotFound(w, r)
+		case r.Header.Get("Authorization") != "Bearer k1":
+			w.WriteHeader(401)
+			io.WriteString(w, `{"error":{"code":"unauthenticated","message":"x"}}`)
 		case r.Header.Get("Content-Type") != "application/json":
 			w.WriteHeader(415)
 			io.WriteString(w, `{"error":{"code":"unsupported_media_type","message":"x"}}`)
@@ -36,7 +39,7 @@ func TestHTTPDriverCodes(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	d := newHTTPDriver(srv.URL, 5*time.Second)
+	d := newHTTPDriver(srv.URL, "k1", 5*time.Second)
 	defer d.Close()
 	ctx := t.Context()
 	if err := d.Send(ctx, Message{ID: "id1", Conversation: "c1", Model: "sim", Lane: "interactive", Content: "hi"}); err != nil {
@@ -57,7 +60,7 @@ func TestHTTPDriverCodes(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	d2 := newHTTPDriver("http://"+addr, time.Second)
+	d2 := newHTTPDriver("http://"+addr, "", time.Second)
 	defer d2.Close()
 	if got := errorCode(d2.Send(ctx, Message{Conversation: "c1"})); got != "connect_refused" {
 		t.Errorf("refused: code %q", got)
@@ -110,7 +113,7 @@ func TestSSEReaderResumes(t *testing.T) {
 		fmt.Fprintf(w, "event: end\ndata: {\"reason\":\"shutdown\"}\n\n")
 	}))
 	defer srv.Close()
-	r := newSSEReader(srv.URL)
+	r := newSSEReader(srv.URL, "")
 	var amu sync.Mutex
 	var got []Answer
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)

@@ -212,7 +212,7 @@ func TestErrorCode(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	drv, rd := newHTTPDriver("http://127.0.0.1:1", time.Second), newSSEReader("http://127.0.0.1:1")
+	drv, rd := newHTTPDriver("http://127.0.0.1:1", "", time.Second), newSSEReader("http://127.0.0.1:1", "")
 	tests := []struct {
 		name string
 		cfg  Config

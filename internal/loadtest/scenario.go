@@ -141,7 +141,9 @@ func ScenarioByName(name string) (Scenario, bool) {
 // listens.
 type Endpoints struct {
 	IngressURL, EgressURL, ModelsimURL string
-	Kafka                              KafkaEndpoint
+	// APIKey is sent as a bearer token to ingress and egress.
+	APIKey string
+	Kafka  KafkaEndpoint
 }
 
 // KafkaEndpoint reaches the cluster; Brokers empty means no Kafka access
@@ -229,7 +231,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 			return nil, err
 		}
 		defer st.Close()
-		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL,
+		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey,
 			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: sc.External.Kafka.Topics}}
 	} else if s.NeedsStack {
 		return nil, fmt.Errorf("%s acts on processes and needs a stack the load test starts (--stack)", s.Name)

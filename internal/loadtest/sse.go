@@ -22,6 +22,7 @@ import (
 // event's cursor, so nothing is skipped and egress replays from Kafka.
 type sseReader struct {
 	base    string
+	key     string // bearer token; empty sends none
 	client  *http.Client
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -32,8 +33,8 @@ type sseReader struct {
 	reconnects int
 }
 
-func newSSEReader(egressURL string) *sseReader {
-	return &sseReader{base: strings.TrimRight(egressURL, "/"), client: &http.Client{Transport: newTransport()}}
+func newSSEReader(egressURL, apiKey string) *sseReader {
+	return &sseReader{base: strings.TrimRight(egressURL, "/"), key: apiKey, client: &http.Client{Transport: newTransport()}}
 }
 
 func (r *sseReader) Name() string { return "sse" }
@@ -103,6 +104,9 @@ func (r *sseReader) stream(conv string, cursor *string, connected func()) error 
 		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	if r.key != "" {
+		req.Header.Set("Authorization", "Bearer "+r.key)
+	}
 	if *cursor != "" {
 		req.Header.Set("Last-Event-ID", *cursor)
 	}

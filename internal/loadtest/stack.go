@@ -15,7 +15,13 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 )
+
+// DevKey is the local stack's development key (tenants.yaml): the default
+// of --api-key and of a stack the load test starts.
+const DevKey = "sk-switchboard-dev"
 
 // StackConfig shapes a local stack of the real binaries.
 type StackConfig struct {
@@ -35,6 +41,9 @@ type StackConfig struct {
 	// RouterArgs replace the router-worker's tuning flags. Default:
 	// --max-in-flight 2000 --session-timeout 10s, with static membership.
 	RouterArgs []string
+	// APIKey is the one tenant's key in the tenants file the stack gives
+	// ingress (no rate limits). Default DevKey.
+	APIKey string
 	// ReadyTimeout bounds each process's start. Default 60s.
 	ReadyTimeout time.Duration
 	Logger       *slog.Logger
@@ -51,6 +60,8 @@ type Stack struct {
 	IngressURL  string
 	EgressURL   string
 	ModelsimURL string
+	// APIKey is the key ingress accepts (StackConfig.APIKey).
+	APIKey string
 
 	mu    sync.Mutex
 	procs map[string]*stackProc
@@ -117,6 +128,9 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	if cfg.RouterArgs == nil {
 		cfg.RouterArgs = []string{"--max-in-flight", "2000", "--session-timeout", "10s", "--instance-id", "loadtest-router-1"}
 	}
+	if cfg.APIKey == "" {
+		cfg.APIKey = DevKey
+	}
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 60 * time.Second
 	}
@@ -168,7 +182,12 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	s.add(ProcRouter, append([]string{"--addr", routerAddr, "--brokers", s.Brokers, "--backends", backends, "--log-level", "warn"}, cfg.RouterArgs...),
 		httpReady("http://"+routerAddr+"/readyz", cfg.ReadyTimeout))
 	s.add(ProcEgress, []string{"--addr", egAddr, "--brokers", s.Brokers, "--log-level", "warn"}, httpReady(s.EgressURL+"/readyz", cfg.ReadyTimeout))
-	s.add(ProcIngress, []string{"--addr", inAddr, "--brokers", s.Brokers, "--log-level", "warn"}, httpReady(s.IngressURL+"/readyz", cfg.ReadyTimeout))
+	tenants := filepath.Join(cfg.Dir, "tenants.yaml")
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: loadtest\n    key_sha256: [%s]\n", tenant.HashKey(cfg.APIKey)), 0o600); err != nil {
+		return nil, err
+	}
+	s.APIKey = cfg.APIKey
+	s.add(ProcIngress, []string{"--addr", inAddr, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"}, httpReady(s.IngressURL+"/readyz", cfg.ReadyTimeout))
 
 	if err := s.Start(ctx, ProcDevbroker); err != nil {
 		return nil, err
