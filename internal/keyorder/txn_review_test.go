@@ -110,29 +110,8 @@ func TestTxnLostCommitAnswerRetriesUnstableRead(t *testing.T) {
 	e.testTake(p0, 0, 1)
 	e.testFinish(t, p0, 0, "C0")
 
-	fwd, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fwd.Close()
-	var forwarding, dropping, drops, unstable atomic.Int32
-	dropping.Store(1)
-	c.ControlKey(int16(kmsg.EndTxn), func(r kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if forwarding.Load() == 1 || dropping.Load() == 0 {
-			return nil, nil, false
-		}
-		if drops.Add(1) == 1 {
-			forwarding.Store(1)
-			c.SleepControl(func() {
-				if _, err := r.(*kmsg.EndTxnRequest).RequestWith(context.Background(), fwd); err != nil {
-					t.Errorf("forwarding EndTxn: %v", err)
-				}
-			})
-			forwarding.Store(0)
-		}
-		return nil, errors.New("answer lost"), true
-	})
+	drops, stop := loseEndTxnAnswers(t, c)
+	var unstable atomic.Int32
 	c.ControlKey(int16(kmsg.OffsetFetch), func(r kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		if drops.Load() == 0 || unstable.Add(1) > 1 {
@@ -157,8 +136,8 @@ func TestTxnLostCommitAnswerRetriesUnstableRead(t *testing.T) {
 		}
 		return resp, nil, true
 	})
-	err = e.commit(nil)
-	dropping.Store(0)
+	err := e.commit(nil)
+	stop()
 	if drops.Load() == 0 || unstable.Load() == 0 {
 		t.Fatal("nothing injected: the test proves nothing")
 	}

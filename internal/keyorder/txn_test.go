@@ -272,20 +272,41 @@ func TestTxnLostCommitAnswerNoDuplicate(t *testing.T) {
 	e.testTake(p0, 0, 1)
 	e.testFinish(t, p0, 0, "C0")
 
-	// A raw client forwards the first EndTxn to the broker on another
-	// connection; the engine's own connection is then closed, so it never
-	// sees the answer. Later EndTxns (its retries) get the same.
+	drops, stop := loseEndTxnAnswers(t, c)
+	err := e.commit(nil)
+	stop()
+	if err != nil {
+		t.Logf("commit: %v", err)
+	}
+	if drops.Load() == 0 {
+		t.Fatal("no EndTxn answer was lost: the test proves nothing")
+	}
+	e.testFinish(t, p0, 1, "C1")
+	if err := e.commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	wantOut(t, readCommittedOut(t, c), "C0", "C1")
+}
+
+// loseEndTxnAnswers makes the broker commit (or abort) on the first EndTxn
+// while its answer never reaches the engine: a raw client forwards that
+// request on another connection and the engine's own connection is closed.
+// Later EndTxns (the engine's retries) lose their answers too, until stop.
+// drops counts the lost answers.
+func loseEndTxnAnswers(t *testing.T, c *kfake.Cluster) (drops *atomic.Int32, stop func()) {
+	t.Helper()
 	fwd, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fwd.Close()
-	var forwarding, dropping, drops atomic.Int32
+	t.Cleanup(fwd.Close)
+	var forwarding, dropping atomic.Int32
+	drops = new(atomic.Int32)
 	dropping.Store(1)
 	c.ControlKey(int16(kmsg.EndTxn), func(r kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		if forwarding.Load() == 1 || dropping.Load() == 0 {
-			return nil, nil, false // the forwarded request, or after the test: process it
+			return nil, nil, false // the forwarded request, or after stop: process it
 		}
 		if drops.Add(1) == 1 {
 			forwarding.Store(1)
@@ -298,19 +319,7 @@ func TestTxnLostCommitAnswerNoDuplicate(t *testing.T) {
 		}
 		return nil, errors.New("answer lost"), true
 	})
-	err = e.commit(nil)
-	dropping.Store(0)
-	if err != nil {
-		t.Logf("commit: %v", err)
-	}
-	if drops.Load() == 0 {
-		t.Fatal("no EndTxn answer was lost: the test proves nothing")
-	}
-	e.testFinish(t, p0, 1, "C1")
-	if err := e.commit(nil); err != nil {
-		t.Fatal(err)
-	}
-	wantOut(t, readCommittedOut(t, c), "C0", "C1")
+	return drops, func() { dropping.Store(0) }
 }
 
 // Failures while aborting must not wedge the client: the abort is retried
