@@ -62,6 +62,8 @@ type Stack struct {
 	ModelsimURL string
 	// APIKey is the key ingress and egress accept (StackConfig.APIKey).
 	APIKey string
+	// Tenant is APIKey's tenant in the stack's tenants file.
+	Tenant string
 
 	mu    sync.Mutex
 	procs map[string]*stackProc
@@ -182,7 +184,8 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	s.add(ProcRouter, append([]string{"--addr", routerAddr, "--brokers", s.Brokers, "--backends", backends, "--log-level", "warn"}, cfg.RouterArgs...),
 		httpReady("http://"+routerAddr+"/readyz", cfg.ReadyTimeout))
 	tenants := filepath.Join(cfg.Dir, "tenants.yaml")
-	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: loadtest\n    key_sha256: [%s]\n", tenant.HashKey(cfg.APIKey)), 0o600); err != nil {
+	s.Tenant = "loadtest"
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: %s\n    key_sha256: [%s]\n", s.Tenant, tenant.HashKey(cfg.APIKey)), 0o600); err != nil {
 		return nil, err
 	}
 	s.add(ProcEgress, []string{"--addr", egAddr, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"}, httpReady(s.EgressURL+"/readyz", cfg.ReadyTimeout))
