@@ -256,6 +256,7 @@ func traffic(ctx context.Context, t *testing.T, s *apptest.Stack, round int) {
 	post := func(conv, body string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.IngressURL+"/v1/conversations/"+conv+"/messages", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+apptest.DevKey)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
