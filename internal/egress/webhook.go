@@ -235,7 +235,7 @@ func (w *webhooks) handle(ctx context.Context, rec *kgo.Record) error {
 			target = t.WebhookURL
 		}
 		if len(t.WebhookSecret) > 0 {
-			secret = t.WebhookSecret
+			secret = []byte(t.WebhookSecret)
 		}
 	}
 	if target == "" {

@@ -67,8 +67,18 @@ type Tenant struct {
 	// secret (SWITCHBOARD_WEBHOOK_SECRET).
 	WebhookSecretEnv string `yaml:"webhook_secret_env"`
 	// WebhookSecret is the value of WebhookSecretEnv, read at load time.
-	WebhookSecret []byte `yaml:"-"`
+	WebhookSecret Secret `yaml:"-"`
 }
+
+// Secret is a secret's bytes; it prints as [redacted], so logging or
+// printing a Tenant does not leak it.
+type Secret []byte
+
+// String returns "[redacted]".
+func (Secret) String() string { return "[redacted]" }
+
+// GoString returns "[redacted]" (for %#v).
+func (Secret) GoString() string { return "[redacted]" }
 
 // AllowsModel reports whether t may call model.
 func (t *Tenant) AllowsModel(model string) bool {
@@ -174,7 +184,7 @@ func ParseEnv(b []byte, getenv func(string) string) (*Set, error) {
 			if v == "" {
 				return nil, fmt.Errorf("tenant %q: webhook_secret_env: environment variable %s is unset or empty", t.Name, t.WebhookSecretEnv)
 			}
-			t.WebhookSecret = []byte(v)
+			t.WebhookSecret = Secret(v)
 		}
 		s.tenants = append(s.tenants, t)
 	}

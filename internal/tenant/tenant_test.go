@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -115,6 +116,9 @@ tenants:
 	}
 	if (*Set)(nil).Tenant("acme") != nil {
 		t.Error("a nil Set has a tenant")
+	}
+	if got := fmt.Sprintf("%v %+v %#v %s", acme, acme, acme, acme.WebhookSecret); strings.Contains(got, "acme-secret") || !strings.Contains(got, "[redacted]") {
+		t.Errorf("printing a tenant shows its secret: %s", got)
 	}
 	if len(asked) != 1 || asked[0] != "ACME_HOOK_SECRET" {
 		t.Errorf("getenv asked for %v, want only ACME_HOOK_SECRET", asked)
