@@ -78,7 +78,12 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, tenants
 		return err
 	}
 	if tenantsFile != "" {
-		if cfg.Tenants, err = tenant.Load(tenantsFile); err != nil {
+		// Only webhook delivery needs the tenants' secrets.
+		getenv := os.Getenv
+		if !cfg.Webhooks.Enabled {
+			getenv = nil
+		}
+		if cfg.Tenants, err = tenant.LoadEnv(tenantsFile, getenv); err != nil {
 			return err
 		}
 	}

@@ -21,8 +21,10 @@
 //
 // HashKey gives the digest of a key: `printf %s KEY | sha256sum` does the same.
 // Secrets are not in the file either: webhook_secret_env names an
-// environment variable, read when the file is loaded; naming one that is
-// unset or empty is a load error.
+// environment variable, read when the file is loaded by a service that
+// delivers webhooks (egress with --webhooks); naming one that is unset or
+// empty is then a load error. Other services load with a nil getenv and
+// never see the secrets.
 package tenant
 
 import (
@@ -111,7 +113,9 @@ type file struct {
 // process environment.
 func Load(path string) (*Set, error) { return LoadEnv(path, os.Getenv) }
 
-// LoadEnv is Load with getenv in place of os.Getenv.
+// LoadEnv is Load with getenv in place of os.Getenv. A nil getenv reads
+// no secrets at all: a service that sends no webhooks (ingress; egress
+// without --webhooks) need not hold them, and WebhookSecret stays nil.
 func LoadEnv(path string, getenv func(string) string) (*Set, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -130,7 +134,8 @@ func LoadEnv(path string, getenv func(string) string) (*Set, error) {
 // process environment.
 func Parse(b []byte) (*Set, error) { return ParseEnv(b, os.Getenv) }
 
-// ParseEnv is Parse with getenv in place of os.Getenv.
+// ParseEnv is Parse with getenv in place of os.Getenv; nil reads no
+// secrets (see LoadEnv).
 func ParseEnv(b []byte, getenv func(string) string) (*Set, error) {
 	var f file
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
@@ -179,7 +184,7 @@ func ParseEnv(b []byte, getenv func(string) string) (*Set, error) {
 				return nil, fmt.Errorf("tenant %q: webhook_url %w", t.Name, err)
 			}
 		}
-		if t.WebhookSecretEnv != "" {
+		if t.WebhookSecretEnv != "" && getenv != nil {
 			v := getenv(t.WebhookSecretEnv)
 			if v == "" {
 				return nil, fmt.Errorf("tenant %q: webhook_secret_env: environment variable %s is unset or empty", t.Name, t.WebhookSecretEnv)

@@ -125,6 +125,21 @@ tenants:
 	}
 }
 
+// TestSecretsNotRead: with a nil getenv (ingress, egress without
+// webhooks) secret variables are neither read nor required.
+func TestSecretsNotRead(t *testing.T) {
+	s, err := ParseEnv([]byte("tenants:\n  - name: a\n    key_sha256: ["+HashKey("k")+"]\n    webhook_url: https://h.example/x\n    webhook_secret_env: UNSET_ANYWHERE\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Tenant("a"); a.WebhookSecret != nil || a.WebhookURL != "https://h.example/x" {
+		t.Errorf("tenant a = %+v, want its URL and no secret", a)
+	}
+	if _, err := ParseEnv([]byte("tenants:\n  - name: a\n    key_sha256: ["+HashKey("k")+"]\n    webhook_url: ftp://x\n"), nil); err == nil {
+		t.Error("an invalid webhook_url loaded without getenv")
+	}
+}
+
 func TestBearerToken(t *testing.T) {
 	tests := map[string]string{
 		"Bearer abc":   "abc",
