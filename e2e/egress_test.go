@@ -23,7 +23,8 @@ func TestEgressFailover(t *testing.T) {
 	s := apptest.StartStack(t, bin, apptest.StackOptions{ModelLatency: 150 * time.Millisecond})
 	port := apptest.FreePort(t)
 	egressB := fmt.Sprintf("http://127.0.0.1:%d", port)
-	procB := apptest.Start(t, "egress-b", bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--brokers", s.Brokers)
+	procB := apptest.Start(t, "egress-b", bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--brokers", s.Brokers,
+		"--tenants", s.TenantsFile)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	if err := apptest.WaitHTTP(ctx, egressB+"/readyz", time.Minute); err != nil {

@@ -196,7 +196,7 @@ func TestDirectJSONRecord(t *testing.T) {
 	rec := &kgo.Record{
 		Topic:   "switchboard.requests.batch",
 		Key:     []byte("order-42"),
-		Value:   []byte(`{"lane":"batch","model":"sim","messages":[{"role":"user","content":"Summarise order 42"}],"max_tokens":64,"metadata":{"order":"42"}}`),
+		Value:   []byte(`{"lane":"batch","tenant":"dev","model":"sim","messages":[{"role":"user","content":"Summarise order 42"}],"max_tokens":64,"metadata":{"order":"42"}}`),
 		Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte("application/json")}},
 	}
 	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
@@ -210,7 +210,7 @@ func TestDirectJSONRecord(t *testing.T) {
 	rec = &kgo.Record{
 		Topic: "switchboard.requests.batch",
 		Key:   []byte("order-42"),
-		Value: []byte(`{"model":"sim","messages":[{"role":"user","content":"Summarise order 42"}],"metadata":{"order":"42"}}`),
+		Value: []byte(`{"tenant":"dev","model":"sim","messages":[{"role":"user","content":"Summarise order 42"}],"metadata":{"order":"42"}}`),
 		Headers: []kgo.RecordHeader{
 			{Key: "content-type", Value: []byte("application/json")},
 			{Key: "request-id", Value: []byte("order-42-summary")},

@@ -6,35 +6,43 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/switchboard-llm/switchboard/internal/apptest"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 )
 
 // TestWebhooksThroughTheStack: messages posted to ingress with a
 // webhook_url are answered by router-worker and POSTed, signed, by one of
 // two egress processes sharing the webhook group: each answer once, in
 // conversation order, after the receiver's first refusal of each
-// conversation was retried.
+// conversation was retried. A message without a webhook_url goes to its
+// tenant's webhook_url from the tenants file (the one ingress uses, plus
+// the webhook). The tenant's secret (webhook_secret_env) signs all its
+// deliveries, not egress's default.
 func TestWebhooksThroughTheStack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
-	const secret = "e2e-webhook-secret-0123456789"
+	const secret, tenantSecret = "e2e-webhook-secret-0123456789", "e2e-tenant-secret-0123456789"
 	const convs, per = 4, 5
 	var mu sync.Mutex
 	got := map[string][]string{} // conversation -> request IDs accepted, in order
 	refused := map[string]bool{}
 	calls := 0
+	var tenantGot []string // request IDs delivered to the tenant's endpoint
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		mac := hmac.New(sha256.New, []byte(secret))
+		mac := hmac.New(sha256.New, []byte(tenantSecret)) // every delivery is the dev tenant's
 		mac.Write([]byte(r.Header.Get("Switchboard-Timestamp") + "."))
 		mac.Write(body)
 		if want := "v1=" + hex.EncodeToString(mac.Sum(nil)); !hmac.Equal([]byte(want), []byte(r.Header.Get("Switchboard-Signature"))) {
@@ -54,6 +62,11 @@ func TestWebhooksThroughTheStack(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if r.URL.Path == "/tenant" {
+			tenantGot = append(tenantGot, res.RequestID)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		calls++
 		if !refused[res.ConversationID] {
 			refused[res.ConversationID] = true
@@ -67,12 +80,18 @@ func TestWebhooksThroughTheStack(t *testing.T) {
 
 	s := apptest.StartStack(t, bin, apptest.StackOptions{})
 	t.Setenv("SWITCHBOARD_WEBHOOK_SECRET", secret)
+	t.Setenv("E2E_TENANT_WEBHOOK_SECRET", tenantSecret)
+	tenants := filepath.Join(t.TempDir(), "tenants.yaml")
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: dev\n    key_sha256: [%s]\n    webhook_url: %s/tenant\n    webhook_secret_env: E2E_TENANT_WEBHOOK_SECRET\n",
+		tenant.HashKey(apptest.DevKey), srv.URL), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	for i := range 2 {
 		port := apptest.FreePort(t)
 		apptest.Start(t, fmt.Sprintf("egress-webhooks-%d", i+1), bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", port),
-			"--brokers", s.Brokers, "--webhooks", "--webhook-allow", "127.0.0.1", "--webhook-backoff", "50ms")
+			"--brokers", s.Brokers, "--tenants", tenants, "--webhooks", "--webhook-allow", "127.0.0.1", "--webhook-backoff", "50ms")
 		if err := apptest.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), time.Minute); err != nil {
 			t.Fatal(err)
 		}
@@ -95,12 +114,19 @@ func TestWebhooksThroughTheStack(t *testing.T) {
 		}()
 	}
 	senders.Wait()
+	tenantAck, err := postMessage(ctx, s.IngressURL, "tenant-hook", `{"model":"sim","max_tokens":16,"messages":[{"role":"user","content":"to the tenant's webhook"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if t.Failed() {
 		return
 	}
-	err := apptest.Wait(2*time.Minute, func() error {
+	err = apptest.Wait(2*time.Minute, func() error {
 		mu.Lock()
 		defer mu.Unlock()
+		if len(tenantGot) == 0 {
+			return errors.New("nothing delivered to the tenant's webhook")
+		}
 		for c := range convs {
 			if n := len(got[convID(c)]); n < per {
 				return fmt.Errorf("conversation %d: %d of %d answers delivered", c, n, per)
@@ -118,6 +144,9 @@ func TestWebhooksThroughTheStack(t *testing.T) {
 		if fmt.Sprint(got[convID(c)]) != fmt.Sprint(sentBy[c]) {
 			t.Errorf("conversation %d: delivered %v, want %v (each once, in order)", c, got[convID(c)], sentBy[c])
 		}
+	}
+	if fmt.Sprint(tenantGot) != fmt.Sprint([]string{tenantAck.RequestID}) {
+		t.Errorf("tenant's webhook got %v, want [%s]", tenantGot, tenantAck.RequestID)
 	}
 	if calls != convs*per+convs {
 		t.Errorf("%d webhook calls, want %d (every answer once, plus one refused call per conversation)", calls, convs*per+convs)

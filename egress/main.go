@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/egress"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
 
@@ -29,7 +30,8 @@ func main() {
 	provision := flag.Bool("provision-topics", false, "create or grow the topics from the topics file at start")
 	replayWindow := flag.Duration("replay-window", 5*time.Minute, "how far back a new stream without a cursor is replayed")
 	buffer := flag.Int("subscriber-buffer", 1024, "events held for a slow subscriber before it is disconnected")
-	tenantsFile := flag.String("tenants-file", "", "YAML file of tenants, their API keys and webhook endpoints; when set, every stream needs an API key and sees only its tenant's results")
+	tenantsFile := flag.String("tenants", "", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml); when set, every stream needs an API key and sees only its tenant's results")
+	flag.StringVar(tenantsFile, "tenants-file", "", "deprecated: use --tenants")
 	origins := flag.String("ws-origins", "", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	webhooks := flag.Bool("webhooks", false, "deliver terminal results to webhooks (consumer group --webhook-group)")
 	webhookGroup := flag.String("webhook-group", "switchboard-egress-webhooks", "consumer group of webhook delivery")
@@ -76,11 +78,14 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, tenants
 		return err
 	}
 	if tenantsFile != "" {
-		t, err := egress.LoadTenants(tenantsFile)
-		if err != nil {
+		// Only webhook delivery needs the tenants' secrets.
+		getenv := os.Getenv
+		if !cfg.Webhooks.Enabled {
+			getenv = nil
+		}
+		if cfg.Tenants, err = tenant.LoadEnv(tenantsFile, getenv); err != nil {
 			return err
 		}
-		cfg.Tenants, cfg.Auth = t, t
 	}
 	if cfg.Webhooks.Enabled && len(cfg.Webhooks.Secret) == 0 {
 		return errors.New("--webhooks needs the signing secret in SWITCHBOARD_WEBHOOK_SECRET")

@@ -72,7 +72,8 @@ func run(logFormat, logLevel, topicsFile, prefix, tenantsFile string, provision 
 	if tenantsFile == "" {
 		return errors.New("--tenants is required: a file of API key digests (the local stack uses tenants.yaml)")
 	}
-	if cfg.Tenants, err = tenant.Load(tenantsFile); err != nil {
+	// nil getenv: ingress sends no webhooks and needs none of their secrets.
+	if cfg.Tenants, err = tenant.LoadEnv(tenantsFile, nil); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -51,6 +51,7 @@ func main() {
 	reader := flag.String("reader", "sse", "how answers are read: sse (egress) or kafka (the results topic)")
 	ingress := flag.String("ingress", "http://127.0.0.1:8080", "ingress base URL (without --stack)")
 	apiKey := flag.String("api-key", envOr("SWITCHBOARD_API_KEY", loadtest.DevKey), "API key sent to ingress and egress as a bearer token (without --stack; env SWITCHBOARD_API_KEY)")
+	tenantName := flag.String("tenant", envOr("SWITCHBOARD_TENANT", "dev"), "the --api-key's tenant, written into requests by the kafka driver so egress shows their answers to that key (without --stack; env SWITCHBOARD_TENANT)")
 	egress := flag.String("egress", "http://127.0.0.1:8081", "egress base URL (without --stack)")
 	modelsim := flag.String("modelsim", "http://127.0.0.1:8090", "model simulator base URL for the direct reference calls; empty skips them (without --stack)")
 	brokers := flag.String("brokers", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094", "Kafka seed brokers for lag, dead letters and the kafka driver and reader; empty for none (without --stack)")
@@ -92,7 +93,7 @@ func main() {
 		names = loadtest.Names()
 	}
 	code, err := run(runArgs{names: names, params: p, stack: *stack, bin: *bin, stackDir: *stackDir, out: *out, jsonOut: *jsonOut,
-		htmlOut: *htmlOut, label: *label, strict: *strict, driver: *driver, reader: *reader, ingress: *ingress, apiKey: *apiKey, egress: *egress,
+		htmlOut: *htmlOut, label: *label, strict: *strict, driver: *driver, reader: *reader, ingress: *ingress, apiKey: *apiKey, tenant: *tenantName, egress: *egress,
 		modelsim: *modelsim, brokers: *brokers, prefix: *prefix, drain: *drain, pids: pidMap})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
@@ -107,6 +108,7 @@ type runArgs struct {
 	bin, stackDir, out, jsonOut, htmlOut, label                string
 	strict                                                     bool
 	driver, reader, ingress, apiKey, egress, modelsim, brokers string
+	tenant                                                     string
 	prefix                                                     string
 	drain                                                      time.Duration
 	pids                                                       map[string]int
@@ -135,7 +137,7 @@ func run(a runArgs) (int, error) {
 	sc := loadtest.SuiteConfig{
 		Scenarios: a.names, Params: a.params, Driver: a.driver, Reader: a.reader, Label: a.label, Drain: a.drain,
 		Command: strings.Join(os.Args, " "), ExternalPIDs: a.pids,
-		External: loadtest.Endpoints{IngressURL: a.ingress, EgressURL: a.egress, ModelsimURL: a.modelsim, APIKey: a.apiKey,
+		External: loadtest.Endpoints{IngressURL: a.ingress, EgressURL: a.egress, ModelsimURL: a.modelsim, APIKey: a.apiKey, Tenant: a.tenant,
 			Kafka: loadtest.KafkaEndpoint{Brokers: kafkaconf.ParseBrokers(a.brokers), Topics: topics}},
 		KafkaOpts: func(brokers []string) []kgo.Opt {
 			return kafkaconf.Config{Brokers: brokers, ClientID: "switchboard-loadtest"}.Opts(logger)

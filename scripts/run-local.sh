@@ -80,7 +80,8 @@ start modelsim "$BIN/modelsim" --addr "127.0.0.1:$MODELSIM_PORT" --latency "$MOD
   --long-tail-latency "$MODELSIM_LONG_TAIL_LATENCY"
 start router "$BIN/router-worker" --addr "127.0.0.1:$ROUTER_PORT" --backends "$BACKENDS_FILE" \
   --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
-start egress "$BIN/egress" --addr "127.0.0.1:$EGRESS_PORT" --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
+start egress "$BIN/egress" --addr "127.0.0.1:$EGRESS_PORT" --tenants "$TENANTS_FILE" \
+  --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
 start ingress "$BIN/ingress" --addr "127.0.0.1:$INGRESS_PORT" --grpc-addr "127.0.0.1:$INGRESS_GRPC_PORT" \
   --tenants "$TENANTS_FILE" --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
 
@@ -99,9 +100,9 @@ cat <<MSG
     -H 'Authorization: Bearer sk-switchboard-dev' -H 'Content-Type: application/json' \\
     -d '{"model":"sim","stream":true,"messages":[{"role":"user","content":"Hello, Switchboard!"}]}'
 
-[run] and watch its answer stream in (the last 5 minutes are replayed, then it follows live):
+[run] and watch its answer stream in with the same key (the last 5 minutes are replayed, then it follows live):
 
-  curl -N localhost:$EGRESS_PORT/v1/conversations/demo/events
+  curl -N localhost:$EGRESS_PORT/v1/conversations/demo/events -H 'Authorization: Bearer sk-switchboard-dev'
 
 [run] Ctrl-C stops everything.
 

@@ -18,13 +18,15 @@ type Event struct {
 // ReadSSE opens url as an event stream, calls connected once the response
 // headers have arrived (nil is fine), then calls fn for every event until
 // fn returns false, the stream ends or ctx is done. lastEventID, when not
-// empty, is sent as Last-Event-ID.
+// empty, is sent as Last-Event-ID. The request carries DevKey, the key of
+// every stack's tenants file (egress then shows the dev tenant's results).
 func ReadSSE(ctx context.Context, url, lastEventID string, connected func(), fn func(Event) bool) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+DevKey)
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}

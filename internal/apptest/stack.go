@@ -11,7 +11,7 @@ import (
 )
 
 // DevKey is the API key of the development tenant in the repository's
-// tenants.yaml, which every stack's ingress uses.
+// tenants.yaml, which every stack's ingress and egress use.
 const DevKey = "sk-switchboard-dev"
 
 // StackOptions shape a local stack.
@@ -45,7 +45,8 @@ type Stack struct {
 	IngressGRPC string // host:port of ingress's gRPC listener
 	EgressURL   string
 	ModelsimURL string
-	Devbroker   *Proc // nil with an external cluster (StackOptions.Brokers)
+	TenantsFile string // the tenants file of ingress and egress (the repository's tenants.yaml)
+	Devbroker   *Proc  // nil with an external cluster (StackOptions.Brokers)
 	Modelsim    *Proc
 	Routers     []*Proc
 	RouterURLs  []string // each router-worker's /metrics, /healthz, /readyz base URL, as Routers
@@ -122,9 +123,11 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Egress = Start(t, "egress", bin["egress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", egPort), "--brokers", brokers}, topicsArgs(opts.TopicsFile)...)...)
+	s.TenantsFile = filepath.Join(root, "tenants.yaml")
+	s.Egress = Start(t, "egress", bin["egress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", egPort), "--brokers", brokers,
+		"--tenants", s.TenantsFile}, topicsArgs(opts.TopicsFile)...)...)
 	s.Ingress = Start(t, "ingress", bin["ingress"], append(append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", inPort), "--brokers", brokers,
-		"--grpc-addr", s.IngressGRPC, "--tenants", filepath.Join(root, "tenants.yaml")}, topicsArgs(opts.TopicsFile)...), opts.IngressArgs...)...)
+		"--grpc-addr", s.IngressGRPC, "--tenants", s.TenantsFile}, topicsArgs(opts.TopicsFile)...), opts.IngressArgs...)...)
 
 	for _, u := range []string{s.ModelsimURL + "/healthz", s.EgressURL + "/readyz", s.IngressURL + "/readyz"} {
 		if err := WaitHTTP(ctx, u, opts.ReadyTimeout); err != nil {

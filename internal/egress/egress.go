@@ -13,8 +13,8 @@
 // once and in order. The transports share one stream loop (stream.go) and
 // differ only in how they write an event (the sink interface).
 //
-// With an Authenticator, every stream needs an API key, and a subscriber
-// sees only results of its own tenant.
+// With a tenants file (the one ingress uses), every stream needs an API
+// key, and a subscriber sees only results of its own tenant.
 package egress
 
 import (
@@ -35,6 +35,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
@@ -69,12 +70,11 @@ type Config struct {
 	// browser pages may open WebSocket streams; see
 	// websocket.AcceptOptions.OriginPatterns.
 	WSOriginPatterns []string
-	// Auth, when set, requires an API key on every stream and limits each
-	// stream to its tenant's results. Nil: no keys, every result visible.
-	Auth Authenticator
-	// Tenants holds each tenant's webhook endpoint and secret (nil: none).
-	// It is usually also the Auth.
-	Tenants *Tenants
+	// Tenants, when set, are the tenants ingress also uses: every stream
+	// then needs one of their API keys and gets only its tenant's results,
+	// and webhook delivery uses each tenant's webhook_url and secret. Nil:
+	// no keys, every result visible, only the requests' own webhooks.
+	Tenants *tenant.Set
 	// Webhooks configures webhook delivery (off by default).
 	Webhooks WebhookConfig
 	// Logger receives the service's logs. Default slog.Default().

@@ -81,31 +81,6 @@ func TestDedupeRuns(t *testing.T) {
 	}
 }
 
-func TestParseTenants(t *testing.T) {
-	for _, bad := range []string{
-		"tenants:\n  - api_keys: [sk-0123456789abcdef]\n",
-		"tenants:\n  - name: a\n  - name: a\n",
-		"tenants:\n  - name: a\n    api_keys: [short]\n",
-		"tenants:\n  - name: a\n    api_keys: [sk-0123456789abcdef]\n  - name: b\n    api_keys: [sk-0123456789abcdef]\n",
-		"tenants:\n  - name: a\n    webhook_url: ftp://x\n",
-		"tenants:\n  - name: a\n    unknown: 1\n",
-	} {
-		if _, err := ParseTenants([]byte(bad)); err == nil {
-			t.Errorf("ParseTenants(%q) accepted it", bad)
-		}
-	}
-	ts, err := ParseTenants([]byte("tenants:\n  - name: a\n    api_keys: [sk-0123456789abcdef]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := ts.Authenticate("sk-0123456789abcdef"); err != nil || got != "a" {
-		t.Errorf("Authenticate = %q, %v; want a", got, err)
-	}
-	if _, err := ts.Authenticate("sk-0123456789abcdeX"); err == nil {
-		t.Error("an unknown key authenticated")
-	}
-}
-
 func TestDedupeForgetsOldest(t *testing.T) {
 	d := newDedupe()
 	for i := range maxTracked + 10 {

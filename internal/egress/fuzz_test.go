@@ -23,28 +23,3 @@ func FuzzParseCursor(f *testing.F) {
 		}
 	})
 }
-
-// FuzzParseTenants: no tenants file crashes the loader; what loads
-// authenticates each of its keys as its tenant.
-func FuzzParseTenants(f *testing.F) {
-	f.Add([]byte("tenants:\n  - name: a\n    api_keys: [sk-aaaaaaaaaaaaaaaa]\n    webhook_url: https://h.example/x\n"))
-	f.Add([]byte("tenants: []\n"))
-	f.Add([]byte("tenants:\n  - name: a\n  - name: a\n"))
-	f.Add([]byte("{"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		ts, err := ParseTenants(data)
-		if err != nil {
-			return
-		}
-		for name, tn := range ts.byName {
-			for _, k := range tn.APIKeys {
-				if got, err := ts.Authenticate(k); err != nil || got != name {
-					t.Fatalf("key of %q authenticates as %q, %v", name, got, err)
-				}
-			}
-		}
-		if _, err := ts.Authenticate(""); err == nil {
-			t.Fatal("the empty key authenticated")
-		}
-	})
-}

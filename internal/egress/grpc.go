@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -22,22 +23,22 @@ type grpcServer struct {
 func (g *grpcServer) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStreamingServer[pb.SubscribeResponse]) error {
 	e := g.e
 	ctx := stream.Context()
-	tenant := ""
-	if e.cfg.Auth != nil {
+	tenantName := ""
+	if e.cfg.Tenants != nil {
 		var key string
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
 			if v := md.Get("authorization"); len(v) > 0 {
-				key = bearer(v[0])
+				key = tenant.BearerToken(v[0])
 			}
 		}
-		t, err := e.cfg.Auth.Authenticate(key)
+		t, err := e.cfg.Tenants.Authenticate(key)
 		if err != nil {
 			e.metrics.authFailed.Inc()
 			return status.Error(codes.Unauthenticated, "a valid API key is required (metadata authorization: Bearer KEY)")
 		}
-		tenant = t
+		tenantName = t.Name
 	}
-	s, aerr := e.open(ctx, subRequest{tenant: tenant, conv: req.GetConversationId(), from: req.GetFrom(), until: req.GetRequestId()})
+	s, aerr := e.open(ctx, subRequest{tenant: tenantName, conv: req.GetConversationId(), from: req.GetFrom(), until: req.GetRequestId()})
 	if aerr != nil {
 		code := codes.InvalidArgument
 		if aerr.status == http.StatusServiceUnavailable {

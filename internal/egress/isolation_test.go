@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -24,12 +25,12 @@ const (
 // key and carries only its tenant's results, even in a conversation ID
 // another tenant also uses.
 func TestTenantSeesOnlyItsOwnResults(t *testing.T) {
-	tenants, err := ParseTenants([]byte("tenants:\n  - name: a\n    api_keys: [" + keyA + "]\n  - name: b\n    api_keys: [" + keyB + "]\n"))
+	tenants, err := tenant.Parse([]byte("tenants:\n  - name: a\n    key_sha256: [" + tenant.HashKey(keyA) + "]\n  - name: b\n    key_sha256: [" + tenant.HashKey(keyB) + "]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := newHarness(t)
-	eg := h.start(func(c *Config) { c.Auth = tenants })
+	eg := h.start(func(c *Config) { c.Tenants = tenants })
 	h.produce(
 		res("shared", "a", "ra", "run", 1, 0, false),
 		res("shared", "b", "rb", "run", 1, 0, false),
@@ -50,6 +51,7 @@ func TestTenantSeesOnlyItsOwnResults(t *testing.T) {
 	}{
 		{"no key", nil, "", "ra", http.StatusUnauthorized, nil},
 		{"unknown key", http.Header{"Authorization": {"Bearer sk-nobody-000000000000"}}, "", "ra", http.StatusUnauthorized, nil},
+		{"a key's digest", http.Header{"Authorization": {"Bearer " + tenant.HashKey(keyA)}}, "", "ra", http.StatusUnauthorized, nil},
 		{"tenant a", http.Header{"Authorization": {"Bearer " + keyA}}, "", "ra",
 			http.StatusOK, []string{"chunk:ra/run/1/0", "result:done ra", "end:done"}},
 		{"tenant b by access_token", nil, "&access_token=" + keyB, "rb",

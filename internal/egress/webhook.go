@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -38,8 +39,8 @@ type WebhookConfig struct {
 	// not listed is dead-lettered without a request. Required when
 	// Enabled.
 	Allow []string
-	// Secret signs deliveries of tenants without their own
-	// webhook_secret. Required when Enabled.
+	// Secret signs deliveries of tenants without their own secret
+	// (webhook_secret_env in the tenants file). Required when Enabled.
 	Secret []byte
 	// MaxAttempts bounds the tries of one delivery; then it is
 	// dead-lettered. Default 6.
@@ -114,7 +115,7 @@ const (
 type webhooks struct {
 	cfg     WebhookConfig
 	log     *slog.Logger
-	tenants *Tenants
+	tenants *tenant.Set
 	allow   *allowlist
 	http    *http.Client
 	engine  *keyorder.Engine
@@ -162,7 +163,7 @@ func newWebhookMetrics(reg prometheus.Registerer) *webhookMetrics {
 	return m
 }
 
-func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *Tenants, clientOpts []kgo.Opt,
+func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *tenant.Set, clientOpts []kgo.Opt,
 	reg prometheus.Registerer, log *slog.Logger) (*webhooks, error) {
 	allow, err := newAllowlist(cfg.Allow)
 	if err != nil {
@@ -233,7 +234,7 @@ func (w *webhooks) handle(ctx context.Context, rec *kgo.Record) error {
 		if target == "" {
 			target = t.WebhookURL
 		}
-		if t.WebhookSecret != "" {
+		if len(t.WebhookSecret) > 0 {
 			secret = []byte(t.WebhookSecret)
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -139,7 +140,8 @@ func TestWebhooks(t *testing.T) {
 		rc.secret[p] = []byte(defaultSecret)
 	}
 	rc.secret["/acme"] = []byte(acmeSecret)
-	tenants, err := ParseTenants([]byte("tenants:\n  - name: acme\n    webhook_url: " + srv.URL + "/acme\n    webhook_secret: " + acmeSecret + "\n"))
+	tenants, err := tenant.ParseEnv([]byte("tenants:\n  - name: acme\n    key_sha256: ["+tenant.HashKey("sk-acme-0123456789")+"]\n    webhook_url: "+srv.URL+"/acme\n    webhook_secret_env: ACME_SECRET\n"),
+		func(name string) string { return map[string]string{"ACME_SECRET": acmeSecret}[name] })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -163,7 +163,7 @@ func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 		if kafkaOpts == nil {
 			return nil, errors.New("driver kafka: no brokers")
 		}
-		return newKafkaDriver(kafkaOpts, ep.Kafka.Topics)
+		return newKafkaDriver(kafkaOpts, ep.Kafka.Topics, ep.Tenant)
 	}
 	return nil, fmt.Errorf("unknown driver %q (have %v; WebSocket and gRPC are not built yet)", name, DriverNames)
 }

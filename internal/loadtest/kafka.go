@@ -33,22 +33,23 @@ func (t Topics) requests(lane string) string {
 type kafkaDriver struct {
 	cl     *kgo.Client
 	topics Topics
+	tenant string
 }
 
-func newKafkaDriver(opts []kgo.Opt, topics Topics) (*kafkaDriver, error) {
+func newKafkaDriver(opts []kgo.Opt, topics Topics, tenant string) (*kafkaDriver, error) {
 	cl, err := kgo.NewClient(append(opts, kgo.ProducerLinger(2*time.Millisecond),
 		kgo.MaxBufferedRecords(1<<20), kgo.RecordDeliveryTimeout(30*time.Second))...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka driver: %w", err)
 	}
-	return &kafkaDriver{cl: cl, topics: topics}, nil
+	return &kafkaDriver{cl: cl, topics: topics, tenant: tenant}, nil
 }
 
 func (d *kafkaDriver) Name() string { return "kafka" }
 
 func (d *kafkaDriver) Send(ctx context.Context, m Message) error {
 	rec, err := envelope.EncodeRequest(d.topics.requests(m.Lane), &pb.Request{
-		RequestId: m.ID, ConversationId: m.Conversation, Lane: m.Lane, Model: m.Model,
+		RequestId: m.ID, ConversationId: m.Conversation, Tenant: d.tenant, Lane: m.Lane, Model: m.Model,
 		Stream: m.Stream, MaxTokens: m.MaxTokens, AcceptedAt: timestamppb.Now(),
 		Metadata: map[string]string{MetadataKey: m.ID},
 		Messages: []*pb.Message{{Role: "user", Content: m.Content}},

@@ -70,7 +70,7 @@ func fakeWorker(ctx context.Context, t *testing.T, addrs []string, delay time.Du
 func kafkaRun(t *testing.T, c *kfake.Cluster, cfg Config) *Report {
 	t.Helper()
 	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
-	drv, err := newKafkaDriver(opts, testTopics)
+	drv, err := newKafkaDriver(opts, testTopics, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -143,6 +143,10 @@ type Endpoints struct {
 	IngressURL, EgressURL, ModelsimURL string
 	// APIKey is sent as a bearer token to ingress and egress.
 	APIKey string
+	// Tenant is the APIKey's tenant, which the kafka driver writes into
+	// its requests (as ingress would) so that egress shows their answers
+	// to the SSE reader. Empty: "default".
+	Tenant string
 	Kafka  KafkaEndpoint
 }
 
@@ -231,7 +235,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 			return nil, err
 		}
 		defer st.Close()
-		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey,
+		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey, Tenant: st.Tenant,
 			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: sc.External.Kafka.Topics}}
 	} else if s.NeedsStack {
 		return nil, fmt.Errorf("%s acts on processes and needs a stack the load test starts (--stack)", s.Name)
@@ -256,7 +260,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		Progress: sc.Progress.W, ProgressTTY: sc.Progress.TTY,
 	}
 	if s.Name == "malformed" && len(kopts) > 0 && sc.Driver != "kafka" {
-		kd, err := newKafkaDriver(kopts, ep.Kafka.Topics)
+		kd, err := newKafkaDriver(kopts, ep.Kafka.Topics, ep.Tenant)
 		if err != nil {
 			return nil, err
 		}

@@ -42,7 +42,7 @@ type StackConfig struct {
 	// --max-in-flight 2000 --session-timeout 10s, with static membership.
 	RouterArgs []string
 	// APIKey is the one tenant's key in the tenants file the stack gives
-	// ingress (no rate limits). Default DevKey.
+	// ingress and egress (no rate limits). Default DevKey.
 	APIKey string
 	// ReadyTimeout bounds each process's start. Default 60s.
 	ReadyTimeout time.Duration
@@ -60,8 +60,10 @@ type Stack struct {
 	IngressURL  string
 	EgressURL   string
 	ModelsimURL string
-	// APIKey is the key ingress accepts (StackConfig.APIKey).
+	// APIKey is the key ingress and egress accept (StackConfig.APIKey).
 	APIKey string
+	// Tenant is APIKey's tenant in the stack's tenants file.
+	Tenant string
 
 	mu    sync.Mutex
 	procs map[string]*stackProc
@@ -181,11 +183,12 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	}
 	s.add(ProcRouter, append([]string{"--addr", routerAddr, "--brokers", s.Brokers, "--backends", backends, "--log-level", "warn"}, cfg.RouterArgs...),
 		httpReady("http://"+routerAddr+"/readyz", cfg.ReadyTimeout))
-	s.add(ProcEgress, []string{"--addr", egAddr, "--brokers", s.Brokers, "--log-level", "warn"}, httpReady(s.EgressURL+"/readyz", cfg.ReadyTimeout))
 	tenants := filepath.Join(cfg.Dir, "tenants.yaml")
-	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: loadtest\n    key_sha256: [%s]\n", tenant.HashKey(cfg.APIKey)), 0o600); err != nil {
+	s.Tenant = "loadtest"
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: %s\n    key_sha256: [%s]\n", s.Tenant, tenant.HashKey(cfg.APIKey)), 0o600); err != nil {
 		return nil, err
 	}
+	s.add(ProcEgress, []string{"--addr", egAddr, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"}, httpReady(s.EgressURL+"/readyz", cfg.ReadyTimeout))
 	s.APIKey = cfg.APIKey
 	s.add(ProcIngress, []string{"--addr", inAddr, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"}, httpReady(s.IngressURL+"/readyz", cfg.ReadyTimeout))
 

@@ -1,6 +1,8 @@
-// Package tenant maps API keys to tenants. Ingress uses it to authenticate
-// every request and to find the tenant's allowed models, lanes and rate
-// limits; egress can use the same file to authorise readers.
+// Package tenant maps API keys to tenants. Ingress and egress read the same
+// tenants file: ingress authenticates every request with it and finds the
+// tenant's allowed models, lanes and rate limits; egress authenticates every
+// stream (a tenant sees only its own conversations) and finds the tenant's
+// webhook endpoint and signing secret.
 //
 // A tenants file never holds keys, only their SHA-256 digests (hex), so it
 // can be kept in version control and read by every service:
@@ -14,8 +16,15 @@
 //	    request_burst: 200            # default: requests_per_second, at least 1
 //	    tokens_per_second: 50000      # estimated tokens; 0: unlimited
 //	    token_burst: 100000           # default: tokens_per_second, at least 1
+//	    webhook_url: https://hooks.example.com/switchboard  # egress: default webhook of the tenant's results
+//	    webhook_secret_env: DEV_WEBHOOK_SECRET              # egress: env variable holding the tenant's signing secret
 //
 // HashKey gives the digest of a key: `printf %s KEY | sha256sum` does the same.
+// Secrets are not in the file either: webhook_secret_env names an
+// environment variable, read when the file is loaded by a service that
+// delivers webhooks (egress with --webhooks); naming one that is unset or
+// empty is then a load error. Other services load with a nil getenv and
+// never see the secrets.
 package tenant
 
 import (
@@ -28,6 +37,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/switchboard-llm/switchboard/internal/envelope"
 )
 
 // Tenant is one API client: who it is and what it may do.
@@ -50,7 +61,26 @@ type Tenant struct {
 	// TokenBurst is the token bucket's size, and so the largest request
 	// (in estimated tokens) the tenant can send.
 	TokenBurst int `yaml:"token_burst"`
+	// WebhookURL, when set, is where egress POSTs the terminal results of
+	// the tenant's requests that name no webhook_url of their own.
+	WebhookURL string `yaml:"webhook_url"`
+	// WebhookSecretEnv names the environment variable holding the secret
+	// that signs the tenant's webhook deliveries. Empty: egress's default
+	// secret (SWITCHBOARD_WEBHOOK_SECRET).
+	WebhookSecretEnv string `yaml:"webhook_secret_env"`
+	// WebhookSecret is the value of WebhookSecretEnv, read at load time.
+	WebhookSecret Secret `yaml:"-"`
 }
+
+// Secret is a secret's bytes; it prints as [redacted], so logging or
+// printing a Tenant does not leak it.
+type Secret []byte
+
+// String returns "[redacted]".
+func (Secret) String() string { return "[redacted]" }
+
+// GoString returns "[redacted]" (for %#v).
+func (Secret) GoString() string { return "[redacted]" }
 
 // AllowsModel reports whether t may call model.
 func (t *Tenant) AllowsModel(model string) bool {
@@ -65,6 +95,7 @@ func (t *Tenant) AllowsLane(lane string) bool {
 // Set is a loaded tenants file. It is immutable and safe for concurrent use.
 type Set struct {
 	byHash  map[[sha256.Size]byte]*Tenant
+	byName  map[string]*Tenant
 	tenants []*Tenant
 }
 
@@ -78,13 +109,19 @@ type file struct {
 	Tenants []*Tenant `yaml:"tenants"`
 }
 
-// Load reads and validates a tenants file.
-func Load(path string) (*Set, error) {
+// Load reads and validates a tenants file, taking webhook secrets from the
+// process environment.
+func Load(path string) (*Set, error) { return LoadEnv(path, os.Getenv) }
+
+// LoadEnv is Load with getenv in place of os.Getenv. A nil getenv reads
+// no secrets at all: a service that sends no webhooks (ingress; egress
+// without --webhooks) need not hold them, and WebhookSecret stays nil.
+func LoadEnv(path string, getenv func(string) string) (*Set, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("tenants: %w", err)
 	}
-	s, err := Parse(b)
+	s, err := ParseEnv(b, getenv)
 	if err != nil {
 		return nil, fmt.Errorf("tenants: %s: %w", path, err)
 	}
@@ -92,8 +129,14 @@ func Load(path string) (*Set, error) {
 }
 
 // Parse reads a tenants file's content strictly: unknown fields, duplicate
-// names or keys and malformed digests are errors.
-func Parse(b []byte) (*Set, error) {
+// names or keys, malformed digests, invalid webhook URLs and secret
+// variables that are unset are errors. Webhook secrets come from the
+// process environment.
+func Parse(b []byte) (*Set, error) { return ParseEnv(b, os.Getenv) }
+
+// ParseEnv is Parse with getenv in place of os.Getenv; nil reads no
+// secrets (see LoadEnv).
+func ParseEnv(b []byte, getenv func(string) string) (*Set, error) {
 	var f file
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
@@ -103,16 +146,15 @@ func Parse(b []byte) (*Set, error) {
 	if len(f.Tenants) == 0 {
 		return nil, errors.New("no tenants")
 	}
-	s := &Set{byHash: map[[sha256.Size]byte]*Tenant{}}
-	names := map[string]bool{}
+	s := &Set{byHash: map[[sha256.Size]byte]*Tenant{}, byName: map[string]*Tenant{}}
 	for i, t := range f.Tenants {
 		if t == nil || t.Name == "" {
 			return nil, fmt.Errorf("tenants[%d]: name is required", i)
 		}
-		if names[t.Name] {
+		if s.byName[t.Name] != nil {
 			return nil, fmt.Errorf("tenant %q: duplicate name", t.Name)
 		}
-		names[t.Name] = true
+		s.byName[t.Name] = t
 		if len(t.KeySHA256) == 0 {
 			return nil, fmt.Errorf("tenant %q: key_sha256 needs at least one digest", t.Name)
 		}
@@ -136,6 +178,18 @@ func Parse(b []byte) (*Set, error) {
 		}
 		if t.TokenBurst == 0 {
 			t.TokenBurst = max(1, int(t.TokensPerSecond))
+		}
+		if t.WebhookURL != "" {
+			if err := envelope.ValidWebhookURL(t.WebhookURL); err != nil {
+				return nil, fmt.Errorf("tenant %q: webhook_url %w", t.Name, err)
+			}
+		}
+		if t.WebhookSecretEnv != "" && getenv != nil {
+			v := getenv(t.WebhookSecretEnv)
+			if v == "" {
+				return nil, fmt.Errorf("tenant %q: webhook_secret_env: environment variable %s is unset or empty", t.Name, t.WebhookSecretEnv)
+			}
+			t.WebhookSecret = Secret(v)
 		}
 		s.tenants = append(s.tenants, t)
 	}
@@ -170,6 +224,14 @@ func BearerToken(header string) string {
 		return ""
 	}
 	return strings.TrimSpace(token)
+}
+
+// Tenant returns the tenant called name, or nil (also for a nil Set).
+func (s *Set) Tenant(name string) *Tenant {
+	if s == nil {
+		return nil
+	}
+	return s.byName[name]
 }
 
 // Tenants returns the tenants in file order.

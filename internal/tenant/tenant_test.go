@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,11 +60,83 @@ func TestParseRejects(t *testing.T) {
 		"dup name":      "tenants:\n  - name: a\n    key_sha256: [" + h + "]\n  - name: a\n    key_sha256: [" + HashKey("j") + "]\n",
 		"dup key":       "tenants:\n  - name: a\n    key_sha256: [" + h + "]\n  - name: b\n    key_sha256: [" + h + "]\n",
 		"negative rate": "tenants:\n  - name: a\n    key_sha256: [" + h + "]\n    requests_per_second: -1\n",
+		"webhook ftp":   "tenants:\n  - name: a\n    key_sha256: [" + h + "]\n    webhook_url: ftp://x/y\n",
+		"webhook rel":   "tenants:\n  - name: a\n    key_sha256: [" + h + "]\n    webhook_url: /hook\n",
+		"webhook user":  "tenants:\n  - name: a\n    key_sha256: [" + h + "]\n    webhook_url: https://u:p@h.example/x\n",
+		"secret unset":  "tenants:\n  - name: a\n    key_sha256: [" + h + "]\n    webhook_secret_env: UNSET\n",
+		"secret empty":  "tenants:\n  - name: a\n    key_sha256: [" + h + "]\n    webhook_secret_env: EMPTY\n",
+		"secret inline": "tenants:\n  - name: a\n    key_sha256: [" + h + "]\n    webhook_secret: s3cret\n",
+		"plain keys":    "tenants:\n  - name: a\n    api_keys: [sk-0123456789abcdef]\n",
+	}
+	getenv := func(name string) string {
+		if name == "SET" {
+			return "a-secret"
+		}
+		return ""
 	}
 	for name, in := range tests {
-		if _, err := Parse([]byte(in)); err == nil {
+		if _, err := ParseEnv([]byte(in), getenv); err == nil {
 			t.Errorf("%s: Parse accepted %q", name, in)
 		}
+	}
+}
+
+// TestWebhooks: a tenant's webhook endpoint is kept and its secret is read
+// from the variable it names, through the getenv given.
+func TestWebhooks(t *testing.T) {
+	var asked []string
+	getenv := func(name string) string {
+		asked = append(asked, name)
+		return map[string]string{"ACME_HOOK_SECRET": "acme-secret"}[name]
+	}
+	s, err := ParseEnv([]byte(`
+tenants:
+  - name: acme
+    key_sha256: [`+HashKey("key-acme")+`]
+    webhook_url: https://hooks.acme.example/switchboard
+    webhook_secret_env: ACME_HOOK_SECRET
+  - name: plain
+    key_sha256: [`+HashKey("key-plain")+`]
+`), getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := s.Tenant("acme")
+	if acme == nil || acme.WebhookURL != "https://hooks.acme.example/switchboard" || string(acme.WebhookSecret) != "acme-secret" {
+		t.Errorf("acme = %v, want its webhook URL and secret", acme)
+	}
+	if a, _ := s.Authenticate("key-acme"); a != acme {
+		t.Errorf("key-acme authenticates as %v, not the Tenant(\"acme\") %v", a, acme)
+	}
+	if p := s.Tenant("plain"); p == nil || p.WebhookURL != "" || p.WebhookSecret != nil {
+		t.Errorf("plain = %v, want no webhook", p)
+	}
+	if s.Tenant("nobody") != nil {
+		t.Error("Tenant of an unknown name is not nil")
+	}
+	if (*Set)(nil).Tenant("acme") != nil {
+		t.Error("a nil Set has a tenant")
+	}
+	if got := fmt.Sprintf("%v %+v %#v %s", acme, acme, acme, acme.WebhookSecret); strings.Contains(got, "acme-secret") || !strings.Contains(got, "[redacted]") {
+		t.Errorf("printing a tenant shows its secret: %s", got)
+	}
+	if len(asked) != 1 || asked[0] != "ACME_HOOK_SECRET" {
+		t.Errorf("getenv asked for %v, want only ACME_HOOK_SECRET", asked)
+	}
+}
+
+// TestSecretsNotRead: with a nil getenv (ingress, egress without
+// webhooks) secret variables are neither read nor required.
+func TestSecretsNotRead(t *testing.T) {
+	s, err := ParseEnv([]byte("tenants:\n  - name: a\n    key_sha256: ["+HashKey("k")+"]\n    webhook_url: https://h.example/x\n    webhook_secret_env: UNSET_ANYWHERE\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Tenant("a"); a.WebhookSecret != nil || a.WebhookURL != "https://h.example/x" {
+		t.Errorf("tenant a = %+v, want its URL and no secret", a)
+	}
+	if _, err := ParseEnv([]byte("tenants:\n  - name: a\n    key_sha256: ["+HashKey("k")+"]\n    webhook_url: ftp://x\n"), nil); err == nil {
+		t.Error("an invalid webhook_url loaded without getenv")
 	}
 }
 
