@@ -398,3 +398,27 @@ func TestKeepAlivePoolSizedToConcurrency(t *testing.T) {
 		t.Errorf("400 calls opened %d connections, want 1 to 4 (max_concurrency, kept alive)", got)
 	}
 }
+
+// TestTenantLimitersForgetIdleTenants: state of a tenant idle for
+// tenantIdle is dropped, so memory holds only recent tenants; a tenant in
+// use keeps its state (and so its spent tokens).
+func TestTenantLimitersForgetIdleTenants(t *testing.T) {
+	var tl tenantLimiters
+	l := Limit{RequestsPerMinute: 60}
+	start := time.Now()
+	for i := range 1000 {
+		tl.getAt(fmt.Sprintf("t%d", i), l, start)
+	}
+	busy := tl.getAt("busy", l, start)
+	if got := tl.size(); got != 1001 {
+		t.Fatalf("%d tenants with state, want 1001", got)
+	}
+	for m := 1; m <= 11; m++ { // "busy" sends a request every minute
+		if got := tl.getAt("busy", l, start.Add(time.Duration(m)*time.Minute)); got != busy {
+			t.Fatalf("minute %d: busy's limiter state was replaced", m)
+		}
+	}
+	if got := tl.size(); got != 1 {
+		t.Errorf("after 11 minutes, %d tenants with state, want 1 (only the busy one)", got)
+	}
+}
