@@ -5,9 +5,13 @@
 // and, optionally, POSTs terminal results to webhooks through a consumer
 // group (webhook.go), so each is delivered by one instance.
 //
-// A subscriber first gets the conversation's recent past replayed from Kafka
-// (from its cursor, or from ReplayWindow ago), then the live feed, with no
-// gap and no overlap between the two (see hub.subscribe). Per subscriber,
+// A subscriber first gets the conversation's recent past replayed (from its
+// cursor, or from ReplayWindow ago), then the live feed, with no gap and no
+// overlap between the two (see hub.subscribe). The replay comes from an
+// in-memory index of the last ReplayWindow of results (recent.go, bounded
+// by RecentBytes) that the live reader fills; only a range the index does
+// not cover (older, evicted, or before this instance started) is read from
+// Kafka (replay.go). Per subscriber,
 // duplicate chunks, chunks of superseded attempts and runs, and repeated
 // terminal results are dropped (dedupe.go), so a client sees each answer
 // once and in order. The transports share one stream loop (stream.go) and
@@ -53,6 +57,12 @@ type Config struct {
 	ReplayWindow time.Duration
 	// ReplayTimeout bounds a replay from Kafka. Default 30s.
 	ReplayTimeout time.Duration
+	// RecentBytes bounds the in-memory index of recent results (the last
+	// ReplayWindow of every results partition) from which new streams
+	// replay without reading Kafka; the bound is on an estimate of the
+	// memory held (see recent.go). Default 64 MiB. Negative: no index,
+	// every replay reads Kafka.
+	RecentBytes int64
 	// SubscriberBuffer is how many events may wait for one slow subscriber
 	// before it is disconnected with a cursor to resume from. Default 1024.
 	SubscriberBuffer int
@@ -92,6 +102,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReplayTimeout == 0 {
 		c.ReplayTimeout = 30 * time.Second
+	}
+	if c.RecentBytes == 0 {
+		c.RecentBytes = 64 << 20
 	}
 	if c.SubscriberBuffer == 0 {
 		c.SubscriberBuffer = 1024
@@ -162,7 +175,11 @@ func New(cfg Config) (*Egress, error) {
 		ready:   make(chan struct{}),
 		stop:    make(chan struct{}),
 	}
-	e.hub = newHub(e.metrics)
+	var rc *recent
+	if cfg.RecentBytes > 0 {
+		rc = newRecent(cfg.RecentBytes, cfg.ReplayWindow, e.metrics)
+	}
+	e.hub = newHub(e.metrics, rc)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
@@ -287,7 +304,7 @@ func (e *Egress) position(ctx context.Context) error {
 				offsets[o.Partition] = kgo.NewOffset().At(o.Offset)
 				next[o.Partition] = o.Offset
 			})
-			e.hub.start(next)
+			e.hub.start(next, time.Now())
 			e.client.AddConsumePartitions(map[string]map[int32]kgo.Offset{e.topic: offsets})
 			e.log.Info("egress reading results", "topic", e.topic, "partitions", len(offsets))
 			return nil
