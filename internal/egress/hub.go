@@ -28,12 +28,14 @@ type event struct {
 	timestamp time.Time
 }
 
-// subscriber is one open stream's mailbox. The hub fills ch and never
-// blocks on it: a full mailbox ends the subscription (done is closed with
+// subscriber is one open stream's mailbox. The hub fills ch with one
+// shared, read-only event per record (a pointer: a mailbox of the default
+// 1,024 slots takes 8 KiB, not the 72 KiB of events by value, which
+// matters when thousands of streams open at once) and never blocks on it: a full mailbox ends the subscription (done is closed with
 // reason "overflow"), so one slow client cannot stall the others.
 type subscriber struct {
 	conv   string
-	ch     chan event
+	ch     chan *event
 	done   chan struct{} // closed by the hub; then read reason
 	reason string
 }
@@ -95,7 +97,7 @@ func (h *hub) partitions() int {
 // holds while it indexes a record and advances the live position, no
 // record is delivered twice or missed between replay and live.
 func (h *hub) subscribe(conv string, partition int32, buffer int, replayFrom int64) (s *subscriber, liveFrom int64, replay []event, ok bool) {
-	s = &subscriber{conv: conv, ch: make(chan event, buffer), done: make(chan struct{})}
+	s = &subscriber{conv: conv, ch: make(chan *event, buffer), done: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	liveFrom = h.next[partition]
@@ -170,7 +172,7 @@ func (h *hub) publish(rec *kgo.Record) {
 	if res == nil {
 		return
 	}
-	ev := event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res, json: lj, timestamp: rec.Timestamp}
+	ev := &event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res, json: lj, timestamp: rec.Timestamp}
 	for s := range subs {
 		select {
 		case s.ch <- ev:

@@ -166,7 +166,7 @@ func (s *session) run(ctx context.Context, out sink) error {
 	for {
 		select {
 		case ev := <-s.sub.ch:
-			if err := s.send(out, ev); err != nil {
+			if err := s.send(out, *ev); err != nil {
 				if errors.Is(err, errStreamDone) {
 					return out.end(endDone, s.last)
 				}
@@ -176,7 +176,7 @@ func (s *session) run(ctx context.Context, out sink) error {
 			// Deliver what was queued before the hub let go, then say why.
 			// The hub sends nothing more once done is closed.
 			for len(s.sub.ch) > 0 {
-				if err := s.send(out, <-s.sub.ch); err != nil {
+				if err := s.send(out, *<-s.sub.ch); err != nil {
 					if errors.Is(err, errStreamDone) {
 						return out.end(endDone, s.last)
 					}
