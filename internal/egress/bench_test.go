@@ -183,7 +183,7 @@ func benchOpenMemory(b *testing.B) {
 	runtime.ReadMemStats(&before)
 	m := newMetrics(prometheus.NewRegistry())
 	h := newHub(m, newRecent(64<<20, 5*time.Minute, m))
-	h.start(map[int32]int64{0: 0, 1: 0, 2: 0, 3: 0}, time.Now().Add(-10*time.Minute))
+	h.start(map[int32]int64{0: 0, 1: 0, 2: 0, 3: 0}, time.Now().Add(-10*time.Minute), time.Now())
 	next := make([]int64, parts)
 	names := make([]string, convs)
 	for i := range names {

@@ -286,10 +286,17 @@ func (e *Egress) serveGRPC(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// position finds the end of every results partition and starts the live
-// reader there, retrying until the cluster answers or ctx ends.
+// position finds where the live reader starts in every results partition
+// and starts it there, retrying until the cluster answers or ctx ends.
+// Without an index of recent results it starts at the end. With one, it
+// starts ReplayWindow back, so that the index holds the window from the
+// first seconds on: the results read while catching up reach the
+// subscribers opened meanwhile as live events, after their replay from the
+// index (the hub joins the two as it does at the end).
 func (e *Egress) position(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
+		now := time.Now()
+		since := now.Add(-e.cfg.ReplayWindow)
 		ends, err := e.adm.ListEndOffsets(ctx, e.topic)
 		if err == nil {
 			err = ends.Error()
@@ -297,14 +304,28 @@ func (e *Egress) position(ctx context.Context) error {
 		if err == nil && len(ends[e.topic]) == 0 {
 			err = fmt.Errorf("topic %s has no partitions (is it provisioned?)", e.topic)
 		}
+		var window kadm.ListedOffsets
+		if err == nil && e.hub.recent != nil {
+			window, err = e.adm.ListOffsetsAfterMilli(ctx, since.UnixMilli(), e.topic)
+			if err == nil {
+				err = window.Error()
+			}
+		}
 		if err == nil {
 			offsets := map[int32]kgo.Offset{}
 			next := map[int32]int64{}
 			ends.Each(func(o kadm.ListedOffset) {
-				offsets[o.Partition] = kgo.NewOffset().At(o.Offset)
-				next[o.Partition] = o.Offset
+				at := o.Offset
+				if w, ok := window.Lookup(e.topic, o.Partition); ok && w.Offset >= 0 && w.Offset < at {
+					at = w.Offset
+				}
+				offsets[o.Partition] = kgo.NewOffset().At(at)
+				next[o.Partition] = at
 			})
-			e.hub.start(next, time.Now())
+			// Every record before the start is older than the window
+			// (Kafka listed the first at or after it); without an index
+			// nothing relies on this.
+			e.hub.start(next, since, now)
 			e.client.AddConsumePartitions(map[string]map[int32]kgo.Offset{e.topic: offsets})
 			e.log.Info("egress reading results", "topic", e.topic, "partitions", len(offsets))
 			return nil

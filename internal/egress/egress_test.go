@@ -158,7 +158,7 @@ func resultRecord(t *testing.T, conv string, offset int64) *kgo.Record {
 // subscribe reports the live feed's start offset.
 func TestSlowSubscriberIsCutOff(t *testing.T) {
 	h := newHub(newMetrics(prometheus.NewRegistry()), nil)
-	h.start(map[int32]int64{0: 10}, time.Now())
+	h.start(map[int32]int64{0: 10}, time.Now(), time.Now())
 	slow, from, _, _ := h.subscribe("c", 0, 2, 10)
 	if from != 10 {
 		t.Fatalf("live feed starts at %d, want 10", from)

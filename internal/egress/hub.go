@@ -50,6 +50,7 @@ type hub struct {
 	next    map[int32]int64 // per partition: the offset the live feed delivers next
 	subs    map[string]map[*subscriber]struct{}
 	recent  *recent // nil: no index, every replay reads Kafka
+	started time.Time
 	closed  bool
 }
 
@@ -58,15 +59,19 @@ func newHub(m *metrics, rc *recent) *hub {
 	return &hub{metrics: m, next: map[int32]int64{}, subs: map[string]map[*subscriber]struct{}{}, recent: rc}
 }
 
-// start records where the live feed begins in each partition, at time now.
-func (h *hub) start(next map[int32]int64, now time.Time) {
+// start records where the live feed begins in each partition: every
+// record before it is older than floor (see recent.start). Records older
+// than started are read while catching up: their delivery latency is not
+// measured.
+func (h *hub) start(next map[int32]int64, floor, started time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.started = started
 	for p, o := range next {
 		h.next[p] = o
 	}
 	if h.recent != nil {
-		h.recent.start(next, now)
+		h.recent.start(next, floor)
 	}
 }
 
@@ -172,7 +177,10 @@ func (h *hub) publish(rec *kgo.Record) {
 	if res == nil {
 		return
 	}
-	ev := &event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res, json: lj, timestamp: rec.Timestamp}
+	ev := &event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res, json: lj}
+	if !rec.Timestamp.Before(h.started) {
+		ev.timestamp = rec.Timestamp
+	}
 	for s := range subs {
 		select {
 		case s.ch <- ev:

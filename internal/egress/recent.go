@@ -42,8 +42,9 @@ type recentPartition struct {
 	low  int64
 	next int64
 	// floor bounds the timestamps before low: every record below low has
-	// a timestamp before floor. It is the time the live reader was
-	// positioned until an eviction raises it to the evicted entry's maxTS.
+	// a timestamp before floor. It is where the live reader began (see
+	// Egress.position) until an eviction raises it to the evicted entry's
+	// maxTS.
 	floor time.Time
 	recs  []*recentEntry            // offset order, oldest first
 	convs map[string][]*recentEntry // the same entries, per conversation
@@ -67,10 +68,10 @@ func newRecent(maxBytes int64, window time.Duration, m *metrics) *recent {
 }
 
 // start begins coverage of each partition at the live reader's start
-// offset; records before it are assumed older than now.
-func (r *recent) start(next map[int32]int64, now time.Time) {
+// offset; every record before it is older than floor.
+func (r *recent) start(next map[int32]int64, floor time.Time) {
 	for p, o := range next {
-		r.reset(p, o, now)
+		r.reset(p, o, floor)
 	}
 }
 

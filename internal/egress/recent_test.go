@@ -174,7 +174,6 @@ func TestRecentReplayEqualsKafka(t *testing.T) {
 	h := newHarness(t)
 	eg := h.start(nil)
 	convs, p := samePartition(3, 4)
-	time.Sleep(10 * time.Millisecond) // record timestamps after the reader's start
 	var recs []*pb.Result
 	for i := range 30 {
 		conv := convs[i%len(convs)]
@@ -277,6 +276,31 @@ func TestReplayFallsBackToKafka(t *testing.T) {
 	}
 }
 
+// TestStartReadsTheWindow: an egress started after results were written
+// reads the last ReplayWindow into its index, so streams opened while it
+// catches up and after both replay from memory, with the same events.
+func TestStartReadsTheWindow(t *testing.T) {
+	h := newHarness(t)
+	want, _ := conversation(h, "earlier")
+	eg := h.start(nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	all := append(wantLabels(want), "end:done")
+	url := eg.url + "/v1/conversations/earlier/events?request_id=r2"
+	first, _ := readSSE(ctx, t, url, nil, 0) // at once: the reader may still be catching up
+	second, _ := readSSE(ctx, t, url, nil, 0)
+	for i, evs := range [][]got{first, second} {
+		if !slices.Equal(labels(evs), all) {
+			t.Errorf("stream %d:\n%v\nwant\n%v", i, labels(evs), all)
+		}
+	}
+	// The first stream replays nothing when it opens before the reader
+	// read anything: it gets everything live.
+	if n, k := eg.metric(t, "switchboard_egress_replays_total", "source", "memory"), eg.metric(t, "switchboard_egress_replays_total", "source", "kafka"); n < 1 || k != 0 {
+		t.Errorf("replays from memory %v, from kafka %v; want 1 or 2, 0", n, k)
+	}
+}
+
 // TestHubHandOverUnderLoad: streams subscribing while results are
 // published get every result of their conversation from their replay
 // start exactly once and in order, from memory then live; with an index
@@ -287,7 +311,7 @@ func TestHubHandOverUnderLoad(t *testing.T) {
 		t.Run(fmt.Sprint(budget), func(t *testing.T) {
 			const records, convs, streams = 4000, 4, 32
 			h := newHub(newMetrics(prometheus.NewRegistry()), newRecent(budget, time.Hour, newMetrics(prometheus.NewRegistry())))
-			h.start(map[int32]int64{0: 0}, time.Now().Add(-time.Minute))
+			h.start(map[int32]int64{0: 0}, time.Now().Add(-time.Minute), time.Now())
 			var published atomic.Int64
 			var wg sync.WaitGroup
 			wg.Go(func() {
