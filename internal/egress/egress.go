@@ -53,7 +53,8 @@ type Config struct {
 	// Topics names the topics (from topics.yaml). Required.
 	Topics *topicspec.Spec
 	// ReplayWindow is how far back a new subscriber without a cursor is
-	// replayed. Default 5m.
+	// replayed, and how far back the index of recent results reaches (the
+	// live reader starts that far back). Default 5m.
 	ReplayWindow time.Duration
 	// ReplayTimeout bounds a replay from Kafka. Default 30s.
 	ReplayTimeout time.Duration
