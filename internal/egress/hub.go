@@ -31,8 +31,9 @@ type event struct {
 // subscriber is one open stream's mailbox. The hub fills ch with one
 // shared, read-only event per record (a pointer: a mailbox of the default
 // 1,024 slots takes 8 KiB, not the 72 KiB of events by value, which
-// matters when thousands of streams open at once) and never blocks on it: a full mailbox ends the subscription (done is closed with
-// reason "overflow"), so one slow client cannot stall the others.
+// matters when thousands of streams open at once) and never blocks on it:
+// a full mailbox ends the subscription (done is closed with reason
+// "overflow"), so one slow client cannot stall the others.
 type subscriber struct {
 	conv   string
 	ch     chan *event
@@ -43,7 +44,7 @@ type subscriber struct {
 // hub routes live results to the subscribers of their conversation and
 // keeps the index of recent results (recent.go). publish is called by the
 // single poll goroutine; subscribe and unsubscribe by HTTP handlers. mu
-// guards every field but metrics (and recent's contents).
+// guards every field but metrics, and the contents of recent.
 type hub struct {
 	metrics *metrics
 	mu      sync.Mutex
