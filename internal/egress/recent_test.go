@@ -202,7 +202,8 @@ func TestRecentReplayEqualsKafka(t *testing.T) {
 	hub.mu.Unlock()
 	for _, conv := range append(convs, "absent") {
 		for _, from := range []int64{low, cursors[0].offset, cursors[len(cursors)/2].offset, last, to} {
-			_, _, mem, ok := hub.subscribe(conv, p, 1, from)
+			sub, _, mem, ok := hub.subscribe(conv, p, 1, from)
+			hub.unsubscribe(sub)
 			if !ok {
 				t.Fatalf("replay(%s, %d) not in memory, covered from %d", conv, from, low)
 			}
