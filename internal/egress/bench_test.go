@@ -6,13 +6,16 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
@@ -151,4 +154,114 @@ func benchFanOut(b *testing.B, subs, convs, rate int) {
 	}
 	cancel()
 	wg.Wait()
+}
+
+// BenchmarkStreamOpen measures what a new stream costs before it goes live:
+// finding where its window starts and replaying its conversation's recent
+// results. "memory" opens streams against a hub whose index of recent
+// results holds 50,000 results (200-byte chunks) of 10,000 conversations on
+// 4 partitions (5 results per stream): window start, subscribe (mailbox of
+// the default 1,024 events) with the replay snapshot, unsubscribe. It also
+// reports the heap the populated index takes per byte it accounts
+// (heapB/accountedB: the estimate's accuracy). "kafka" does the same
+// without an index, as a stream that falls back does, against the
+// embedded broker in this process: ListOffsetsAfterMilli, then a replay
+// that lists the partition's bounds and scans it with its own client (2,000
+// results of 400 conversations; each replay reads its partition's 500).
+//
+//	go test -run '^$' -bench 'BenchmarkStreamOpen/memory' -benchmem ./internal/egress/
+//	go test -run '^$' -bench 'BenchmarkStreamOpen/kafka' -benchtime 200x -benchmem ./internal/egress/
+func BenchmarkStreamOpen(b *testing.B) {
+	b.Run("memory", benchOpenMemory)
+	b.Run("kafka", benchOpenKafka)
+}
+
+func benchOpenMemory(b *testing.B) {
+	const parts, convs, perConv = 4, 10_000, 5
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	m := newMetrics(prometheus.NewRegistry())
+	h := newHub(m, newRecent(64<<20, 5*time.Minute, m))
+	h.start(map[int32]int64{0: 0, 1: 0, 2: 0, 3: 0}, time.Now().Add(-10*time.Minute), time.Now())
+	next := make([]int64, parts)
+	names := make([]string, convs)
+	for i := range names {
+		names[i] = fmt.Sprintf("conversation-%06d", i)
+	}
+	delta := strings.Repeat("x", 160)
+	for k := range perConv {
+		for i, conv := range names {
+			rec, err := envelope.EncodeResult(resultsTopic, &pb.Result{RequestId: fmt.Sprintf("req-%06d", i), ConversationId: conv,
+				Tenant: "t", RunId: "run", Attempt: 1, Body: &pb.Result_Chunk{Chunk: &pb.Chunk{Index: int32(k), Delta: delta}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			p := envelope.Partition(conv, parts)
+			rec.Partition, rec.Offset, rec.Timestamp = p, next[p], time.Now()
+			next[p]++
+			h.publish(rec)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if h.recent.records != convs*perConv {
+		b.Fatalf("index holds %d results, want %d", h.recent.records, convs*perConv)
+	}
+	heapPerAccounted := float64(after.HeapAlloc-before.HeapAlloc) / float64(h.recent.bytes)
+	b.ReportAllocs()
+	events := 0
+	i := 0
+	for b.Loop() {
+		conv := names[i%convs]
+		i++
+		p := envelope.Partition(conv, parts)
+		from, ok := h.windowStart(p, time.Now().Add(-5*time.Minute))
+		if !ok {
+			b.Fatal("window start not in memory")
+		}
+		sub, _, evs, ok := h.subscribe(conv, p, 1024, from)
+		if !ok {
+			b.Fatal("replay not in memory")
+		}
+		events += len(evs)
+		h.unsubscribe(sub)
+	}
+	b.ReportMetric(float64(events)/float64(b.N), "events/op")
+	b.ReportMetric(heapPerAccounted, "heapB/accountedB")
+	b.ReportMetric(float64(h.recent.bytes)/float64(h.recent.records), "accountedB/result")
+}
+
+func benchOpenKafka(b *testing.B) {
+	h := newHarness(b)
+	eg := h.start(func(c *Config) { c.RecentBytes = -1 })
+	const convs, perConv = 400, 5
+	var recs []*pb.Result
+	delta := strings.Repeat("x", 160)
+	for k := range perConv {
+		for i := range convs {
+			recs = append(recs, &pb.Result{RequestId: fmt.Sprintf("req-%06d", i), ConversationId: fmt.Sprintf("conversation-%06d", i),
+				Tenant: "t", RunId: "run", Attempt: 1, Body: &pb.Result_Chunk{Chunk: &pb.Chunk{Index: int32(k), Delta: delta}}})
+		}
+	}
+	h.produce(recs...)
+	ctx := context.Background()
+	b.ReportAllocs()
+	events := 0
+	i := 0
+	for b.Loop() {
+		conv := fmt.Sprintf("conversation-%06d", i%convs)
+		i++
+		p := envelope.Partition(conv, 4)
+		from, err := eg.e.offsetAt(ctx, p, time.Now().Add(-5*time.Minute))
+		if err != nil {
+			b.Fatal(err)
+		}
+		sub, to, _, _ := eg.e.hub.subscribe(conv, p, 1024, from)
+		if err := eg.e.replay(ctx, conv, p, from, to, from, func(event) error { events++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+		eg.e.hub.unsubscribe(sub)
+	}
+	b.ReportMetric(float64(events)/float64(b.N), "events/op")
 }

@@ -5,9 +5,13 @@
 // and, optionally, POSTs terminal results to webhooks through a consumer
 // group (webhook.go), so each is delivered by one instance.
 //
-// A subscriber first gets the conversation's recent past replayed from Kafka
-// (from its cursor, or from ReplayWindow ago), then the live feed, with no
-// gap and no overlap between the two (see hub.subscribe). Per subscriber,
+// A subscriber first gets the conversation's recent past replayed (from its
+// cursor, or from ReplayWindow ago), then the live feed, with no gap and no
+// overlap between the two (see hub.subscribe). The replay comes from an
+// in-memory index of the last ReplayWindow of results (recent.go, bounded
+// by RecentBytes) that the live reader fills; only a range the index does
+// not cover (older, evicted, or before this instance started) is read from
+// Kafka (replay.go). Per subscriber,
 // duplicate chunks, chunks of superseded attempts and runs, and repeated
 // terminal results are dropped (dedupe.go), so a client sees each answer
 // once and in order. The transports share one stream loop (stream.go) and
@@ -50,10 +54,17 @@ type Config struct {
 	// Topics names the topics (from topics.yaml). Required.
 	Topics *topicspec.Spec
 	// ReplayWindow is how far back a new subscriber without a cursor is
-	// replayed. Default 5m.
+	// replayed, and how far back the index of recent results reaches (the
+	// live reader starts that far back). Default 5m.
 	ReplayWindow time.Duration
 	// ReplayTimeout bounds a replay from Kafka. Default 30s.
 	ReplayTimeout time.Duration
+	// RecentBytes bounds the in-memory index of recent results (the last
+	// ReplayWindow of every results partition) from which new streams
+	// replay without reading Kafka; the bound is on an estimate of the
+	// memory held (see recent.go). Default 64 MiB. Negative: no index,
+	// every replay reads Kafka.
+	RecentBytes int64
 	// SubscriberBuffer is how many events may wait for one slow subscriber
 	// before it is disconnected with a cursor to resume from. Default 1024.
 	SubscriberBuffer int
@@ -92,6 +103,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReplayTimeout == 0 {
 		c.ReplayTimeout = 30 * time.Second
+	}
+	if c.RecentBytes == 0 {
+		c.RecentBytes = 64 << 20
 	}
 	if c.SubscriberBuffer == 0 {
 		c.SubscriberBuffer = 1024
@@ -162,7 +176,11 @@ func New(cfg Config) (*Egress, error) {
 		ready:   make(chan struct{}),
 		stop:    make(chan struct{}),
 	}
-	e.hub = newHub(e.metrics)
+	var rc *recent
+	if cfg.RecentBytes > 0 {
+		rc = newRecent(cfg.RecentBytes, cfg.ReplayWindow, e.metrics)
+	}
+	e.hub = newHub(e.metrics, rc)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
@@ -269,10 +287,17 @@ func (e *Egress) serveGRPC(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// position finds the end of every results partition and starts the live
-// reader there, retrying until the cluster answers or ctx ends.
+// position finds where the live reader starts in every results partition
+// and starts it there, retrying until the cluster answers or ctx ends.
+// Without an index of recent results it starts at the end. With one, it
+// starts ReplayWindow back, so that the index holds the window from the
+// first seconds on: the results read while catching up reach the
+// subscribers opened meanwhile as live events, after their replay from the
+// index (the hub joins the two as it does at the end).
 func (e *Egress) position(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
+		now := time.Now()
+		since := now.Add(-e.cfg.ReplayWindow)
 		ends, err := e.adm.ListEndOffsets(ctx, e.topic)
 		if err == nil {
 			err = ends.Error()
@@ -280,14 +305,28 @@ func (e *Egress) position(ctx context.Context) error {
 		if err == nil && len(ends[e.topic]) == 0 {
 			err = fmt.Errorf("topic %s has no partitions (is it provisioned?)", e.topic)
 		}
+		var window kadm.ListedOffsets
+		if err == nil && e.hub.recent != nil {
+			window, err = e.adm.ListOffsetsAfterMilli(ctx, since.UnixMilli(), e.topic)
+			if err == nil {
+				err = window.Error()
+			}
+		}
 		if err == nil {
 			offsets := map[int32]kgo.Offset{}
 			next := map[int32]int64{}
 			ends.Each(func(o kadm.ListedOffset) {
-				offsets[o.Partition] = kgo.NewOffset().At(o.Offset)
-				next[o.Partition] = o.Offset
+				at := o.Offset
+				if w, ok := window.Lookup(e.topic, o.Partition); ok && w.Offset >= 0 && w.Offset < at {
+					at = w.Offset
+				}
+				offsets[o.Partition] = kgo.NewOffset().At(at)
+				next[o.Partition] = at
 			})
-			e.hub.start(next)
+			// Every record before the start is older than the window
+			// (Kafka listed the first at or after it); without an index
+			// nothing relies on this.
+			e.hub.start(next, since, now)
 			e.client.AddConsumePartitions(map[string]map[int32]kgo.Offset{e.topic: offsets})
 			e.log.Info("egress reading results", "topic", e.topic, "partitions", len(offsets))
 			return nil

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -131,14 +132,14 @@ func resultRecord(t *testing.T, conv string, offset int64) *kgo.Record {
 // is ended with reason overflow while others keep receiving, and that
 // subscribe reports the live feed's start offset.
 func TestSlowSubscriberIsCutOff(t *testing.T) {
-	h := newHub(newMetrics(prometheus.NewRegistry()))
-	h.start(map[int32]int64{0: 10})
-	slow, from := h.subscribe("c", 0, 2)
+	h := newHub(newMetrics(prometheus.NewRegistry()), nil)
+	h.start(map[int32]int64{0: 10}, time.Now(), time.Now())
+	slow, from, _, _ := h.subscribe("c", 0, 2, 10)
 	if from != 10 {
 		t.Fatalf("live feed starts at %d, want 10", from)
 	}
-	fast, _ := h.subscribe("c", 0, 100)
-	other, _ := h.subscribe("d", 0, 1)
+	fast, _, _, _ := h.subscribe("c", 0, 100, 10)
+	other, _, _, _ := h.subscribe("d", 0, 1, 10)
 	for o := int64(10); o < 13; o++ {
 		h.publish(resultRecord(t, "c", o))
 	}
@@ -156,7 +157,7 @@ func TestSlowSubscriberIsCutOff(t *testing.T) {
 	if len(other.ch) != 0 {
 		t.Errorf("another conversation's subscriber got %d events, want 0", len(other.ch))
 	}
-	if _, from := h.subscribe("c", 0, 1); from != 13 {
+	if _, from, _, _ := h.subscribe("c", 0, 1, 13); from != 13 {
 		t.Errorf("after three records the live feed starts at %d, want 13", from)
 	}
 	h.unsubscribe(slow) // already removed: a no-op

@@ -28,38 +28,63 @@ type event struct {
 	timestamp time.Time
 }
 
-// subscriber is one open stream's mailbox. The hub fills ch and never
-// blocks on it: a full mailbox ends the subscription (done is closed with
-// reason "overflow"), so one slow client cannot stall the others.
+// subscriber is one open stream's mailbox. The hub fills ch with one
+// shared, read-only event per record (a pointer: a mailbox of the default
+// 1,024 slots takes 8 KiB, not the 72 KiB of events by value, which
+// matters when thousands of streams open at once) and never blocks on it:
+// a full mailbox ends the subscription (done is closed with reason
+// "overflow"), so one slow client cannot stall the others.
 type subscriber struct {
 	conv   string
-	ch     chan event
+	ch     chan *event
 	done   chan struct{} // closed by the hub; then read reason
 	reason string
 }
 
-// hub routes live results to the subscribers of their conversation.
-// publish is called by the single poll goroutine; subscribe and unsubscribe
-// by HTTP handlers. mu guards every field but metrics.
+// hub routes live results to the subscribers of their conversation and
+// keeps the index of recent results (recent.go). publish is called by the
+// single poll goroutine; subscribe and unsubscribe by HTTP handlers. mu
+// guards every field but metrics, and the contents of recent.
 type hub struct {
 	metrics *metrics
 	mu      sync.Mutex
 	next    map[int32]int64 // per partition: the offset the live feed delivers next
 	subs    map[string]map[*subscriber]struct{}
+	recent  *recent // nil: no index, every replay reads Kafka
+	started time.Time
 	closed  bool
 }
 
-func newHub(m *metrics) *hub {
-	return &hub{metrics: m, next: map[int32]int64{}, subs: map[string]map[*subscriber]struct{}{}}
+// newHub returns a hub; rc (nil: none) is its index of recent results.
+func newHub(m *metrics, rc *recent) *hub {
+	return &hub{metrics: m, next: map[int32]int64{}, subs: map[string]map[*subscriber]struct{}{}, recent: rc}
 }
 
-// start records where the live feed begins in each partition.
-func (h *hub) start(next map[int32]int64) {
+// start records where the live feed begins in each partition: every
+// record before it is older than floor (see recent.start). Records older
+// than started are read while catching up: their delivery latency is not
+// measured.
+func (h *hub) start(next map[int32]int64, floor, started time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.started = started
 	for p, o := range next {
 		h.next[p] = o
 	}
+	if h.recent != nil {
+		h.recent.start(next, floor)
+	}
+}
+
+// windowStart returns the first offset of partition at or after t, when
+// the index of recent results knows it (see recent.windowStart).
+func (h *hub) windowStart(partition int32, t time.Time) (int64, bool) {
+	if h.recent == nil {
+		return 0, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.recent.windowStart(partition, t)
 }
 
 // partitions returns how many partitions the live feed reads.
@@ -70,17 +95,25 @@ func (h *hub) partitions() int {
 }
 
 // subscribe registers a mailbox for conv, whose results are on partition.
-// It returns the offset from which the live feed will fill the mailbox:
-// everything before it must come from a replay. Because both happen under
-// mu, no record is delivered twice or missed between replay and live.
-func (h *hub) subscribe(conv string, partition int32, buffer int) (*subscriber, int64) {
-	s := &subscriber{conv: conv, ch: make(chan event, buffer), done: make(chan struct{})}
+// It returns the offset liveFrom from which the live feed will fill the
+// mailbox: everything before it must come from a replay. When the index of
+// recent results covers replayFrom, it also returns that replay, conv's
+// results [replayFrom, liveFrom), and ok true; otherwise the caller
+// replays from Kafka. Because all of it happens under mu, which publish
+// holds while it indexes a record and advances the live position, no
+// record is delivered twice or missed between replay and live.
+func (h *hub) subscribe(conv string, partition int32, buffer int, replayFrom int64) (s *subscriber, liveFrom int64, replay []event, ok bool) {
+	s = &subscriber{conv: conv, ch: make(chan *event, buffer), done: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	liveFrom = h.next[partition]
+	if h.recent != nil {
+		replay, ok = h.recent.replay(conv, partition, replayFrom)
+	}
 	if h.closed {
 		s.reason = endShutdown
 		close(s.done)
-		return s, h.next[partition]
+		return s, liveFrom, replay, ok
 	}
 	m := h.subs[conv]
 	if m == nil {
@@ -88,7 +121,7 @@ func (h *hub) subscribe(conv string, partition int32, buffer int) (*subscriber, 
 		h.subs[conv] = m
 	}
 	m[s] = struct{}{}
-	return s, h.next[partition]
+	return s, liveFrom, replay, ok
 }
 
 // unsubscribe removes s; it is safe to call more than once.
@@ -113,21 +146,42 @@ func (h *hub) remove(s *subscriber, reason string) {
 	close(s.done)
 }
 
-// publish forwards rec to the subscribers of its conversation.
+// publish indexes rec and forwards it to the subscribers of its
+// conversation. With an index every result is decoded (outside mu);
+// without, only those of subscribed conversations.
 func (h *hub) publish(rec *kgo.Record) {
+	var res *pb.Result
+	decoded := false
+	if h.recent != nil && !rec.Attrs.IsControl() {
+		res, decoded = h.decode(rec), true
+	}
+	var lj *lazyJSON
+	if res != nil {
+		lj = &lazyJSON{res: res}
+	}
+	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.next[rec.Partition] = rec.Offset + 1
+	if h.recent != nil {
+		h.recent.add(rec.Partition, rec.Offset, rec.Key, len(rec.Value), rec.Timestamp, res, lj, now)
+	}
 	subs := h.subs[string(rec.Key)]
 	if len(subs) == 0 || rec.Attrs.IsControl() {
 		return
 	}
-	res, err := envelope.DecodeResult(rec)
-	if err != nil {
-		h.metrics.undecodable.Inc()
+	if !decoded {
+		if res = h.decode(rec); res != nil {
+			lj = &lazyJSON{res: res}
+		}
+	}
+	if res == nil {
 		return
 	}
-	ev := event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res, json: &lazyJSON{res: res}, timestamp: rec.Timestamp}
+	ev := &event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res, json: lj}
+	if !rec.Timestamp.Before(h.started) {
+		ev.timestamp = rec.Timestamp
+	}
 	for s := range subs {
 		select {
 		case s.ch <- ev:
@@ -136,6 +190,16 @@ func (h *hub) publish(rec *kgo.Record) {
 			h.remove(s, endOverflow)
 		}
 	}
+}
+
+// decode decodes rec's result; nil (counted) when it cannot.
+func (h *hub) decode(rec *kgo.Record) *pb.Result {
+	res, err := envelope.DecodeResult(rec)
+	if err != nil {
+		h.metrics.undecodable.Inc()
+		return nil
+	}
+	return res
 }
 
 // closeAll ends every subscription: the service is stopping.

@@ -3,15 +3,18 @@ package egress
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	subscribers *prometheus.GaugeVec   // transport
-	events      *prometheus.CounterVec // event
-	dropped     *prometheus.CounterVec // reason
-	filtered    *prometheus.CounterVec // reason
-	overflows   prometheus.Counter
-	undecodable prometheus.Counter
-	replayGaps  prometheus.Counter
-	latency     prometheus.Histogram
-	authFailed  prometheus.Counter
+	subscribers   *prometheus.GaugeVec   // transport
+	events        *prometheus.CounterVec // event
+	dropped       *prometheus.CounterVec // reason
+	filtered      *prometheus.CounterVec // reason
+	overflows     prometheus.Counter
+	undecodable   prometheus.Counter
+	replayGaps    prometheus.Counter
+	latency       prometheus.Histogram
+	authFailed    prometheus.Counter
+	replays       *prometheus.CounterVec // source
+	recentBytes   prometheus.Gauge
+	recentRecords prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -53,8 +56,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "switchboard_egress_auth_failures_total",
 			Help: "Stream requests refused for a missing or unknown API key.",
 		}),
+		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_egress_replays_total",
+			Help: "Replays of a stream's past, by source: memory (the index of recent results) or kafka (its range was not in the index).",
+		}, []string{"source"}),
+		recentBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_egress_recent_index_bytes",
+			Help: "Estimated memory held by the index of recent results (bounded by --recent-bytes).",
+		}),
+		recentRecords: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_egress_recent_index_records",
+			Help: "Results held by the index of recent results.",
+		}),
 	}
 	reg.MustRegister(m.subscribers, m.events, m.dropped, m.filtered, m.overflows, m.undecodable,
-		m.replayGaps, m.latency, m.authFailed)
+		m.replayGaps, m.latency, m.authFailed, m.replays, m.recentBytes, m.recentRecords)
 	return m
 }

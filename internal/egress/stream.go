@@ -65,8 +65,12 @@ type session struct {
 	start      int64 // first offset to send
 	replayFrom int64 // the replay reads from here (at or before start)
 	liveFrom   int64 // the live feed delivers from here; before it, replay
-	dedupe     *dedupe
-	last       cursor
+	// memory holds the replay [replayFrom, liveFrom) when the index of
+	// recent results covered it (inMemory); otherwise it is read from Kafka.
+	memory   []event
+	inMemory bool
+	dedupe   *dedupe
+	last     cursor
 }
 
 // open validates req, waits until the live reader is positioned, finds
@@ -103,8 +107,15 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 			msg: fmt.Sprintf("cursor %s is not on this conversation's partition %d", from, partition)}
 	}
 	// Find where the replay starts before subscribing: anything that
-	// arrives meanwhile is at or after liveFrom and comes live.
-	window, err := e.offsetAt(ctx, partition, time.Now().Add(-e.cfg.ReplayWindow))
+	// arrives meanwhile is at or after liveFrom and comes live. The index
+	// of recent results knows, unless this instance started less than
+	// ReplayWindow ago or evicted part of the window; then Kafka does.
+	since := time.Now().Add(-e.cfg.ReplayWindow)
+	window, ok := e.hub.windowStart(partition, since)
+	var err error
+	if !ok {
+		window, err = e.offsetAt(ctx, partition, since)
+	}
 	var start, replayFrom int64
 	switch {
 	case from != nil:
@@ -123,9 +134,9 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	default:
 		start, replayFrom = window, window
 	}
-	sub, liveFrom := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer)
+	sub, liveFrom, memory, inMemory := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer, replayFrom)
 	return &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
-		dedupe: newDedupe(), last: cursor{partition, start - 1}}, nil
+		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition, start - 1}}, nil
 }
 
 // close leaves the hub; it is safe to call more than once.
@@ -139,7 +150,7 @@ func (s *session) run(ctx context.Context, out sink) error {
 	e := s.e
 	partition := s.last.partition
 	if s.replayFrom < s.liveFrom {
-		err := e.replay(ctx, s.req.conv, partition, s.replayFrom, s.liveFrom, s.start, func(ev event) error { return s.send(out, ev) })
+		err := s.replay(ctx, out)
 		switch {
 		case errors.Is(err, errStreamDone):
 			return out.end(endDone, s.last)
@@ -155,7 +166,7 @@ func (s *session) run(ctx context.Context, out sink) error {
 	for {
 		select {
 		case ev := <-s.sub.ch:
-			if err := s.send(out, ev); err != nil {
+			if err := s.send(out, *ev); err != nil {
 				if errors.Is(err, errStreamDone) {
 					return out.end(endDone, s.last)
 				}
@@ -165,7 +176,7 @@ func (s *session) run(ctx context.Context, out sink) error {
 			// Deliver what was queued before the hub let go, then say why.
 			// The hub sends nothing more once done is closed.
 			for len(s.sub.ch) > 0 {
-				if err := s.send(out, <-s.sub.ch); err != nil {
+				if err := s.send(out, *<-s.sub.ch); err != nil {
 					if errors.Is(err, errStreamDone) {
 						return out.end(endDone, s.last)
 					}
@@ -186,6 +197,27 @@ func (s *session) run(ctx context.Context, out sink) error {
 			return out.end(endShutdown, s.last)
 		}
 	}
+}
+
+// replay sends the range [replayFrom, liveFrom) from memory or Kafka.
+func (s *session) replay(ctx context.Context, out sink) error {
+	e := s.e
+	if !s.inMemory {
+		e.metrics.replays.WithLabelValues("kafka").Inc()
+		return e.replay(ctx, s.req.conv, s.last.partition, s.replayFrom, s.liveFrom, s.start, func(ev event) error { return s.send(out, ev) })
+	}
+	e.metrics.replays.WithLabelValues("memory").Inc()
+	memory := s.memory
+	s.memory = nil // the events are sent once; let them go with the stream
+	for _, ev := range memory {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.send(out, ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var (
