@@ -190,7 +190,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	}
 	s.add(ProcEgress, []string{"--addr", egAddr, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"}, httpReady(s.EgressURL+"/readyz", cfg.ReadyTimeout))
 	s.APIKey = cfg.APIKey
-	s.add(ProcIngress, []string{"--addr", inAddr, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"}, httpReady(s.IngressURL+"/readyz", cfg.ReadyTimeout))
+	s.add(ProcIngress, []string{"--addr", inAddr, "--brokers", s.Brokers, "--grpc-addr", "", "--tenants", tenants, "--log-level", "warn"}, httpReady(s.IngressURL+"/readyz", cfg.ReadyTimeout))
 
 	if err := s.Start(ctx, ProcDevbroker); err != nil {
 		return nil, err
