@@ -45,9 +45,11 @@ func main() {
 	webhookStart := flag.Duration("webhook-start-window", 5*time.Minute, "how far back webhook delivery begins when its group has no committed offsets")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	pprof := flag.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on --addr")
 	flag.Parse()
 
 	cfg := egress.Config{
+		Pprof:            *pprof,
 		Addr:             *addr,
 		GRPCAddr:         *grpcAddr,
 		Kafka:            kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-egress"},

@@ -42,9 +42,11 @@ func main() {
 	interLow := flag.Int64("interactive-lag-low", 25000, "interactive lag below which interactive requests are admitted again")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	pprof := flag.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on --addr")
 	flag.Parse()
 
 	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *tenantsFile, *provision, ingress.Config{
+		Pprof:             *pprof,
 		Addr:              *addr,
 		GRPCAddr:          *grpcAddr,
 		Kafka:             kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-ingress"},

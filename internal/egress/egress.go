@@ -49,6 +49,8 @@ import (
 type Config struct {
 	// Addr is the HTTP listen address. Default 127.0.0.1:8081.
 	Addr string
+	// Pprof also serves Go's profiles under /debug/pprof/ on Addr.
+	Pprof bool
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
@@ -185,6 +187,9 @@ func New(cfg Config) (*Egress, error) {
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
 	telemetry.Mount(mux, cfg.Registry, e.readiness)
+	if cfg.Pprof {
+		telemetry.MountPprof(mux)
+	}
 	e.handler = mux
 	if cfg.GRPCAddr != "" {
 		e.grpc = grpc.NewServer()

@@ -40,6 +40,8 @@ type Config struct {
 	Addr string
 	// GRPCAddr is the gRPC listen address; empty means no gRPC listener.
 	GRPCAddr string
+	// Pprof also serves Go's profiles under /debug/pprof/ on Addr.
+	Pprof bool
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
@@ -228,6 +230,9 @@ func New(cfg Config) (*Ingress, error) {
 		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
 	}
 	telemetry.Mount(mux, cfg.Registry, in.ready)
+	if cfg.Pprof {
+		telemetry.MountPprof(mux)
+	}
 	in.handler = cfg.Kafka.Tracing.HTTP(mux)
 	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)))
 	pb.RegisterIngressServer(in.grpc, &grpcServer{in: in})
