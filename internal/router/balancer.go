@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -27,9 +28,13 @@ import (
 //   - service: a model's pool is open when every backend serving it is
 //     open; requests go to the model's fallbacks.
 //   - system: open when every backend is open, closed again once any
-//     backend's breaker has closed (a half-open probe succeeded). While it
+//     backend's breaker leaves the open state: it turns half-open after
+//     Breaker.OpenFor, and requests must flow again to probe it (a failed
+//     probe reopens it and, with every backend open, the system). While it
 //     is open the router pauses fetching and requests wait instead of
-//     failing, so the messages wait in Kafka.
+//     failing, so the messages wait in Kafka. watchSystem looks at the
+//     breakers on a timer, since with fetching paused and no request left
+//     waiting nothing else would.
 //
 // Concurrency: mu guards everything in the balancer and the mutable
 // fields of its endpoints. Breakers have their own locks, taken under mu
@@ -481,28 +486,40 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // updateSystem opens the system breaker when every backend's breaker is
-// open and closes it once any is closed. Called with mu held.
+// open and closes it once any is not (reading a breaker's state also turns
+// it half-open when its OpenFor has passed). Called with mu held.
 func (b *balancer) updateSystem() {
-	allOpen, anyClosed := true, false
+	allOpen := len(b.eps) > 0
 	for _, ep := range b.eps {
-		switch ep.breaker.State() {
-		case gobreaker.StateClosed:
-			anyClosed = true
-			allOpen = false
-		case gobreaker.StateHalfOpen:
+		if ep.breaker.State() != gobreaker.StateOpen {
 			allOpen = false
 		}
 	}
-	switch {
-	case !b.sysOpen && allOpen:
-		b.sysOpen = true
-	case b.sysOpen && anyClosed:
-		b.sysOpen = false
-	default:
+	if allOpen == b.sysOpen {
 		return
 	}
+	b.sysOpen = allOpen
 	b.sysNowOpen.Store(b.sysOpen)
 	b.wakeAll()
+}
+
+// watchSystem re-evaluates the system breaker every interval until ctx
+// ends, so that an open system closes when a backend's OpenFor has passed
+// even though no request is left to ask (fetching is paused).
+func (b *balancer) watchSystem(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.mu.Lock()
+			b.updateSystem()
+			b.mu.Unlock()
+			b.showSystem()
+		}
+	}
 }
 
 // showSystem brings onSystem up to date with the latest system state.

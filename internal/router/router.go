@@ -308,8 +308,14 @@ func (r *Router) Run(ctx context.Context) error {
 		defer close(watchDone)
 		r.watch(ctx)
 	}()
+	sysDone := make(chan struct{})
+	go func() {
+		defer close(sysDone)
+		r.bal.watchSystem(ctx, 250*time.Millisecond)
+	}()
 	err = r.engine.Run(ctx)
 	<-watchDone
+	<-sysDone
 	if r.producer != r.client {
 		r.producer.Close()
 	}
