@@ -20,6 +20,7 @@ type limits struct {
 }
 
 type buckets struct {
+	mu               sync.Mutex // makes checking both and taking from both one step
 	requests, tokens *rate.Limiter
 }
 
@@ -56,18 +57,30 @@ func (l *limits) take(t *tenant.Tenant, tokens int) *failure {
 		return &failure{status: http.StatusRequestEntityTooLarge, code: "too_many_tokens", field: "max_tokens",
 			message: fmt.Sprintf("the request is estimated at %d tokens; tenant %q may send at most %d at once", tokens, t.Name, t.TokenBurst)}
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	now := l.now()
-	r := b.requests.ReserveN(now, 1)
-	wait := r.DelayFrom(now)
-	tr := b.tokens.ReserveN(now, tokens)
-	wait = max(wait, tr.DelayFrom(now))
-	if wait == 0 {
-		return nil
+	// Look first, take only when both can pay: reserving and cancelling
+	// would lose tokens when concurrent refusals cancel out of order.
+	if wait := max(delayFor(b.requests, now, 1), delayFor(b.tokens, now, tokens)); wait > 0 {
+		return &failure{status: http.StatusTooManyRequests, code: "rate_limited", retryAfter: wait,
+			message: fmt.Sprintf("tenant %q is over its rate limit; retry in %v", t.Name, wait.Round(time.Millisecond))}
 	}
-	r.CancelAt(now)
-	tr.CancelAt(now)
-	return &failure{status: http.StatusTooManyRequests, code: "rate_limited", retryAfter: wait,
-		message: fmt.Sprintf("tenant %q is over its rate limit; retry in %v", t.Name, wait.Round(time.Millisecond))}
+	b.requests.AllowN(now, 1)
+	b.tokens.AllowN(now, tokens)
+	return nil
+}
+
+// delayFor is how long until lim holds n tokens (0: it does now).
+func delayFor(lim *rate.Limiter, now time.Time, n int) time.Duration {
+	if lim.Limit() == rate.Inf {
+		return 0
+	}
+	missing := float64(n) - lim.TokensAt(now)
+	if missing <= 0 {
+		return 0
+	}
+	return time.Duration(missing / float64(lim.Limit()) * float64(time.Second))
 }
 
 // semaphore bounds the requests being produced at once, across protocols.
