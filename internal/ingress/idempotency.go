@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"container/list"
 	"sync"
 	"time"
 )
@@ -21,21 +22,23 @@ type idempotency struct {
 
 	mu    sync.Mutex
 	m     map[idemKey]*idemEntry
-	order []idemKey // insertion order = expiry order, from head
-	head  int
+	order *list.List // of *idemEntry, in insertion order = expiry order
 }
 
 type idemKey struct{ tenant, key string }
 
 type idemEntry struct {
-	done    chan struct{} // closed when the first request finished
-	ack     ack           // set before done is closed
-	ok      bool          // set before done is closed
-	expires time.Time
+	key      idemKey
+	elem     *list.Element // in idempotency.order
+	done     chan struct{} // closed when the first request finished
+	ack      ack           // set before done is closed
+	ok       bool          // set before done is closed
+	finished bool          // guarded by idempotency.mu
+	expires  time.Time
 }
 
 func newIdempotency(window time.Duration, maxKeys int, now func() time.Time) *idempotency {
-	return &idempotency{window: window, max: maxKeys, now: now, m: map[idemKey]*idemEntry{}}
+	return &idempotency{window: window, max: maxKeys, now: now, m: map[idemKey]*idemEntry{}, order: list.New()}
 }
 
 // begin returns k's entry. owner is true when the caller created it and
@@ -48,46 +51,41 @@ func (s *idempotency) begin(k idemKey) (e *idemEntry, owner bool) {
 	if e, ok := s.m[k]; ok {
 		return e, false
 	}
-	e = &idemEntry{done: make(chan struct{}), expires: now.Add(s.window)}
+	e = &idemEntry{key: k, done: make(chan struct{}), expires: now.Add(s.window)}
+	e.elem = s.order.PushBack(e)
 	s.m[k] = e
-	s.order = append(s.order, k)
 	return e, true
 }
 
-// finish records the first request's outcome and wakes its repeats.
+// finish records the first request's outcome and wakes its repeats. A
+// failed first request leaves nothing behind.
 func (s *idempotency) finish(k idemKey, e *idemEntry, a ack, ok bool) {
 	s.mu.Lock()
-	e.ack, e.ok = a, ok
+	e.ack, e.ok, e.finished = a, ok, true
 	if !ok && s.m[k] == e {
-		delete(s.m, k)
+		s.drop(e)
 	}
 	s.mu.Unlock()
 	close(e.done)
 }
 
-// expire drops entries past their window, and the oldest beyond max.
+// expire drops entries past their window, and the oldest finished ones
+// beyond max (one still being produced stays, so its repeats wait for it;
+// those are bounded by the in-flight limit).
 func (s *idempotency) expire(now time.Time) {
-	for s.head < len(s.order) {
-		k := s.order[s.head]
-		e, ok := s.m[k]
-		switch {
-		case !ok:
-		case now.After(e.expires) || len(s.m) > s.max:
-			delete(s.m, k)
-		default:
-			s.compact()
+	for el := s.order.Front(); el != nil; el = s.order.Front() {
+		e := el.Value.(*idemEntry)
+		if !now.After(e.expires) && !(len(s.m) > s.max && e.finished) {
 			return
 		}
-		s.order[s.head] = idemKey{}
-		s.head++
+		s.drop(e)
 	}
-	s.compact()
 }
 
-func (s *idempotency) compact() {
-	if s.head > 1024 && s.head > len(s.order)/2 {
-		s.order = append(s.order[:0:0], s.order[s.head:]...)
-		s.head = 0
+func (s *idempotency) drop(e *idemEntry) {
+	s.order.Remove(e.elem)
+	if s.m[e.key] == e {
+		delete(s.m, e.key)
 	}
 }
 
