@@ -166,6 +166,7 @@ func TestRejectsBadInput(t *testing.T) {
 		{"bad role", "/v1/conversations/c/messages", "application/json", `{"model":"sim","messages":[{"role":"x","content":"hi"}]}`, 400, "invalid_request", "messages[0].role"},
 		{"bad lane", "/v1/conversations/c/messages", "application/json", `{"model":"sim","lane":"x",` + msgs + `}`, 400, "invalid_request", "lane"},
 		{"negative timeout", "/v1/conversations/c/messages", "application/json", `{"model":"sim","timeout_ms":-1,` + msgs + `}`, 400, "invalid_request", "timeout_ms"},
+		{"timeout past a day", "/v1/conversations/c/messages", "application/json", `{"model":"sim","timeout_ms":10000000000000,` + msgs + `}`, 400, "invalid_request", "timeout_ms"},
 		{"too large", "/v1/conversations/c/messages", "application/json", `{"model":"sim","messages":[{"role":"user","content":"` + strings.Repeat("x", 300) + `"}]}`, 413, "body_too_large", ""},
 		{"invalid utf-8", "/v1/conversations/c/messages", "application/json", `{"model":"sim","messages":[{"role":"user","content":"\xff"}]}`, 400, "invalid_json", ""},
 		{"empty batch", "/v1/messages:batch", "application/json", `{"requests":[]}`, 400, "invalid_request", "requests"},

@@ -18,6 +18,9 @@ import (
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
+// MaxTimeoutMS bounds a request's timeout_ms: a day.
+const MaxTimeoutMS = 24 * 60 * 60 * 1000
+
 // submission is one request as a protocol adapter (HTTP, WebSocket, gRPC)
 // hands it over: authenticated, decoded, not yet validated. Every protocol
 // goes through submit, so every request meets the same checks and becomes
@@ -94,8 +97,8 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 	if b.Lane == "" {
 		b.Lane = envelope.LaneInteractive
 	}
-	if b.TimeoutMS < 0 {
-		return nil, badRequest("timeout_ms", "must not be negative")
+	if b.TimeoutMS < 0 || b.TimeoutMS > MaxTimeoutMS {
+		return nil, badRequest("timeout_ms", fmt.Sprintf("must be between 0 and %d (24 hours)", MaxTimeoutMS))
 	}
 	req := &pb.Request{
 		ConversationId: s.conversationID,
