@@ -98,7 +98,7 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 		b.Lane = envelope.LaneInteractive
 	}
 	if b.TimeoutMS < 0 || b.TimeoutMS > MaxTimeoutMS {
-		return nil, badRequest("timeout_ms", fmt.Sprintf("must be between 0 and %d (24 hours)", MaxTimeoutMS))
+		return nil, badRequest("timeout_ms", "must be between 0 and %d (24 hours)", MaxTimeoutMS)
 	}
 	req := &pb.Request{
 		ConversationId: s.conversationID,
