@@ -464,7 +464,7 @@ func (b *balancer) release(l *lease, err error, usedTokens int) {
 		l.ep.tokens.give(l.taken - usedTokens)
 	}
 	if ra := llm.RetryAfter(err); ra > 0 {
-		l.ep.coolUntil = time.Now().Add(ra)
+		l.ep.coolUntil = time.Now().Add(min(ra, maxRetryAfter))
 	}
 	b.updateSystem()
 	if l.ep.breaker.State() != before {
@@ -477,6 +477,11 @@ func (b *balancer) release(l *lease, err error, usedTokens int) {
 	b.mu.Unlock()
 	b.showSystem()
 }
+
+// maxRetryAfter caps a backend's Retry-After: a backend asking for a day
+// would otherwise leave rotation (and hold a request's conversation) for
+// that long.
+const maxRetryAfter = 5 * time.Minute
 
 func minTime(a, b time.Time) time.Time {
 	if b.Before(a) {

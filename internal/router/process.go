@@ -198,7 +198,7 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		if callCtx.Err() != nil || !llm.IsRetryable(err) || attempt == int32(r.cfg.MaxAttempts) {
 			break
 		}
-		wait := max(jitter(backoff), llm.RetryAfter(err))
+		wait := max(jitter(backoff), min(llm.RetryAfter(err), maxRetryAfter))
 		if dl, ok := callCtx.Deadline(); ok && time.Now().Add(wait).After(dl) {
 			// The retry could not start before the deadline.
 			tenant.tokens.give(tenantTaken)
