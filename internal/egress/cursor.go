@@ -2,6 +2,7 @@ package egress
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -28,7 +29,7 @@ func parseCursor(s string) (cursor, error) {
 	p, o, ok := strings.Cut(s, ":")
 	pi, perr := strconv.ParseInt(p, 10, 32)
 	oi, oerr := strconv.ParseInt(o, 10, 64)
-	if !ok || perr != nil || oerr != nil || pi < 0 || oi < -1 {
+	if !ok || perr != nil || oerr != nil || pi < 0 || oi < -1 || oi == math.MaxInt64 {
 		return cursor{}, fmt.Errorf("cursor %q: want partition:offset", s)
 	}
 	return cursor{int32(pi), oi}, nil

@@ -106,6 +106,7 @@ func TestParseCursor(t *testing.T) {
 		{"1:-1", cursor{1, -1}, true},
 		{"-1:5", cursor{}, false},
 		{"1:2:3", cursor{}, false},
+		{"0:9223372036854775807", cursor{}, false}, // the next offset would overflow
 	}
 	for _, tt := range tests {
 		got, err := parseCursor(tt.in)

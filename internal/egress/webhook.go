@@ -328,6 +328,10 @@ func (w *webhooks) post(ctx context.Context, target string, secret, body []byte,
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return 0, false, nil
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		// Not followed (the target could point anywhere), but retried, as
+		// docs/WEBHOOKS.md says: a moved endpoint may be back.
+		return 0, false, fmt.Errorf("webhook answered %s (redirects are not followed)", resp.Status)
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode >= 500:
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 			retryAfter = time.Duration(s) * time.Second

@@ -286,6 +286,20 @@ func TestAllowlist(t *testing.T) {
 	if _, err := dial(t.Context(), "tcp", "10.9.9.9:"+port); !errors.Is(err, errNotAllowed) {
 		t.Errorf("dial of an unlisted address: %v, want errNotAllowed", err)
 	}
+	// Addresses that embed an IPv4 address a gateway translates, and other
+	// non-public ranges, are internal too (found in review: a wildcard name
+	// resolving to NAT64 64:ff9b::a9fe:a9fe reached 169.254.169.254).
+	for _, addr := range []string{"64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::a9fe:a9fe", "0.1.2.3",
+		"198.18.0.1", "240.0.0.1", "2001::1", "::ffff:10.0.0.1"} {
+		if !internal(netip.MustParseAddr(addr)) {
+			t.Errorf("internal(%s) = false, want true", addr)
+		}
+	}
+	for _, addr := range []string{"203.0.113.9", "8.8.8.8", "2606:4700::1111"} {
+		if internal(netip.MustParseAddr(addr)) {
+			t.Errorf("internal(%s) = true, want false (public)", addr)
+		}
+	}
 }
 
 func TestSign(t *testing.T) {
