@@ -2,7 +2,9 @@ package egress
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -49,20 +51,64 @@ func (g *grpcServer) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStrea
 	defer s.close()
 	e.metrics.subscribers.WithLabelValues("grpc").Inc()
 	defer e.metrics.subscribers.WithLabelValues("grpc").Dec()
-	return s.run(ctx, &grpcSink{stream: stream})
+	out := newGRPCSink(stream, e.cfg.WriteTimeout)
+	defer out.close()
+	return s.run(ctx, out)
 }
 
-// grpcSink sends SubscribeResponse messages.
+// grpcSink sends SubscribeResponse messages. grpc-go has no write
+// deadline: a Send to a client that stops reading blocks on flow control
+// until the stream ends. So one goroutine per stream sends, and each
+// message waits for it at most timeout; a send that times out ends the
+// session, whose handler then returns, which cancels the stream and
+// unblocks the goroutine (close waits for nothing: the goroutine exits on
+// its own once the stream is cancelled).
 type grpcSink struct {
-	stream grpc.ServerStreamingServer[pb.SubscribeResponse]
+	stream  grpc.ServerStreamingServer[pb.SubscribeResponse]
+	timeout time.Duration
+	out     chan *pb.SubscribeResponse
+	errc    chan error // buffered 1: a result nobody waits for never blocks
 }
+
+func newGRPCSink(stream grpc.ServerStreamingServer[pb.SubscribeResponse], timeout time.Duration) *grpcSink {
+	s := &grpcSink{stream: stream, timeout: timeout, out: make(chan *pb.SubscribeResponse), errc: make(chan error, 1)}
+	go func() {
+		for msg := range s.out {
+			s.errc <- s.stream.Send(msg)
+		}
+	}()
+	return s
+}
+
+// send hands msg to the sending goroutine and waits for its result, each
+// at most timeout.
+func (s *grpcSink) send(msg *pb.SubscribeResponse) error {
+	t := time.NewTimer(s.timeout)
+	defer t.Stop()
+	select {
+	case s.out <- msg:
+	case <-t.C:
+		return errGRPCStalled
+	}
+	select {
+	case err := <-s.errc:
+		return err
+	case <-t.C:
+		return errGRPCStalled
+	}
+}
+
+// close stops the sending goroutine once its current send returns.
+func (s *grpcSink) close() { close(s.out) }
+
+var errGRPCStalled = errors.New("the client did not take a message within the write timeout")
 
 func (s *grpcSink) event(c cursor, _ string, ev event) error {
-	return s.stream.Send(&pb.SubscribeResponse{Cursor: c.String(), Event: &pb.SubscribeResponse_Result{Result: ev.res}})
+	return s.send(&pb.SubscribeResponse{Cursor: c.String(), Event: &pb.SubscribeResponse_Result{Result: ev.res}})
 }
 
 func (s *grpcSink) end(reason string, c cursor) error {
-	return s.stream.Send(&pb.SubscribeResponse{Cursor: c.String(),
+	return s.send(&pb.SubscribeResponse{Cursor: c.String(),
 		Event: &pb.SubscribeResponse_End{End: &pb.End{Reason: reason, Cursor: c.String()}}})
 }
 
