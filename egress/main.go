@@ -29,6 +29,7 @@ func main() {
 	prefix := flag.String("topic-prefix", "", "topic name prefix (default: the topics file's)")
 	provision := flag.Bool("provision-topics", false, "create or grow the topics from the topics file at start")
 	replayWindow := flag.Duration("replay-window", 5*time.Minute, "how far back a new stream without a cursor is replayed")
+	readCommitted := flag.Bool("read-committed", false, "read results read_committed: with router-worker --exactly-once, streams never show an aborted transaction's result, but results (chunks too) wait for open transactions to end")
 	recentBytes := flag.Int64("recent-bytes", 64<<20, "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
 	buffer := flag.Int("subscriber-buffer", 1024, "events held for a slow subscriber before it is disconnected")
 	tenantsFile := flag.String("tenants", "", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml); when set, every stream needs an API key and sees only its tenant's results")
@@ -50,6 +51,7 @@ func main() {
 
 	cfg := egress.Config{
 		Pprof:            *pprof,
+		ReadCommitted:    *readCommitted,
 		Addr:             *addr,
 		GRPCAddr:         *grpcAddr,
 		Kafka:            kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-egress"},

@@ -51,6 +51,12 @@ type Config struct {
 	Addr string
 	// Pprof also serves Go's profiles under /debug/pprof/ on Addr.
 	Pprof bool
+	// ReadCommitted reads results read_committed: with router-worker's
+	// --exactly-once, streams then never show a result of a transaction
+	// that aborted, but every result (streamed chunks included, which are
+	// not transactional) waits until the transactions open before it end,
+	// up to a commit interval. Default false (read_uncommitted).
+	ReadCommitted bool
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
@@ -157,6 +163,14 @@ type Egress struct {
 	stop    chan struct{} // closed when Run begins to stop
 }
 
+// isolation returns the fetch isolation option of the result readers.
+func (c *Config) isolation() []kgo.Opt {
+	if c.ReadCommitted {
+		return []kgo.Opt{kgo.FetchIsolationLevel(kgo.ReadCommitted())}
+	}
+	return nil
+}
+
 // New validates cfg and creates the Kafka clients; Run positions them.
 func New(cfg Config) (*Egress, error) {
 	cfg.setDefaults()
@@ -164,7 +178,7 @@ func New(cfg Config) (*Egress, error) {
 		return nil, err
 	}
 	cfg.Kafka = cfg.Kafka.Instrument("egress", cfg.Registry)
-	cl, err := kgo.NewClient(cfg.Kafka.Opts(cfg.Logger)...)
+	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), cfg.isolation()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("egress: kafka client: %w", err)
 	}

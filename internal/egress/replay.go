@@ -75,7 +75,7 @@ func (e *Egress) replay(ctx context.Context, conv string, partition int32, from,
 	if from >= to {
 		return nil
 	}
-	cl, err := kgo.NewClient(append(e.cfg.Kafka.Opts(nil),
+	cl, err := kgo.NewClient(append(append(e.cfg.Kafka.Opts(nil), e.cfg.isolation()...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{e.topic: {partition: kgo.NewOffset().At(from)}}),
 		kgo.KeepControlRecords(),
 	)...)
