@@ -123,9 +123,13 @@ type webhooks struct {
 	m       *webhookMetrics
 	sleep   func(ctx context.Context, d time.Duration) error
 
-	mu        sync.Mutex // guards delivered and order
+	mu        sync.Mutex // guards delivered, order and floors
 	delivered map[string]bool
 	order     []string
+	// floors holds, for each partition the group had no committed offset
+	// for when it was assigned, the oldest record timestamp to deliver:
+	// StartWindow before the assignment (see startFloors).
+	floors map[int32]time.Time
 }
 
 // maxDelivered bounds the request IDs remembered as delivered (repeated
@@ -170,7 +174,7 @@ func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *tenant
 		return nil, err
 	}
 	w := &webhooks{cfg: cfg, log: log, tenants: tenants, allow: allow, dlq: dlq,
-		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}}
+		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}, floors: map[int32]time.Time{}}
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	w.http = &http.Client{
 		Transport: &http.Transport{
@@ -188,8 +192,14 @@ func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *tenant
 		Topics:      topics,
 		MaxInFlight: cfg.MaxInFlight,
 		Handler:     w.handle,
+		// A partition without a committed offset starts at the log's start,
+		// and records older than StartWindow at assignment are skipped by
+		// timestamp (startFloors, handle). Resetting to AfterMilli instead
+		// raced with records written while the listing was resolved and
+		// could skip the first records of a partition.
 		ClientOpts: append(clientOpts,
-			kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(time.Now().Add(-cfg.StartWindow).UnixMilli()))),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+			kgo.AdjustFetchOffsetsFn(w.startFloors)),
 		MetricsPrefix: "switchboard_egress_webhook",
 		Registry:      reg,
 		Logger:        log,
@@ -202,6 +212,35 @@ func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *tenant
 		return nil, err
 	}
 	return w, nil
+}
+
+// startFloors runs before fetching of newly assigned partitions begins: a
+// partition whose offset is not a committed one (the reset: the log's
+// start) gets a timestamp floor StartWindow before now; a committed one
+// none, so a backlog left by an earlier member is delivered whatever its
+// age.
+func (w *webhooks) startFloors(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	floor := time.Now().Add(-w.cfg.StartWindow)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, parts := range offsets {
+		for p, o := range parts {
+			if o.EpochOffset().Offset < 0 {
+				w.floors[p] = floor
+			} else {
+				delete(w.floors, p)
+			}
+		}
+	}
+	return offsets, nil
+}
+
+// tooOld reports whether rec predates its partition's start floor.
+func (w *webhooks) tooOld(rec *kgo.Record) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f, ok := w.floors[rec.Partition]
+	return ok && rec.Timestamp.Before(f)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -219,7 +258,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // dead-lettered or needs no delivery, and an error only when a dead letter
 // could not be written or ctx ended (the engine then tries rec again).
 func (w *webhooks) handle(ctx context.Context, rec *kgo.Record) error {
-	if rec.Attrs.IsControl() {
+	if rec.Attrs.IsControl() || w.tooOld(rec) {
 		return nil
 	}
 	res, err := envelope.DecodeResult(rec)

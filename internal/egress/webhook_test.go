@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -147,6 +148,7 @@ func TestWebhooks(t *testing.T) {
 	}
 	h := newHarness(t)
 	eg := h.start(func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		c.Tenants = tenants
 		c.Webhooks = WebhookConfig{Enabled: true, Allow: []string{"127.0.0.1"}, Secret: []byte(defaultSecret),
 			MaxAttempts: 3, Backoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond}
@@ -187,6 +189,25 @@ func TestWebhooks(t *testing.T) {
 			dls[dl.GetRequestId()] = &dl
 		})
 	}
+	dbgDone := make(chan struct{})
+	defer func() { close(dbgDone) }()
+	go func() {
+		select {
+		case <-dbgDone:
+			return
+		case <-time.After(20 * time.Second):
+		}
+		rc.mu.Lock()
+		ids := []string{}
+		for _, r := range rc.got["/slow"] {
+			ids = append(ids, r.GetRequestId())
+		}
+		t.Logf("DEBUG slowids=%v calls %v got slow=%d ok=%d acme=%d flaky=%d dls=%v", ids, rc.calls, len(rc.got["/slow"]), len(rc.got["/ok"]), len(rc.got["/acme"]), len(rc.got["/flaky"]), len(dls))
+		for id, dl := range dls {
+			t.Logf("DEBUG dl %s %s %d", id, dl.GetReason(), dl.GetAttempts())
+		}
+		rc.mu.Unlock()
+	}()
 	waitFor(ctx, t, "every delivery", func() bool {
 		return len(rc.requests("/slow")) == 5 && len(rc.requests("/ok")) == 1 && len(rc.requests("/acme")) == 2 &&
 			len(rc.requests("/flaky")) == 1
