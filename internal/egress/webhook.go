@@ -129,7 +129,12 @@ type webhooks struct {
 	// floors holds, for each partition the group had no committed offset
 	// for when it was assigned, the oldest record timestamp to deliver:
 	// StartWindow before the assignment (see startFloors).
-	floors map[int32]time.Time
+	floors map[floorKey]time.Time
+}
+
+type floorKey struct {
+	topic     string
+	partition int32
 }
 
 // maxDelivered bounds the request IDs remembered as delivered (repeated
@@ -174,7 +179,7 @@ func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *tenant
 		return nil, err
 	}
 	w := &webhooks{cfg: cfg, log: log, tenants: tenants, allow: allow, dlq: dlq,
-		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}, floors: map[int32]time.Time{}}
+		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}, floors: map[floorKey]time.Time{}}
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	w.http = &http.Client{
 		Transport: &http.Transport{
@@ -223,12 +228,12 @@ func (w *webhooks) startFloors(_ context.Context, offsets map[string]map[int32]k
 	floor := time.Now().Add(-w.cfg.StartWindow)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, parts := range offsets {
+	for topic, parts := range offsets {
 		for p, o := range parts {
 			if o.EpochOffset().Offset < 0 {
-				w.floors[p] = floor
+				w.floors[floorKey{topic, p}] = floor
 			} else {
-				delete(w.floors, p)
+				delete(w.floors, floorKey{topic, p})
 			}
 		}
 	}
@@ -239,7 +244,7 @@ func (w *webhooks) startFloors(_ context.Context, offsets map[string]map[int32]k
 func (w *webhooks) tooOld(rec *kgo.Record) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	f, ok := w.floors[rec.Partition]
+	f, ok := w.floors[floorKey{rec.Topic, rec.Partition}]
 	return ok && rec.Timestamp.Before(f)
 }
 
