@@ -89,6 +89,15 @@ func TestEgressFailover(t *testing.T) {
 		go func() {
 			defer senders.Done()
 			for i := range perConversation {
+				if i == perConversation/2 {
+					// The second half goes after the kill, so every
+					// conversation on egress A has answers to resume.
+					select {
+					case <-killed:
+					case <-ctx.Done():
+						return
+					}
+				}
 				ack, err := postMessage(ctx, s.IngressURL, convID(c), fmt.Sprintf(`{"model":"sim","stream":true,"max_tokens":32,"messages":[{"role":"user","content":"failover %d message %d"}],"metadata":{"seq":"%d"}}`, c, i, i))
 				if err != nil {
 					t.Errorf("conversation %d message %d: %v", c, i, err)
@@ -99,7 +108,8 @@ func TestEgressFailover(t *testing.T) {
 		}()
 	}
 
-	// Kill egress A once every conversation has had a few answers.
+	// Kill egress A once every conversation has had a few answers (the
+	// first half is sent by then; the rest waits for the kill).
 	err := apptest.Wait(2*time.Minute, func() error {
 		for c := range convs {
 			if n := recv[c].count(); n < 3 {
