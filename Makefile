@@ -1,10 +1,14 @@
 # Switchboard: `make run` starts the local stack, `make test` runs every test.
 GO      ?= go
 BIN     ?= bin
-PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics ./cmd/redrive
+PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics ./cmd/redrive ./cmd/stack
 BROKERS ?= 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
-.PHONY: all build run test test-short test-integration bench fuzz check check-deploy fmt-check vet tidy-check proto proto-check topics clean
+# KAFKA: the Kafka of make run: devbroker (embedded, the default), apache (the
+# local cluster of make kafka-up) or host:port,... of another cluster.
+KAFKA   ?= devbroker
+
+.PHONY: all build run test test-short test-integration test-kafka kafka-up kafka-down bench fuzz check check-deploy fmt-check vet tidy-check proto proto-check topics clean
 
 all: build
 
@@ -12,9 +16,20 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ $(PKGS)
 
-## run: build, then start devbroker, topics, modelsim, router-worker, ingress and egress (Ctrl-C stops all)
+## run: build, then start Kafka (devbroker, or KAFKA=apache for make kafka-up's cluster), topics, modelsim,
+## router-worker, ingress and egress (a crashed service is restarted; Ctrl-C stops all)
 run: build
-	BIN=$(BIN) ./scripts/run-local.sh
+	$(BIN)/stack run --bin $(BIN) --kafka $(KAFKA)
+
+## kafka-up: fetch Apache Kafka's jars once (Maven), then start three KRaft nodes on 127.0.0.1:29092-29094 (data/kafka)
+kafka-up:
+	$(GO) build -o $(BIN)/ ./cmd/stack
+	$(BIN)/stack kafka up
+
+## kafka-down: stop the local Kafka nodes (by the PIDs in data/kafka); data kept
+kafka-down:
+	$(GO) build -o $(BIN)/ ./cmd/stack
+	$(BIN)/stack kafka down
 
 ## test: unit tests with the race detector plus the end-to-end test of the real binaries
 test:

@@ -24,6 +24,7 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/loadtest"
+	"github.com/switchboard-llm/switchboard/internal/stack"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
@@ -41,6 +42,7 @@ func main() {
 	scenarios := flag.String("scenarios", "baseline", "comma-separated scenarios to run, or all: "+strings.Join(loadtest.Names(), ","))
 	stack := flag.Bool("stack", false, "start a fresh local stack of the real binaries (from --bin) for each scenario; needed by chaos")
 	bin := flag.String("bin", "bin", "directory of the binaries for --stack (make build)")
+	stackKafka := flag.String("stack-kafka", "devbroker", "with --stack: the Kafka of the stacks: devbroker (started per scenario), apache (the running local cluster of make kafka-up; chaos kills its node kafka-1), or host:port,... of another cluster; on an existing cluster each scenario uses topics and a group of its own")
 	stackDir := flag.String("stack-dir", "", "where --stack keeps broker data and process logs (default: <out>/stack, or a temporary directory)")
 	out := flag.String("out", "", "directory for the reports: <scenario>.json, suite.json, report.html, summary.txt")
 	jsonOut := flag.String("json", "", "also write the suite as JSON to this file")
@@ -92,7 +94,7 @@ func main() {
 	if *scenarios == "all" {
 		names = loadtest.Names()
 	}
-	code, err := run(runArgs{names: names, params: p, stack: *stack, bin: *bin, stackDir: *stackDir, out: *out, jsonOut: *jsonOut,
+	code, err := run(runArgs{names: names, params: p, stack: *stack, stackKafka: *stackKafka, bin: *bin, stackDir: *stackDir, out: *out, jsonOut: *jsonOut,
 		htmlOut: *htmlOut, label: *label, strict: *strict, driver: *driver, reader: *reader, ingress: *ingress, apiKey: *apiKey, tenant: *tenantName, egress: *egress,
 		modelsim: *modelsim, brokers: *brokers, prefix: *prefix, drain: *drain, pids: pidMap})
 	if err != nil {
@@ -106,6 +108,7 @@ type runArgs struct {
 	params                                                     loadtest.Params
 	stack                                                      bool
 	bin, stackDir, out, jsonOut, htmlOut, label                string
+	stackKafka                                                 string
 	strict                                                     bool
 	driver, reader, ingress, apiKey, egress, modelsim, brokers string
 	tenant                                                     string
@@ -168,6 +171,10 @@ func run(a runArgs) (int, error) {
 			return 2, err
 		}
 		sc.Stack = loadtest.StackConfig{Bin: a.bin, Dir: abs, Logger: logger}
+		if err := stack.UseKafka(ctx, &sc.Stack, a.stackKafka, "."); err != nil {
+			return 2, err
+		}
+		sc.TopicPrefix = spec.Prefix
 	}
 	suite, runErr := loadtest.RunSuite(ctx, sc)
 	if suite != nil && len(suite.Reports) > 0 {

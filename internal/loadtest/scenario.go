@@ -102,7 +102,7 @@ func Scenarios() []Scenario {
 					{Class: "batch", Lane: "batch", Users: p.BatchUsers},
 				}
 			}},
-		{Name: "chaos", Description: "baseline while router-worker, egress and devbroker are killed with SIGKILL and restarted, and the model backend goes down",
+		{Name: "chaos", Description: "baseline while router-worker, egress and devbroker (or one node of a local Apache Kafka cluster) are killed with SIGKILL and restarted, and the model backend goes down",
 			NeedsStack: true,
 			build: func(p Params, c *Config, st *Stack) {
 				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
@@ -114,7 +114,7 @@ func Scenarios() []Scenario {
 				c.Faults = []Fault{
 					{At: d * 2 / 10, Name: fmt.Sprintf("kill -9 router-worker, restart after %v", p.ChaosDown), Do: kill(ProcRouter)},
 					{At: d * 4 / 10, Name: fmt.Sprintf("kill -9 egress, restart after %v", p.ChaosDown), Do: kill(ProcEgress)},
-					{At: d * 6 / 10, Name: fmt.Sprintf("kill -9 devbroker, restart after %v", p.ChaosDown), Do: kill(ProcDevbroker)},
+					{At: d * 6 / 10, Name: fmt.Sprintf("kill -9 %s, restart after %v", st.BrokerProcess(), p.ChaosDown), Do: kill(st.BrokerProcess())},
 					{At: d * 8 / 10, Name: fmt.Sprintf("model backend down (kill -9 modelsim) for %v", 3*p.ChaosDown), Do: func(ctx context.Context) error {
 						return st.KillRestart(ctx, ProcModelsim, 3*p.ChaosDown)
 					}},
@@ -167,6 +167,9 @@ type SuiteConfig struct {
 	// under Dir/<scenario>. Otherwise External is used.
 	Stack    StackConfig
 	External Endpoints
+	// TopicPrefix is the prefix of External's topic names (topics.yaml's),
+	// replaced by a scenario's own on an external cluster.
+	TopicPrefix string
 	// ExternalPIDs are processes of an external stack to sample, by name.
 	ExternalPIDs map[string]int
 	// KafkaOpts builds client options for brokers (logging, client ID).
@@ -223,6 +226,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 	p := sc.Params
 	ep := sc.External
 	var st *Stack
+	group := ""
 	if sc.Stack.Bin != "" {
 		cfg := sc.Stack
 		cfg.Dir = sc.Stack.Dir + "/" + s.Name
@@ -230,13 +234,23 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		if s.stack != nil {
 			s.stack(p, &cfg)
 		}
+		topics := sc.External.Kafka.Topics
+		if cfg.Brokers != "" && cfg.TopicPrefix == "" {
+			// An external cluster outlives the scenario: its topics and
+			// group are the scenario's own, so earlier runs' records and
+			// offsets do not count.
+			run := fmt.Sprintf("lt%d-%s", time.Now().Unix(), s.Name)
+			cfg.TopicPrefix, cfg.RouterGroup = run+".", run+"-router"
+			topics = topics.withPrefix(sc.TopicPrefix, cfg.TopicPrefix)
+		}
 		var err error
 		if st, err = StartStack(ctx, cfg); err != nil {
 			return nil, err
 		}
 		defer st.Close()
+		group = cfg.RouterGroup
 		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey, Tenant: st.Tenant,
-			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: sc.External.Kafka.Topics}}
+			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: topics}}
 	} else if s.NeedsStack {
 		return nil, fmt.Errorf("%s acts on processes and needs a stack the load test starts (--stack)", s.Name)
 	}
@@ -256,7 +270,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 	cfg := Config{
 		Scenario: s.Name, Description: s.Description, Label: sc.Label, Command: sc.Command,
 		Driver: drv, Reader: rd, Duration: p.Duration, Warmup: p.Warmup, Drain: sc.Drain, Stream: p.Stream,
-		ModelURL: ep.ModelsimURL, KafkaOpts: kopts, Topics: ep.Kafka.Topics,
+		ModelURL: ep.ModelsimURL, KafkaOpts: kopts, Topics: ep.Kafka.Topics, Group: group,
 		Progress: sc.Progress.W, ProgressTTY: sc.Progress.TTY,
 	}
 	if s.Name == "malformed" && len(kopts) > 0 && sc.Driver != "kafka" {
