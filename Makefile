@@ -40,6 +40,12 @@ test:
 test-integration:
 	$(GO) test -tags integration -race -count=1 -timeout 30m -run RealKafka -v ./e2e/
 
+## test-kafka: the real-Kafka suite (e2e/realkafka_test.go) on Apache Kafka: SWITCHBOARD_TEST_BROKERS, else the local
+## three-node cluster (make kafka-up), started and stopped again by the tests when it is not running; needs Java and
+## Maven then. Without a cluster the tests skip, saying why; with CI=true that is a failure.
+test-kafka:
+	$(GO) test -tags kafka -count=1 -timeout 25m -run RealKafka -v ./e2e/
+
 ## test-short: unit tests only (skips the process-level tests)
 test-short:
 	$(GO) test -race -short -count=1 ./...
@@ -72,6 +78,7 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./e2e/
+	$(GO) vet -tags kafka ./e2e/
 
 tidy-check:
 	$(GO) mod tidy -diff

@@ -26,6 +26,7 @@ func main() {
 	backends := flag.String("backends", "backends.yaml", "backends file: model servers, models, limits, breakers (see docs/BACKENDS.md); reloaded on change and on SIGHUP")
 	reloadInterval := flag.Duration("backends-check-interval", time.Second, "how often the backends file is checked for changes (0: only reload on SIGHUP)")
 	group := flag.String("group", "switchboard-router", "consumer group")
+	groupProtocol := flag.String("group-protocol", "classic", "consumer group protocol: classic (cooperative-sticky, assigned by the members) or consumer (KIP-848, assigned by the broker; Kafka 4.0+)")
 	instanceID := flag.String("instance-id", "", "static group membership ID (optional)")
 	maxAttempts := flag.Int("max-attempts", 3, "tries at a request when the backend fails with a retryable error")
 	maxInFlight := flag.Int("max-in-flight", 1024, "requests in flight at once (all lanes)")
@@ -50,6 +51,7 @@ func main() {
 		Kafka:             kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-router"},
 		Group:             *group,
 		InstanceID:        *instanceID,
+		GroupProtocol:     *groupProtocol,
 		Pprof:             *pprof,
 		FetchMinBytes:     int32(*fetchMinBytes),
 		FetchMaxWait:      *fetchMaxWait,

@@ -97,6 +97,12 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member (a
 	// crashed worker) before giving its partitions to others. Default 45s.
 	SessionTimeout time.Duration
+	// GroupProtocol is the consumer group protocol: "classic" (the default:
+	// JoinGroup/SyncGroup, cooperative-sticky assignment by the members)
+	// or "consumer" (KIP-848, Kafka 4.0+: the broker assigns partitions,
+	// incrementally; the session timeout is then the broker's
+	// group.consumer.session.timeout.ms, not SessionTimeout).
+	GroupProtocol string
 	// ExactlyOnce commits terminal results and dead letters in Kafka
 	// transactions together with the offsets (see docs/ARCHITECTURE.md);
 	// streamed chunks stay at-least-once. CommitInterval defaults to 100ms
@@ -190,6 +196,9 @@ func (c *Config) Validate() error {
 	if c.MaxAttempts < 1 || c.PartitionHighMark < 2 || c.ChunkBytes < 1 || c.MaxInFlight < 1 || c.BatchMaxInFlight < 1 {
 		return errors.New("router: max attempts, in-flight budgets, high mark and chunk bytes must be positive")
 	}
+	if c.GroupProtocol != "" && c.GroupProtocol != "classic" && c.GroupProtocol != "consumer" {
+		return fmt.Errorf("router: group protocol %q: want classic or consumer", c.GroupProtocol)
+	}
 	return c.Kafka.Validate()
 }
 
@@ -245,6 +254,10 @@ func New(cfg Config) (*Router, error) {
 			txnID = "switchboard-router-" + uuid.NewString()
 		}
 	}
+	groupOpts := []kgo.Opt{kgo.SessionTimeout(cfg.SessionTimeout), kgo.FetchMinBytes(cfg.FetchMinBytes), kgo.FetchMaxWait(cfg.FetchMaxWait)}
+	if cfg.GroupProtocol == "consumer" {
+		groupOpts = append(groupOpts, kgo.ServerSideBalancer())
+	}
 	engine, err := keyorder.New(keyorder.Config{
 		TransactionalID: txnID,
 		Group:           cfg.Group,
@@ -259,7 +272,7 @@ func New(cfg Config) (*Router, error) {
 		RetryBackoff:    cfg.RetryBackoff,
 		Handler:         r.process,
 		ClientOpts: append(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics, cfg.ProduceLinger)...),
-			kgo.SessionTimeout(cfg.SessionTimeout), kgo.FetchMinBytes(cfg.FetchMinBytes), kgo.FetchMaxWait(cfg.FetchMaxWait)),
+			groupOpts...),
 		MetricsPrefix: "switchboard_router",
 		Registry:      cfg.Registry,
 		Logger:        cfg.Logger,

@@ -1,0 +1,443 @@
+//go:build integration || kafka
+
+// The real-Kafka suite: the end-to-end, crash, scaling and admission tests
+// of this package, written once and run here on Apache Kafka, plus what
+// only a real cluster shows (a node killed under load, KIP-848 groups,
+// provisioning, the 4,096-byte commit-metadata limit). Each test takes its
+// cluster from realKafka or realBrokers: `make test-kafka` (build tag
+// kafka) gives the local three-node cluster (kafka_local_test.go),
+// `make test-integration` (tag integration) a container per test
+// (kafka_integration_test.go).
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchboard-llm/switchboard/internal/apptest"
+	"github.com/switchboard-llm/switchboard/internal/keyorder"
+)
+
+// TestRealKafkaMessagesFlow: HTTP in, SSE out, streamed and not, live and
+// replayed, every service stopping cleanly (TestMessagesFlowThroughTheStack).
+func TestRealKafkaMessagesFlow(t *testing.T) {
+	messagesFlow(t, realKafka(t))
+}
+
+// TestRealKafkaBadInput: ingress's errors, and a poison record dead-lettered
+// while the conversation goes on (TestBadInput).
+func TestRealKafkaBadInput(t *testing.T) {
+	badInput(t, realKafka(t))
+}
+
+// TestRealKafkaCrashedWorkerLosesNothing: kill -9 of a router-worker under
+// load; nothing lost, order kept, duplicates bounded by the work above the
+// committed offsets at the kill (TestCrashedWorkerLosesNothing).
+func TestRealKafkaCrashedWorkerLosesNothing(t *testing.T) {
+	checkCrashDuplicates(t, crashUnderLoadOn(t, realKafka(t), []string{"--max-in-flight", "64", "--commit-interval", "200ms"}, false))
+}
+
+// TestRealKafkaCrashWithExactlyOnce: the same kill -9 with --exactly-once on
+// real transactions; a read_committed reader sees 0 duplicate terminal
+// results (TestCrashWithExactlyOnce).
+func TestRealKafkaCrashWithExactlyOnce(t *testing.T) {
+	if dups := crashUnderLoadOn(t, realKafka(t), []string{"--max-in-flight", "64", "--exactly-once"}, true).duplicates; dups != 0 {
+		t.Errorf("%d duplicate answers in read_committed output, want 0", dups)
+	}
+}
+
+// TestRealKafkaEgressFailover: kill -9 of an egress mid-stream; its clients
+// resume on the other with Last-Event-ID and see every answer once, in
+// order (TestEgressFailover).
+func TestRealKafkaEgressFailover(t *testing.T) {
+	egressFailover(t, realKafka(t))
+}
+
+// TestRealKafkaAdmission: lag-driven admission on the group's real lag
+// (TestAdmissionWithRouterStopped).
+func TestRealKafkaAdmission(t *testing.T) {
+	admissionWithRouterStopped(t, realKafka(t))
+}
+
+// TestRealKafkaScaling: router-workers scaled 1 -> 3 -> 1 under load, with
+// the classic protocol (cooperative-sticky) and with KIP-848
+// (--group-protocol consumer): nothing lost, order kept, nothing answered
+// twice (the hand-overs are graceful), and every worker got partitions.
+func TestRealKafkaScaling(t *testing.T) {
+	for _, protocol := range []string{"classic", "consumer"} {
+		t.Run(protocol, func(t *testing.T) {
+			base := realKafka(t)
+			base.Routers, base.ModelLatency, base.ModelJitter = 1, 20*time.Millisecond, 10*time.Millisecond
+			base.RouterArgs = []string{"--max-in-flight", "64", "--group-protocol", protocol}
+			s := apptest.StartStack(t, bin, base)
+			ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+			defer cancel()
+			l := load{convs: 150, rounds: 16, pause: 100 * time.Millisecond}
+			l.run(ctx, t, s, func(round int) {
+				switch round {
+				case 3:
+					s.StartRouter()
+					s.StartRouter()
+					// Real group timing: the new members get partitions
+					// only after the members rejoin (a heartbeat away,
+					// two rounds with cooperative-sticky).
+					if err := apptest.Wait(time.Minute, func() error {
+						for _, r := range s.Routers {
+							if !strings.Contains(r.Output(), `"partitions assigned","partitions":{"`+s.TopicPrefix) {
+								return fmt.Errorf("%s has no partitions yet", r.Name)
+							}
+						}
+						return nil
+					}); err != nil {
+						t.Errorf("the work did not spread over the three workers: %v", err)
+					}
+					checkGroupType(ctx, t, s, protocol)
+				case 10:
+					for _, r := range s.Routers[1:] {
+						if err := r.Stop(30 * time.Second); err != nil {
+							t.Errorf("stopping %s: %v", r.Name, err)
+						}
+					}
+				}
+			})
+			if dups := l.verdict(ctx, t, s, false); dups != 0 {
+				t.Errorf("%d requests answered twice across graceful rebalances, want 0", dups)
+			}
+		})
+	}
+}
+
+// checkGroupType checks that the router group is of the type the protocol
+// makes (Kafka lists KIP-848 groups as "consumer", the others as
+// "classic").
+func checkGroupType(ctx context.Context, t *testing.T, s *apptest.Stack, protocol string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.Brokers, ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	groups, err := kadm.NewClient(cl).ListGroupsByType(ctx, []string{protocol})
+	if err != nil {
+		t.Errorf("list groups: %v", err)
+		return
+	}
+	if _, ok := groups[s.RouterGroup]; !ok {
+		t.Errorf("group %s is not a %s group (%s groups: %v)", s.RouterGroup, protocol, protocol, groups.Groups())
+	}
+}
+
+// TestRealKafkaNodeKilled: one of the three Kafka nodes, the router group's
+// coordinator, is killed with SIGKILL under load and restarted: leaders
+// move, producers (acks=all, idempotent) retry, the group finds its new
+// coordinator; every request is answered, every conversation in order.
+func TestRealKafkaNodeKilled(t *testing.T) {
+	base := realKafka(t)
+	if base.Cluster == nil {
+		t.Skip("the cluster's nodes are not local (SWITCHBOARD_TEST_BROKERS or a container): none can be killed")
+	}
+	c := base.Cluster
+	t.Cleanup(func() { // never leave the shared cluster a node short
+		if c.PID(0) == 0 || c.Running() < c.Nodes() {
+			for i := range c.Nodes() {
+				if c.PID(i) == 0 {
+					_ = c.StartNode(i)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := c.WaitReady(ctx, c.Nodes()); err != nil {
+				t.Errorf("restoring the cluster: %v", err)
+			}
+		}
+	})
+	base.Routers, base.ModelLatency, base.ModelJitter = 1, 20*time.Millisecond, 10*time.Millisecond
+	base.RouterArgs = []string{"--max-in-flight", "64", "--commit-interval", "200ms"}
+	s := apptest.StartStack(t, bin, base)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	victim := coordinatorNode(ctx, t, s)
+	var killedAt time.Time
+	l := load{convs: 150, rounds: 16, pause: 100 * time.Millisecond}
+	l.run(ctx, t, s, func(round int) {
+		switch round {
+		case 4:
+			if err := c.Kill(victim); err != nil {
+				t.Fatalf("kill node %d: %v", victim+1, err)
+			}
+			killedAt = time.Now()
+		case 10:
+			if err := c.StartNode(victim); err != nil {
+				t.Fatalf("restart node %d: %v", victim+1, err)
+			}
+		}
+	})
+	if err := c.WaitReady(ctx, c.Nodes()); err != nil {
+		t.Fatal(err)
+	}
+	dups := l.verdict(ctx, t, s, false)
+	t.Logf("node %d (the group coordinator) killed for %v under load: %d requests, all answered in order, %d answered twice",
+		victim+1, time.Since(killedAt).Round(time.Second), l.convs*l.rounds, dups)
+}
+
+// coordinatorNode returns the index of the node coordinating the stack's
+// router group (node 1 when it cannot be learned).
+func coordinatorNode(ctx context.Context, t *testing.T, s *apptest.Stack) int {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.Brokers, ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, r := range kadm.NewClient(cl).FindGroupCoordinators(ctx, s.RouterGroup) {
+		if r.Err == nil && r.NodeID >= 1 && r.NodeID <= 3 {
+			return int(r.NodeID) - 1
+		}
+	}
+	return 0
+}
+
+// TestRealKafkaTopics: topics.yaml provisioning on the real cluster: topics
+// are created with their partitions, replication and configs; a second run
+// is a no-op; a larger count grows a topic; a config changed behind the
+// file's back is reported as drift and left alone.
+func TestRealKafkaTopics(t *testing.T) {
+	brokers := realBrokers(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	meta, err := adm.BrokerMetadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf := min(3, len(meta.Brokers))
+	prefix := fmt.Sprintf("it%06x-topics.", time.Now().UnixNano()&0xffffff)
+	dir := t.TempDir()
+	spec := func(partitions int) string {
+		path := filepath.Join(dir, fmt.Sprintf("topics-%d.yaml", partitions))
+		body := fmt.Sprintf("prefix: %s\ndefaults:\n  partitions: 2\n  replication_factor: %d\n  configs:\n    min.insync.replicas: \"%d\"\n"+
+			"topics:\n  - name: requests.interactive\n    partitions: %d\n    configs:\n      retention.ms: \"3600000\"\n"+
+			"  - name: requests.batch\n  - name: results\n  - name: deadletter\n", prefix, rf, max(1, rf-1), partitions)
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	provision := func(file string) string {
+		out, err := exec.CommandContext(ctx, bin["topics"], "--brokers", brokers, "--topics-file", file).CombinedOutput()
+		if err != nil {
+			t.Fatalf("topics: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	partitions := func(topic string) int {
+		td, err := adm.ListTopics(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := td[topic]
+		if d.Err != nil {
+			t.Fatalf("%s: %v", topic, d.Err)
+		}
+		for _, p := range d.Partitions {
+			if len(p.Replicas) != rf {
+				t.Errorf("%s/%d has %d replicas, want %d", topic, p.Partition, len(p.Replicas), rf)
+			}
+		}
+		return len(d.Partitions)
+	}
+
+	a := prefix + "requests.interactive"
+	if out := provision(spec(3)); strings.Count(out, "created  ") != 4 {
+		t.Errorf("first run:\n%s\nwant four topics created", out)
+	}
+	if got := partitions(a); got != 3 {
+		t.Errorf("%s has %d partitions, want 3", a, got)
+	}
+	if out := provision(spec(3)); strings.Count(out, "in sync  ") != 4 || strings.Contains(out, "created  ") {
+		t.Errorf("second run:\n%s\nwant four topics in sync, nothing created", out)
+	}
+	if out := provision(spec(6)); !strings.Contains(out, "grown    "+a+": 3 -> 6 partitions") {
+		t.Errorf("grow run:\n%s\nwant %s grown from 3 to 6", out, a)
+	}
+	if err := apptest.Wait(30*time.Second, func() error {
+		if got := partitions(a); got != 6 {
+			return fmt.Errorf("%d partitions", got)
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("%s after growing: %v", a, err)
+	}
+	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: kadm.StringPtr("60000")}}, a); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`drift    %s: retention.ms = "60000" on the cluster, spec wants "3600000" (left as is)`, a)
+	if err := apptest.Wait(30*time.Second, func() error {
+		if out := provision(spec(6)); !strings.Contains(out, want) {
+			return errors.New(out)
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("drift run: %v, want %s", err, want)
+	}
+	for _, l := range []string{"requests.interactive", "requests.batch", "results", "deadletter"} {
+		if _, err := adm.DeleteTopics(ctx, prefix+l); err != nil {
+			t.Logf("cleanup: %v", err)
+		}
+	}
+}
+
+// TestRealKafkaCommitMetadataLimit: Apache Kafka refuses commit metadata
+// over offset.metadata.max.bytes (4,096 by default), which kfake does not
+// enforce; the key-ordered engine keeps its finished-offset map under its
+// 3,584-byte bound even when the map is as fragmented as it can be, so its
+// commits keep succeeding, admission holds (no loss), and once the blocked
+// records finish the watermark reaches the end (no stall).
+func TestRealKafkaCommitMetadataLimit(t *testing.T) {
+	brokers := realBrokers(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	run := fmt.Sprintf("it%06x-meta", time.Now().UnixNano()&0xffffff)
+	topic, group := run, run+"-bound"
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, 1, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	defer adm.DeleteTopics(context.WithoutCancel(ctx), topic)
+
+	// The broker's limit itself.
+	commit := func(group string, size int) error {
+		o := kadm.Offsets{}
+		o.Add(kadm.Offset{Topic: topic, Partition: 0, At: 0, LeaderEpoch: -1, Metadata: strings.Repeat("m", size)})
+		return adm.CommitAllOffsets(ctx, group, o)
+	}
+	// A new topic takes a moment to reach every broker's metadata.
+	if err := apptest.Wait(30*time.Second, func() error { return commit(run+"-ok", 4096) }); err != nil {
+		t.Errorf("4,096 bytes of metadata: %v, want accepted", err)
+	}
+	if err := commit(run+"-over", 4097); !errors.Is(err, kerr.OffsetMetadataTooLarge) {
+		t.Errorf("4,097 bytes of metadata: err = %v, want OFFSET_METADATA_TOO_LARGE", err)
+	}
+
+	// The engine under the worst fragmentation: every record at an even
+	// offset blocks until released, every odd one finishes at once, so each
+	// finished offset is its own run in the map.
+	const records = 6000
+	recs := make([]*kgo.Record, records)
+	for i := range recs {
+		recs[i] = &kgo.Record{Key: fmt.Appendf(nil, "k%05d", i), Value: []byte("v")}
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	started := 0
+	e, err := keyorder.New(keyorder.Config{
+		Group:          group,
+		Topics:         []string{topic},
+		MaxInFlight:    records,
+		HighMark:       records,
+		CommitInterval: 200 * time.Millisecond,
+		ClientOpts:     []kgo.Opt{kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.FetchMaxWait(100 * time.Millisecond)},
+		Handler: func(ctx context.Context, rec *kgo.Record) error {
+			mu.Lock()
+			started++
+			mu.Unlock()
+			if rec.Offset%2 == 0 {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("engine: %v", err)
+		}
+	}()
+
+	// Wait until admission stops (the bound is reached: no record started
+	// for two seconds) and a commit with the map has been accepted.
+	var meta string
+	last, since := -1, time.Now()
+	if err := apptest.Wait(2*time.Minute, func() error {
+		offs, err := adm.FetchOffsets(ctx, group)
+		if err != nil {
+			return err
+		}
+		o, ok := offs.Lookup(topic, 0)
+		if !ok || o.Err != nil {
+			return fmt.Errorf("no commit yet (%v)", o.Err)
+		}
+		meta = o.Metadata
+		mu.Lock()
+		n := started
+		mu.Unlock()
+		if n >= records {
+			return fmt.Errorf("all %d records started: the metadata bound never held admission", n)
+		}
+		if n != last {
+			last, since = n, time.Now()
+		}
+		if time.Since(since) < 2*time.Second || len(meta) < 512 {
+			return fmt.Errorf("%d records started, metadata %d bytes: admission still moving", n, len(meta))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(meta) > 4096 {
+		t.Errorf("committed metadata is %d bytes, over Kafka's 4,096", len(meta))
+	}
+	mu.Lock()
+	t.Logf("admission held at %d of %d records with %d bytes of commit metadata accepted by Kafka", started, records, len(meta))
+	mu.Unlock()
+
+	// Released, everything finishes and the watermark reaches the end.
+	close(release)
+	if err := apptest.Wait(2*time.Minute, func() error {
+		offs, err := adm.FetchOffsets(ctx, group)
+		if err != nil {
+			return err
+		}
+		if o, _ := offs.Lookup(topic, 0); o.At != records {
+			return fmt.Errorf("committed %d of %d", o.At, records)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+}
