@@ -29,7 +29,6 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/kafkalocal"
 )
 
-
 var (
 	dockerOnce sync.Once
 	dockerErr  error
@@ -154,4 +153,3 @@ func realBrokers(t *testing.T) string {
 	t.Helper()
 	return startKafka(t)
 }
-

@@ -68,11 +68,11 @@ type Stack struct {
 	Egress                   *Proc
 	Ingress                  *Proc
 	// Launcher is the underlying stack.
-	Launcher *stack.Stack
+	Launcher  *stack.Stack
 	t         testing.TB
 	topicArgs []string
 	mu        sync.Mutex
-	outs     map[string]*syncBuffer
+	outs      map[string]*syncBuffer
 }
 
 // Topic returns the full name of a logical topic (e.g. "results").
