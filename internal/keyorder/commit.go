@@ -47,6 +47,14 @@ func (e *Engine) commit(only map[*partition]bool) error {
 	want := map[topicPartition]commitPoint{}
 	var covered []staged
 	e.mu.Lock()
+	// The membership these partitions are held under, read with the
+	// snapshot: franz-go calls OnPartitionsLost (whose release takes e.mu)
+	// before it rejoins under a new member ID or generation, so a
+	// partition in the snapshot is still this membership's. A
+	// transactional offset commit sent under it is fenced (KIP-447) if the
+	// group has moved on meanwhile, instead of committing, under a newer
+	// membership, work another member may have started again.
+	member, gen := e.cl.GroupMetadata()
 	if e.txn != nil {
 		// Staged output of finished records goes into this commit; output
 		// of records not yet finished (staged between their handler's
@@ -109,7 +117,7 @@ func (e *Engine) commit(only map[*partition]bool) error {
 	start := time.Now()
 	defer func() { e.m.commitSeconds.Observe(time.Since(start).Seconds()) }()
 	if e.txn != nil {
-		committed, err := e.commitTxn(ctx, want, covered)
+		committed, err := e.commitTxn(ctx, want, covered, member, gen)
 		if committed {
 			e.markCommitted(want)
 		} else {
