@@ -247,29 +247,36 @@ func TestRealKafkaTopics(t *testing.T) {
 		}
 		return string(out)
 	}
-	partitions := func(topic string) int {
-		td, err := adm.ListTopics(ctx, topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := td[topic]
-		if d.Err != nil {
-			t.Fatalf("%s: %v", topic, d.Err)
-		}
-		for _, p := range d.Partitions {
-			if len(p.Replicas) != rf {
-				t.Errorf("%s/%d has %d replicas, want %d", topic, p.Partition, len(p.Replicas), rf)
+	// hasPartitions waits until topic has n partitions of rf replicas
+	// each (a change takes a moment to reach every broker's metadata).
+	hasPartitions := func(topic string, n int) error {
+		return apptest.Wait(30*time.Second, func() error {
+			td, err := adm.ListTopics(ctx, topic)
+			if err != nil {
+				return err
 			}
-		}
-		return len(d.Partitions)
+			d := td[topic]
+			if d.Err != nil {
+				return d.Err
+			}
+			if len(d.Partitions) != n {
+				return fmt.Errorf("%d partitions, want %d", len(d.Partitions), n)
+			}
+			for _, p := range d.Partitions {
+				if len(p.Replicas) != rf {
+					return fmt.Errorf("partition %d has %d replicas, want %d", p.Partition, len(p.Replicas), rf)
+				}
+			}
+			return nil
+		})
 	}
 
 	a := prefix + "requests.interactive"
 	if out := provision(spec(3)); strings.Count(out, "created  ") != 4 {
 		t.Errorf("first run:\n%s\nwant four topics created", out)
 	}
-	if got := partitions(a); got != 3 {
-		t.Errorf("%s has %d partitions, want 3", a, got)
+	if err := hasPartitions(a, 3); err != nil {
+		t.Errorf("%s: %v", a, err)
 	}
 	if out := provision(spec(3)); strings.Count(out, "in sync  ") != 4 || strings.Contains(out, "created  ") {
 		t.Errorf("second run:\n%s\nwant four topics in sync, nothing created", out)
@@ -277,12 +284,7 @@ func TestRealKafkaTopics(t *testing.T) {
 	if out := provision(spec(6)); !strings.Contains(out, "grown    "+a+": 3 -> 6 partitions") {
 		t.Errorf("grow run:\n%s\nwant %s grown from 3 to 6", out, a)
 	}
-	if err := apptest.Wait(30*time.Second, func() error {
-		if got := partitions(a); got != 6 {
-			return fmt.Errorf("%d partitions", got)
-		}
-		return nil
-	}); err != nil {
+	if err := hasPartitions(a, 6); err != nil {
 		t.Errorf("%s after growing: %v", a, err)
 	}
 	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: kadm.StringPtr("60000")}}, a); err != nil {
