@@ -22,9 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/switchboard-llm/switchboard/internal/apptest"
 	"github.com/switchboard-llm/switchboard/internal/kafkalocal"
 )
@@ -99,33 +96,4 @@ func realBrokers(t *testing.T) string {
 	t.Helper()
 	b, _ := localKafka(t)
 	return b
-}
-
-// deleteTopics deletes the topics whose names start with prefix (best
-// effort: a shared cluster should not fill up with test topics).
-func deleteTopics(t *testing.T, brokers, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
-	if err != nil {
-		return
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	topics, err := adm.ListTopics(ctx)
-	if err != nil {
-		t.Logf("cleanup: list topics: %v", err)
-		return
-	}
-	var del []string
-	for _, name := range topics.Names() {
-		if strings.HasPrefix(name, prefix) {
-			del = append(del, name)
-		}
-	}
-	if len(del) > 0 {
-		if _, err := adm.DeleteTopics(ctx, del...); err != nil {
-			t.Logf("cleanup: delete topics: %v", err)
-		}
-	}
 }

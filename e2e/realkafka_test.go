@@ -229,6 +229,7 @@ func TestRealKafkaTopics(t *testing.T) {
 	}
 	rf := min(3, len(meta.Brokers))
 	prefix := fmt.Sprintf("it%06x-topics.", time.Now().UnixNano()&0xffffff)
+	t.Cleanup(func() { deleteTopics(t, brokers, prefix) })
 	dir := t.TempDir()
 	spec := func(partitions int) string {
 		path := filepath.Join(dir, fmt.Sprintf("topics-%d.yaml", partitions))
@@ -298,11 +299,6 @@ func TestRealKafkaTopics(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Errorf("drift run: %v, want %s", err, want)
-	}
-	for _, l := range []string{"requests.interactive", "requests.batch", "results", "deadletter"} {
-		if _, err := adm.DeleteTopics(ctx, prefix+l); err != nil {
-			t.Logf("cleanup: %v", err)
-		}
 	}
 }
 
@@ -441,5 +437,34 @@ func TestRealKafkaCommitMetadataLimit(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Error(err)
+	}
+}
+
+// deleteTopics deletes the topics whose names start with prefix (best
+// effort: a shared cluster should not fill up with test topics).
+func deleteTopics(t *testing.T, brokers, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		t.Logf("cleanup: list topics: %v", err)
+		return
+	}
+	var del []string
+	for _, name := range topics.Names() {
+		if strings.HasPrefix(name, prefix) {
+			del = append(del, name)
+		}
+	}
+	if len(del) > 0 {
+		if _, err := adm.DeleteTopics(ctx, del...); err != nil {
+			t.Logf("cleanup: delete topics: %v", err)
+		}
 	}
 }

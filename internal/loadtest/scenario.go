@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -248,6 +249,11 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 			return nil, err
 		}
 		defer st.Close()
+		if cfg.TopicPrefix != "" && sc.Stack.TopicPrefix == "" {
+			// The scenario's own topics on a cluster that outlives it:
+			// deleted after the stack stopped (defers run last first).
+			defer deleteTopics(sc.KafkaOpts(strings.Split(cfg.Brokers, ",")), topics)
+		}
 		group = cfg.RouterGroup
 		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey, Tenant: st.Tenant,
 			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: topics}}
@@ -378,3 +384,15 @@ func pct(a, b float64) float64 {
 
 // Names lists the scenario names.
 func Names() []string { return scenarioNames() }
+
+// deleteTopics deletes a scenario's topics, best effort (bounded to 30s).
+func deleteTopics(opts []kgo.Opt, t Topics) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, _ = kadm.NewClient(cl).DeleteTopics(ctx, t.Interactive, t.Batch, t.Results, t.DeadLetter)
+}
