@@ -192,6 +192,53 @@ func TestRealKafkaNodeKilled(t *testing.T) {
 		victim+1, time.Since(killedAt).Round(time.Second), l.convs*l.rounds, dups)
 }
 
+// TestRealKafkaStaticMembership: a router-worker killed with SIGKILL and
+// restarted under the same --instance-id gets its partitions back at once
+// (KIP-345): the answers resume well within the 20 s session timeout. The
+// control, without an instance ID, waits for the dead member's session to
+// expire first, which shows the check can fail.
+func TestRealKafkaStaticMembership(t *testing.T) {
+	const session = 20 * time.Second
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		static bool
+	}{
+		{"static", []string{"--instance-id", "router-static-1"}, true},
+		{"dynamic", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := realKafka(t)
+			base.Routers, base.ModelLatency = 1, 5*time.Millisecond
+			base.RouterArgs = append([]string{"--session-timeout", session.String()}, tc.args...)
+			s := apptest.StartStack(t, bin, base)
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			l := load{convs: 50, rounds: 4, pause: 50 * time.Millisecond}
+			var restarted time.Time
+			l.run(ctx, t, s, func(round int) {
+				if round != 1 {
+					return
+				}
+				s.Routers[0].Kill()
+				if err := s.Launcher.Start(ctx, s.Routers[0].Name); err != nil {
+					t.Fatal(err)
+				}
+				restarted = time.Now()
+			})
+			l.verdict(ctx, t, s, false)
+			took := time.Since(restarted)
+			t.Logf("all answered %v after the restart (session timeout %v)", took.Round(100*time.Millisecond), session)
+			if tc.static && took > session/2 {
+				t.Errorf("static member: answers resumed %v after the restart, want well within the %v session timeout", took, session)
+			}
+			if !tc.static && took < session/2 {
+				t.Errorf("dynamic member: answers resumed after %v, before the dead member's %v session could expire: the control shows nothing", took, session)
+			}
+		})
+	}
+}
+
 // coordinatorNode returns the index of the node coordinating the stack's
 // router group (node 1 when it cannot be learned).
 func coordinatorNode(ctx context.Context, t *testing.T, s *apptest.Stack) int {
