@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin, err = apptest.Build(dir, "devbroker", "modelsim", "topics", "ingress", "router-worker", "egress")
+	bin, err = apptest.Build(dir, "devbroker", "modelsim", "topics", "ingress", "router-worker", "egress", "redrive")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)

@@ -25,9 +25,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/switchboard-llm/switchboard/internal/apptest"
+	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
 // TestRealKafkaMessagesFlow: HTTP in, SSE out, streamed and not, live and
@@ -236,6 +239,89 @@ func TestRealKafkaStaticMembership(t *testing.T) {
 				t.Errorf("dynamic member: answers resumed after %v, before the dead member's %v session could expire: the control shows nothing", took, session)
 			}
 		})
+	}
+}
+
+// TestRealKafkaRedrive: requests for a model no backend serves are answered
+// with an error and dead-lettered (unknown_model); once the backends file
+// serves the model (an alias, reloaded without restart), bin/redrive sends
+// them back in conversation order and they are answered, in that order.
+func TestRealKafkaRedrive(t *testing.T) {
+	s := apptest.StartStack(t, bin, realKafka(t))
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	const n = 5
+	var failed []string
+	for i := range n {
+		ack, err := postMessage(ctx, s.IngressURL, "redrive-1", fmt.Sprintf(`{"model":"later","messages":[{"role":"user","content":"message %d"}]}`, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed = append(failed, ack.RequestID)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.Brokers, ",")...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.ConsumeTopics(s.Topic("deadletter"), s.Topic("results")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	dead := map[string]bool{}
+	var answers []*pb.Result // answers to re-driven requests, in the results topic's order
+	poll := func(done func() bool) {
+		t.Helper()
+		for !done() {
+			fetches := cl.PollFetches(ctx)
+			if ctx.Err() != nil {
+				t.Fatalf("time limit: %d dead letters, %d answers", len(dead), len(answers))
+			}
+			fetches.EachRecord(func(rec *kgo.Record) {
+				if rec.Topic == s.Topic("deadletter") {
+					var dl pb.DeadLetter
+					if proto.Unmarshal(rec.Value, &dl) == nil && dl.GetReason() == "unknown_model" {
+						dead[dl.GetRequestId()] = true
+					}
+					return
+				}
+				res, err := envelope.DecodeResult(rec)
+				if err == nil && res.GetMetadata()["redrive_of"] != "" && res.GetChunk() == nil {
+					answers = append(answers, res)
+				}
+			})
+		}
+	}
+	poll(func() bool { return len(dead) == n })
+
+	// The fix: the model becomes an alias of one a backend serves.
+	f, err := os.OpenFile(s.Launcher.BackendsFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("aliases:\n  later: sim\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := apptest.Wait(30*time.Second, func() error {
+		if !strings.Contains(s.Routers[0].Output(), "backends file reloaded") {
+			return errors.New("router-worker has not reloaded its backends file")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := exec.CommandContext(ctx, bin["redrive"], append([]string{"--brokers", s.Brokers, "--group", s.RouterGroup + "-redrive",
+		"--reason", "unknown_model", "--execute"}, s.TopicArgs()...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redrive: %v\n%s", err, out)
+	}
+	poll(func() bool { return len(answers) >= n })
+	for i, res := range answers {
+		if got := res.GetMetadata()["redrive_of"]; got != failed[i] {
+			t.Errorf("answer %d re-drives %s, want %s: out of order", i, got, failed[i])
+		}
+		if res.GetFinal() == nil {
+			t.Errorf("answer %d to a re-driven request is not a final result: %v", i, res)
+		}
 	}
 }
 
