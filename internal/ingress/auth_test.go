@@ -210,7 +210,7 @@ func TestIdempotencyWindowAndBound(t *testing.T) {
 	}
 	// The bound: at most max (+1 while adding) entries.
 	for i := range 10 {
-		e, _ := s.begin(k(string(rune('k' + i))), [32]byte{})
+		e, _ := s.begin(k(string(rune('k'+i))), [32]byte{})
 		s.finish(k(string(rune('k'+i))), e, ack{}, true)
 	}
 	if n := s.len(); n > 3 {

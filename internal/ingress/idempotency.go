@@ -36,11 +36,11 @@ type idemKey struct{ tenant, key string }
 type idemEntry struct {
 	key      idemKey
 	digest   [sha256.Size]byte // of the first request: a repeat must match it
-	elem     *list.Element // in idempotency.order
-	done     chan struct{} // closed when the first request finished
-	ack      ack           // set before done is closed
-	ok       bool          // set before done is closed
-	finished bool          // guarded by idempotency.mu
+	elem     *list.Element     // in idempotency.order
+	done     chan struct{}     // closed when the first request finished
+	ack      ack               // set before done is closed
+	ok       bool              // set before done is closed
+	finished bool              // guarded by idempotency.mu
 	expires  time.Time
 }
 
