@@ -277,12 +277,12 @@ func checkBatch(n, maxItems int) *failure {
 	return nil
 }
 
-// readJSON reads r's body, at most limit bytes, into v (415, 413, 400).
+// readJSON reads r's body, at most limit bytes, into v (415 unless the
+// Content-Type is application/json, 413, 400).
 func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *failure {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return &failure{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", message: "the body must be application/json"}
-		}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return &failure{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type",
+			message: "send the body as JSON with Content-Type: application/json"}
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -297,7 +297,8 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *failu
 }
 
 // decodeJSON decodes exactly one JSON object from b into v, strictly: valid
-// UTF-8, no unknown fields, nothing after the object.
+// UTF-8, no unknown fields, no key twice in one object, nothing after the
+// object.
 func decodeJSON(b []byte, v any) *failure {
 	if !utf8.Valid(b) {
 		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body is not valid UTF-8"}
@@ -309,6 +310,9 @@ func decodeJSON(b []byte, v any) *failure {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body must hold one JSON object and nothing after it"}
+	}
+	if k, dup := duplicateKey(b); dup {
+		return &failure{status: http.StatusBadRequest, code: "invalid_json", field: k, message: fmt.Sprintf("key %q appears twice in one object", k)}
 	}
 	return nil
 }

@@ -178,3 +178,24 @@ func TestGRPCStreamKeepsConversationOrder(t *testing.T) {
 	}
 	checkAckOrder(t, acks)
 }
+
+func TestDuplicateKey(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+	}{
+		{`{"a":1,"b":2}`, ""},
+		{`{"a":1,"a":2}`, "a"},
+		{`{"a":{"b":1,"c":{"b":2}},"b":[{"x":1},{"x":2}]}`, ""},
+		{`{"m":[{"role":"user","role":"system"}]}`, "role"},
+		{`{"a":{"k":"v"},"x":{"k":"v","k":"w"}}`, "k"},
+		{`{"a":["a","a"],"b":"a"}`, ""},
+		{`{"metadata":{"A":"1","a":"2"}}`, ""},
+	}
+	for _, tt := range tests {
+		got, dup := duplicateKey([]byte(tt.in))
+		if got != tt.want || dup != (tt.want != "") {
+			t.Errorf("duplicateKey(%s) = %q, %v; want %q", tt.in, got, dup, tt.want)
+		}
+	}
+}
