@@ -31,7 +31,9 @@ func TestJSONErrors(t *testing.T) {
 		if tt.code == "" {
 			continue
 		}
-		var e struct{ Error struct{ Code, Message string } }
+		var e struct {
+			Error struct{ Code, Message string }
+		}
 		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error.Code != tt.code || e.Error.Message == "" ||
 			rec.Header().Get("Content-Type") != "application/json" || rec.Header().Get("Allow") != tt.allow {
 			t.Errorf("%s %s: %q %v (Allow %q), want code %q", tt.method, tt.path, rec.Body, err, rec.Header().Get("Allow"), tt.code)
