@@ -58,6 +58,7 @@ func main() {
 		RecentBytes:      *recentBytes,
 		SubscriberBuffer: *buffer,
 		WSOriginPatterns: split(*origins),
+		CursorSecret:     []byte(os.Getenv("SWITCHBOARD_CURSOR_SECRET")),
 		Webhooks: egress.WebhookConfig{
 			Enabled:     *webhooks,
 			Group:       *webhookGroup,

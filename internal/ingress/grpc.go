@@ -57,7 +57,11 @@ func fromProto(r *pb.SubmitRequest) (conv, key string, body messageBody) {
 }
 
 func toProto(a ack) *pb.Ack {
-	return &pb.Ack{RequestId: a.RequestID, ConversationId: a.ConversationID, Lane: a.Lane, Partition: a.Partition, Offset: a.Offset}
+	pa := &pb.Ack{RequestId: a.RequestID, ConversationId: a.ConversationID, Lane: a.Lane}
+	if !a.hidePositions {
+		pa.Partition, pa.Offset = &a.Partition, &a.Offset
+	}
+	return pa
 }
 
 // grpcCode maps an HTTP status of a failure to its gRPC code.

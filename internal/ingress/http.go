@@ -63,13 +63,30 @@ type batchAnswer struct {
 	Results  []batchResult `json:"results"`
 }
 
-// ack is the 202 answer: where the request now lives in Kafka.
+// ack is the 202 answer: the request's ID and, for tenants whose show
+// list has kafka_positions, where it now lives in Kafka.
 type ack struct {
 	RequestID      string `json:"request_id"`
 	ConversationID string `json:"conversation_id"`
 	Lane           string `json:"lane"`
 	Partition      int32  `json:"partition"`
 	Offset         int64  `json:"offset"`
+	// hidePositions leaves partition and offset out of the answer: they
+	// would let a tenant count other tenants' traffic.
+	hidePositions bool
+}
+
+// MarshalJSON writes the ack, without partition and offset when hidden.
+func (a ack) MarshalJSON() ([]byte, error) {
+	type shown ack // without the method
+	if !a.hidePositions {
+		return json.Marshal(shown(a))
+	}
+	return json.Marshal(struct {
+		RequestID      string `json:"request_id"`
+		ConversationID string `json:"conversation_id"`
+		Lane           string `json:"lane"`
+	}{a.RequestID, a.ConversationID, a.Lane})
 }
 
 type apiError struct {

@@ -37,6 +37,7 @@ func testTenants(t testing.TB) *tenant.Set {
 tenants:
   - name: dev
     key_sha256: [` + tenant.HashKey(devKey) + `]
+    show: [kafka_positions]
   - name: limited
     key_sha256: [` + tenant.HashKey(limitedKey) + `]
     models: [sim]

@@ -199,3 +199,31 @@ func TestDuplicateKey(t *testing.T) {
 		}
 	}
 }
+
+// TestKafkaPositionsOnlyWhenShown: a tenant without kafka_positions in its
+// show list gets acks without partition and offset (over HTTP and gRPC).
+func TestKafkaPositionsOnlyWhenShown(t *testing.T) {
+	in := newIngress(t, newCluster(t), nil)
+	for _, tc := range []struct {
+		key  string
+		want bool
+	}{{devKey, true}, {limitedKey, false}} {
+		res, b := doWith(t, in.Handler(), "POST", "/v1/conversations/pos/messages", "application/json",
+			`{"model":"sim","lane":"batch","messages":[{"role":"user","content":"hi"}]}`, map[string]string{"Authorization": "Bearer " + tc.key})
+		var got map[string]any
+		if err := json.Unmarshal(b, &got); err != nil || res.StatusCode != http.StatusAccepted {
+			t.Fatalf("%d %s", res.StatusCode, b)
+		}
+		_, hasP := got["partition"]
+		_, hasO := got["offset"]
+		if hasP != tc.want || hasO != tc.want || got["request_id"] == "" {
+			t.Errorf("key %s: ack %s, want positions %v", tc.key, b, tc.want)
+		}
+	}
+	cl := pb.NewIngressClient(grpcClient(t, in))
+	res, err := cl.Submit(withKey(t.Context(), limitedKey), &pb.SubmitRequest{ConversationId: "pos", Model: "sim", Lane: "batch",
+		Messages: []*pb.Message{{Role: "user", Content: "hi"}}})
+	if err != nil || res.GetAck().Partition != nil || res.GetAck().Offset != nil || res.GetAck().GetRequestId() == "" {
+		t.Errorf("gRPC ack %v, %v: want no positions", res, err)
+	}
+}

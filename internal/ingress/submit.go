@@ -181,6 +181,8 @@ type pending struct {
 	owner   *idemEntry  // the Idempotency-Key entry this submission owns
 	ownKey  idemKey
 	release bool // holds a slot of in.inFlight
+	// hidePositions: the tenant is not shown Kafka positions in acks.
+	hidePositions bool
 }
 
 // production is a record handed to the producer: done receives the
@@ -211,7 +213,8 @@ type production struct {
 // the same Idempotency-Key is in flight, or while the producer's buffer is
 // full.
 func (in *Ingress) begin(ctx context.Context, s submission) *pending {
-	p := &pending{in: in, protocol: s.protocol, lane: s.body.Lane, start: time.Now()}
+	p := &pending{in: in, protocol: s.protocol, lane: s.body.Lane, start: time.Now(),
+		hidePositions: !s.tenant.Shows(tenant.ShowKafkaPositions)}
 	req, f := in.buildRequest(&s, p.start)
 	if f != nil {
 		p.f = f
@@ -273,6 +276,7 @@ func (p *pending) wait() (a ack, f *failure) {
 	if p.owner != nil {
 		in.idem.finish(p.ownKey, p.owner, a, f == nil)
 	}
+	a.hidePositions = p.hidePositions
 	status := http.StatusAccepted
 	if f != nil {
 		status = f.status

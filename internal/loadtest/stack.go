@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +65,8 @@ type Stack struct {
 	APIKey string
 	// Tenant is APIKey's tenant in the stack's tenants file.
 	Tenant string
+
+	cursorSecret string // egress's, the same for every start
 
 	mu    sync.Mutex
 	procs map[string]*stackProc
@@ -142,7 +145,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	s := &Stack{cfg: cfg, procs: map[string]*stackProc{}}
+	s := &Stack{cfg: cfg, procs: map[string]*stackProc{}, cursorSecret: rand.Text()}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -250,6 +253,9 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(s.cfg.Bin, name), p.args...)
+	// Every egress of the stack, restarted ones too, opens the cursors of
+	// the others (egress reads SWITCHBOARD_CURSOR_SECRET; others ignore it).
+	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cursorSecret)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
