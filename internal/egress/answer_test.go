@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,7 +12,9 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
+	"github.com/switchboard-llm/switchboard/internal/topicspec"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -100,4 +103,23 @@ func TestRestartEvent(t *testing.T) {
 			t.Errorf("%s: %v, want %v", name, got, want)
 		}
 	}
+}
+
+// TestAnonymousNeedsConsent: without a tenants file egress refuses to
+// start unless told to run open.
+func TestAnonymousNeedsConsent(t *testing.T) {
+	spec, err := topicspec.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Kafka: kafkaconf.Config{Brokers: []string{"127.0.0.1:1"}}, Topics: spec, Logger: slog.New(slog.DiscardHandler)}
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "--allow-anonymous") {
+		t.Errorf("New without tenants: %v, want a refusal naming --allow-anonymous", err)
+	}
+	cfg.AllowAnonymous = true
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New with AllowAnonymous: %v", err)
+	}
+	e.client.Close()
 }

@@ -92,8 +92,12 @@ type Config struct {
 	// Tenants, when set, are the tenants ingress also uses: every stream
 	// then needs one of their API keys and gets only its tenant's results,
 	// and webhook delivery uses each tenant's webhook_url and secret. Nil:
-	// no keys, every result visible, only the requests' own webhooks.
+	// no keys, every result visible, only the requests' own webhooks; New
+	// refuses that unless AllowAnonymous is set.
 	Tenants *tenant.Set
+	// AllowAnonymous lets egress run without Tenants, every stream open
+	// to anyone who can reach it (logged as a warning at every start).
+	AllowAnonymous bool
 	// Webhooks configures webhook delivery (off by default).
 	Webhooks WebhookConfig
 	// CursorSecret keys the cursor tokens of events (see cursorCodec):
@@ -146,6 +150,9 @@ func (c *Config) Validate() error {
 	if c.ReplayWindow < 0 || c.ReplayTimeout < 0 || c.SubscriberBuffer < 1 || c.Heartbeat < 0 || c.WriteTimeout < 0 {
 		return errors.New("egress: windows, timeouts and buffers must be positive")
 	}
+	if c.Tenants == nil && !c.AllowAnonymous {
+		return errors.New("egress: no tenants file: every stream would be open to anyone; give --tenants, or --allow-anonymous for a closed network")
+	}
 	if err := c.Webhooks.Validate(); err != nil {
 		return err
 	}
@@ -182,6 +189,9 @@ func New(cfg Config) (*Egress, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Tenants == nil {
+		cfg.Logger.Warn("egress runs without API keys (--allow-anonymous): every stream is open to anyone who can reach it")
 	}
 	secret := []byte(cfg.CursorSecret)
 	if len(secret) == 0 {
