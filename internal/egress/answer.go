@@ -32,32 +32,8 @@ func (v view) index() int {
 	return i
 }
 
-// answerOf is what a client with view v sees of res: the answer without
-// the record's internal fields (tenant, run, webhook target).
-func answerOf(res *pb.Result, v view) *pb.Answer {
-	a := &pb.Answer{RequestId: res.GetRequestId(), ConversationId: res.GetConversationId(),
-		Attempt: res.GetAttempt(), Metadata: res.GetMetadata()}
-	switch b := res.GetBody().(type) {
-	case *pb.Result_Chunk:
-		a.Body = &pb.Answer_Chunk{Chunk: b.Chunk}
-	case *pb.Result_Final:
-		f := b.Final
-		if (!v.backend && f.GetBackend() != "") || (!v.timings && f.GetTimings() != nil) {
-			shown := &pb.Final{Content: f.GetContent(), FinishReason: f.GetFinishReason(), Usage: f.GetUsage()}
-			if v.backend {
-				shown.Backend = f.GetBackend()
-			}
-			if v.timings {
-				shown.Timings = f.GetTimings()
-			}
-			f = shown
-		}
-		a.Body = &pb.Answer_Final{Final: f}
-	case *pb.Result_Error:
-		a.Body = &pb.Answer_Error{Error: b.Error}
-	}
-	return a
-}
+// answerOf is what a client with view v sees of res.
+func answerOf(res *pb.Result, v view) *pb.Answer { return envelope.Answer(res, v.backend, v.timings) }
 
 // lazyJSON encodes a result's answer to its API JSON on first use, once
 // per view, however many streams (on their own goroutines) ask.
