@@ -82,6 +82,30 @@ type Config struct {
 	// WriteTimeout bounds one write to a client; a client that stops
 	// reading altogether is disconnected. Default 10s.
 	WriteTimeout time.Duration
+	// MaxStreamsPerTenant caps one tenant's open streams (SSE, WebSocket
+	// and gRPC) on this instance; beyond it a stream is refused with 429
+	// too_many_streams. Default 10000; negative: no cap.
+	MaxStreamsPerTenant int
+	// MaxStreamsPerConversation caps the open streams of one conversation
+	// of one tenant on this instance (429 too_many_streams beyond).
+	// Default 64; negative: no cap.
+	MaxStreamsPerConversation int
+	// SendBuffer is the kernel send buffer (SO_SNDBUF) of every HTTP
+	// connection, so a client that stops reading holds a bounded amount
+	// of kernel memory and its stream notices soon. Default 64 KiB;
+	// negative: the system's default (which grows to several MiB).
+	SendBuffer int
+	// MaxUnsentBytes is how many written bytes a client may leave unread in
+	// its connection's send queue (Linux): before each event a stream
+	// whose backlog is larger waits for it to fall, and ends with reason
+	// overflow when it has not within WriteTimeout. Default half of
+	// SendBuffer (32 KiB); negative: no check (then only WriteTimeout
+	// bounds a client that stops reading).
+	MaxUnsentBytes int
+	// MaxConnsPerAddr caps the open HTTP connections of one client IP
+	// address; more are closed as soon as they are accepted. Default 0:
+	// no cap.
+	MaxConnsPerAddr int
 	// GRPCAddr, when set, is the listen address of the gRPC API
 	// (switchboard.v1.Egress). Empty: no gRPC.
 	GRPCAddr string
@@ -124,6 +148,18 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
+	if c.MaxStreamsPerTenant == 0 {
+		c.MaxStreamsPerTenant = 10000
+	}
+	if c.MaxStreamsPerConversation == 0 {
+		c.MaxStreamsPerConversation = 64
+	}
+	if c.SendBuffer == 0 {
+		c.SendBuffer = 64 << 10
+	}
+	if c.MaxUnsentBytes == 0 {
+		c.MaxUnsentBytes = max(1, c.SendBuffer/2)
+	}
 	c.Webhooks.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -155,6 +191,7 @@ type Egress struct {
 	client  *kgo.Client // the live reader of every results partition
 	adm     *kadm.Client
 	hub     *hub
+	caps    *streamCaps
 	metrics *metrics
 	handler http.Handler
 	grpc    *grpc.Server  // nil without GRPCAddr
@@ -189,6 +226,7 @@ func New(cfg Config) (*Egress, error) {
 		client:  cl,
 		adm:     kadm.NewClient(cl),
 		metrics: newMetrics(cfg.Registry),
+		caps:    newStreamCaps(cfg.MaxStreamsPerTenant, cfg.MaxStreamsPerConversation),
 		ready:   make(chan struct{}),
 		stop:    make(chan struct{}),
 	}
@@ -244,7 +282,13 @@ func (e *Egress) Run(ctx context.Context) error {
 	// Each goroutine below sends one value on done when it returns.
 	done := make(chan error, 3)
 	running := 1
-	go func() { done <- httpserve.Run(ctx, ln, e.handler, 2*time.Second, e.log) }()
+	go func() {
+		done <- httpserve.Serve(ctx, ln, e.handler, httpserve.Options{
+			Grace:           2 * time.Second,
+			MaxConnsPerAddr: max(0, e.cfg.MaxConnsPerAddr),
+			SendBuffer:      max(0, e.cfg.SendBuffer),
+		}, e.log)
+	}()
 	if gln != nil {
 		running++
 		go func() { done <- e.serveGRPC(ctx, gln) }()
