@@ -32,6 +32,12 @@ func main() {
 	readCommitted := flag.Bool("read-committed", false, "read results read_committed: with router-worker --exactly-once, streams never show an aborted transaction's result, but results (chunks too) wait for open transactions to end")
 	recentBytes := flag.Int64("recent-bytes", 64<<20, "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
 	buffer := flag.Int("subscriber-buffer", 1024, "events held for a slow subscriber before it is disconnected")
+	writeTimeout := flag.Duration("write-timeout", 10*time.Second, "bound of one write to a stream, and of the wait for a non-reading client's backlog to fall (then end: overflow)")
+	perTenant := flag.Int("max-streams-per-tenant", 10000, "open streams of one tenant on this instance; more get 429 (negative: no cap)")
+	perConv := flag.Int("max-streams-per-conversation", 64, "open streams of one conversation on this instance; more get 429 (negative: no cap)")
+	sendBuffer := flag.Int("send-buffer", 64<<10, "kernel send buffer (SO_SNDBUF) of every HTTP connection, bytes (negative: the system's default)")
+	maxUnsent := flag.Int("max-unsent-bytes", 0, "unread bytes a stream's socket may hold before the stream waits and then ends with overflow (0: half of --send-buffer; negative: no check)")
+	maxConnsPerAddr := flag.Int("max-conns-per-addr", 0, "open HTTP connections of one client IP address; more are closed on accept (0: no cap)")
 	tenantsFile := flag.String("tenants", "", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml); when set, every stream needs an API key and sees only its tenant's results")
 	origins := flag.String("ws-origins", "", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	webhooks := flag.Bool("webhooks", false, "deliver terminal results to webhooks (consumer group --webhook-group)")
@@ -57,7 +63,14 @@ func main() {
 		ReplayWindow:     *replayWindow,
 		RecentBytes:      *recentBytes,
 		SubscriberBuffer: *buffer,
-		WSOriginPatterns: split(*origins),
+		WriteTimeout:     *writeTimeout,
+
+		MaxStreamsPerTenant:       *perTenant,
+		MaxStreamsPerConversation: *perConv,
+		SendBuffer:                *sendBuffer,
+		MaxUnsentBytes:            *maxUnsent,
+		MaxConnsPerAddr:           *maxConnsPerAddr,
+		WSOriginPatterns:          split(*origins),
 		Webhooks: egress.WebhookConfig{
 			Enabled:     *webhooks,
 			Group:       *webhookGroup,
