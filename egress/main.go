@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	"github.com/switchboard-llm/switchboard/internal/webhook"
 )
 
 func main() {
@@ -42,7 +43,8 @@ func main() {
 	origins := flag.String("ws-origins", "", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	webhooks := flag.Bool("webhooks", false, "deliver terminal results to webhooks (consumer group --webhook-group)")
 	webhookGroup := flag.String("webhook-group", "switchboard-egress-webhooks", "consumer group of webhook delivery")
-	webhookAllow := flag.String("webhook-allow", "", "comma-separated hosts webhooks may call: host names, *.domain, IP addresses, CIDR prefixes")
+	webhookAllow := flag.String("webhook-allow", "", "comma-separated webhook targets every tenant may use, besides the tenants file's lists: [scheme://]host[:port][/path-prefix] (docs/WEBHOOKS.md)")
+	printSecret := flag.String("print-webhook-secret", "", "print the named tenant's webhook signing secret (whsec_…, derived from SWITCHBOARD_WEBHOOK_SECRET unless the tenants file names its own) and exit")
 	webhookAttempts := flag.Int("webhook-max-attempts", 6, "tries of one webhook delivery before it is dead-lettered")
 	webhookBackoff := flag.Duration("webhook-backoff", 500*time.Millisecond, "wait after the first failed webhook try (doubles each time)")
 	webhookMaxBackoff := flag.Duration("webhook-max-backoff", 30*time.Second, "longest wait between webhook tries")
@@ -71,11 +73,10 @@ func main() {
 		MaxUnsentBytes:            *maxUnsent,
 		MaxConnsPerAddr:           *maxConnsPerAddr,
 		WSOriginPatterns:          split(*origins),
-		Webhooks: egress.WebhookConfig{
+		Webhooks: webhook.Config{
 			Enabled:     *webhooks,
 			Group:       *webhookGroup,
 			Allow:       split(*webhookAllow),
-			Secret:      []byte(os.Getenv("SWITCHBOARD_WEBHOOK_SECRET")),
 			MaxAttempts: *webhookAttempts,
 			Backoff:     *webhookBackoff,
 			MaxBackoff:  *webhookMaxBackoff,
@@ -83,6 +84,13 @@ func main() {
 			StartWindow: *webhookStart,
 			MaxInFlight: *webhookInFlight,
 		},
+	}
+	if *printSecret != "" {
+		if err := printWebhookSecret(*printSecret, *tenantsFile); err != nil {
+			fmt.Fprintln(os.Stderr, "egress:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, *tenantsFile, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "egress:", err)
@@ -105,8 +113,10 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, tenants
 			return err
 		}
 	}
-	if cfg.Webhooks.Enabled && len(cfg.Webhooks.Secret) == 0 {
-		return errors.New("--webhooks needs the signing secret in SWITCHBOARD_WEBHOOK_SECRET")
+	if cfg.Webhooks.Enabled {
+		if cfg.Webhooks.Secret, err = globalSecret(); err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -127,6 +137,45 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, tenants
 		return err
 	}
 	return eg.Run(ctx)
+}
+
+// globalSecret reads the global webhook secret, SWITCHBOARD_WEBHOOK_SECRET.
+func globalSecret() ([]byte, error) {
+	v := os.Getenv("SWITCHBOARD_WEBHOOK_SECRET")
+	if v == "" {
+		return nil, errors.New("webhooks need the global signing secret in SWITCHBOARD_WEBHOOK_SECRET")
+	}
+	key, err := webhook.ParseSecret(v)
+	if err != nil {
+		return nil, fmt.Errorf("SWITCHBOARD_WEBHOOK_SECRET: %w", err)
+	}
+	return key, nil
+}
+
+// printWebhookSecret prints the secret a tenant's receivers verify with.
+func printWebhookSecret(name, tenantsFile string) error {
+	if tenantsFile != "" {
+		set, err := tenant.LoadEnv(tenantsFile, os.Getenv)
+		if err != nil {
+			return err
+		}
+		if t := set.Tenant(name); t == nil {
+			return fmt.Errorf("no tenant %q in %s", name, tenantsFile)
+		} else if len(t.WebhookSecret) > 0 {
+			key, err := webhook.ParseSecret(string(t.WebhookSecret))
+			if err != nil {
+				return err
+			}
+			fmt.Println(webhook.FormatSecret(key))
+			return nil
+		}
+	}
+	global, err := globalSecret()
+	if err != nil {
+		return err
+	}
+	fmt.Println(webhook.FormatSecret(webhook.TenantKey(global, name)))
+	return nil
 }
 
 func split(s string) []string {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,6 +47,7 @@ func main() {
 	idleTimeout := flag.Duration("idle-timeout", 60*time.Second, "close kept-alive connections idle this long")
 	maxConnsPerAddr := flag.Int("max-conns-per-addr", 1024, "open connections of one client IP address; more are closed on accept (negative: no cap)")
 	maxConnsPerTenant := flag.Int("max-conns-per-tenant", 2048, "open requests and WebSocket connections of one tenant; more get 429 (negative: no cap)")
+	webhookAllow := flag.String("webhook-allow", "", "comma-separated webhook targets every tenant may name, besides the tenants file's lists (give egress's --webhook-allow; docs/WEBHOOKS.md)")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := flag.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on --addr")
@@ -68,6 +70,7 @@ func main() {
 		IdleTimeout:       *idleTimeout,
 		MaxConnsPerAddr:   *maxConnsPerAddr,
 		MaxConnsPerTenant: *maxConnsPerTenant,
+		WebhookAllow:      split(*webhookAllow),
 		Admission: ingress.AdmissionConfig{
 			Disabled: *noAdmission, Group: *group,
 			BatchHigh: *batchHigh, BatchLow: *batchLow, InteractiveHigh: *interHigh, InteractiveLow: *interLow,
@@ -116,4 +119,14 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

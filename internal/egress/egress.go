@@ -2,8 +2,9 @@
 // partitions of the results topic and forwards each result to the clients
 // subscribed to its conversation on that instance, as Server-Sent Events
 // (sse.go), WebSocket messages (ws.go) or a gRPC server stream (grpc.go);
-// and, optionally, POSTs terminal results to webhooks through a consumer
-// group (webhook.go), so each is delivered by one instance.
+// and, optionally, runs webhook delivery (package webhook), which POSTs
+// terminal results through a consumer group, so each is delivered by one
+// instance.
 //
 // A subscriber first gets the conversation's recent past replayed (from its
 // cursor, or from ReplayWindow ago), then the live feed, with no gap and no
@@ -41,6 +42,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	"github.com/switchboard-llm/switchboard/internal/webhook"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -118,8 +120,9 @@ type Config struct {
 	// and webhook delivery uses each tenant's webhook_url and secret. Nil:
 	// no keys, every result visible, only the requests' own webhooks.
 	Tenants *tenant.Set
-	// Webhooks configures webhook delivery (off by default).
-	Webhooks WebhookConfig
+	// Webhooks configures webhook delivery (off by default; package
+	// webhook does it).
+	Webhooks webhook.Config
 	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
@@ -160,7 +163,7 @@ func (c *Config) setDefaults() {
 	if c.MaxUnsentBytes == 0 {
 		c.MaxUnsentBytes = max(1, c.SendBuffer/2)
 	}
-	c.Webhooks.setDefaults()
+	c.Webhooks.SetDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -194,10 +197,10 @@ type Egress struct {
 	caps    *streamCaps
 	metrics *metrics
 	handler http.Handler
-	grpc    *grpc.Server  // nil without GRPCAddr
-	hooks   *webhooks     // nil without webhooks
-	ready   chan struct{} // closed once the live reader is positioned
-	stop    chan struct{} // closed when Run begins to stop
+	grpc    *grpc.Server       // nil without GRPCAddr
+	hooks   *webhook.Deliverer // nil without webhooks
+	ready   chan struct{}      // closed once the live reader is positioned
+	stop    chan struct{}      // closed when Run begins to stop
 }
 
 // isolation returns the fetch isolation option of the result readers.
@@ -249,7 +252,7 @@ func New(cfg Config) (*Egress, error) {
 		reflection.Register(e.grpc) // so grpcurl and similar tools can list and call it
 	}
 	if cfg.Webhooks.Enabled {
-		e.hooks, err = newWebhooks(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), cfg.Tenants,
+		e.hooks, err = webhook.New(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), cfg.Tenants,
 			cfg.Kafka.Opts(cfg.Logger), cfg.Registry, cfg.Logger)
 		if err != nil {
 			cl.Close()
@@ -295,7 +298,7 @@ func (e *Egress) Run(ctx context.Context) error {
 	}
 	if e.hooks != nil {
 		running++
-		go func() { done <- e.hooks.engine.Run(ctx) }()
+		go func() { done <- e.hooks.Run(ctx) }()
 	}
 	wait := func(first error) error {
 		errs := []error{first}

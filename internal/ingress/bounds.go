@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/tenant"
+	"github.com/switchboard-llm/switchboard/internal/webhook/allowlist"
 )
 
 // guard wraps an API route with the bounds one client can hold:
@@ -70,4 +73,20 @@ func (c *counter) release(name string) {
 	if c.n[name]--; c.n[name] <= 0 {
 		delete(c.n, name)
 	}
+}
+
+// checkWebhook refuses a webhook_url that no allowlist of the tenant
+// allows (ingress's --webhook-allow, the tenants file's top-level and the
+// tenant's own webhook_allow): egress would not deliver to it, so the
+// request is refused now (400 webhook_not_allowed) instead of becoming a
+// dead letter later.
+func (in *Ingress) checkWebhook(t *tenant.Tenant, target string) *failure {
+	if target == "" {
+		return nil
+	}
+	list := allowlist.Union(in.webhookAllow, in.cfg.Tenants.WebhookAllow(t.Name))
+	if err := list.CheckString(target); err != nil {
+		return &failure{status: http.StatusBadRequest, code: "webhook_not_allowed", field: "webhook_url", message: err.Error()}
+	}
+	return nil
 }

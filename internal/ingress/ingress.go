@@ -31,6 +31,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	"github.com/switchboard-llm/switchboard/internal/webhook/allowlist"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -49,6 +50,11 @@ type Config struct {
 	Topics *topicspec.Spec
 	// Tenants maps API keys to tenants. Required.
 	Tenants *tenant.Set
+	// WebhookAllow lists webhook targets every tenant's requests may
+	// name, besides the tenants file's lists (package allowlist): give
+	// it egress's --webhook-allow. A request naming a target on no list
+	// of its tenant is refused with 400 webhook_not_allowed.
+	WebhookAllow []string
 	// MaxBodyBytes bounds a request body and a WebSocket or gRPC message.
 	// Default 1 MiB.
 	MaxBodyBytes int64
@@ -209,6 +215,8 @@ type Ingress struct {
 	inFlight  semaphore
 	health    *health
 	admission *admission // nil when disabled
+	// webhookAllow is WebhookAllow, parsed.
+	webhookAllow *allowlist.List
 	// tenantConns counts each tenant's open requests and WebSockets.
 	tenantConns *counter
 
@@ -223,6 +231,10 @@ func New(cfg Config) (*Ingress, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	allow, err := allowlist.Parse(cfg.WebhookAllow)
+	if err != nil {
+		return nil, fmt.Errorf("ingress: %w", err)
 	}
 	cfg.Kafka = cfg.Kafka.Instrument("ingress", cfg.Registry)
 	// The producer is idempotent (franz-go's default) with acks=all, so a
@@ -252,7 +264,8 @@ func New(cfg Config) (*Ingress, error) {
 		inFlight: make(semaphore, cfg.MaxInFlight),
 		stop:     make(chan struct{}),
 
-		tenantConns: newCounter(max(0, cfg.MaxConnsPerTenant)),
+		tenantConns:  newCounter(max(0, cfg.MaxConnsPerTenant)),
+		webhookAllow: allow,
 	}
 	in.metrics = newMetrics(cfg.Registry, func() float64 { return float64(len(in.inFlight)) })
 	in.health = newHealth(func(up bool) {
