@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
@@ -257,4 +258,48 @@ func mustEncode(t *testing.T, r *pb.Result) *kgo.Record {
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// TestNonReadingWebSocketOverflows: a WebSocket client that stops reading
+// is ended the same way: its backlog stays full for the write timeout,
+// and it finds {"event":"end","reason":"overflow"} when it reads again.
+func TestNonReadingWebSocketOverflows(t *testing.T) {
+	h := newHarness(t)
+	eg := h.start(func(c *Config) { c.WriteTimeout = time.Second })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	conn, _, err := websocket.Dial(ctx, "ws://"+eg.e.cfg.Addr+"/v1/conversations/ws-slow/ws", &websocket.DialOptions{HTTPClient: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(1 << 20)
+	waitFor(ctx, t, "the stream", func() bool { return eg.metric(t, "switchboard_egress_subscribers", "transport", "websocket") == 1 })
+	big := strings.Repeat("x", 16<<10)
+	var recs []*pb.Result
+	for i := range 16 {
+		r := res("ws-slow", "", "r", "run", 1, int32(i), false)
+		r.GetChunk().Delta = big
+		recs = append(recs, r)
+	}
+	h.produce(recs...)
+	waitFor(ctx, t, "the overflow", func() bool { return eg.metric(t, "switchboard_egress_subscriber_overflows_total") == 1 })
+	var last []byte
+	for {
+		_, data, err := conn.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusTryAgainLater {
+				t.Errorf("closed with %v, want 1013", err)
+			}
+			break
+		}
+		last = data
+	}
+	if !strings.Contains(string(last), `"reason":"overflow"`) {
+		t.Errorf("last message %.200s, want the end with reason overflow", last)
+	}
 }
