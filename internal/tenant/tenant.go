@@ -75,8 +75,10 @@ type Tenant struct {
 	// the tenant's requests that name no webhook_url of their own.
 	WebhookURL string `yaml:"webhook_url"`
 	// WebhookSecretEnv names the environment variable holding the secret
-	// that signs the tenant's webhook deliveries. Empty: egress's default
-	// secret (SWITCHBOARD_WEBHOOK_SECRET).
+	// that signs the tenant's webhook deliveries (whsec_ and base64, or a
+	// plain string of at least 16 bytes). Empty: a key derived from
+	// egress's global secret (SWITCHBOARD_WEBHOOK_SECRET) and the
+	// tenant's name (see package webhook).
 	WebhookSecretEnv string `yaml:"webhook_secret_env"`
 	// WebhookSecret is the value of WebhookSecretEnv, read at load time.
 	WebhookSecret Secret `yaml:"-"`
