@@ -101,7 +101,7 @@ type Config struct {
 	// its connection's send queue (Linux): before each event a stream
 	// whose backlog is larger waits for it to fall, and ends with reason
 	// overflow when it has not within WriteTimeout. Default half of
-	// SendBuffer (32 KiB); negative: no check (then only WriteTimeout
+	// SendBuffer (32 KiB; 1 MiB with the system's buffer); negative: no check (then only WriteTimeout
 	// bounds a client that stops reading).
 	MaxUnsentBytes int
 	// MaxConnsPerAddr caps the open HTTP connections of one client IP
@@ -161,7 +161,10 @@ func (c *Config) setDefaults() {
 		c.SendBuffer = 64 << 10
 	}
 	if c.MaxUnsentBytes == 0 {
-		c.MaxUnsentBytes = max(1, c.SendBuffer/2)
+		c.MaxUnsentBytes = 1 << 20 // the system's buffer grows to several MiB
+		if c.SendBuffer > 0 {
+			c.MaxUnsentBytes = max(1, c.SendBuffer/2)
+		}
 	}
 	c.Webhooks.SetDefaults()
 	if c.Logger == nil {
