@@ -250,35 +250,47 @@ type target struct {
 // target returns tenant name's allowlist (the global one and the tenants
 // file's), signing key (its own secret, or one derived from the global
 // secret) and an HTTP client that connects only where that list allows.
-// A tenant has one client, so a connection is never reused for a tenant
-// whose list would not have allowed it.
+// A tenant of the file has its own client, so a connection is never reused
+// for a tenant whose list would not have allowed it; tenants the file does
+// not know (results written straight to Kafka) all have the same list and
+// share one, so records cannot grow the cache.
 func (w *Deliverer) target(name string) (*target, error) {
+	tn := w.tenants.Tenant(name)
+	cacheKey := name
+	if tn == nil {
+		cacheKey = "\x00unknown"
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if t := w.targets[name]; t != nil {
-		return t, nil
-	}
-	t := &target{allow: allowlist.Union(w.allow, w.tenants.WebhookAllow(name)), key: TenantKey(w.cfg.Secret, name)}
-	if tn := w.tenants.Tenant(name); tn != nil && len(tn.WebhookSecret) > 0 {
-		key, err := ParseSecret(string(tn.WebhookSecret))
-		if err != nil {
-			return nil, fmt.Errorf("tenant %q: webhook secret: %w", name, err)
+	t := w.targets[cacheKey]
+	if t == nil {
+		t = &target{allow: allowlist.Union(w.allow, w.tenants.WebhookAllow(name)), key: TenantKey(w.cfg.Secret, name)}
+		if tn != nil && len(tn.WebhookSecret) > 0 {
+			key, err := ParseSecret(string(tn.WebhookSecret))
+			if err != nil {
+				return nil, fmt.Errorf("tenant %q: webhook secret: %w", name, err)
+			}
+			t.key = key
 		}
-		t.key = key
+		dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+		t.http = &http.Client{
+			Transport: &http.Transport{
+				Proxy:               nil, // never through an environment proxy: the allowlist must see the target
+				DialContext:         t.allow.DialContext(dialer, w.lookup),
+				MaxIdleConnsPerHost: 16,
+				IdleConnTimeout:     90 * time.Second,
+				TLSHandshakeTimeout: 5 * time.Second,
+			},
+			// A redirect could lead anywhere: it counts as a failed attempt.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+		w.targets[cacheKey] = t
 	}
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	t.http = &http.Client{
-		Transport: &http.Transport{
-			Proxy:               nil, // never through an environment proxy: the allowlist must see the target
-			DialContext:         t.allow.DialContext(dialer, w.lookup),
-			MaxIdleConnsPerHost: 16,
-			IdleConnTimeout:     90 * time.Second,
-			TLSHandshakeTimeout: 5 * time.Second,
-		},
-		// A redirect could lead anywhere: it counts as a failed attempt.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	if tn == nil {
+		own := *t
+		own.key = TenantKey(w.cfg.Secret, name)
+		return &own, nil
 	}
-	w.targets[name] = t
 	return t, nil
 }
 

@@ -71,3 +71,18 @@ func TestInternalAddressIsNotAllowed(t *testing.T) {
 		t.Errorf("post = permanent %v, %v, %d requests; want a permanent ErrNotAllowed and no request", permanent, err, hits.Load())
 	}
 }
+
+// TestTargets: tenants the file does not know share one cached client
+// (records cannot grow the cache) but each signs with its own derived key.
+func TestTargets(t *testing.T) {
+	w := newTestDeliverer(t, "https://hooks.example.com")
+	a, _ := w.target("a")
+	b, _ := w.target("b")
+	if a.http != b.http || string(a.key) == string(b.key) || len(w.targets) != 1 {
+		t.Errorf("unknown tenants: shared client %v, same key %v, %d cached; want one client, two keys",
+			a.http == b.http, string(a.key) == string(b.key), len(w.targets))
+	}
+	if string(a.key) != string(TenantKey(w.cfg.Secret, "a")) {
+		t.Error("tenant a's key is not its derived key")
+	}
+}
