@@ -34,6 +34,14 @@ type WebhookConfig struct {
 	Enabled bool
 	// Group is the consumer group. Default "switchboard-egress-webhooks".
 	Group string
+	// InstanceID, when set, makes this egress a static member of Group
+	// (KIP-345): restarted within SessionTimeout, it gets its partitions
+	// back at once; stopped, it does not leave the group. Unique within
+	// the group and stable across restarts (e.g. the pod's name).
+	InstanceID string
+	// SessionTimeout is how long the group waits for a silent member
+	// before its partitions go to another egress. Default 20s.
+	SessionTimeout time.Duration
 	// Allow lists the hosts deliveries may go to (see allowlist): host
 	// names, *.domain wildcards, IP addresses and CIDR prefixes. A target
 	// not listed is dead-lettered without a request. Required when
@@ -94,7 +102,7 @@ func (c *WebhookConfig) Validate() error {
 		return errors.New("egress: webhooks need an allowlist of target hosts")
 	case len(c.Secret) < 16:
 		return errors.New("egress: webhooks need a signing secret of at least 16 bytes")
-	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1 || c.StartWindow < 0:
+	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1 || c.StartWindow < 0 || c.SessionTimeout < 0:
 		return errors.New("egress: webhook attempts, backoffs, timeout and in-flight bound must be positive")
 	}
 	_, err := newAllowlist(c.Allow)
@@ -193,10 +201,12 @@ func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *tenant
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	w.engine, err = keyorder.New(keyorder.Config{
-		Group:       cfg.Group,
-		Topics:      topics,
-		MaxInFlight: cfg.MaxInFlight,
-		Handler:     w.handle,
+		Group:          cfg.Group,
+		InstanceID:     cfg.InstanceID,
+		SessionTimeout: cfg.SessionTimeout,
+		Topics:         topics,
+		MaxInFlight:    cfg.MaxInFlight,
+		Handler:        w.handle,
 		// A partition without a committed offset starts at the log's start,
 		// and records older than StartWindow at assignment are skipped by
 		// timestamp (startFloors, handle). Resetting to AfterMilli instead
