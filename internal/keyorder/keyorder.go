@@ -314,8 +314,9 @@ func New(cfg Config) (*Engine, error) {
 // when Run returns.
 func (e *Engine) Client() *kgo.Client { return e.cl }
 
-// Close releases the client of an engine whose Run was never called (Run
-// closes it itself). It is safe to call after Run returned.
+// Close releases the client of an engine whose Run is never called (a
+// process that fails to start); Run closes the client itself, so do not
+// call both.
 func (e *Engine) Close() { e.cl.Close() }
 
 // Run joins the group and consumes until ctx is done. Then it stops
