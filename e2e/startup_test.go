@@ -59,7 +59,7 @@ func TestTakenPortExitsWithoutJoining(t *testing.T) {
 		{"router-worker", "taken-router", []string{"--addr", taken.Addr().String(), "--brokers", brokers,
 			"--backends", backends, "--group", "taken-router"}},
 		{"egress", "taken-webhooks", []string{"--addr", taken.Addr().String(), "--brokers", brokers,
-			"--webhooks", "--webhook-allow", "127.0.0.1", "--webhook-group", "taken-webhooks"}},
+			"--allow-anonymous", "--webhooks", "--webhook-allow", "127.0.0.1", "--webhook-group", "taken-webhooks"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("SWITCHBOARD_WEBHOOK_SECRET", "secret-0123456789abcdef")

@@ -36,7 +36,7 @@ func main() {
 	readCommitted := flag.Bool("read-committed", false, "read results read_committed: with router-worker --exactly-once, streams never show an aborted transaction's result, but results (chunks too) wait for open transactions to end")
 	recentBytes := flag.Int64("recent-bytes", 64<<20, "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
 	buffer := flag.Int("subscriber-buffer", 1024, "events held for a slow subscriber before it is disconnected")
-	tenantsFile := flag.String("tenants", "", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml); when set, every stream needs an API key and sees only its tenant's results")
+	tenantsFile := flag.String("tenants", "", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml): every stream needs an API key and sees only its tenant's results; required unless --allow-anonymous")
 	origins := flag.String("ws-origins", "", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	webhooks := flag.Bool("webhooks", false, "deliver terminal results to webhooks (consumer group --webhook-group)")
 	webhookGroup := flag.String("webhook-group", "switchboard-egress-webhooks", "consumer group of webhook delivery")
@@ -52,6 +52,7 @@ func main() {
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := flag.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on --addr")
+	anonymous := flag.Bool("allow-anonymous", false, "run without --tenants: every stream open to anyone who can reach egress (a warning at every start)")
 	flag.Parse()
 
 	cfg := egress.Config{
@@ -64,6 +65,8 @@ func main() {
 		RecentBytes:      *recentBytes,
 		SubscriberBuffer: *buffer,
 		WSOriginPatterns: split(*origins),
+		CursorSecret:     []byte(os.Getenv("SWITCHBOARD_CURSOR_SECRET")),
+		AllowAnonymous:   *anonymous,
 		Webhooks: egress.WebhookConfig{
 			Enabled:        *webhooks,
 			Group:          *webhookGroup,

@@ -39,12 +39,13 @@ func TestTakenAddrExitsWithoutJoining(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := Config{
-				Addr:     freeAddr(t),
-				GRPCAddr: freeAddr(t),
-				Kafka:    kafkaconf.Config{Brokers: h.cluster.ListenAddrs()},
-				Topics:   spec,
-				Logger:   slog.New(slog.DiscardHandler),
-				Webhooks: WebhookConfig{Enabled: true, Allow: []string{"127.0.0.1"}, Secret: []byte("secret-0123456789abcdef")},
+				Addr:           freeAddr(t),
+				GRPCAddr:       freeAddr(t),
+				Kafka:          kafkaconf.Config{Brokers: h.cluster.ListenAddrs()},
+				Topics:         spec,
+				AllowAnonymous: true,
+				Logger:         slog.New(slog.DiscardHandler),
+				Webhooks:       WebhookConfig{Enabled: true, Allow: []string{"127.0.0.1"}, Secret: []byte("secret-0123456789abcdef")},
 			}
 			if which == "http" {
 				cfg.Addr = taken.Addr().String()
