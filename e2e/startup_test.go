@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,4 +92,44 @@ func TestTakenPortExitsWithoutJoining(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A static router-worker killed with SIGKILL and restarted with the same
+// --instance-id holds its partitions again within seconds, not after its
+// 30s session timeout, and /readyz shows it (issue 15: after a kill -9 the
+// worker sat 45s while /readyz said ready).
+func TestStaticWorkerRestartGetsItsPartitions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	const session = 30 * time.Second
+	s := apptest.StartStack(t, bin, apptest.StackOptions{Routers: 1,
+		RouterArgs: []string{"--instance-id", "worker-a", "--session-timeout", session.String()}})
+	readyz := func() string {
+		t.Helper()
+		res, err := http.Get(s.RouterURLs[len(s.RouterURLs)-1] + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return fmt.Sprintf("%d %s", res.StatusCode, b)
+	}
+	// Both lanes' 12 partitions (topics.yaml).
+	const want = "member worker-a (static), generation"
+	if got := readyz(); !strings.HasPrefix(got, "200 ready\n") || !strings.Contains(got, want) || !strings.Contains(got, "24 partitions") {
+		t.Fatalf("/readyz = %q, want ready, %q and 24 partitions", got, want)
+	}
+	s.Routers[0].Kill()
+	start := time.Now()
+	s.StartRouter() // the same flags: the same instance ID; returns once /readyz is 200
+	took := time.Since(start)
+	got := readyz()
+	if !strings.Contains(got, want) || !strings.Contains(got, "24 partitions") {
+		t.Errorf("after the restart /readyz = %q, want %q and 24 partitions", got, want)
+	}
+	if took > session/3 {
+		t.Errorf("the restarted worker was ready after %v, want well within its %v session timeout", took, session)
+	}
+	t.Logf("restarted static worker ready with its partitions after %v", took.Round(10*time.Millisecond))
 }
