@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	"github.com/switchboard-llm/switchboard/internal/webhook"
 )
 
 func main() {
@@ -36,13 +37,20 @@ func main() {
 	readCommitted := flag.Bool("read-committed", false, "read results read_committed: with router-worker --exactly-once, streams never show an aborted transaction's result, but results (chunks too) wait for open transactions to end")
 	recentBytes := flag.Int64("recent-bytes", 64<<20, "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
 	buffer := flag.Int("subscriber-buffer", 1024, "events held for a slow subscriber before it is disconnected")
+	writeTimeout := flag.Duration("write-timeout", 10*time.Second, "bound of one write to a stream, and of the wait for a non-reading client's backlog to fall (then end: overflow)")
+	perTenant := flag.Int("max-streams-per-tenant", 10000, "open streams of one tenant on this instance; more get 429 (negative: no cap)")
+	perConv := flag.Int("max-streams-per-conversation", 64, "open streams of one conversation on this instance; more get 429 (negative: no cap)")
+	sendBuffer := flag.Int("send-buffer", 64<<10, "kernel send buffer (SO_SNDBUF) of every HTTP connection, bytes (negative: the system's default)")
+	maxUnsent := flag.Int("max-unsent-bytes", 0, "unread bytes a stream's socket may hold before the stream waits and then ends with overflow (0: half of --send-buffer; negative: no check)")
+	maxConnsPerAddr := flag.Int("max-conns-per-addr", 0, "open HTTP connections of one client IP address; more are closed on accept (0: no cap)")
 	tenantsFile := flag.String("tenants", "", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml): every stream needs an API key and sees only its tenant's results; required unless --allow-anonymous")
 	origins := flag.String("ws-origins", "", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	webhooks := flag.Bool("webhooks", false, "deliver terminal results to webhooks (consumer group --webhook-group)")
 	webhookGroup := flag.String("webhook-group", "switchboard-egress-webhooks", "consumer group of webhook delivery")
 	webhookInstance := flag.String("webhook-instance-id", os.Getenv("SWITCHBOARD_INSTANCE_ID"), "static membership ID in --webhook-group, unique and stable across restarts (e.g. the pod name): a restart within --webhook-session-timeout gets the partitions back at once (env SWITCHBOARD_INSTANCE_ID; empty: dynamic member)")
 	webhookSession := flag.Duration("webhook-session-timeout", 20*time.Second, "how long the webhook group waits for a silent member before reassigning its partitions")
-	webhookAllow := flag.String("webhook-allow", "", "comma-separated hosts webhooks may call: host names, *.domain, IP addresses, CIDR prefixes")
+	webhookAllow := flag.String("webhook-allow", "", "comma-separated webhook targets every tenant may use, besides the tenants file's lists: [scheme://]host[:port][/path-prefix] (docs/WEBHOOKS.md)")
+	printSecret := flag.String("print-webhook-secret", "", "print the named tenant's webhook signing secret (whsec_…, derived from SWITCHBOARD_WEBHOOK_SECRET unless the tenants file names its own) and exit")
 	webhookAttempts := flag.Int("webhook-max-attempts", 6, "tries of one webhook delivery before it is dead-lettered")
 	webhookBackoff := flag.Duration("webhook-backoff", 500*time.Millisecond, "wait after the first failed webhook try (doubles each time)")
 	webhookMaxBackoff := flag.Duration("webhook-max-backoff", 30*time.Second, "longest wait between webhook tries")
@@ -64,16 +72,22 @@ func main() {
 		ReplayWindow:     *replayWindow,
 		RecentBytes:      *recentBytes,
 		SubscriberBuffer: *buffer,
-		WSOriginPatterns: split(*origins),
+		WriteTimeout:     *writeTimeout,
 		CursorSecret:     []byte(os.Getenv("SWITCHBOARD_CURSOR_SECRET")),
 		AllowAnonymous:   *anonymous,
-		Webhooks: egress.WebhookConfig{
+
+		MaxStreamsPerTenant:       *perTenant,
+		MaxStreamsPerConversation: *perConv,
+		SendBuffer:                *sendBuffer,
+		MaxUnsentBytes:            *maxUnsent,
+		MaxConnsPerAddr:           *maxConnsPerAddr,
+		WSOriginPatterns:          split(*origins),
+		Webhooks: webhook.Config{
 			Enabled:        *webhooks,
 			Group:          *webhookGroup,
 			InstanceID:     *webhookInstance,
 			SessionTimeout: *webhookSession,
 			Allow:          split(*webhookAllow),
-			Secret:         []byte(os.Getenv("SWITCHBOARD_WEBHOOK_SECRET")),
 			MaxAttempts:    *webhookAttempts,
 			Backoff:        *webhookBackoff,
 			MaxBackoff:     *webhookMaxBackoff,
@@ -81,6 +95,13 @@ func main() {
 			StartWindow:    *webhookStart,
 			MaxInFlight:    *webhookInFlight,
 		},
+	}
+	if *printSecret != "" {
+		if err := printWebhookSecret(*printSecret, *tenantsFile); err != nil {
+			fmt.Fprintln(os.Stderr, "egress:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *provision, *tenantsFile, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "egress:", err)
@@ -103,8 +124,10 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, tenants
 			return err
 		}
 	}
-	if cfg.Webhooks.Enabled && len(cfg.Webhooks.Secret) == 0 {
-		return errors.New("--webhooks needs the signing secret in SWITCHBOARD_WEBHOOK_SECRET")
+	if cfg.Webhooks.Enabled {
+		if cfg.Webhooks.Secret, err = globalSecret(); err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -125,6 +148,45 @@ func run(logFormat, logLevel, topicsFile, prefix string, provision bool, tenants
 		return err
 	}
 	return eg.Run(ctx)
+}
+
+// globalSecret reads the global webhook secret, SWITCHBOARD_WEBHOOK_SECRET.
+func globalSecret() ([]byte, error) {
+	v := os.Getenv("SWITCHBOARD_WEBHOOK_SECRET")
+	if v == "" {
+		return nil, errors.New("webhooks need the global signing secret in SWITCHBOARD_WEBHOOK_SECRET")
+	}
+	key, err := webhook.ParseSecret(v)
+	if err != nil {
+		return nil, fmt.Errorf("SWITCHBOARD_WEBHOOK_SECRET: %w", err)
+	}
+	return key, nil
+}
+
+// printWebhookSecret prints the secret a tenant's receivers verify with.
+func printWebhookSecret(name, tenantsFile string) error {
+	if tenantsFile != "" {
+		set, err := tenant.LoadEnv(tenantsFile, os.Getenv)
+		if err != nil {
+			return err
+		}
+		if t := set.Tenant(name); t == nil {
+			return fmt.Errorf("no tenant %q in %s", name, tenantsFile)
+		} else if len(t.WebhookSecret) > 0 {
+			key, err := webhook.ParseSecret(string(t.WebhookSecret))
+			if err != nil {
+				return err
+			}
+			fmt.Println(webhook.FormatSecret(key))
+			return nil
+		}
+	}
+	global, err := globalSecret()
+	if err != nil {
+		return err
+	}
+	fmt.Println(webhook.FormatSecret(webhook.TenantKey(global, name)))
+	return nil
 }
 
 func split(s string) []string {

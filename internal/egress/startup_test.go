@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	"github.com/switchboard-llm/switchboard/internal/webhook"
 )
 
 // An egress whose listen address is taken exits with the error at once and
@@ -45,7 +46,7 @@ func TestTakenAddrExitsWithoutJoining(t *testing.T) {
 				Topics:         spec,
 				AllowAnonymous: true,
 				Logger:         slog.New(slog.DiscardHandler),
-				Webhooks:       WebhookConfig{Enabled: true, Allow: []string{"127.0.0.1"}, Secret: []byte("secret-0123456789abcdef")},
+				Webhooks:       webhook.Config{Enabled: true, Allow: []string{"127.0.0.1"}, Secret: []byte("secret-0123456789abcdef")},
 			}
 			if which == "http" {
 				cfg.Addr = taken.Addr().String()
@@ -79,7 +80,7 @@ func TestTakenAddrExitsWithoutJoining(t *testing.T) {
 func TestWebhookStaticMember(t *testing.T) {
 	h := newHarness(t)
 	eg := h.start(func(c *Config) {
-		c.Webhooks = WebhookConfig{Enabled: true, Allow: []string{"127.0.0.1"}, Secret: []byte("secret-0123456789abcdef"),
+		c.Webhooks = webhook.Config{Enabled: true, Allow: []string{"127.0.0.1"}, Secret: []byte("secret-0123456789abcdef"),
 			InstanceID: "egress-0", SessionTimeout: 10 * time.Second}
 	})
 	var detail string

@@ -11,7 +11,7 @@ import (
 func TestAnswerHidesWhatIsNotShown(t *testing.T) {
 	res := &pb.Result{RequestId: "r", ConversationId: "c", Attempt: 2, Tenant: "t", RunId: "run", WebhookUrl: "https://h/x",
 		Metadata: map[string]string{"k": "v"},
-		Body: &pb.Result_Final{Final: &pb.Final{Content: "hi", Backend: "b1", Timings: &pb.Timings{CompletedAt: timestamppb.Now()}}}}
+		Body:     &pb.Result_Final{Final: &pb.Final{Content: "hi", Backend: "b1", Timings: &pb.Timings{CompletedAt: timestamppb.Now()}}}}
 	for _, tc := range []struct{ backend, timings bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
 		a := Answer(res, tc.backend, tc.timings)
 		f := a.GetFinal()

@@ -195,7 +195,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	}
 	s.add(ProcEgress, []string{"--addr", egAddr, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"}, httpReady(s.EgressURL+"/readyz", cfg.ReadyTimeout))
 	s.APIKey = cfg.APIKey
-	s.add(ProcIngress, []string{"--addr", inAddr, "--brokers", s.Brokers, "--grpc-addr", "", "--tenants", tenants, "--log-level", "warn"}, httpReady(s.IngressURL+"/readyz", cfg.ReadyTimeout))
+	// The load generator is one client address and one tenant with
+	// thousands of connections: the per-address and per-tenant connection
+	// caps, meant for many clients, are lifted.
+	s.add(ProcIngress, []string{"--addr", inAddr, "--brokers", s.Brokers, "--grpc-addr", "", "--tenants", tenants, "--log-level", "warn",
+		"--max-conns-per-addr", "-1", "--max-conns-per-tenant", "-1"}, httpReady(s.IngressURL+"/readyz", cfg.ReadyTimeout))
 
 	if err := s.Start(ctx, ProcDevbroker); err != nil {
 		return nil, err
