@@ -245,7 +245,7 @@ func TestComposeServices(t *testing.T) {
 // its --addr port, and that subcommand works.
 func checkHealthchecks(t *testing.T, c compose, bin map[string]string) {
 	t.Helper()
-	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ready\n") }))
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ready\n") }))
 	defer ok.Close()
 	for name, path := range map[string]string{"ingress": "/readyz", "router-worker": "/readyz", "egress": "/readyz", "modelsim": "/healthz"} {
 		s := c.Services[name]

@@ -107,7 +107,11 @@ func TestStaticWorkerRestartGetsItsPartitions(t *testing.T) {
 		RouterArgs: []string{"--instance-id", "worker-a", "--session-timeout", session.String()}})
 	readyz := func() string {
 		t.Helper()
-		res, err := http.Get(s.RouterURLs[len(s.RouterURLs)-1] + "/readyz")
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, s.RouterURLs[len(s.RouterURLs)-1]+"/readyz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

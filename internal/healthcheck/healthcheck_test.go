@@ -13,7 +13,7 @@ func TestHealthcheck(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/readyz":
-			w.Write([]byte("ready\n"))
+			_, _ = w.Write([]byte("ready\n"))
 		default:
 			http.Error(w, "not ready: joining the group\ngroup g, not joined", http.StatusServiceUnavailable)
 		}
