@@ -36,7 +36,7 @@ BENCH_FLAGS ?=
 bench: build
 	$(BIN)/loadtest --stack --bin $(BIN) --scenarios all --out $(BENCH_OUT) $(BENCH_FLAGS)
 
-## fuzz: run every fuzz target for FUZZTIME each (default 10s)
+## fuzz: run every fuzz target (decoders, ingress and egress HTTP handlers) for FUZZTIME each (default 10s; CI: 5s); failing inputs are kept in testdata/fuzz/ as regression tests
 FUZZTIME ?= 10s
 fuzz:
 	./scripts/fuzz-all.sh $(FUZZTIME)

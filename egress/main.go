@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/switchboard-llm/switchboard/internal/egress"
+	"github.com/switchboard-llm/switchboard/internal/healthcheck"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
@@ -23,6 +24,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == healthcheck.Command { // images have no shell: Docker probes run the binary
+		os.Exit(healthcheck.Main(os.Args[2:], "http://127.0.0.1:8081/readyz", os.Stdout, os.Stderr))
+	}
 	addr := flag.String("addr", "127.0.0.1:8081", "HTTP listen address (SSE and WebSocket streams, health, metrics)")
 	grpcAddr := flag.String("grpc-addr", "", "gRPC listen address (switchboard.v1.Egress); empty: no gRPC")
 	brokers := flag.String("brokers", envOr("SWITCHBOARD_BROKERS", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"), "Kafka seed brokers, comma-separated (env SWITCHBOARD_BROKERS)")
@@ -43,6 +47,8 @@ func main() {
 	origins := flag.String("ws-origins", "", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	webhooks := flag.Bool("webhooks", false, "deliver terminal results to webhooks (consumer group --webhook-group)")
 	webhookGroup := flag.String("webhook-group", "switchboard-egress-webhooks", "consumer group of webhook delivery")
+	webhookInstance := flag.String("webhook-instance-id", os.Getenv("SWITCHBOARD_INSTANCE_ID"), "static membership ID in --webhook-group, unique and stable across restarts (e.g. the pod name): a restart within --webhook-session-timeout gets the partitions back at once (env SWITCHBOARD_INSTANCE_ID; empty: dynamic member)")
+	webhookSession := flag.Duration("webhook-session-timeout", 20*time.Second, "how long the webhook group waits for a silent member before reassigning its partitions")
 	webhookAllow := flag.String("webhook-allow", "", "comma-separated webhook targets every tenant may use, besides the tenants file's lists: [scheme://]host[:port][/path-prefix] (docs/WEBHOOKS.md)")
 	printSecret := flag.String("print-webhook-secret", "", "print the named tenant's webhook signing secret (whsec_…, derived from SWITCHBOARD_WEBHOOK_SECRET unless the tenants file names its own) and exit")
 	webhookAttempts := flag.Int("webhook-max-attempts", 6, "tries of one webhook delivery before it is dead-lettered")
@@ -77,15 +83,17 @@ func main() {
 		MaxConnsPerAddr:           *maxConnsPerAddr,
 		WSOriginPatterns:          split(*origins),
 		Webhooks: webhook.Config{
-			Enabled:     *webhooks,
-			Group:       *webhookGroup,
-			Allow:       split(*webhookAllow),
-			MaxAttempts: *webhookAttempts,
-			Backoff:     *webhookBackoff,
-			MaxBackoff:  *webhookMaxBackoff,
-			Timeout:     *webhookTimeout,
-			StartWindow: *webhookStart,
-			MaxInFlight: *webhookInFlight,
+			Enabled:        *webhooks,
+			Group:          *webhookGroup,
+			InstanceID:     *webhookInstance,
+			SessionTimeout: *webhookSession,
+			Allow:          split(*webhookAllow),
+			MaxAttempts:    *webhookAttempts,
+			Backoff:        *webhookBackoff,
+			MaxBackoff:     *webhookMaxBackoff,
+			Timeout:        *webhookTimeout,
+			StartWindow:    *webhookStart,
+			MaxInFlight:    *webhookInFlight,
 		},
 	}
 	if *printSecret != "" {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/healthcheck"
 	"github.com/switchboard-llm/switchboard/internal/ingress"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
@@ -22,6 +23,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == healthcheck.Command { // images have no shell: Docker probes run the binary
+		os.Exit(healthcheck.Main(os.Args[2:], "http://127.0.0.1:8080/readyz", os.Stdout, os.Stderr))
+	}
 	addr := flag.String("addr", "127.0.0.1:8080", "HTTP listen address")
 	brokers := flag.String("brokers", envOr("SWITCHBOARD_BROKERS", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"), "Kafka seed brokers, comma-separated (env SWITCHBOARD_BROKERS)")
 	topicsFile := flag.String("topics-file", "", "topics.yaml to use (default: the one built in)")

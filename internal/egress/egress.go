@@ -272,7 +272,7 @@ func New(cfg Config) (*Egress, error) {
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
 	mux.HandleFunc("GET /asyncapi.yaml", serveAsyncAPI)
-	telemetry.Mount(mux, cfg.Registry, e.readiness)
+	telemetry.MountStatus(mux, cfg.Registry, e.readiness)
 	if cfg.Pprof {
 		telemetry.MountPprof(mux)
 	}
@@ -300,16 +300,21 @@ func (e *Egress) Handler() http.Handler { return e.handler }
 // serves HTTP (and gRPC), delivers webhooks, and forwards results until ctx
 // is done; then it closes every stream, drains the webhook deliveries in
 // flight and returns.
+//
+// The listeners are bound first: a taken address fails Run before the
+// webhook group is joined.
 func (e *Egress) Run(ctx context.Context) error {
 	defer e.client.Close()
 	ln, err := net.Listen("tcp", e.cfg.Addr)
 	if err != nil {
+		e.closeHooks()
 		return fmt.Errorf("egress: listen: %w", err)
 	}
 	var gln net.Listener
 	if e.grpc != nil {
 		if gln, err = net.Listen("tcp", e.cfg.GRPCAddr); err != nil {
 			ln.Close()
+			e.closeHooks()
 			return fmt.Errorf("egress: grpc listen: %w", err)
 		}
 	}
@@ -439,11 +444,27 @@ func (e *Egress) position(ctx context.Context) error {
 	}
 }
 
-func (e *Egress) readiness(*http.Request) error {
+// closeHooks releases the webhook engine when Run ends before running it.
+func (e *Egress) closeHooks() {
+	if e.hooks != nil {
+		e.hooks.Close()
+	}
+}
+
+// readiness is /readyz: ready once the live reader is positioned on the
+// results topic, so streams can be served. With webhooks, the body also
+// reports the webhook group membership and the partitions this instance
+// delivers; it does not gate readiness (streams work without it, and an
+// instance beyond the partition count delivers nothing).
+func (e *Egress) readiness(*http.Request) (string, error) {
+	detail := ""
+	if e.hooks != nil {
+		detail = "webhooks: " + e.hooks.Status().String()
+	}
 	select {
 	case <-e.ready:
-		return nil
+		return detail, nil
 	default:
-		return errors.New("the results topic is not positioned yet")
+		return detail, errors.New("the results topic is not positioned yet")
 	}
 }

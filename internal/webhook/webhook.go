@@ -46,6 +46,14 @@ type Config struct {
 	Enabled bool
 	// Group is the consumer group. Default "switchboard-egress-webhooks".
 	Group string
+	// InstanceID, when set, makes this egress a static member of Group
+	// (KIP-345): restarted within SessionTimeout, it gets its partitions
+	// back at once; stopped, it does not leave the group. Unique within
+	// the group and stable across restarts (e.g. the pod's name).
+	InstanceID string
+	// SessionTimeout is how long the group waits for a silent member
+	// before its partitions go to another egress. Default 20s.
+	SessionTimeout time.Duration
 	// Allow lists targets every tenant's deliveries may go to (package
 	// allowlist), besides the tenants file's lists. A target on no list
 	// is dead-lettered without a request.
@@ -106,7 +114,7 @@ func (c *Config) Validate() error {
 	switch {
 	case len(c.Secret) < MinSecretBytes:
 		return fmt.Errorf("webhooks need a signing secret of at least %d bytes", MinSecretBytes)
-	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1 || c.StartWindow < 0:
+	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1 || c.StartWindow < 0 || c.SessionTimeout < 0:
 		return errors.New("webhook attempts, backoffs, timeout and in-flight bound must be positive")
 	}
 	_, err := allowlist.Parse(c.Allow)
@@ -213,10 +221,12 @@ func New(cfg Config, topics []string, dlq string, tenants *tenant.Set, clientOpt
 	w := &Deliverer{cfg: cfg, log: log, tenants: tenants, allow: allow, dlq: dlq, targets: map[string]*target{},
 		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}, floors: map[floorKey]time.Time{}}
 	w.engine, err = keyorder.New(keyorder.Config{
-		Group:       cfg.Group,
-		Topics:      topics,
-		MaxInFlight: cfg.MaxInFlight,
-		Handler:     w.handle,
+		Group:          cfg.Group,
+		InstanceID:     cfg.InstanceID,
+		SessionTimeout: cfg.SessionTimeout,
+		Topics:         topics,
+		MaxInFlight:    cfg.MaxInFlight,
+		Handler:        w.handle,
 		// A partition without a committed offset starts at the log's start,
 		// and records older than StartWindow at assignment are skipped by
 		// timestamp (startFloors, handle). Resetting to AfterMilli instead
@@ -242,6 +252,14 @@ func New(cfg Config, topics []string, dlq string, tenants *tenant.Set, clientOpt
 // Run delivers until ctx is done, then waits (bounded) for the deliveries
 // in flight, commits and leaves the group.
 func (w *Deliverer) Run(ctx context.Context) error { return w.engine.Run(ctx) }
+
+// Close releases a Deliverer whose Run is never called (the process failed
+// to start); it never joined the group. Do not call it after Run.
+func (w *Deliverer) Close() { w.engine.Close() }
+
+// Status reports the delivery group membership and the partitions this
+// instance delivers (see keyorder.Status).
+func (w *Deliverer) Status() keyorder.Status { return w.engine.Status() }
 
 // target is where one tenant's deliveries may go and how they are signed.
 type target struct {
