@@ -6,7 +6,9 @@
 #   docker build --target ingress -t switchboard/ingress .
 #
 # Targets: ingress, router-worker, egress, modelsim, topics, redrive,
-# loadtest. docker-compose.yml builds them.
+# loadtest. docker-compose.yml builds them. With no shell in the images,
+# health probes run the service binary itself: `ingress healthcheck
+# http://127.0.0.1:8080/readyz` (see internal/healthcheck).
 
 ARG GO_VERSION=1.26
 
@@ -21,7 +23,7 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 
 FROM gcr.io/distroless/static-debian12:nonroot AS ingress
 COPY --from=build /out/ingress /usr/local/bin/ingress
-EXPOSE 8080
+EXPOSE 8080 8083
 ENTRYPOINT ["/usr/local/bin/ingress"]
 
 FROM gcr.io/distroless/static-debian12:nonroot AS router-worker

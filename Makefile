@@ -50,14 +50,14 @@ test-kafka:
 test-short:
 	$(GO) test -race -short -count=1 ./...
 
-## bench: build, then run the standard short load-test suite (about 4 minutes on 2 cores) on local
+## bench: build, then run the standard short load-test suite (about 5 minutes on 2 cores) on local
 ## stacks the load test starts itself; reports (JSON, HTML, summary) go to BENCH_OUT
 BENCH_OUT   ?= bench/$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_FLAGS ?=
 bench: build
 	$(BIN)/loadtest --stack --bin $(BIN) --scenarios all --out $(BENCH_OUT) $(BENCH_FLAGS)
 
-## fuzz: run every fuzz target for FUZZTIME each (default 10s)
+## fuzz: run every fuzz target (decoders, ingress and egress HTTP handlers) for FUZZTIME each (default 10s; CI: 5s); failing inputs are kept in testdata/fuzz/ as regression tests
 FUZZTIME ?= 10s
 fuzz:
 	./scripts/fuzz-all.sh $(FUZZTIME)

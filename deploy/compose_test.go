@@ -1,8 +1,13 @@
 package deploy
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -43,6 +49,9 @@ type service struct {
 	DependsOn     map[string]struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
+	Healthcheck *struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
 }
 
 func loadCompose(t *testing.T) compose {
@@ -68,13 +77,19 @@ var binaries = map[string]string{
 	"redrive":       "redrive",
 }
 
-// flagsOf returns the flags a binary accepts, read from its -h usage.
-func flagsOf(t *testing.T, path string) map[string]bool {
+// flagsOf returns the flags a binary accepts, read from its -h usage, with
+// their defaults ("" when the usage shows none).
+func flagsOf(t *testing.T, path string) map[string]string {
 	t.Helper()
 	out, _ := exec.Command(path, "-h").CombinedOutput() // exit status 0 or 2 by binary
-	flags := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1) {
-		flags[m[1]] = true
+	flags := map[string]string{}
+	usage := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)[^\n]*\n((?:    \t[^\n]*(?:\n|$))*)`)
+	def := regexp.MustCompile(`\(default "?([^")]*)"?\)\s*$`)
+	for _, m := range usage.FindAllStringSubmatch(string(out), -1) {
+		flags[m[1]] = ""
+		if d := def.FindStringSubmatch(strings.TrimSpace(m[2])); d != nil {
+			flags[m[1]] = d[1]
+		}
 	}
 	if len(flags) == 0 {
 		t.Fatalf("%s -h listed no flags:\n%s", path, out)
@@ -175,13 +190,31 @@ func TestComposeServices(t *testing.T) {
 		for _, arg := range s.Command {
 			if f, ok := strings.CutPrefix(arg, "--"); ok {
 				f, _, _ = strings.Cut(f, "=")
-				if !flags[f] {
+				if _, ok := flags[f]; !ok {
 					t.Errorf("%s: command uses --%s, which %s does not have", name, f, binName)
 				}
 			}
 		}
-		if addr := flagValue(s.Command, "addr"); addr != "" && !strings.HasPrefix(addr, "0.0.0.0:") {
-			t.Errorf("%s listens on %s: unreachable from other containers", name, addr)
+		// Every listener, including those left at a loopback default
+		// (ingress's --grpc-addr), must listen on all interfaces.
+		for f, def := range flags {
+			if !strings.HasSuffix(f, "addr") {
+				continue
+			}
+			addr := flagValue(s.Command, f)
+			if addr == "" {
+				addr = def
+			}
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				continue // not a listen address (e.g. --max-conns-per-addr)
+			}
+			if !strings.HasPrefix(addr, "0.0.0.0:") {
+				t.Errorf("%s: --%s listens on %q: unreachable from other containers and the host", name, f, addr)
+			}
+			if _, port, ok := strings.Cut(addr, "0.0.0.0:"); ok && (name == "ingress" || name == "egress") && (f == "addr" || f == "grpc-addr") &&
+				!slices.Contains(s.Ports, "127.0.0.1:"+port+":"+port) {
+				t.Errorf("%s: --%s port %s is not mapped to the host (ports %v)", name, f, port, s.Ports)
+			}
 		}
 		if brokers := s.Environment["SWITCHBOARD_BROKERS"] + flagValue(s.Command, "brokers"); brokers != "" {
 			for b := range strings.SplitSeq(brokers, ",") {
@@ -197,12 +230,47 @@ func TestComposeServices(t *testing.T) {
 			t.Errorf("%s does not wait for the topics job to succeed", name)
 		}
 	}
+	checkHealthchecks(t, c, bin)
 	rw := c.Services["router-worker"]
 	if rw.ContainerName != "" || len(rw.Ports) > 0 {
 		t.Errorf("router-worker has container_name %q and ports %v: docker compose --scale needs neither", rw.ContainerName, rw.Ports)
 	}
 	if !strings.Contains(rw.Environment["SWITCHBOARD_MODELSIM_URL"], "modelsim:8090") {
 		t.Errorf("router-worker SWITCHBOARD_MODELSIM_URL = %q, want the modelsim service", rw.Environment["SWITCHBOARD_MODELSIM_URL"])
+	}
+}
+
+// checkHealthchecks: every long-running service probes itself by running
+// its own binary's healthcheck subcommand (the images have no shell) on
+// its --addr port, and that subcommand works.
+func checkHealthchecks(t *testing.T, c compose, bin map[string]string) {
+	t.Helper()
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ready\n") }))
+	defer ok.Close()
+	for name, path := range map[string]string{"ingress": "/readyz", "router-worker": "/readyz", "egress": "/readyz", "modelsim": "/healthz"} {
+		s := c.Services[name]
+		_, port, _ := strings.Cut(flagValue(s.Command, "addr"), ":")
+		want := []string{"CMD", "/usr/local/bin/" + binaries[name], "healthcheck", "http://127.0.0.1:" + port + path}
+		if s.Healthcheck == nil || !slices.Equal(s.Healthcheck.Test, want) {
+			var got []string
+			if s.Healthcheck != nil {
+				got = s.Healthcheck.Test
+			}
+			t.Errorf("%s healthcheck test %q, want %q", name, got, want)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, bin[binaries[name]], "healthcheck", ok.URL+path).CombinedOutput()
+		cancel()
+		if err != nil || !strings.Contains(string(out), "healthy") {
+			t.Errorf("%s healthcheck %s: %v: %s", binaries[name], ok.URL+path, err, out)
+		}
+		ctx, cancel = context.WithTimeout(t.Context(), 10*time.Second)
+		out, err = exec.CommandContext(ctx, bin[binaries[name]], "healthcheck", "http://127.0.0.1:1"+path).CombinedOutput()
+		cancel()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "unhealthy") {
+			t.Errorf("%s healthcheck of a closed port: %v: %s; want exit status 1, unhealthy", binaries[name], err, out)
+		}
 	}
 }
 

@@ -251,20 +251,27 @@ func TestRealKafkaRedrive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	const n = 5
-	var failed []string
-	for i := range n {
-		ack, err := postMessage(ctx, s.IngressURL, "redrive-1", fmt.Sprintf(`{"model":"later","messages":[{"role":"user","content":"message %d"}]}`, i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		failed = append(failed, ack.RequestID)
-	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.Brokers, ",")...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.ConsumeTopics(s.Topic("deadletter"), s.Topic("results")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	// Straight to Kafka, as a direct producer would: ingress refuses a
+	// model no backend serves at the door.
+	var failed []string
+	for i := range n {
+		id := fmt.Sprintf("redrive-1/%d", i)
+		rec, err := envelope.EncodeRequest(s.Topic("requests.interactive"), &pb.Request{RequestId: id, ConversationId: "redrive-1",
+			Lane: envelope.LaneInteractive, Model: "later", Messages: []*pb.Message{{Role: "user", Content: fmt.Sprintf("message %d", i)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		failed = append(failed, id)
+	}
 	dead := map[string]bool{}
 	var answers []*pb.Result // answers to re-driven requests, in the results topic's order
 	poll := func(done func() bool) {

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/healthcheck"
 	"github.com/switchboard-llm/switchboard/internal/ingress"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
@@ -21,6 +23,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == healthcheck.Command { // images have no shell: Docker probes run the binary
+		os.Exit(healthcheck.Main(os.Args[2:], "http://127.0.0.1:8080/readyz", os.Stdout, os.Stderr))
+	}
 	addr := flag.String("addr", "127.0.0.1:8080", "HTTP listen address")
 	brokers := flag.String("brokers", envOr("SWITCHBOARD_BROKERS", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"), "Kafka seed brokers, comma-separated (env SWITCHBOARD_BROKERS)")
 	topicsFile := flag.String("topics-file", "", "topics.yaml to use (default: the one built in)")
@@ -40,6 +45,13 @@ func main() {
 	batchLow := flag.Int64("batch-lag-low", 10000, "total lag below which batch requests are admitted again")
 	interHigh := flag.Int64("interactive-lag-high", 50000, "interactive lag above which interactive requests are rejected")
 	interLow := flag.Int64("interactive-lag-low", 25000, "interactive lag below which interactive requests are admitted again")
+	readHeaderTimeout := flag.Duration("read-header-timeout", 5*time.Second, "time a client has to send a request's headers")
+	bodyTimeout := flag.Duration("body-timeout", 10*time.Second, "time a client has to send a request's body, after its headers (then 408)")
+	writeTimeout := flag.Duration("write-timeout", 30*time.Second, "time to answer a request, after its headers")
+	idleTimeout := flag.Duration("idle-timeout", 60*time.Second, "close kept-alive connections idle this long")
+	maxConnsPerAddr := flag.Int("max-conns-per-addr", 1024, "open connections of one client IP address; more are closed on accept (negative: no cap)")
+	maxConnsPerTenant := flag.Int("max-conns-per-tenant", 2048, "open requests and WebSocket connections of one tenant; more get 429 (negative: no cap)")
+	webhookAllow := flag.String("webhook-allow", "", "comma-separated webhook targets every tenant may name, besides the tenants file's lists (give egress's --webhook-allow; docs/WEBHOOKS.md)")
 	logFormat := flag.String("log-format", "json", "log format: json or text")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := flag.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on --addr")
@@ -56,6 +68,13 @@ func main() {
 		IdempotencyWindow: *idemWindow,
 		ProduceTimeout:    *produceTimeout,
 		ProduceLinger:     *linger,
+		ReadHeaderTimeout: *readHeaderTimeout,
+		BodyTimeout:       *bodyTimeout,
+		WriteTimeout:      *writeTimeout,
+		IdleTimeout:       *idleTimeout,
+		MaxConnsPerAddr:   *maxConnsPerAddr,
+		MaxConnsPerTenant: *maxConnsPerTenant,
+		WebhookAllow:      split(*webhookAllow),
 		Admission: ingress.AdmissionConfig{
 			Disabled: *noAdmission, Group: *group,
 			BatchHigh: *batchHigh, BatchLow: *batchLow, InteractiveHigh: *interHigh, InteractiveLow: *interLow,
@@ -104,4 +123,14 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

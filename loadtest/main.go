@@ -49,7 +49,7 @@ func main() {
 	htmlOut := flag.String("html", "", "also write the HTML report to this file")
 	label := flag.String("label", "", "conditions of the run, printed with every figure (e.g. \"loaded shared machine\")")
 	strict := flag.Bool("strict", false, "exit with status 1 when a check fails")
-	driver := flag.String("driver", "http", "how requests enter: http (ingress) or kafka (straight to the requests topics)")
+	driver := flag.String("driver", "http", "how requests enter: http (ingress), ws (ingress WebSockets) or kafka (straight to the requests topics)")
 	reader := flag.String("reader", "sse", "how answers are read: sse (egress) or kafka (the results topic)")
 	ingress := flag.String("ingress", "http://127.0.0.1:8080", "ingress base URL (without --stack)")
 	apiKey := flag.String("api-key", envOr("SWITCHBOARD_API_KEY", loadtest.DevKey), "API key sent to ingress and egress as a bearer token (without --stack; env SWITCHBOARD_API_KEY)")

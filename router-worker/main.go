@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/healthcheck"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/router"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
@@ -18,6 +19,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == healthcheck.Command { // images have no shell: Docker probes run the binary
+		os.Exit(healthcheck.Main(os.Args[2:], "http://127.0.0.1:8082/readyz", os.Stdout, os.Stderr))
+	}
 	addr := flag.String("addr", "127.0.0.1:8082", "listen address of /metrics, /healthz and /readyz")
 	brokers := flag.String("brokers", envOr("SWITCHBOARD_BROKERS", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"), "Kafka seed brokers, comma-separated (env SWITCHBOARD_BROKERS)")
 	topicsFile := flag.String("topics-file", "", "topics.yaml to use (default: the one built in)")
@@ -27,14 +31,14 @@ func main() {
 	reloadInterval := flag.Duration("backends-check-interval", time.Second, "how often the backends file is checked for changes (0: only reload on SIGHUP)")
 	group := flag.String("group", "switchboard-router", "consumer group")
 	groupProtocol := flag.String("group-protocol", "classic", "consumer group protocol: classic (cooperative-sticky, assigned by the members) or consumer (KIP-848, assigned by the broker; Kafka 4.0+)")
-	instanceID := flag.String("instance-id", "", "static group membership ID (optional)")
+	instanceID := flag.String("instance-id", os.Getenv("SWITCHBOARD_INSTANCE_ID"), "static group membership ID, unique in the group and stable across restarts (e.g. the pod name): a restart within --session-timeout gets the partitions back at once (env SWITCHBOARD_INSTANCE_ID; empty: dynamic member)")
 	maxAttempts := flag.Int("max-attempts", 3, "tries at a request when the backend fails with a retryable error")
 	maxInFlight := flag.Int("max-in-flight", 1024, "requests in flight at once (all lanes)")
 	batchMaxInFlight := flag.Int("batch-max-in-flight", 0, "batch-lane requests in flight at once; the rest of --max-in-flight is reserved for interactive (0: 3/4 of --max-in-flight)")
 	highMark := flag.Int("partition-high-mark", 1024, "records waiting or running in one partition before its fetching pauses (resumes at half)")
 	exactlyOnce := flag.Bool("exactly-once", false, "commit terminal results and dead letters with the offsets in Kafka transactions (streamed chunks stay at-least-once)")
 	txnID := flag.String("transactional-id", "", "transactional ID for --exactly-once, unique per running worker (default: from --instance-id, else random)")
-	sessionTimeout := flag.Duration("session-timeout", 45*time.Second, "how long the group waits for a silent (crashed) member before reassigning its partitions")
+	sessionTimeout := flag.Duration("session-timeout", 20*time.Second, "how long the group waits for a silent member (crashed, or a stopped static one) before reassigning its partitions")
 	commitInterval := flag.Duration("commit-interval", 0, "how often finished work is committed; after a crash, work finished since the last commit runs again (0: 1s, or 100ms with --exactly-once)")
 	revokeTimeout := flag.Duration("revoke-timeout", 10*time.Second, "how long a revoked partition's in-flight requests may run before they are cancelled")
 	shutdownTimeout := flag.Duration("shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight requests")

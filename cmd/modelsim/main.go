@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/healthcheck"
 	"github.com/switchboard-llm/switchboard/internal/modelsim"
 )
 
@@ -34,6 +35,9 @@ import (
 const shutdownTimeout = 10 * time.Second
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == healthcheck.Command { // images have no shell: Docker probes run the binary
+		os.Exit(healthcheck.Main(os.Args[2:], "http://127.0.0.1:8090/healthz", os.Stdout, os.Stderr))
+	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	if err := run(os.Args[1:], logger); err != nil {
 		logger.Error("modelsim failed", slog.Any("error", err))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"io"
@@ -75,6 +76,9 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 	if err := stack.UseKafka(ctx, &cfg, *kafka, "."); err != nil {
 		return err
 	}
+	if cfg.CursorSecret, err = cursorSecret(dir); err != nil {
+		return err
+	}
 	// backends.yaml points at modelsim's default address; the environment
 	// variable it reads follows the chosen port.
 	os.Setenv("SWITCHBOARD_MODELSIM_URL", fmt.Sprintf("http://127.0.0.1:%d/v1", *simPort))
@@ -120,6 +124,27 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// cursorSecret is egress's cursor secret: SWITCHBOARD_CURSOR_SECRET, else
+// one kept with the data (dir/cursor-secret, made once), so that a
+// client's cursor still resumes after egress restarts.
+func cursorSecret(dir string) (string, error) {
+	if v := os.Getenv("SWITCHBOARD_CURSOR_SECRET"); v != "" {
+		return v, nil
+	}
+	path := filepath.Join(dir, "cursor-secret")
+	if b, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return string(bytes.TrimSpace(b)), nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	secret := rand.Text()
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return secret, nil
 }
 
 // prefixOut writes whole lines, each prefixed with its source's name, to

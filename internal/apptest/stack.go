@@ -3,6 +3,7 @@ package apptest
 import (
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -115,7 +116,7 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 		BackendConcurrency: 64, BackendTimeout: 30 * time.Second, TenantsFile: s.TenantsFile,
 		Routers:    opts.Routers,
 		RouterArgs: append([]string{"--shutdown-timeout", "10s"}, opts.RouterArgs...), IngressArgs: opts.IngressArgs, EgressArgs: opts.EgressArgs,
-		ReadyTimeout: opts.ReadyTimeout, Output: s.output,
+		ReadyTimeout: opts.ReadyTimeout, Output: s.output, CursorSecret: cursorSecret(),
 	}
 	st, err := stack.Start(context.WithoutCancel(t.Context()), cfg)
 	t.Cleanup(func() {
@@ -175,4 +176,13 @@ func (s *Stack) StartRouter() *Proc {
 	urls := s.Launcher.RouterURLs
 	s.RouterURLs = append(s.RouterURLs, urls[len(urls)-1])
 	return p
+}
+
+// cursorSecret is the egress cursor secret of the processes tests start
+// (see CursorSecret).
+func cursorSecret() string {
+	if v := os.Getenv("SWITCHBOARD_CURSOR_SECRET"); v != "" {
+		return v
+	}
+	return CursorSecret
 }

@@ -2,8 +2,9 @@
 // partitions of the results topic and forwards each result to the clients
 // subscribed to its conversation on that instance, as Server-Sent Events
 // (sse.go), WebSocket messages (ws.go) or a gRPC server stream (grpc.go);
-// and, optionally, POSTs terminal results to webhooks through a consumer
-// group (webhook.go), so each is delivered by one instance.
+// and, optionally, runs webhook delivery (package webhook), which POSTs
+// terminal results through a consumer group, so each is delivered by one
+// instance.
 //
 // A subscriber first gets the conversation's recent past replayed (from its
 // cursor, or from ReplayWindow ago), then the live feed, with no gap and no
@@ -41,6 +42,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	"github.com/switchboard-llm/switchboard/internal/webhook"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -82,6 +84,30 @@ type Config struct {
 	// WriteTimeout bounds one write to a client; a client that stops
 	// reading altogether is disconnected. Default 10s.
 	WriteTimeout time.Duration
+	// MaxStreamsPerTenant caps one tenant's open streams (SSE, WebSocket
+	// and gRPC) on this instance; beyond it a stream is refused with 429
+	// too_many_streams. Default 10000; negative: no cap.
+	MaxStreamsPerTenant int
+	// MaxStreamsPerConversation caps the open streams of one conversation
+	// of one tenant on this instance (429 too_many_streams beyond).
+	// Default 64; negative: no cap.
+	MaxStreamsPerConversation int
+	// SendBuffer is the kernel send buffer (SO_SNDBUF) of every HTTP
+	// connection, so a client that stops reading holds a bounded amount
+	// of kernel memory and its stream notices soon. Default 64 KiB;
+	// negative: the system's default (which grows to several MiB).
+	SendBuffer int
+	// MaxUnsentBytes is how many written bytes a client may leave unread in
+	// its connection's send queue (Linux): before each event a stream
+	// whose backlog is larger waits for it to fall, and ends with reason
+	// overflow when it has not within WriteTimeout. Default half of
+	// SendBuffer (32 KiB; 1 MiB with the system's buffer); negative: no check (then only WriteTimeout
+	// bounds a client that stops reading).
+	MaxUnsentBytes int
+	// MaxConnsPerAddr caps the open HTTP connections of one client IP
+	// address; more are closed as soon as they are accepted. Default 0:
+	// no cap.
+	MaxConnsPerAddr int
 	// GRPCAddr, when set, is the listen address of the gRPC API
 	// (switchboard.v1.Egress). Empty: no gRPC.
 	GRPCAddr string
@@ -92,10 +118,20 @@ type Config struct {
 	// Tenants, when set, are the tenants ingress also uses: every stream
 	// then needs one of their API keys and gets only its tenant's results,
 	// and webhook delivery uses each tenant's webhook_url and secret. Nil:
-	// no keys, every result visible, only the requests' own webhooks.
+	// no keys, every result visible, only the requests' own webhooks; New
+	// refuses that unless AllowAnonymous is set.
 	Tenants *tenant.Set
-	// Webhooks configures webhook delivery (off by default).
-	Webhooks WebhookConfig
+	// AllowAnonymous lets egress run without Tenants, every stream open
+	// to anyone who can reach it (logged as a warning at every start).
+	AllowAnonymous bool
+	// Webhooks configures webhook delivery (off by default; package
+	// webhook does it).
+	Webhooks webhook.Config
+	// CursorSecret keys the cursor tokens of events (see cursorCodec):
+	// every egress instance of a deployment needs the same one for a
+	// client to resume on any of them. Empty: a random secret, so cursors
+	// resume only on this instance until it restarts (logged).
+	CursorSecret tenant.Secret
 	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
@@ -124,7 +160,22 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
-	c.Webhooks.setDefaults()
+	if c.MaxStreamsPerTenant == 0 {
+		c.MaxStreamsPerTenant = 10000
+	}
+	if c.MaxStreamsPerConversation == 0 {
+		c.MaxStreamsPerConversation = 64
+	}
+	if c.SendBuffer == 0 {
+		c.SendBuffer = 64 << 10
+	}
+	if c.MaxUnsentBytes == 0 {
+		c.MaxUnsentBytes = 1 << 20 // the system's buffer grows to several MiB
+		if c.SendBuffer > 0 {
+			c.MaxUnsentBytes = max(1, c.SendBuffer/2)
+		}
+	}
+	c.Webhooks.SetDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -141,6 +192,9 @@ func (c *Config) Validate() error {
 	if c.ReplayWindow < 0 || c.ReplayTimeout < 0 || c.SubscriberBuffer < 1 || c.Heartbeat < 0 || c.WriteTimeout < 0 {
 		return errors.New("egress: windows, timeouts and buffers must be positive")
 	}
+	if c.Tenants == nil && !c.AllowAnonymous {
+		return errors.New("egress: no tenants file: every stream would be open to anyone; give --tenants, or --allow-anonymous for a closed network")
+	}
 	if err := c.Webhooks.Validate(); err != nil {
 		return err
 	}
@@ -155,10 +209,12 @@ type Egress struct {
 	client  *kgo.Client // the live reader of every results partition
 	adm     *kadm.Client
 	hub     *hub
+	caps    *streamCaps
 	metrics *metrics
 	handler http.Handler
-	grpc    *grpc.Server  // nil without GRPCAddr
-	hooks   *webhooks     // nil without webhooks
+	grpc    *grpc.Server       // nil without GRPCAddr
+	hooks   *webhook.Deliverer // nil without webhooks
+	cursors *cursorCodec
 	ready   chan struct{} // closed once the live reader is positioned
 	stop    chan struct{} // closed when Run begins to stop
 }
@@ -177,6 +233,19 @@ func New(cfg Config) (*Egress, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Tenants == nil {
+		cfg.Logger.Warn("egress runs without API keys (--allow-anonymous): every stream is open to anyone who can reach it")
+	}
+	secret := []byte(cfg.CursorSecret)
+	if len(secret) == 0 {
+		cfg.Logger.Warn("no cursor secret (SWITCHBOARD_CURSOR_SECRET): cursors resume only on this instance until it restarts; " +
+			"give every egress instance the same secret")
+		secret = randomCursorSecret()
+	}
+	cursors, err := newCursorCodec(secret)
+	if err != nil {
+		return nil, fmt.Errorf("egress: cursors: %w", err)
+	}
 	cfg.Kafka = cfg.Kafka.Instrument("egress", cfg.Registry)
 	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), cfg.isolation()...)...)
 	if err != nil {
@@ -189,6 +258,8 @@ func New(cfg Config) (*Egress, error) {
 		client:  cl,
 		adm:     kadm.NewClient(cl),
 		metrics: newMetrics(cfg.Registry),
+		cursors: cursors,
+		caps:    newStreamCaps(cfg.MaxStreamsPerTenant, cfg.MaxStreamsPerConversation),
 		ready:   make(chan struct{}),
 		stop:    make(chan struct{}),
 	}
@@ -200,18 +271,19 @@ func New(cfg Config) (*Egress, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
-	telemetry.Mount(mux, cfg.Registry, e.readiness)
+	mux.HandleFunc("GET /asyncapi.yaml", serveAsyncAPI)
+	telemetry.MountStatus(mux, cfg.Registry, e.readiness)
 	if cfg.Pprof {
 		telemetry.MountPprof(mux)
 	}
-	e.handler = mux
+	e.handler = httpserve.JSONErrors(mux)
 	if cfg.GRPCAddr != "" {
 		e.grpc = grpc.NewServer()
 		pb.RegisterEgressServer(e.grpc, &grpcServer{e: e})
 		reflection.Register(e.grpc) // so grpcurl and similar tools can list and call it
 	}
 	if cfg.Webhooks.Enabled {
-		e.hooks, err = newWebhooks(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), cfg.Tenants,
+		e.hooks, err = webhook.New(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), cfg.Tenants,
 			cfg.Kafka.Opts(cfg.Logger), cfg.Registry, cfg.Logger)
 		if err != nil {
 			cl.Close()
@@ -228,30 +300,41 @@ func (e *Egress) Handler() http.Handler { return e.handler }
 // serves HTTP (and gRPC), delivers webhooks, and forwards results until ctx
 // is done; then it closes every stream, drains the webhook deliveries in
 // flight and returns.
+//
+// The listeners are bound first: a taken address fails Run before the
+// webhook group is joined.
 func (e *Egress) Run(ctx context.Context) error {
 	defer e.client.Close()
 	ln, err := net.Listen("tcp", e.cfg.Addr)
 	if err != nil {
+		e.closeHooks()
 		return fmt.Errorf("egress: listen: %w", err)
 	}
 	var gln net.Listener
 	if e.grpc != nil {
 		if gln, err = net.Listen("tcp", e.cfg.GRPCAddr); err != nil {
 			ln.Close()
+			e.closeHooks()
 			return fmt.Errorf("egress: grpc listen: %w", err)
 		}
 	}
 	// Each goroutine below sends one value on done when it returns.
 	done := make(chan error, 3)
 	running := 1
-	go func() { done <- httpserve.Run(ctx, ln, e.handler, 2*time.Second, e.log) }()
+	go func() {
+		done <- httpserve.Serve(ctx, ln, e.handler, httpserve.Options{
+			Grace:           2 * time.Second,
+			MaxConnsPerAddr: max(0, e.cfg.MaxConnsPerAddr),
+			SendBuffer:      max(0, e.cfg.SendBuffer),
+		}, e.log)
+	}()
 	if gln != nil {
 		running++
 		go func() { done <- e.serveGRPC(ctx, gln) }()
 	}
 	if e.hooks != nil {
 		running++
-		go func() { done <- e.hooks.engine.Run(ctx) }()
+		go func() { done <- e.hooks.Run(ctx) }()
 	}
 	wait := func(first error) error {
 		errs := []error{first}
@@ -361,11 +444,27 @@ func (e *Egress) position(ctx context.Context) error {
 	}
 }
 
-func (e *Egress) readiness(*http.Request) error {
+// closeHooks releases the webhook engine when Run ends before running it.
+func (e *Egress) closeHooks() {
+	if e.hooks != nil {
+		e.hooks.Close()
+	}
+}
+
+// readiness is /readyz: ready once the live reader is positioned on the
+// results topic, so streams can be served. With webhooks, the body also
+// reports the webhook group membership and the partitions this instance
+// delivers; it does not gate readiness (streams work without it, and an
+// instance beyond the partition count delivers nothing).
+func (e *Egress) readiness(*http.Request) (string, error) {
+	detail := ""
+	if e.hooks != nil {
+		detail = "webhooks: " + e.hooks.Status().String()
+	}
 	select {
 	case <-e.ready:
-		return nil
+		return detail, nil
 	default:
-		return errors.New("the results topic is not positioned yet")
+		return detail, errors.New("the results topic is not positioned yet")
 	}
 }

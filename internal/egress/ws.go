@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
 // handleWS serves GET /v1/conversations/{id}/ws: the same stream as
@@ -57,7 +59,7 @@ func (e *Egress) handleWS(w http.ResponseWriter, r *http.Request) {
 			close(violated)
 		}
 	}()
-	out := &wsSink{conn: conn, timeout: e.cfg.WriteTimeout}
+	out := &wsSink{ctx: ctx, conn: conn, timeout: e.cfg.WriteTimeout, backlog: e.newBacklog(r.Context())}
 	err = s.run(ctx, out)
 	select {
 	case <-violated:
@@ -73,29 +75,40 @@ func (e *Egress) handleWS(w http.ResponseWriter, r *http.Request) {
 
 // wsSink writes WebSocket messages.
 type wsSink struct {
+	ctx     context.Context
+	backlog *backlog // nil: not watched
 	conn    *websocket.Conn
 	timeout time.Duration
 	buf     bytes.Buffer
 	closed  bool
 }
 
+// write sends one message once the connection's backlog allows.
 func (s *wsSink) write(data []byte) error {
+	if err := s.backlog.wait(s.ctx); err != nil {
+		return err
+	}
+	return s.send(data)
+}
+
+// send sends one message within the write timeout.
+func (s *wsSink) send(data []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	return s.conn.Write(ctx, websocket.MessageText, data)
 }
 
-func (s *wsSink) event(c cursor, name string, ev event) error {
-	data, err := ev.json.bytes()
+func (s *wsSink) event(cur string, name string, ev event, v view) error {
+	data, err := ev.json.bytes(v)
 	if err != nil {
 		return err
 	}
 	s.buf.Reset()
 	s.buf.WriteString(`{"cursor":"`)
-	s.buf.WriteString(c.String())
+	s.buf.WriteString(cur) // base64url and a prefix: nothing to escape
 	s.buf.WriteString(`","event":"`)
 	s.buf.WriteString(name)
-	s.buf.WriteString(`","result":`)
+	s.buf.WriteString(`","answer":`)
 	s.buf.Write(data)
 	s.buf.WriteByte('}')
 	return s.write(s.buf.Bytes())
@@ -110,9 +123,19 @@ func (s *wsSink) keepAlive(ctx context.Context) error {
 // end sends the end message and closes: normally when the stream did
 // what was asked, with 1013 (try again later) otherwise; the close reason
 // repeats why and the cursor.
-func (s *wsSink) end(reason string, c cursor) error {
-	data, _ := json.Marshal(map[string]string{"event": "end", "reason": reason, "cursor": c.String()})
-	if err := s.write(data); err != nil {
+func (s *wsSink) restart(r *pb.Restart) error {
+	s.buf.Reset()
+	s.buf.WriteString(`{"event":"restart","restart":`)
+	if err := appendJSON(&s.buf, r); err != nil {
+		return err
+	}
+	s.buf.WriteByte('}')
+	return s.write(s.buf.Bytes())
+}
+
+func (s *wsSink) end(reason string, cur string) error {
+	data, _ := json.Marshal(map[string]string{"event": "end", "reason": reason, "cursor": cur})
+	if err := s.send(data); err != nil {
 		return err
 	}
 	code := websocket.StatusTryAgainLater
@@ -120,5 +143,5 @@ func (s *wsSink) end(reason string, c cursor) error {
 		code = websocket.StatusNormalClosure
 	}
 	s.closed = true
-	return s.conn.Close(code, reason+"; resume from "+c.String())
+	return s.conn.Close(code, reason+"; resume from "+cur)
 }

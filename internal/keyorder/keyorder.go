@@ -60,8 +60,28 @@ type Handler func(ctx context.Context, rec *kgo.Record) error
 type Config struct {
 	// Group is the consumer group. Required.
 	Group string
-	// InstanceID, when set, makes the member static (KIP-345).
+	// InstanceID, when set, makes the member static (KIP-345): a member
+	// that restarts with the same ID within SessionTimeout gets its
+	// partitions back at once, without waiting for its old session to
+	// expire; and a static member does not leave the group when it stops,
+	// so its partitions wait for it (up to SessionTimeout) instead of
+	// moving twice during a rolling restart. It must be unique in the
+	// group.
 	InstanceID string
+	// SessionTimeout is how long the group waits for a silent member (a
+	// crashed process, or a stopped static one) before its partitions go
+	// to others. Default 20s: a crashed dynamic member's partitions stall
+	// at most that long, and a static member restarting within it keeps
+	// them. Kafka bounds it with group.min/max.session.timeout.ms
+	// (6s..30m by default).
+	SessionTimeout time.Duration
+	// RebalanceTimeout is how long the group waits in a rebalance for its
+	// members to rejoin; a member that has not rejoined by then is dropped.
+	// It must cover the revoke callback: RevokeTimeout for in-flight work
+	// plus a commit. Default RevokeTimeout + 20s (30s with the defaults).
+	RebalanceTimeout time.Duration
+	// LeaveTimeout bounds leaving the group when Run stops. Default 5s.
+	LeaveTimeout time.Duration
 	// Topics are consumed. Required.
 	Topics []string
 	// TopicLimits bounds the records of one topic in flight at once; a topic
@@ -95,8 +115,9 @@ type Config struct {
 	// which must be unique to the process. Empty: at-least-once.
 	TransactionalID string
 	// ClientOpts reach the cluster (seed brokers, client ID, logger, TLS).
-	// The engine adds the group, topic, balancer and callback options. The
-	// client may also be used to produce (see Engine.Client).
+	// The engine adds the group, topic, balancer and callback options (and
+	// the session and rebalance timeouts, which ClientOpts may override).
+	// The client may also be used to produce (see Engine.Client).
 	ClientOpts []kgo.Opt
 	// MetricsPrefix starts every metric name, e.g. "switchboard_router".
 	// Default "switchboard_keyorder".
@@ -129,6 +150,15 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 20 * time.Second
+	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = c.RevokeTimeout + 20*time.Second
+	}
+	if c.LeaveTimeout == 0 {
+		c.LeaveTimeout = 5 * time.Second
+	}
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = 100 * time.Millisecond
 	}
@@ -157,6 +187,8 @@ func (c *Config) Validate() error {
 		return errors.New("keyorder: handler is required")
 	case c.MaxInFlight < 1 || c.HighMark < 1 || c.LowMark < 0 || c.LowMark >= c.HighMark:
 		return errors.New("keyorder: max in flight and high mark must be positive, and low mark below high mark")
+	case c.SessionTimeout < 0 || c.RebalanceTimeout < 0 || c.LeaveTimeout < 0 || c.RevokeTimeout < 0 || c.ShutdownTimeout < 0:
+		return errors.New("keyorder: timeouts must not be negative")
 	case c.MetadataLimit < 64 || c.MetadataLimit > 4096:
 		return errors.New("keyorder: metadata limit must be between 64 and 4096 bytes (Kafka's offset.metadata.max.bytes default)")
 	}
@@ -180,9 +212,11 @@ type Engine struct {
 	// its cancellation, so that a stop drains instead of cutting.
 	base context.Context
 	wg   sync.WaitGroup // handler goroutines
-	// running is closed when Run starts. franz-go joins the group as soon
-	// as the client exists, so the rebalance callbacks wait on it before
-	// touching the engine (base and adm are set by then).
+	// running is closed when Run starts. The client joins the group only
+	// then (Run adds the topics: a client with a group and no topics does
+	// not join), so a process that fails before Run, e.g. to listen, never
+	// joins and never holds partitions. The rebalance callbacks still wait
+	// on it before touching the engine (base and adm are set by then).
 	running chan struct{}
 
 	txn        *txnState     // exactly-once mode only
@@ -200,6 +234,7 @@ type Engine struct {
 	stopRun context.CancelFunc
 
 	mu        sync.Mutex // guards everything below
+	joined    bool       // see Status.Joined
 	parts     map[topicPartition]*partition
 	lanes     map[string]*lane // by topic
 	laneOrder []*lane
@@ -212,8 +247,8 @@ type topicPartition struct {
 	partition int32
 }
 
-// New validates cfg and creates the group client. Nothing is consumed
-// until Run.
+// New validates cfg and creates the group client. It does not join the
+// group: nothing is joined or consumed until Run.
 func New(cfg Config) (*Engine, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -236,9 +271,13 @@ func New(cfg Config) (*Engine, error) {
 		e.lanes[t] = l
 		e.laneOrder = append(e.laneOrder, l)
 	}
-	opts := append(append([]kgo.Opt{}, cfg.ClientOpts...),
+	opts := append([]kgo.Opt{
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
+	}, cfg.ClientOpts...)
+	opts = append(opts,
+		// No ConsumeTopics: Run adds them, which starts the join.
 		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
 		// Records polled before a rebalance must be queued before it
@@ -275,15 +314,21 @@ func New(cfg Config) (*Engine, error) {
 // when Run returns.
 func (e *Engine) Client() *kgo.Client { return e.cl }
 
-// Run consumes until ctx is done. Then it stops fetching, lets in-flight
-// records finish (up to ShutdownTimeout, after which they are cancelled),
-// commits what is finished, leaves the group and returns once every
-// handler call has returned.
+// Close releases the client of an engine whose Run is never called (a
+// process that fails to start); Run closes the client itself, so do not
+// call both.
+func (e *Engine) Close() { e.cl.Close() }
+
+// Run joins the group and consumes until ctx is done. Then it stops
+// fetching, lets in-flight records finish (up to ShutdownTimeout, after
+// which they are cancelled), commits what is finished, leaves the group
+// (within LeaveTimeout) and returns once every handler call has returned.
 func (e *Engine) Run(ctx context.Context) error {
 	e.base = context.WithoutCancel(ctx)
 	ctx, e.stopRun = context.WithCancel(ctx)
 	defer e.stopRun()
 	close(e.running)
+	e.join()
 	stopCommits, commitsDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(commitsDone)
@@ -316,12 +361,34 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.mu.Unlock()
 	e.release(all, e.cfg.ShutdownTimeout, e.fatal.Load() == nil)
-	e.cl.Close() // leaves the group; nothing is assigned any more
+	e.leave()
 	e.wg.Wait()
 	if err := e.fatal.Load(); err != nil {
 		return *err
 	}
 	return nil
+}
+
+// join starts joining the group: a group client learns its topics only
+// here, and joins once it has them.
+func (e *Engine) join() { e.cl.AddConsumeTopics(e.cfg.Topics...) }
+
+// leave leaves the group, bounded by LeaveTimeout, and closes the client.
+// A static member sends no LeaveGroup (franz-go keeps it in the group so a
+// restart gets its partitions back); a dynamic one does, and its partitions
+// move at once. Close waits for a leave already under way, which the
+// bounded context ends.
+func (e *Engine) leave() {
+	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaveTimeout)
+	defer cancel()
+	if err := e.cl.LeaveGroupContext(ctx); err != nil {
+		e.log.Warn("leaving the group failed; the group drops this member after the session timeout",
+			"group", e.cfg.Group, "err", err)
+	}
+	e.mu.Lock()
+	e.joined = false
+	e.mu.Unlock()
+	e.cl.Close()
 }
 
 // fail stops the engine for good (see Engine.fatal).

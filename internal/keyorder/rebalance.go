@@ -28,6 +28,7 @@ func (e *Engine) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.joined = true
 	for topic, parts := range assigned {
 		l := e.lanes[topic]
 		for _, part := range parts {
@@ -131,6 +132,9 @@ func (e *Engine) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int3
 	}
 	e.m.rebalances.WithLabelValues("lost").Inc()
 	e.log.Warn("partitions lost", "partitions", lost)
+	e.mu.Lock()
+	e.joined = false // until the group assigns again
+	e.mu.Unlock()
 	e.release(lost, 0, false)
 }
 

@@ -54,6 +54,7 @@ func txnEngineOn(t *testing.T, c *kfake.Cluster, txnID string, commitInterval ti
 	e.base = context.Background()
 	e.stopRun = func() {}
 	close(e.running)
+	e.join()
 	for range 400 {
 		e.mu.Lock()
 		n := len(e.parts)

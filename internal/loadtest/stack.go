@@ -30,8 +30,9 @@ const (
 // StartStack starts a stack with the load test's defaults: one
 // router-worker with --max-in-flight 2000, a 10s session timeout and
 // static membership (so a restarted worker takes its partitions back at
-// once), modelsim at 200ms ± 20ms, logs at warn, and a tenants file of
-// its own (tenant "loadtest", no rate limits).
+// once), modelsim at 200ms ± 20ms, logs at warn, a tenants file of its
+// own (tenant "loadtest", no rate limits, shown timings) and ingress's
+// connection caps lifted.
 func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	if cfg.RouterArgs == nil {
 		cfg.RouterArgs = []string{"--max-in-flight", "2000", "--session-timeout", "10s", "--instance-id", "loadtest-router-1"}
@@ -47,6 +48,12 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	}
 	if cfg.CommonArgs == nil {
 		cfg.CommonArgs = []string{"--log-level", "warn"}
+	}
+	if cfg.IngressArgs == nil {
+		// One client address and one tenant with thousands of connections:
+		// the per-address and per-tenant caps, meant for many clients, are
+		// lifted.
+		cfg.IngressArgs = []string{"--max-conns-per-addr", "-1", "--max-conns-per-tenant", "-1"}
 	}
 	cfg.NoIngressGRPC = true
 	return stack.Start(ctx, cfg)

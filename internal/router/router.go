@@ -57,7 +57,10 @@ type Config struct {
 	// Group is the consumer group. Default "switchboard-router".
 	Group string
 	// InstanceID, when set, makes this member static (KIP-345): a restart
-	// within the session timeout keeps its partitions without a rebalance.
+	// within SessionTimeout gets its partitions back at once, and a stop
+	// does not leave the group (see keyorder.Config.InstanceID). Unique
+	// within the group, stable across restarts (e.g. a StatefulSet pod's
+	// name).
 	InstanceID string
 	// Routing is the content of the backends file: model servers, aliases,
 	// fallbacks, tenant limits, breakers. At least one backend is required.
@@ -95,7 +98,8 @@ type Config struct {
 	// owner). Default 10s.
 	RevokeTimeout time.Duration
 	// SessionTimeout is how long the group waits for a silent member (a
-	// crashed worker) before giving its partitions to others. Default 45s.
+	// crashed worker, or a stopped static one) before giving its
+	// partitions to others. Default 20s (see keyorder.Config).
 	SessionTimeout time.Duration
 	// GroupProtocol is the consumer group protocol: "classic" (the default:
 	// JoinGroup/SyncGroup, cooperative-sticky assignment by the members)
@@ -103,6 +107,9 @@ type Config struct {
 	// incrementally; the session timeout is then the broker's
 	// group.consumer.session.timeout.ms, not SessionTimeout).
 	GroupProtocol string
+	// RebalanceTimeout is how long a rebalance waits for members to
+	// rejoin. Default RevokeTimeout + 20s.
+	RebalanceTimeout time.Duration
 	// ExactlyOnce commits terminal results and dead letters in Kafka
 	// transactions together with the offsets (see docs/ARCHITECTURE.md);
 	// streamed chunks stay at-least-once. CommitInterval defaults to 100ms
@@ -163,7 +170,7 @@ func (c *Config) setDefaults() {
 		c.ProduceLinger = 5 * time.Millisecond
 	}
 	if c.SessionTimeout == 0 {
-		c.SessionTimeout = 45 * time.Second
+		c.SessionTimeout = 20 * time.Second
 	}
 	if c.BatchMaxInFlight == 0 {
 		c.BatchMaxInFlight = max(1, c.MaxInFlight*3/4)
@@ -193,6 +200,9 @@ func (c *Config) Validate() error {
 	if err := c.Routing.Validate(); err != nil {
 		return fmt.Errorf("router: backends: %w", err)
 	}
+	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 || c.RevokeTimeout < 0 || c.ShutdownTimeout < 0 {
+		return errors.New("router: timeouts must not be negative")
+	}
 	if c.MaxAttempts < 1 || c.PartitionHighMark < 2 || c.ChunkBytes < 1 || c.MaxInFlight < 1 || c.BatchMaxInFlight < 1 {
 		return errors.New("router: max attempts, in-flight budgets, high mark and chunk bytes must be positive")
 	}
@@ -220,7 +230,8 @@ type Router struct {
 }
 
 // New validates cfg, builds the backend clients and the Kafka client. It
-// does not wait for the cluster.
+// does not wait for the cluster, and joins the group only in Run, after
+// the listener is bound.
 func New(cfg Config) (*Router, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -254,23 +265,25 @@ func New(cfg Config) (*Router, error) {
 			txnID = "switchboard-router-" + uuid.NewString()
 		}
 	}
-	groupOpts := []kgo.Opt{kgo.SessionTimeout(cfg.SessionTimeout), kgo.FetchMinBytes(cfg.FetchMinBytes), kgo.FetchMaxWait(cfg.FetchMaxWait)}
+	groupOpts := []kgo.Opt{kgo.FetchMinBytes(cfg.FetchMinBytes), kgo.FetchMaxWait(cfg.FetchMaxWait)}
 	if cfg.GroupProtocol == "consumer" {
 		groupOpts = append(groupOpts, kgo.ServerSideBalancer())
 	}
 	engine, err := keyorder.New(keyorder.Config{
-		TransactionalID: txnID,
-		Group:           cfg.Group,
-		InstanceID:      cfg.InstanceID,
-		Topics:          r.topics,
-		TopicLimits:     map[string]int{batch: cfg.BatchMaxInFlight},
-		MaxInFlight:     cfg.MaxInFlight,
-		HighMark:        cfg.PartitionHighMark,
-		RevokeTimeout:   cfg.RevokeTimeout,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		CommitInterval:  cfg.CommitInterval,
-		RetryBackoff:    cfg.RetryBackoff,
-		Handler:         r.process,
+		TransactionalID:  txnID,
+		Group:            cfg.Group,
+		InstanceID:       cfg.InstanceID,
+		SessionTimeout:   cfg.SessionTimeout,
+		RebalanceTimeout: cfg.RebalanceTimeout,
+		Topics:           r.topics,
+		TopicLimits:      map[string]int{batch: cfg.BatchMaxInFlight},
+		MaxInFlight:      cfg.MaxInFlight,
+		HighMark:         cfg.PartitionHighMark,
+		RevokeTimeout:    cfg.RevokeTimeout,
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		CommitInterval:   cfg.CommitInterval,
+		RetryBackoff:     cfg.RetryBackoff,
+		Handler:          r.process,
 		ClientOpts: append(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics, cfg.ProduceLinger)...),
 			groupOpts...),
 		MetricsPrefix: "switchboard_router",
@@ -294,19 +307,21 @@ func New(cfg Config) (*Router, error) {
 	return r, nil
 }
 
-// Run consumes until ctx is done, then lets in-flight requests finish (up
-// to ShutdownTimeout), commits what is finished and leaves the group.
+// Run binds the listener first (a taken address fails here, before the
+// group is joined), then joins the group and consumes until ctx is done,
+// then lets in-flight requests finish (up to ShutdownTimeout), commits what
+// is finished and leaves the group (within the engine's LeaveTimeout).
 func (r *Router) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", r.cfg.Addr)
 	if err != nil {
 		if r.producer != r.client {
 			r.producer.Close()
 		}
-		r.client.Close()
+		r.engine.Close()
 		return fmt.Errorf("router: listen: %w", err)
 	}
 	mux := http.NewServeMux()
-	telemetry.Mount(mux, r.cfg.Registry, r.ready)
+	telemetry.MountStatus(mux, r.cfg.Registry, r.ready)
 	if r.cfg.Pprof {
 		telemetry.MountPprof(mux)
 	}
@@ -346,8 +361,21 @@ func producerOpts(spec *topicspec.Spec, linger time.Duration) []kgo.Opt {
 	return opts
 }
 
-func (r *Router) ready(req *http.Request) error {
+// ready is /readyz: the worker is ready once Kafka answers and it has
+// joined its group, whether or not the group gave it partitions (a worker
+// beyond the partition count holds none and is ready to take over). The
+// body names the partitions held. So a restarted worker is not ready while
+// it waits for a rebalance, and a rolling restart that waits for readiness
+// restarts the next worker only after this one has its partitions.
+func (r *Router) ready(req *http.Request) (string, error) {
+	st := r.engine.Status()
 	ctx, cancel := context.WithTimeout(req.Context(), time.Second)
 	defer cancel()
-	return r.client.Ping(ctx)
+	if err := r.client.Ping(ctx); err != nil {
+		return st.String(), fmt.Errorf("kafka unreachable: %w", err)
+	}
+	if !st.Joined {
+		return st.String(), errors.New("not a member of the group yet (joining or rebalancing)")
+	}
+	return st.String(), nil
 }

@@ -13,6 +13,7 @@ package stack
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -109,6 +110,12 @@ type Config struct {
 	// RouterInstanceArgs, when set, gives each router-worker (by index)
 	// flags of its own, e.g. a static-membership --instance-id.
 	RouterInstanceArgs func(i int) []string
+
+	// CursorSecret is egress's SWITCHBOARD_CURSOR_SECRET, given to every
+	// process of the stack (restarted ones too), so a cursor one egress
+	// made resumes on any other. Default: the environment's, else a random
+	// one per stack.
+	CursorSecret string
 
 	// ReadyTimeout bounds each process's start. Default 60s.
 	ReadyTimeout time.Duration
@@ -212,6 +219,12 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.CursorSecret == "" {
+		c.CursorSecret = os.Getenv("SWITCHBOARD_CURSOR_SECRET")
+	}
+	if c.CursorSecret == "" {
+		c.CursorSecret = rand.Text()
+	}
 }
 
 // topicArgs are the topics flags every Kafka-speaking binary gets.
@@ -311,6 +324,7 @@ func (s *Stack) runTopics(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(s.cfg.Bin, "topics"), append([]string{"--brokers", s.Brokers}, s.cfg.topicArgs()...)...)
+	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cfg.CursorSecret)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("stack: topics: %w%s", err, s.seeLog("topics"))
@@ -344,7 +358,10 @@ func (s *Stack) writeFiles() error {
 	if s.TenantsFile == "" {
 		s.Tenant = s.cfg.Tenant
 		s.TenantsFile = filepath.Join(s.cfg.Dir, "tenants.yaml")
-		if err := os.WriteFile(s.TenantsFile, fmt.Appendf(nil, "tenants:\n  - name: %s\n    key_sha256: [%s]\n", s.Tenant, tenant.HashKey(s.cfg.APIKey)), 0o600); err != nil {
+		// The generated tenant is shown everything a result can carry
+		// (the load test reads the model's time from the timings).
+		if err := os.WriteFile(s.TenantsFile, fmt.Appendf(nil, "tenants:\n  - name: %s\n    key_sha256: [%s]\n    show: [backend, timings, kafka_positions]\n",
+			s.Tenant, tenant.HashKey(s.cfg.APIKey)), 0o600); err != nil {
 			return err
 		}
 	}
@@ -483,6 +500,7 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(s.cfg.Bin, binaryOf(name)), p.args...)
+	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cfg.CursorSecret)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group: a Ctrl-C at the terminal reaches only the
 	// launcher, which stops the services in order.

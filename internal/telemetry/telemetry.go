@@ -55,17 +55,38 @@ func MountPprof(mux *http.ServeMux) {
 // the service can do its work (nil: ready); /healthz only says the process
 // answers.
 func Mount(mux *http.ServeMux, reg *prometheus.Registry, ready func(*http.Request) error) {
+	MountStatus(mux, reg, func(r *http.Request) (string, error) {
+		if ready == nil {
+			return "", nil
+		}
+		return "", ready(r)
+	})
+}
+
+// MountStatus is Mount with a readiness check that also describes the
+// service's state (e.g. the partitions a group member holds): /readyz
+// answers 200 "ready" or 503 "not ready: <err>", followed by the detail
+// on a line of its own when it is not empty.
+func MountStatus(mux *http.ServeMux, reg *prometheus.Registry, status func(*http.Request) (detail string, err error)) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if ready != nil {
-			if err := ready(r); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
+		detail, err := "", error(nil)
+		if status != nil {
+			detail, err = status(r)
 		}
-		io.WriteString(w, "ready\n")
+		if detail != "" {
+			detail += "\n"
+		}
+		if err != nil {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready: "+err.Error()+"\n"+detail)
+			return
+		}
+		io.WriteString(w, "ready\n"+detail)
 	})
 }
