@@ -224,10 +224,12 @@ func TestRealKafkaStaticMembership(t *testing.T) {
 					return
 				}
 				s.Routers[0].Kill()
+				// From the restart, not from its readiness: /readyz
+				// answers only once the member holds partitions.
+				restarted = time.Now()
 				if err := s.Launcher.Start(ctx, s.Routers[0].Name); err != nil {
 					t.Fatal(err)
 				}
-				restarted = time.Now()
 			})
 			l.verdict(ctx, t, s, false)
 			took := time.Since(restarted)
@@ -418,6 +420,11 @@ func TestRealKafkaTopics(t *testing.T) {
 	}
 	if err := hasPartitions(a, 3); err != nil {
 		t.Errorf("%s: %v", a, err)
+	}
+	for _, l := range []string{"requests.batch", "results", "deadletter"} {
+		if err := hasPartitions(prefix+l, 2); err != nil {
+			t.Errorf("%s%s: %v", prefix, l, err)
+		}
 	}
 	if out := provision(spec(3)); strings.Count(out, "in sync  ") != 4 || strings.Contains(out, "created  ") {
 		t.Errorf("second run:\n%s\nwant four topics in sync, nothing created", out)
