@@ -180,8 +180,15 @@ func TestComposeServices(t *testing.T) {
 				}
 			}
 		}
-		if addr := flagValue(s.Command, "addr"); addr != "" && !strings.HasPrefix(addr, "0.0.0.0:") {
-			t.Errorf("%s listens on %s: unreachable from other containers", name, addr)
+		for _, f := range []string{"addr", "admin-addr"} {
+			if addr := flagValue(s.Command, f); addr != "" && !strings.HasPrefix(addr, "0.0.0.0:") {
+				t.Errorf("%s --%s %s: unreachable from other containers", name, f, addr)
+			}
+		}
+		if name == "ingress" || name == "egress" || name == "router-worker" {
+			if flagValue(s.Command, "admin-addr") == "" {
+				t.Errorf("%s has no --admin-addr on 0.0.0.0: Prometheus cannot scrape it", name)
+			}
 		}
 		if brokers := s.Environment["SWITCHBOARD_BROKERS"] + flagValue(s.Command, "brokers"); brokers != "" {
 			for b := range strings.SplitSeq(brokers, ",") {

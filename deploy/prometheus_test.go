@@ -79,7 +79,7 @@ func TestPrometheusScrapesStack(t *testing.T) {
 	s := apptest.StartStack(t, buildOnce(t), apptest.StackOptions{})
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	targets := map[string]string{"ingress": s.IngressURL, "egress": s.EgressURL, "router-worker": s.RouterURLs[0]}
+	targets := map[string]string{"ingress": s.IngressAdminURL, "egress": s.EgressAdminURL, "router-worker": s.RouterURLs[0]}
 
 	dir := t.TempDir()
 	rules, err := filepath.Abs("prometheus/alerts.yml")

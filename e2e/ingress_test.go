@@ -304,7 +304,7 @@ func TestAdmissionWithRouterStopped(t *testing.T) {
 	if !admitted("interactive") || !admitted("batch") {
 		t.Fatal("lanes not admitted again after the lag drained")
 	}
-	_, _, metrics := send(ctx, t, "GET", s.IngressURL+"/metrics", "", nil)
+	_, _, metrics := send(ctx, t, "GET", s.IngressAdminURL+"/metrics", "", nil)
 	for _, want := range []string{
 		`switchboard_ingress_admission_changes_total{lane="batch",state="shedding"}`,
 		`switchboard_ingress_admission_changes_total{lane="interactive",state="admitting"}`,

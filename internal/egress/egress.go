@@ -49,8 +49,6 @@ import (
 type Config struct {
 	// Addr is the HTTP listen address. Default 127.0.0.1:8081.
 	Addr string
-	// Pprof also serves Go's profiles under /debug/pprof/ on Addr.
-	Pprof bool
 	// ReadCommitted reads results read_committed: with router-worker's
 	// --exactly-once, streams then never show a result of a transaction
 	// that aborted, but every result (streamed chunks included, which are
@@ -100,6 +98,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
 	Registry *prometheus.Registry
+}
+
+// Defaults returns the configuration New completes a Config with: every
+// setting that has a default of its own; the mains take their flag
+// defaults from here.
+func Defaults() Config {
+	var c Config
+	c.setDefaults()
+	c.Logger, c.Registry = nil, nil
+	return c
 }
 
 func (c *Config) setDefaults() {
@@ -200,10 +208,6 @@ func New(cfg Config) (*Egress, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
-	telemetry.Mount(mux, cfg.Registry, e.readiness)
-	if cfg.Pprof {
-		telemetry.MountPprof(mux)
-	}
 	e.handler = mux
 	if cfg.GRPCAddr != "" {
 		e.grpc = grpc.NewServer()
@@ -361,7 +365,9 @@ func (e *Egress) position(ctx context.Context) error {
 	}
 }
 
-func (e *Egress) readiness(*http.Request) error {
+// Ready reports whether egress is reading the results topic (nil: ready),
+// for the admin listener's /readyz.
+func (e *Egress) Ready(*http.Request) error {
 	select {
 	case <-e.ready:
 		return nil

@@ -40,8 +40,6 @@ type Config struct {
 	Addr string
 	// GRPCAddr is the gRPC listen address; empty means no gRPC listener.
 	GRPCAddr string
-	// Pprof also serves Go's profiles under /debug/pprof/ on Addr.
-	Pprof bool
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
@@ -90,6 +88,18 @@ type Config struct {
 	// Now is the clock of the rate limits and the idempotency window.
 	// Default time.Now.
 	Now func() time.Time
+}
+
+// Defaults returns the configuration New completes a Config with: every
+// setting that has a default of its own. Settings derived from others
+// (the admission low marks) stay zero, so that they follow what they
+// derive from; the mains take their flag defaults from here.
+func Defaults() Config {
+	var c Config
+	c.setDefaults()
+	c.Admission.BatchLow, c.Admission.InteractiveLow = 0, 0
+	c.Logger, c.Registry, c.Now = nil, nil, nil
+	return c
 }
 
 func (c *Config) setDefaults() {
@@ -228,10 +238,6 @@ func New(cfg Config) (*Ingress, error) {
 	mux := http.NewServeMux()
 	for _, rt := range in.routes() {
 		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
-	}
-	telemetry.Mount(mux, cfg.Registry, in.ready)
-	if cfg.Pprof {
-		telemetry.MountPprof(mux)
 	}
 	in.handler = cfg.Kafka.Tracing.HTTP(mux)
 	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)))
@@ -385,7 +391,9 @@ func (h *handlers) close() <-chan struct{} {
 	return h.idle
 }
 
-func (in *Ingress) ready(r *http.Request) error {
+// Ready reports whether ingress can accept requests (nil: ready), for the
+// admin listener's /readyz.
+func (in *Ingress) Ready(r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
 	if err := in.client.Ping(ctx); err != nil {

@@ -148,7 +148,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
-	ports, err := freePorts(8)
+	ports, err := freePorts(10)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +160,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	simAddr, routerAddr, egAddr, inAddr := addr(ports[3]), addr(ports[4]), addr(ports[5]), addr(ports[6])
 	s.ModelsimURL, s.EgressURL, s.IngressURL = "http://"+simAddr, "http://"+egAddr, "http://"+inAddr
+	egAdmin, inAdmin := addr(ports[8]), addr(ports[9]) // the services' admin listeners (/metrics, /readyz)
 
 	readyFile := filepath.Join(cfg.Dir, "devbroker.ready")
 	s.add(ProcDevbroker, []string{"--ports", fmt.Sprintf("%d,%d,%d", ports[0], ports[1], ports[2]),
@@ -181,16 +182,18 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 		s.ModelsimURL, cfg.BackendConcurrency), 0o644); err != nil {
 		return nil, err
 	}
-	s.add(ProcRouter, append([]string{"--addr", routerAddr, "--brokers", s.Brokers, "--backends", backends, "--log-level", "warn"}, cfg.RouterArgs...),
+	s.add(ProcRouter, append([]string{"--admin-addr", routerAddr, "--brokers", s.Brokers, "--backends", backends, "--log-level", "warn"}, cfg.RouterArgs...),
 		httpReady("http://"+routerAddr+"/readyz", cfg.ReadyTimeout))
 	tenants := filepath.Join(cfg.Dir, "tenants.yaml")
 	s.Tenant = "loadtest"
 	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: %s\n    key_sha256: [%s]\n", s.Tenant, tenant.HashKey(cfg.APIKey)), 0o600); err != nil {
 		return nil, err
 	}
-	s.add(ProcEgress, []string{"--addr", egAddr, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"}, httpReady(s.EgressURL+"/readyz", cfg.ReadyTimeout))
+	s.add(ProcEgress, []string{"--addr", egAddr, "--admin-addr", egAdmin, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"},
+		httpReady("http://"+egAdmin+"/readyz", cfg.ReadyTimeout))
 	s.APIKey = cfg.APIKey
-	s.add(ProcIngress, []string{"--addr", inAddr, "--brokers", s.Brokers, "--grpc-addr", "", "--tenants", tenants, "--log-level", "warn"}, httpReady(s.IngressURL+"/readyz", cfg.ReadyTimeout))
+	s.add(ProcIngress, []string{"--addr", inAddr, "--admin-addr", inAdmin, "--brokers", s.Brokers, "--grpc-addr", "", "--tenants", tenants, "--log-level", "warn"},
+		httpReady("http://"+inAdmin+"/readyz", cfg.ReadyTimeout))
 
 	if err := s.Start(ctx, ProcDevbroker); err != nil {
 		return nil, err

@@ -17,8 +17,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
-	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/llm"
+	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -49,7 +49,7 @@ func tooLarge(err error) bool {
 // become error results.
 func (r *Router) process(ctx context.Context, rec *kgo.Record) (err error) {
 	ctx, span := r.cfg.Kafka.Tracing.Process(ctx, rec)
-	defer func() { kafkaconf.End(span, err) }()
+	defer func() { telemetry.End(span, err) }()
 	err = r.handle(ctx, rec)
 	if err == nil || !tooLarge(err) || ctx.Err() != nil {
 		return err
@@ -151,7 +151,7 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 			spanCtx, span := r.cfg.Kafka.Tracing.Start(callCtx, "backend call", trace.SpanKindClient,
 				attribute.String("backend", l.name), attribute.String("model", req.GetModel()), attribute.Int("attempt", int(attempt)))
 			resp, err = r.call(spanCtx, l, req, out, attempt)
-			kafkaconf.End(span, err)
+			telemetry.End(span, err)
 			used := 0
 			if resp != nil {
 				used = resp.Usage.TotalTokens

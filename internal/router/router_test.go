@@ -85,7 +85,6 @@ func (h *harness) run(baseURL string, mod func(*Config)) func() error {
 		h.t.Fatal(err)
 	}
 	cfg := Config{
-		Addr:         "127.0.0.1:0",
 		Kafka:        kafkaconf.Config{Brokers: h.cluster.ListenAddrs()},
 		Topics:       spec,
 		Routing:      Routing{Backends: []Backend{{Name: "sim", BaseURL: baseURL, Models: []string{"sim"}, Timeout: 10 * time.Second}}},

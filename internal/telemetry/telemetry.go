@@ -1,5 +1,8 @@
-// Package telemetry gives every Switchboard binary the same logger and the
-// same health and metrics endpoints.
+// Package telemetry gives every Switchboard binary the same logger, the
+// same health and metrics endpoints, and the same OpenTelemetry tracing:
+// StartTracing sets it up from the environment, and Tracing carries trace
+// context through HTTP requests and Kafka records (its KafkaHooks are what
+// kafkaconf installs on every client).
 package telemetry
 
 import (
