@@ -23,6 +23,7 @@ func main() {
 	f.Int64(&cfg.RecentBytes, "recent-bytes", "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
 	f.Int(&cfg.SubscriberBuffer, "subscriber-buffer", "events held for a slow subscriber before it is disconnected")
 	f.String(&tenantsFile, "tenants", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml); when set, every stream needs an API key and sees only its tenant's results")
+	f.List(&cfg.CORSOrigins, "cors-origins", "comma-separated origins (scheme://host[:port], or *) whose browser pages may read the SSE streams; empty: none")
 	f.List(&cfg.WSOriginPatterns, "ws-origins", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	f.Bool(&w.Enabled, "webhooks", "deliver terminal results to webhooks (consumer group --webhook-group)")
 	f.String(&w.Group, "webhook-group", "consumer group of webhook delivery")

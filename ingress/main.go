@@ -41,6 +41,7 @@ func define(f *daemon.Flags) (cfg *ingress.Config, tenantsFile *string) {
 	a := &cfg.Admission
 	f.String(&cfg.Addr, "addr", "HTTP and WebSocket listen address (the public API)")
 	f.String(&cfg.GRPCAddr, "grpc-addr", "gRPC listen address (empty: no gRPC)")
+	f.List(&cfg.CORSOrigins, "cors-origins", "comma-separated origins (scheme://host[:port], or *) whose browser pages may call the HTTP API; empty: none")
 	f.String(tenantsFile, "tenants", "tenants file mapping API key digests to tenants (required; see tenants.yaml)")
 	f.Int64(&cfg.MaxBodyBytes, "max-body-bytes", "largest accepted request body, WebSocket frame or gRPC message")
 	f.Int(&cfg.MaxBatchItems, "max-batch-items", "most requests in one POST /v1/messages:batch")

@@ -83,6 +83,9 @@ type Config struct {
 	// GRPCAddr, when set, is the listen address of the gRPC API
 	// (switchboard.v1.Egress). Empty: no gRPC.
 	GRPCAddr string
+	// CORSOrigins are the origins whose browser pages may read the SSE
+	// streams (see httpserve.CORS). Default none.
+	CORSOrigins []string
 	// WSOriginPatterns lists the origins (besides the request's host) whose
 	// browser pages may open WebSocket streams; see
 	// websocket.AcceptOptions.OriginPatterns.
@@ -208,7 +211,7 @@ func New(cfg Config) (*Egress, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
-	e.handler = mux
+	e.handler = httpserve.CORS{Origins: cfg.CORSOrigins, Methods: []string{http.MethodGet}}.Handler(mux)
 	if cfg.GRPCAddr != "" {
 		e.grpc = grpc.NewServer()
 		pb.RegisterEgressServer(e.grpc, &grpcServer{e: e})

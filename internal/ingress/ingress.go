@@ -40,6 +40,9 @@ type Config struct {
 	Addr string
 	// GRPCAddr is the gRPC listen address; empty means no gRPC listener.
 	GRPCAddr string
+	// CORSOrigins are the origins whose browser pages may call the HTTP
+	// API (see httpserve.CORS). Default none.
+	CORSOrigins []string
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
@@ -239,7 +242,7 @@ func New(cfg Config) (*Ingress, error) {
 	for _, rt := range in.routes() {
 		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
 	}
-	in.handler = cfg.Kafka.Tracing.HTTP(mux)
+	in.handler = cfg.Kafka.Tracing.HTTP(httpserve.CORS{Origins: cfg.CORSOrigins}.Handler(mux))
 	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)))
 	pb.RegisterIngressServer(in.grpc, &grpcServer{in: in})
 	reflection.Register(in.grpc)
