@@ -2,12 +2,16 @@ package kafkaconf
 
 import (
 	"context"
+	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -67,7 +71,15 @@ func TestInstrumentSharedByClients(t *testing.T) {
 			t.Errorf("metric %s missing; have %v", want, got)
 		}
 	}
-	if n := testutil.ToFloat64(cfg.metrics.produceRecordsTotalFor(t, "t")); n != 2 {
+	// kprom counts a batch in a hook that may run just after ProduceSync
+	// returns: wait for the count rather than read it once.
+	deadline := time.Now().Add(5 * time.Second)
+	n := testutil.ToFloat64(cfg.metrics.produceRecordsTotalFor(t, "t"))
+	for n != 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		n = testutil.ToFloat64(cfg.metrics.produceRecordsTotalFor(t, "t"))
+	}
+	if n != 2 {
 		t.Errorf("produced records = %v, want 2 (both clients)", n)
 	}
 	a.Close()
@@ -144,5 +156,53 @@ switchboard_svc_consumer_lag_records{group="g",partition="1",topic="t"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "switchboard_svc_consumer_lag_records"); err != nil {
 		t.Error(err)
+	}
+}
+
+// kprom's buffered-records gauges are exported without the counter suffix
+// _total, and every exported gauge and counter is named by its type, so
+// `promtool check metrics` passes (checked with promtool when installed).
+func TestMetricsNamedByType(t *testing.T) {
+	brokers := cluster(t, "t")
+	reg := prometheus.NewRegistry()
+	cfg := Config{Brokers: brokers, ClientID: "test"}.Instrument("svc", reg)
+	cl := newClient(t, cfg.Opts(nil)...)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "t", Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got := families(t, reg)
+	for _, want := range []string{"switchboard_svc_kafka_buffered_produce_records", "switchboard_svc_kafka_buffered_fetch_records"} {
+		if !got[want] {
+			t.Errorf("metric %s missing; have %v", want, got)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetType() != dto.MetricType_COUNTER && strings.HasSuffix(mf.GetName(), "_total") {
+			t.Errorf("%s is a %v named like a counter", mf.GetName(), mf.GetType())
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Log("promtool not installed: its check did not run")
+		return
+	}
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = rec.Body
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	// Unregistering through the renamer removes the renamed collectors.
+	cl.Close()
+	if got := families(t, reg); got["switchboard_svc_kafka_buffered_produce_records"] {
+		t.Error("renamed gauge still registered after the last client closed")
 	}
 }
