@@ -101,12 +101,12 @@ func (c *WebhookConfig) Validate() error {
 	return err
 }
 
-// Dead-letter reasons of webhook deliveries.
+// Dead-letter reasons of webhook deliveries (defined in envelope).
 const (
-	ReasonWebhookNotAllowed = "webhook_not_allowed" // the target is not on the allowlist
-	ReasonWebhookRejected   = "webhook_rejected"    // the receiver answered 4xx (not 408/429)
-	ReasonWebhookFailed     = "webhook_failed"      // every attempt failed
-	ReasonWebhookDecode     = "decode_error"        // the result record could not be decoded
+	ReasonWebhookNotAllowed = envelope.ReasonWebhookNotAllowed // the target is not on the allowlist
+	ReasonWebhookRejected   = envelope.ReasonWebhookRejected   // the receiver answered 4xx (not 408/429)
+	ReasonWebhookFailed     = envelope.ReasonWebhookFailed     // every attempt failed
+	ReasonWebhookDecode     = envelope.ReasonDecode            // the result record could not be decoded
 )
 
 // webhooks delivers results through the key-ordered engine: one delivery
@@ -366,7 +366,7 @@ func (w *webhooks) post(ctx context.Context, target string, secret, body []byte,
 		w.m.attempts.WithLabelValues("error").Inc()
 		return 0, errors.Is(err, errNotAllowed), err
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // drained for connection reuse; the status decided
 	resp.Body.Close()
 	w.m.attempts.WithLabelValues(fmt.Sprintf("%dxx", resp.StatusCode/100)).Inc()
 	switch {

@@ -144,10 +144,19 @@ type Reader interface {
 	Close()
 }
 
+// nameKafka names the driver and the reader that go straight to Kafka.
+const nameKafka = "kafka"
+
+// Class names of the scenarios' loads.
+const (
+	classInteractive = "interactive"
+	classBatch       = "batch"
+)
+
 // Driver and reader names NewDriver and NewReader know.
 var (
-	DriverNames = []string{"http", "kafka"}
-	ReaderNames = []string{"sse", "kafka"}
+	DriverNames = []string{"http", nameKafka}
+	ReaderNames = []string{"sse", nameKafka}
 )
 
 // NewDriver returns the named driver: "http" posts to ingress, "kafka"
@@ -159,7 +168,7 @@ func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 			return nil, errors.New("driver http: no ingress URL")
 		}
 		return newHTTPDriver(ep.IngressURL, ep.APIKey, 30*time.Second), nil
-	case "kafka":
+	case nameKafka:
 		if kafkaOpts == nil {
 			return nil, errors.New("driver kafka: no brokers")
 		}
@@ -177,7 +186,7 @@ func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
 			return nil, errors.New("reader sse: no egress URL")
 		}
 		return newSSEReader(ep.EgressURL, ep.APIKey), nil
-	case "kafka":
+	case nameKafka:
 		if kafkaOpts == nil {
 			return nil, errors.New("reader kafka: no brokers")
 		}
