@@ -80,7 +80,7 @@ func serve(ctx context.Context, env *daemon.Env, cfg modelsim.Config, addrs []st
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", a)
+		ln, err := new(net.ListenConfig).Listen(ctx, "tcp", a)
 		if err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}

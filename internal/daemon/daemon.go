@@ -265,7 +265,7 @@ func (d *Daemon) Run(ctx context.Context, args []string, getenv func(string) str
 	if d.adminAddr != "" {
 		// Bound before the work starts: a taken port fails the start
 		// before the program joins a group or produces anything.
-		if adminLn, err = net.Listen("tcp", d.adminAddr); err != nil {
+		if adminLn, err = new(net.ListenConfig).Listen(ctx, "tcp", d.adminAddr); err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		env.AdminAddr = adminLn.Addr().String()

@@ -144,7 +144,8 @@ func TestAdminListener(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if _, err := http.Get(base + "/healthz"); err == nil {
+	if res, err := http.Get(base + "/healthz"); err == nil {
+		res.Body.Close()
 		t.Error("admin listener still answers after Run returned")
 	}
 }
@@ -171,7 +172,9 @@ func TestAdminListenerTaken(t *testing.T) {
 		t.Errorf("second daemon on %s: err %v, ran %v; want an error before the run", addr, err, ran)
 	}
 	cancel()
-	<-errc
+	if err := <-errc; err != nil {
+		t.Errorf("first daemon: %v", err)
+	}
 }
 
 // A run that does not return within --stop-timeout of the stop ends with

@@ -150,7 +150,7 @@ func (a *allowlist) dialContext(d *net.Dialer) func(ctx context.Context, network
 		if err != nil {
 			return nil, err
 		}
-		var lastErr error = fmt.Errorf("%w: %s resolves only to internal addresses", errNotAllowed, host)
+		lastErr := fmt.Errorf("%w: %s resolves only to internal addresses", errNotAllowed, host)
 		for _, ip := range ips {
 			if !named && internal(ip) && !a.ipListed(ip) {
 				continue

@@ -237,13 +237,13 @@ func (e *Egress) Handler() http.Handler { return e.handler }
 // flight and returns.
 func (e *Egress) Run(ctx context.Context) error {
 	defer e.client.Close()
-	ln, err := net.Listen("tcp", e.cfg.Addr)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", e.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("egress: listen: %w", err)
 	}
 	var gln net.Listener
 	if e.grpc != nil {
-		if gln, err = net.Listen("tcp", e.cfg.GRPCAddr); err != nil {
+		if gln, err = new(net.ListenConfig).Listen(ctx, "tcp", e.cfg.GRPCAddr); err != nil {
 			ln.Close()
 			return fmt.Errorf("egress: grpc listen: %w", err)
 		}
@@ -309,7 +309,9 @@ func (e *Egress) serveGRPC(ctx context.Context, ln net.Listener) error {
 	case <-time.After(2 * time.Second):
 		e.grpc.Stop()
 	}
-	<-errc
+	if err := <-errc; err != nil { // after a stop, Serve's error is the stop itself
+		e.log.Debug("grpc serve ended", "err", err)
+	}
 	return nil
 }
 

@@ -198,7 +198,9 @@ func parseSSE(t *testing.T, body io.Reader, n int, each func(got)) []got {
 		case line == "" && ev.name != "":
 			if ev.name == "end" {
 				var m map[string]string
-				json.Unmarshal([]byte(data), &m)
+				if err := json.Unmarshal([]byte(data), &m); err != nil {
+					t.Errorf("end event %q: %v", data, err)
+				}
 				ev.label, ev.cursor = m["reason"], m["cursor"]
 			} else {
 				var r pb.Result

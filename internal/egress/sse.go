@@ -16,7 +16,7 @@ import (
 func httpError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]map[string]string{"error": {"code": code, "message": msg}})
+	_ = json.NewEncoder(w).Encode(map[string]map[string]string{"error": {"code": code, "message": msg}}) // the client may be gone
 }
 
 func writeAPIError(w http.ResponseWriter, err *apiError) {
@@ -63,7 +63,7 @@ func (e *Egress) handleEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, ": conversation %s on partition %d\n\n", s.req.conv, s.last.partition)
 	flusher.Flush()
-	s.run(r.Context(), &sseSink{w: w, flusher: flusher, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout})
+	_ = s.run(r.Context(), &sseSink{w: w, flusher: flusher, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}) // its error is a client gone mid-write
 }
 
 // sseSink writes Server-Sent Events.

@@ -69,7 +69,7 @@ func wantLabels(want []string) []string {
 // readWS reads a WebSocket stream to its end.
 func readWS(ctx context.Context, t *testing.T, url string) ([]got, websocket.StatusCode, error) {
 	t.Helper()
-	conn, _, err := websocket.Dial(ctx, url, nil)
+	conn, _, err := websocket.Dial(ctx, url, nil) //nolint:bodyclose // the upgrade's response has no body to close
 	if err != nil {
 		return nil, 0, err
 	}

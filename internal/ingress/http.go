@@ -79,7 +79,7 @@ type apiError struct {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone
 }
 
 func writeFailure(w http.ResponseWriter, f *failure) {
@@ -147,7 +147,7 @@ func (in *Ingress) handleBatch(w http.ResponseWriter, r *http.Request) {
 	answer := batchAnswer{Results: make([]batchResult, len(body.Requests))}
 	var wg sync.WaitGroup
 	for i, item := range body.Requests {
-		wg.Go(func() {
+		wg.Go(func() { //nolint:contextcheck // the closure passes r.Context() to submit
 			a, f := in.submit(r.Context(), submission{protocol: "http", tenant: t, conversationID: item.ConversationID,
 				idempotencyKey: item.IdempotencyKey, body: item.messageBody})
 			if f != nil {

@@ -275,13 +275,13 @@ func (in *Ingress) Handler() http.Handler { return in.handler }
 // closes it.
 func (in *Ingress) Run(ctx context.Context) error {
 	defer in.client.Close()
-	ln, err := net.Listen("tcp", in.cfg.Addr)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", in.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("ingress: listen: %w", err)
 	}
 	var gln net.Listener
 	if in.cfg.GRPCAddr != "" {
-		if gln, err = net.Listen("tcp", in.cfg.GRPCAddr); err != nil {
+		if gln, err = new(net.ListenConfig).Listen(ctx, "tcp", in.cfg.GRPCAddr); err != nil {
 			ln.Close()
 			return fmt.Errorf("ingress: listen grpc: %w", err)
 		}

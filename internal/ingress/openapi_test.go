@@ -121,9 +121,11 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 	re := regexp.MustCompile(`code: +"([a-z_]+)"`)
 	enum := map[string]bool{}
 	var enumVals []string
-	json.Unmarshal(doc.Comps.Schemas["Error"].Properties["code"], &struct {
+	if err := json.Unmarshal(doc.Comps.Schemas["Error"].Properties["code"], &struct {
 		Enum *[]string `json:"enum"`
-	}{&enumVals})
+	}{&enumVals}); err != nil {
+		t.Fatal(err)
+	}
 	for _, v := range enumVals {
 		enum[v] = true
 	}

@@ -271,9 +271,10 @@ func (in *Ingress) produce(ctx context.Context, req *pb.Request) (ack, *failure)
 	}, nil
 }
 
-// Token estimate of a request, for the tenant's token bucket: about four
-// bytes per token of prompt, four tokens of overhead per message, plus the
-// completion's max_tokens (DefaultCompletionTokens when unset).
+// DefaultCompletionTokens is the completion's share of a request's token
+// estimate when max_tokens is unset. The estimate, for the tenant's token
+// bucket: about four bytes per token of prompt, four tokens of overhead
+// per message, plus the completion's max_tokens.
 const DefaultCompletionTokens = 256
 
 func estimateTokens(req *pb.Request) int {

@@ -258,7 +258,6 @@ func New(cfg Config) (*Engine, error) {
 		opts = append(opts,
 			kgo.TransactionalID(cfg.TransactionalID),
 			kgo.TransactionTimeout(e.txnTimeout),
-			kgo.RequireStableFetchOffsets(),
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		)
 	}
@@ -285,7 +284,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer e.stopRun()
 	close(e.running)
 	stopCommits, commitsDone := make(chan struct{}), make(chan struct{})
-	go func() {
+	go func() { //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
 		defer close(commitsDone)
 		e.commitLoop(stopCommits)
 	}()
@@ -315,8 +314,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		all[tp.topic] = append(all[tp.topic], tp.partition)
 	}
 	e.mu.Unlock()
-	e.release(all, e.cfg.ShutdownTimeout, e.fatal.Load() == nil)
-	e.cl.Close() // leaves the group; nothing is assigned any more
+	e.release(all, e.cfg.ShutdownTimeout, e.fatal.Load() == nil) //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
+	e.cl.Close()                                                 // leaves the group; nothing is assigned any more
 	e.wg.Wait()
 	if err := e.fatal.Load(); err != nil {
 		return *err

@@ -148,7 +148,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
-	ports, err := freePorts(10)
+	ports, err := freePorts(ctx, 10)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +252,7 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 		s.mu.Unlock()
 		return err
 	}
-	cmd := exec.Command(filepath.Join(s.cfg.Bin, name), p.args...)
+	cmd := exec.Command(filepath.Join(s.cfg.Bin, name), p.args...) //nolint:noctx // the stack stops its processes itself, by PID and in order, not when a context ends
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
@@ -262,7 +262,7 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 	p.cmd, p.done = cmd, make(chan struct{})
 	done := p.done
 	go func() { // owned by done: ends when the process does
-		cmd.Wait()
+		_ = cmd.Wait() // a stop, kill or crash; the stack judges the process by its readiness
 		log.Close()
 		close(done)
 	}()
@@ -359,7 +359,7 @@ func (s *Stack) Close() {
 	}
 }
 
-func freePorts(n int) ([]int, error) {
+func freePorts(ctx context.Context, n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -368,7 +368,7 @@ func freePorts(n int) ([]int, error) {
 	}()
 	var ports []int
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := new(net.ListenConfig).Listen(ctx, "tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}

@@ -60,7 +60,7 @@ func MountPprof(mux *http.ServeMux) {
 func Mount(mux *http.ServeMux, reg *prometheus.Registry, ready func(*http.Request) error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok\n")
+		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if ready != nil {
@@ -69,6 +69,6 @@ func Mount(mux *http.ServeMux, reg *prometheus.Registry, ready func(*http.Reques
 				return
 			}
 		}
-		io.WriteString(w, "ready\n")
+		_, _ = io.WriteString(w, "ready\n")
 	})
 }
