@@ -29,7 +29,7 @@ test-integration:
 test-short:
 	$(GO) test -race -short -count=1 ./...
 
-## bench: build, then run the standard short load-test suite (about 4 minutes on 2 cores) on local
+## bench: build, then run the standard short load-test suite (about 5 minutes on 2 cores) on local
 ## stacks the load test starts itself; reports (JSON, HTML, summary) go to BENCH_OUT
 BENCH_OUT   ?= bench/$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_FLAGS ?=

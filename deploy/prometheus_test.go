@@ -20,8 +20,11 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/apptest"
+	"github.com/switchboard-llm/switchboard/internal/envelope"
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
 // TestPromtool runs promtool's checks of the config and rules, and the
@@ -252,8 +255,8 @@ func TestPrometheusScrapesStack(t *testing.T) {
 
 // traffic sends streamed and plain requests through ingress, each to a
 // new conversation whose stream is open before the request is sent, waits
-// for the answers through egress, and sends one request for an unknown
-// model (a dead letter). round keeps conversation IDs apart between calls.
+// for the answers through egress, and writes one request for an unknown
+// model straight to Kafka (a dead letter). round keeps conversation IDs apart between calls.
 func traffic(ctx context.Context, t *testing.T, s *apptest.Stack, round int) {
 	t.Helper()
 	post := func(conv, body string) {
@@ -288,7 +291,22 @@ func traffic(ctx context.Context, t *testing.T, s *apptest.Stack, round int) {
 			t.Fatalf("egress: %v", err)
 		}
 	}
-	post(fmt.Sprintf("prom-%d-dead", round), `{"model":"no-such-model","messages":[{"role":"user","content":"x"}]}`)
+	// Ingress refuses a model no backend serves; a direct producer's record
+	// for one is dead-lettered.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.Brokers, ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	rec, err := envelope.EncodeRequest("switchboard.requests.interactive", &pb.Request{RequestId: fmt.Sprintf("prom-dead-%d", round),
+		ConversationId: fmt.Sprintf("prom-%d-dead", round), Tenant: "dev", Lane: "interactive", Model: "no-such-model",
+		Messages: []*pb.Message{{Role: "user", Content: "x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // logFamilies counts the metric families each service exposes on /metrics.

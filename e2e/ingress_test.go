@@ -82,6 +82,20 @@ func TestEveryProtocolIsAnswered(t *testing.T) {
 		resp.Body.Close()
 	}
 
+	// A model no backend serves: refused at the door (400) once ingress has
+	// read the models the router-worker published, never dead-lettered.
+	for i := 0; ; i++ {
+		code, _, b := send(ctx, t, "POST", s.IngressURL+"/v1/conversations/p-unknown/messages",
+			`{"model":"no-such-model","messages":[{"role":"user","content":"hi"}]}`, nil)
+		if code == 400 && strings.Contains(string(b), `"unknown_model"`) {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("unknown model: %d %s, want 400 unknown_model", code, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// HTTP, twice with one Idempotency-Key: one request.
 	body := `{"model":"sim","stream":true,"messages":[{"role":"user","content":"over http"}]}`
 	var acks [2]ackBody

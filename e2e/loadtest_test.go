@@ -61,6 +61,46 @@ func TestLoadtestSmoke(t *testing.T) {
 	}
 }
 
+// TestLoadtestOrderedCalls runs the ordered-calls scenario briefly: several
+// messages per conversation in one ingress batch or one WebSocket burst,
+// stored in the order sent (read back from the requests topics) and
+// answered in that order at the client.
+func TestLoadtestOrderedCalls(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real binaries")
+	}
+	spec, err := topicspec.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := loadtest.DefaultParams()
+	p.Duration, p.Warmup, p.Rate, p.Conversations = 3*time.Second, 500*time.Millisecond, 160, 20
+	p.ModelLatency, p.ModelJitter = 10*time.Millisecond, 2*time.Millisecond
+	suite, err := loadtest.RunSuite(t.Context(), loadtest.SuiteConfig{
+		Scenarios: []string{"ordered-calls"}, Params: p, Driver: "http", Reader: "sse", Drain: 20 * time.Second,
+		Stack: loadtest.StackConfig{Bin: filepath.Dir(bin["devbroker"]), Dir: t.TempDir()},
+		External: loadtest.Endpoints{Kafka: loadtest.KafkaEndpoint{Topics: loadtest.Topics{
+			Interactive: spec.Name(topicspec.RequestsInteractive), Batch: spec.Name(topicspec.RequestsBatch),
+			Results: spec.Name(topicspec.Results), DeadLetter: spec.Name(topicspec.DeadLetter)}}},
+		KafkaOpts: func(brokers []string) []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(brokers...)} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := suite.Reports[0]
+	for _, class := range []string{"batch-calls", "stream-calls"} {
+		c := r.Classes[class]
+		if c == nil || c.Sent != 240 || c.Accepted != 240 || c.Stored != 240 || c.StoredOrderViolations != 0 || c.OrderViolations != 0 || c.Lost != 0 {
+			t.Errorf("%s %+v: want 240 sent, accepted and stored, in order, none lost", class, c)
+		}
+	}
+	for _, ch := range r.Checks {
+		if !ch.Pass {
+			t.Errorf("check failed: %s: %s", ch.Name, ch.Detail)
+		}
+	}
+}
+
 // TestLoadtestStackKillRestart checks the machinery the chaos scenario
 // uses: a process killed with SIGKILL is restarted on its own ports and
 // serves again, and the stack still carries a request end to end after

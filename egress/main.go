@@ -22,7 +22,8 @@ func main() {
 	f.Bool(&cfg.ReadCommitted, "read-committed", "read results read_committed: with router-worker --exactly-once, streams never show an aborted transaction's result, but results (chunks too) wait for open transactions to end")
 	f.Int64(&cfg.RecentBytes, "recent-bytes", "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
 	f.Int(&cfg.SubscriberBuffer, "subscriber-buffer", "events held for a slow subscriber before it is disconnected")
-	f.String(&tenantsFile, "tenants", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml); when set, every stream needs an API key and sees only its tenant's results")
+	f.String(&tenantsFile, "tenants", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml): every stream needs an API key and sees only its tenant's results; required unless --allow-anonymous")
+	f.Bool(&cfg.AllowAnonymous, "allow-anonymous", "run without --tenants: every stream open to anyone who can reach egress (a warning at every start)")
 	f.List(&cfg.CORSOrigins, "cors-origins", "comma-separated origins (scheme://host[:port], or *) whose browser pages may read the SSE streams; empty: none")
 	f.List(&cfg.WSOriginPatterns, "ws-origins", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	f.Bool(&w.Enabled, "webhooks", "deliver terminal results to webhooks (consumer group --webhook-group)")
@@ -36,6 +37,7 @@ func main() {
 	f.Duration(&w.StartWindow, "webhook-start-window", "how far back webhook delivery begins when its group has no committed offsets")
 	d.Main(func(ctx context.Context, env *daemon.Env) error {
 		w.Secret = []byte(env.Getenv("SWITCHBOARD_WEBHOOK_SECRET"))
+		cfg.CursorSecret = []byte(env.Getenv("SWITCHBOARD_CURSOR_SECRET"))
 		if w.Enabled && len(w.Secret) == 0 {
 			return errors.New("--webhooks needs the signing secret in SWITCHBOARD_WEBHOOK_SECRET")
 		}

@@ -45,7 +45,7 @@ func newOptions(f *daemon.Flags) *options {
 	f.String(&o.htmlOut, "html", "also write the HTML report to this file")
 	f.String(&o.label, "label", "conditions of the run, printed with every figure (e.g. \"loaded shared machine\")")
 	f.Bool(&o.strict, "strict", "exit with status 1 when a check fails")
-	f.String(&o.sc.Driver, "driver", "how requests enter: http (ingress) or kafka (straight to the requests topics)")
+	f.String(&o.sc.Driver, "driver", "how requests enter: http (ingress), ws (ingress WebSockets) or kafka (straight to the requests topics)")
 	f.String(&o.sc.Reader, "reader", "how answers are read: sse (egress) or kafka (the results topic)")
 	f.String(&o.ext.IngressURL, "ingress", "ingress base URL (without --stack)")
 	f.String(&o.ext.APIKey, "api-key", "API key sent to ingress and egress as a bearer token (without --stack)", daemon.FromEnv("SWITCHBOARD_API_KEY"))

@@ -30,6 +30,13 @@ brokers=$(echo "$BROKER_PORTS" | tr ',' '\n' | sed 's/^/127.0.0.1:/' | paste -sd
 export SWITCHBOARD_BROKERS=$brokers
 export SWITCHBOARD_MODELSIM_URL=http://127.0.0.1:$MODELSIM_PORT/v1
 mkdir -p "$DATA_DIR"
+# egress's cursor secret, kept with the data so that a client's cursor still
+# resumes after egress restarts.
+if [ -z "${SWITCHBOARD_CURSOR_SECRET:-}" ]; then
+  [ -s "$DATA_DIR/cursor-secret" ] || (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$DATA_DIR/cursor-secret")
+  SWITCHBOARD_CURSOR_SECRET=$(cat "$DATA_DIR/cursor-secret")
+  export SWITCHBOARD_CURSOR_SECRET
+fi
 
 names=()
 pids=()

@@ -106,6 +106,21 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// CursorSecret is the cursor secret (SWITCHBOARD_CURSOR_SECRET) of every
+// egress a test starts, unless the environment sets one: a cursor made by
+// one egress resumes on another, as in a deployment.
+const CursorSecret = "apptest-cursor-secret"
+
+// processEnv is the environment of the processes tests start: this one's,
+// with the cursor secret.
+func processEnv() []string {
+	env := os.Environ()
+	if os.Getenv("SWITCHBOARD_CURSOR_SECRET") == "" {
+		env = append(env, "SWITCHBOARD_CURSOR_SECRET="+CursorSecret)
+	}
+	return env
+}
+
 // Start runs path with args. Its output is kept and printed when the test
 // fails; at cleanup a still-running process gets SIGTERM, then SIGKILL
 // after 10 seconds.
@@ -113,6 +128,7 @@ func Start(t testing.TB, name, path string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{Name: name, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(path, args...)
+	p.cmd.Env = processEnv()
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {

@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/switchboard-llm/switchboard/internal/tenant"
@@ -23,8 +24,19 @@ func (e *Egress) authHTTP(w http.ResponseWriter, r *http.Request) (tenantName st
 	if err != nil {
 		e.metrics.authFailed.Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
-		httpError(w, http.StatusUnauthorized, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
+		code, msg := authError(err)
+		httpError(w, http.StatusUnauthorized, code, msg)
 		return "", false
 	}
 	return t.Name, true
+}
+
+// authError is the code and message of a failed authentication, the same
+// as ingress's: unauthenticated without a key, invalid_api_key with a key
+// no tenant has.
+func authError(err error) (code, msg string) {
+	if errors.Is(err, tenant.ErrNoKey) {
+		return "unauthenticated", "send an API key as Authorization: Bearer KEY"
+	}
+	return "invalid_api_key", "the API key is not valid"
 }

@@ -29,8 +29,9 @@ const (
 // results of a run once another run of the request has appeared, chunks of
 // an attempt once a later attempt of the run has begun, chunks at or below
 // an index already sent, and everything after the request's terminal
-// result. A new run or attempt restarts the answer at chunk 0; a client
-// shows that by its run_id or attempt changing.
+// result. A new run or attempt restarts the answer at chunk 0; admit says
+// so (restart) when the stream has already seen results of the request,
+// and the stream tells its client with a restart event.
 type dedupe struct {
 	reqs  map[string]*reqState
 	order []string // request IDs, oldest first
@@ -42,12 +43,15 @@ type reqState struct {
 	attempt int32
 	next    int32 // next chunk index expected in attempt
 	done    bool
+	seen    bool // a result of the request was admitted
 }
 
 func newDedupe() *dedupe { return &dedupe{reqs: map[string]*reqState{}} }
 
-// admit reports whether res should be sent and, if not, why.
-func (d *dedupe) admit(res *pb.Result) (ok bool, reason string) {
+// admit reports whether res should be sent and, if not, why; restart is
+// true when res starts the request's answer over (a new run or attempt)
+// after results of it were admitted.
+func (d *dedupe) admit(res *pb.Result) (ok bool, reason string, restart bool) {
 	id := res.GetRequestId()
 	st := d.reqs[id]
 	if st == nil {
@@ -60,12 +64,13 @@ func (d *dedupe) admit(res *pb.Result) (ok bool, reason string) {
 		}
 	}
 	if st.done {
-		return false, dropRepeatedTerminal
+		return false, dropRepeatedTerminal, false
 	}
 	if run := res.GetRunId(); run != st.run {
 		if slices.Contains(st.oldRuns, run) {
-			return false, dropSupersededRun
+			return false, dropSupersededRun, false
 		}
+		restart = st.seen
 		// A new processing of the request: it starts over.
 		st.oldRuns = append(st.oldRuns, st.run)
 		if len(st.oldRuns) > maxOldRuns {
@@ -74,18 +79,21 @@ func (d *dedupe) admit(res *pb.Result) (ok bool, reason string) {
 		st.run, st.attempt, st.next = run, res.GetAttempt(), 0
 	}
 	if res.GetAttempt() < st.attempt {
-		return false, dropSupersededAttempt
+		return false, dropSupersededAttempt, false
 	}
 	if res.GetAttempt() > st.attempt {
 		st.attempt, st.next = res.GetAttempt(), 0
+		restart = restart || st.seen
 	}
 	if c := res.GetChunk(); c != nil {
 		if c.GetIndex() < st.next {
-			return false, dropRepeatedChunk
+			return false, dropRepeatedChunk, false
 		}
 		st.next = c.GetIndex() + 1
-		return true, ""
+		st.seen = true
+		return true, "", restart
 	}
 	st.done = true
-	return true, ""
+	st.seen = true
+	return true, "", restart
 }

@@ -93,10 +93,19 @@ type Config struct {
 	// Tenants, when set, are the tenants ingress also uses: every stream
 	// then needs one of their API keys and gets only its tenant's results,
 	// and webhook delivery uses each tenant's webhook_url and secret. Nil:
-	// no keys, every result visible, only the requests' own webhooks.
+	// no keys, every result visible, only the requests' own webhooks; New
+	// refuses that unless AllowAnonymous is set.
 	Tenants *tenant.Set
+	// AllowAnonymous lets egress run without Tenants, every stream open
+	// to anyone who can reach it (logged as a warning at every start).
+	AllowAnonymous bool
 	// Webhooks configures webhook delivery (off by default).
 	Webhooks WebhookConfig
+	// CursorSecret keys the cursor tokens of events (see cursorCodec):
+	// every egress instance of a deployment needs the same one for a
+	// client to resume on any of them. Empty: a random secret, so cursors
+	// resume only on this instance until it restarts (logged).
+	CursorSecret tenant.Secret
 	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
@@ -152,6 +161,9 @@ func (c *Config) Validate() error {
 	if c.ReplayWindow < 0 || c.ReplayTimeout < 0 || c.SubscriberBuffer < 1 || c.Heartbeat < 0 || c.WriteTimeout < 0 {
 		return errors.New("egress: windows, timeouts and buffers must be positive")
 	}
+	if c.Tenants == nil && !c.AllowAnonymous {
+		return errors.New("egress: no tenants file: every stream would be open to anyone; give --tenants, or --allow-anonymous for a closed network")
+	}
 	if err := c.Webhooks.Validate(); err != nil {
 		return err
 	}
@@ -168,8 +180,9 @@ type Egress struct {
 	hub     *hub
 	metrics *metrics
 	handler http.Handler
-	grpc    *grpc.Server  // nil without GRPCAddr
-	hooks   *webhooks     // nil without webhooks
+	grpc    *grpc.Server // nil without GRPCAddr
+	hooks   *webhooks    // nil without webhooks
+	cursors *cursorCodec
 	ready   chan struct{} // closed once the live reader is positioned
 	stop    chan struct{} // closed when Run begins to stop
 }
@@ -188,6 +201,19 @@ func New(cfg Config) (*Egress, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Tenants == nil {
+		cfg.Logger.Warn("egress runs without API keys (--allow-anonymous): every stream is open to anyone who can reach it")
+	}
+	secret := []byte(cfg.CursorSecret)
+	if len(secret) == 0 {
+		cfg.Logger.Warn("no cursor secret (SWITCHBOARD_CURSOR_SECRET): cursors resume only on this instance until it restarts; " +
+			"give every egress instance the same secret")
+		secret = randomCursorSecret()
+	}
+	cursors, err := newCursorCodec(secret)
+	if err != nil {
+		return nil, fmt.Errorf("egress: cursors: %w", err)
+	}
 	cfg.Kafka = cfg.Kafka.Instrument("egress", cfg.Registry)
 	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), cfg.isolation()...)...)
 	if err != nil {
@@ -200,6 +226,7 @@ func New(cfg Config) (*Egress, error) {
 		client:  cl,
 		adm:     kadm.NewClient(cl),
 		metrics: newMetrics(cfg.Registry),
+		cursors: cursors,
 		ready:   make(chan struct{}),
 		stop:    make(chan struct{}),
 	}
@@ -211,7 +238,8 @@ func New(cfg Config) (*Egress, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
-	e.handler = httpserve.CORS{Origins: cfg.CORSOrigins, Methods: []string{http.MethodGet}}.Handler(mux)
+	mux.HandleFunc("GET /asyncapi.yaml", serveAsyncAPI)
+	e.handler = httpserve.CORS{Origins: cfg.CORSOrigins, Methods: []string{http.MethodGet}}.Handler(httpserve.JSONErrors(mux))
 	if cfg.GRPCAddr != "" {
 		e.grpc = grpc.NewServer()
 		pb.RegisterEgressServer(e.grpc, &grpcServer{e: e})

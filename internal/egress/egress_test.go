@@ -1,6 +1,8 @@
 package egress
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,24 +26,26 @@ func TestDedupe(t *testing.T) {
 		res        *pb.Result
 		ok         bool
 		dropReason string
+		restart    bool
 	}{
-		{chunk("a", 1, 0), true, ""},
-		{chunk("a", 1, 1), true, ""},
-		{chunk("a", 1, 1), false, "repeated_chunk"},
-		{chunk("a", 1, 0), false, "repeated_chunk"},
-		{chunk("a", 2, 0), true, ""}, // a retry starts over
-		{chunk("a", 1, 2), false, "superseded_attempt"},
-		{chunk("a", 2, 1), true, ""},
-		{final("a", 2), true, ""},
-		{final("a", 2), false, "repeated_terminal"},
-		{chunk("a", 3, 0), false, "repeated_terminal"},
-		{final("b", 1), true, ""},
+		{chunk("a", 1, 0), true, "", false},
+		{chunk("a", 1, 1), true, "", false},
+		{chunk("a", 1, 1), false, "repeated_chunk", false},
+		{chunk("a", 1, 0), false, "repeated_chunk", false},
+		{chunk("a", 2, 0), true, "", true}, // a retry starts over
+		{chunk("a", 1, 2), false, "superseded_attempt", false},
+		{chunk("a", 2, 1), true, "", false},
+		{final("a", 2), true, "", false},
+		{final("a", 2), false, "repeated_terminal", false},
+		{chunk("a", 3, 0), false, "repeated_terminal", false},
+		{final("b", 1), true, "", false},
+		{final("c", 2), true, "", false}, // a later attempt, but nothing of the request was seen before
 	}
 	d := newDedupe()
 	for i, s := range steps {
-		ok, reason := d.admit(s.res)
-		if ok != s.ok || reason != s.dropReason {
-			t.Errorf("step %d (%v): admit = %v %q, want %v %q", i, s.res, ok, reason, s.ok, s.dropReason)
+		ok, reason, restart := d.admit(s.res)
+		if ok != s.ok || reason != s.dropReason || restart != s.restart {
+			t.Errorf("step %d (%v): admit = %v %q %v, want %v %q %v", i, s.res, ok, reason, restart, s.ok, s.dropReason, s.restart)
 		}
 	}
 }
@@ -59,25 +63,26 @@ func TestDedupeRuns(t *testing.T) {
 		return r
 	}
 	steps := []struct {
-		res    *pb.Result
-		ok     bool
-		reason string
+		res     *pb.Result
+		ok      bool
+		reason  string
+		restart bool
 	}{
-		{run("a", "A", 1, 0, false), true, ""},
-		{run("a", "A", 2, 0, false), true, ""},
-		{run("a", "A", 2, 1, false), true, ""},
-		{run("a", "B", 1, 0, false), true, ""}, // the rerun starts over at attempt 1
-		{run("a", "A", 2, 2, false), false, "superseded_run"},
-		{run("a", "B", 1, 0, false), false, "repeated_chunk"},
-		{run("a", "B", 1, 1, false), true, ""},
-		{run("a", "B", 1, 0, true), true, ""},
-		{run("a", "C", 1, 0, false), false, "repeated_terminal"},
+		{run("a", "A", 1, 0, false), true, "", false},
+		{run("a", "A", 2, 0, false), true, "", true},
+		{run("a", "A", 2, 1, false), true, "", false},
+		{run("a", "B", 1, 0, false), true, "", true}, // the rerun starts over at attempt 1
+		{run("a", "A", 2, 2, false), false, "superseded_run", false},
+		{run("a", "B", 1, 0, false), false, "repeated_chunk", false},
+		{run("a", "B", 1, 1, false), true, "", false},
+		{run("a", "B", 1, 0, true), true, "", false},
+		{run("a", "C", 1, 0, false), false, "repeated_terminal", false},
 	}
 	d := newDedupe()
 	for i, s := range steps {
-		ok, reason := d.admit(s.res)
-		if ok != s.ok || reason != s.reason {
-			t.Errorf("step %d: admit = %v %q, want %v %q", i, ok, reason, s.ok, s.reason)
+		ok, reason, restart := d.admit(s.res)
+		if ok != s.ok || reason != s.reason || restart != s.restart {
+			t.Errorf("step %d: admit = %v %q %v, want %v %q %v", i, ok, reason, restart, s.ok, s.reason, s.restart)
 		}
 	}
 }
@@ -92,29 +97,36 @@ func TestDedupeForgetsOldest(t *testing.T) {
 	}
 }
 
-func TestParseCursor(t *testing.T) {
-	tests := []struct {
-		in   string
-		want cursor
-		ok   bool
-	}{
-		{"3:42", cursor{3, 42}, true},
-		{"0:0", cursor{0, 0}, true},
-		{"3", cursor{}, false},
-		{"a:1", cursor{}, false},
-		{"1:-5", cursor{}, false},
-		{"1:-1", cursor{1, -1}, true},
-		{"-1:5", cursor{}, false},
-		{"1:2:3", cursor{}, false},
-		{"0:9223372036854775807", cursor{}, false}, // the next offset would overflow
+func TestCursorTokens(t *testing.T) {
+	k, err := newCursorCodec([]byte("secret"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		got, err := parseCursor(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("parseCursor(%q) = %v, %v; want %v ok=%v", tt.in, got, err, tt.want, tt.ok)
+	other, _ := newCursorCodec([]byte("another secret"))
+	for _, c := range []cursor{{3, 42}, {0, -1}, {11, 1 << 40}} {
+		tok := k.seal("t1", "conv", c)
+		if strings.Contains(tok, fmt.Sprint(c.offset)) || !strings.HasPrefix(tok, cursorPrefix) {
+			t.Errorf("token %q shows the position %v", tok, c)
 		}
-		if tt.ok && got.String() != tt.in {
-			t.Errorf("String() = %q, want %q", got.String(), tt.in)
+		if got, err := k.open("t1", "conv", tok); err != nil || got != c {
+			t.Errorf("open(seal(%v)) = %v, %v", c, got, err)
+		}
+		if tok != k.seal("t1", "conv", c) {
+			t.Error("sealing the same cursor twice gives two tokens")
+		}
+		for _, bad := range []struct{ tenant, conv, tok string }{
+			{"t2", "conv", tok},              // another tenant
+			{"t1", "conv2", tok},             // another conversation
+			{"t1", "conv", tok[:len(tok)-2]}, // cut
+			{"t1", "conv", tok + "A"},        // longer
+			{"t1", "conv", c.String()},       // the raw position
+		} {
+			if _, err := k.open(bad.tenant, bad.conv, bad.tok); err == nil {
+				t.Errorf("open(%q, %q, %q) accepted", bad.tenant, bad.conv, bad.tok)
+			}
+		}
+		if _, err := other.open("t1", "conv", tok); err == nil {
+			t.Error("an egress with another secret opened the cursor")
 		}
 	}
 }

@@ -103,13 +103,17 @@ func (s *grpcSink) close() { close(s.out) }
 
 var errGRPCStalled = errors.New("the client did not take a message within the write timeout")
 
-func (s *grpcSink) event(c cursor, _ string, ev event) error {
-	return s.send(&pb.SubscribeResponse{Cursor: c.String(), Event: &pb.SubscribeResponse_Result{Result: ev.res}})
+func (s *grpcSink) event(cur string, _ string, ev event, v view) error {
+	return s.send(&pb.SubscribeResponse{Cursor: cur, Event: &pb.SubscribeResponse_Answer{Answer: answerOf(ev.res, v)}})
 }
 
-func (s *grpcSink) end(reason string, c cursor) error {
-	return s.send(&pb.SubscribeResponse{Cursor: c.String(),
-		Event: &pb.SubscribeResponse_End{End: &pb.End{Reason: reason, Cursor: c.String()}}})
+func (s *grpcSink) restart(r *pb.Restart) error {
+	return s.send(&pb.SubscribeResponse{Event: &pb.SubscribeResponse_Restart{Restart: r}})
+}
+
+func (s *grpcSink) end(reason string, cur string) error {
+	return s.send(&pb.SubscribeResponse{Cursor: cur,
+		Event: &pb.SubscribeResponse_End{End: &pb.End{Reason: reason, Cursor: cur}}})
 }
 
 // keepAlive: HTTP/2 keepalives do this job for gRPC.

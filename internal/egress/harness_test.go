@@ -87,6 +87,10 @@ func (h *harness) start(mod func(*Config)) *running {
 		Topics:   spec,
 		Logger:   slog.New(slog.DiscardHandler),
 		Registry: reg,
+		// One secret for every instance, as in a deployment.
+		CursorSecret: []byte("harness cursor secret"),
+		// Tests without tenants see every result.
+		AllowAnonymous: true,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -164,6 +168,18 @@ func labelOf(r *pb.Result) string {
 	return r.GetFinal().GetContent()
 }
 
+func labelOfAnswer(a *pb.Answer) string {
+	if c := a.GetChunk(); c != nil {
+		return c.GetDelta()
+	}
+	return a.GetFinal().GetContent()
+}
+
+// token is the cursor token the egress gives tenant's stream of conv.
+func (r *running) token(tenant, conv string, c cursor) string {
+	return r.e.cursors.seal(tenant, conv, c)
+}
+
 // readSSE reads url's events until the stream ends, ctx ends, or n events
 // (0: no bound) have arrived.
 func readSSE(ctx context.Context, t *testing.T, url string, header http.Header, n int) ([]got, int) {
@@ -196,18 +212,25 @@ func parseSSE(t *testing.T, body io.Reader, n int, each func(got)) []got {
 		line := sc.Text()
 		switch {
 		case line == "" && ev.name != "":
-			if ev.name == "end" {
+			switch ev.name {
+			case "end":
 				var m map[string]string
 				if err := json.Unmarshal([]byte(data), &m); err != nil {
 					t.Errorf("end event %q: %v", data, err)
 				}
 				ev.label, ev.cursor = m["reason"], m["cursor"]
-			} else {
-				var r pb.Result
+			case "restart":
+				var r pb.Restart
 				if err := protojson.Unmarshal([]byte(data), &r); err != nil {
+					t.Fatalf("restart data %q: %v", data, err)
+				}
+				ev.label = r.GetRequestId()
+			default:
+				var a pb.Answer
+				if err := protojson.Unmarshal([]byte(data), &a); err != nil {
 					t.Fatalf("event data %q: %v", data, err)
 				}
-				ev.label = labelOf(&r)
+				ev.label = labelOfAnswer(&a)
 			}
 			out = append(out, ev)
 			if each != nil {

@@ -1,7 +1,6 @@
 package egress
 
 import (
-	"bytes"
 	"context"
 	"sync"
 	"time"
@@ -212,22 +211,4 @@ func (h *hub) closeAll() {
 			h.remove(s, endShutdown)
 		}
 	}
-}
-
-// lazyJSON encodes a result to its API JSON on first use, once, however
-// many streams (on their own goroutines) ask.
-type lazyJSON struct {
-	res  *pb.Result
-	once sync.Once
-	data []byte
-	err  error
-}
-
-func (l *lazyJSON) bytes() ([]byte, error) {
-	l.once.Do(func() {
-		var buf bytes.Buffer
-		l.err = appendResultJSON(&buf, l.res)
-		l.data = buf.Bytes()
-	})
-	return l.data, l.err
 }

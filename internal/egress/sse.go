@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/switchboard-llm/switchboard/internal/envelope"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -61,7 +60,7 @@ func (e *Egress) handleEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Connection", "keep-alive")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprintf(w, ": conversation %s on partition %d\n\n", s.req.conv, s.last.partition)
+	fmt.Fprintf(w, ": conversation %s\n\n", s.req.conv)
 	flusher.Flush()
 	_ = s.run(r.Context(), &sseSink{w: w, flusher: flusher, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}) // its error is a client gone mid-write
 }
@@ -79,13 +78,13 @@ type sseSink struct {
 // is let go instead of holding its stream's goroutine.
 func (s *sseSink) deadline() { _ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout)) }
 
-func (s *sseSink) event(c cursor, name string, ev event) error {
-	data, err := ev.json.bytes()
+func (s *sseSink) event(cur string, name string, ev event, v view) error {
+	data, err := ev.json.bytes(v)
 	if err != nil {
 		return err
 	}
 	s.buf.Reset()
-	fmt.Fprintf(&s.buf, "id: %s\nevent: %s\ndata: ", c, name)
+	fmt.Fprintf(&s.buf, "id: %s\nevent: %s\ndata: ", cur, name)
 	s.buf.Write(data)
 	s.buf.WriteString("\n\n")
 	s.deadline()
@@ -105,24 +104,30 @@ func (s *sseSink) keepAlive(context.Context) error {
 	return nil
 }
 
-// end tells the client why the stream ends and where to resume.
-func (s *sseSink) end(reason string, c cursor) error {
-	data, _ := json.Marshal(map[string]string{"reason": reason, "cursor": c.String()})
+// restart is an event without an id: the client's Last-Event-ID stays
+// at the last answer.
+func (s *sseSink) restart(r *pb.Restart) error {
+	s.buf.Reset()
+	s.buf.WriteString("event: restart\ndata: ")
+	if err := appendJSON(&s.buf, r); err != nil {
+		return err
+	}
+	s.buf.WriteString("\n\n")
 	s.deadline()
-	if _, err := fmt.Fprintf(s.w, "event: end\ndata: %s\n\n", data); err != nil {
+	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 		return err
 	}
 	s.flusher.Flush()
 	return nil
 }
 
-// appendResultJSON writes res in the API's JSON form: protojson with the
-// .proto field names, compacted (protojson varies its spacing on purpose;
-// clients get one stable form).
-func appendResultJSON(buf *bytes.Buffer, res *pb.Result) error {
-	data, err := envelope.JSON.Marshal(res)
-	if err != nil {
+// end tells the client why the stream ends and where to resume.
+func (s *sseSink) end(reason string, cur string) error {
+	data, _ := json.Marshal(map[string]string{"reason": reason, "cursor": cur})
+	s.deadline()
+	if _, err := fmt.Fprintf(s.w, "event: end\ndata: %s\n\n", data); err != nil {
 		return err
 	}
-	return json.Compact(buf, data)
+	s.flusher.Flush()
+	return nil
 }

@@ -47,11 +47,14 @@ func (e *apiError) Error() string { return e.code + ": " + e.msg }
 // sink writes one transport's events. Its methods are called from one
 // goroutine, the stream's.
 type sink interface {
-	// event writes ev's result with cursor c; name is chunk, result or
-	// error.
-	event(c cursor, name string, ev event) error
-	// end writes the stream's last event: why it ends and where to resume.
-	end(reason string, c cursor) error
+	// event writes ev's answer as view v shows it, with the cursor token
+	// cur; name is chunk, result or error.
+	event(cur string, name string, ev event, v view) error
+	// restart tells the client that a request's answer starts over.
+	restart(r *pb.Restart) error
+	// end writes the stream's last event: why it ends and the cursor token
+	// to resume from.
+	end(reason string, cur string) error
 	// keepAlive tells the client the stream is still open.
 	keepAlive(ctx context.Context) error
 }
@@ -71,6 +74,7 @@ type session struct {
 	inMemory bool
 	dedupe   *dedupe
 	last     cursor
+	view     view // what the tenant's clients see of final results
 }
 
 // open validates req, waits until the live reader is positioned, finds
@@ -87,7 +91,7 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	}
 	var from *cursor
 	if req.from != "" {
-		c, err := parseCursor(req.from)
+		c, err := e.cursors.open(req.tenant, req.conv, req.from)
 		if err != nil {
 			return nil, &apiError{status: http.StatusBadRequest, code: "invalid_cursor", msg: err.Error()}
 		}
@@ -104,7 +108,7 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	partition := envelope.Partition(req.conv, e.hub.partitions())
 	if from != nil && from.partition != partition {
 		return nil, &apiError{status: http.StatusBadRequest, code: "invalid_cursor",
-			msg: fmt.Sprintf("cursor %s is not on this conversation's partition %d", from, partition)}
+			msg: "the cursor is from before the results topic's partitions changed; open the stream without it"}
 	}
 	// Find where the replay starts before subscribing: anything that
 	// arrives meanwhile is at or after liveFrom and comes live. The index
@@ -136,8 +140,12 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	}
 	sub, liveFrom, memory, inMemory := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer, replayFrom)
 	return &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
-		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition, start - 1}}, nil
+		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition, start - 1},
+		view: viewOf(e.cfg.Tenants.Tenant(req.tenant))}, nil
 }
+
+// token is c's cursor token for this stream's client.
+func (s *session) token(c cursor) string { return s.e.cursors.seal(s.req.tenant, s.req.conv, c) }
 
 // close leaves the hub; it is safe to call more than once.
 func (s *session) close() { s.e.hub.unsubscribe(s.sub) }
@@ -153,10 +161,10 @@ func (s *session) run(ctx context.Context, out sink) error {
 		err := s.replay(ctx, out)
 		switch {
 		case errors.Is(err, errStreamDone):
-			return out.end(endDone, s.last)
+			return out.end(endDone, s.token(s.last))
 		case err != nil && ctx.Err() == nil && !errors.Is(err, errWrite):
 			e.log.Warn("replay failed", "conversation_id", s.req.conv, "partition", partition, "err", err)
-			return out.end(endReplayFailed, s.last)
+			return out.end(endReplayFailed, s.token(s.last))
 		case err != nil:
 			return err
 		}
@@ -168,7 +176,7 @@ func (s *session) run(ctx context.Context, out sink) error {
 		case ev := <-s.sub.ch:
 			if err := s.send(out, *ev); err != nil {
 				if errors.Is(err, errStreamDone) {
-					return out.end(endDone, s.last)
+					return out.end(endDone, s.token(s.last))
 				}
 				return err
 			}
@@ -178,13 +186,13 @@ func (s *session) run(ctx context.Context, out sink) error {
 			for len(s.sub.ch) > 0 {
 				if err := s.send(out, *<-s.sub.ch); err != nil {
 					if errors.Is(err, errStreamDone) {
-						return out.end(endDone, s.last)
+						return out.end(endDone, s.token(s.last))
 					}
 					return err
 				}
 			}
 			if s.sub.reason != "" {
-				return out.end(s.sub.reason, s.last)
+				return out.end(s.sub.reason, s.token(s.last))
 			}
 			return nil
 		case <-heartbeat.C:
@@ -194,7 +202,7 @@ func (s *session) run(ctx context.Context, out sink) error {
 		case <-ctx.Done():
 			return nil
 		case <-e.stop:
-			return out.end(endShutdown, s.last)
+			return out.end(endShutdown, s.token(s.last))
 		}
 	}
 }
@@ -238,7 +246,7 @@ func (s *session) send(out sink, ev event) (err error) {
 		m.filtered.WithLabelValues("other_tenant").Inc()
 		return nil
 	}
-	ok, reason := s.dedupe.admit(ev.res)
+	ok, reason, restart := s.dedupe.admit(ev.res)
 	if ev.offset < s.start {
 		// The client had it (a resume): it only teaches dedupe.
 		m.dropped.WithLabelValues("before_cursor").Inc()
@@ -248,12 +256,19 @@ func (s *session) send(out sink, ev event) (err error) {
 		m.dropped.WithLabelValues(reason).Inc()
 		return nil
 	}
+	if restart {
+		if err := out.restart(&pb.Restart{RequestId: ev.res.GetRequestId(), ConversationId: ev.res.GetConversationId(),
+			Attempt: ev.res.GetAttempt()}); err != nil {
+			return fmt.Errorf("%w: %w", errWrite, err)
+		}
+		m.events.WithLabelValues("restart").Inc()
+	}
 	name := eventName(ev.res)
 	c := cursor{ev.partition, ev.offset}
 	if ev.json == nil {
 		ev.json = &lazyJSON{res: ev.res}
 	}
-	if err := out.event(c, name, ev); err != nil {
+	if err := out.event(s.token(c), name, ev, s.view); err != nil {
 		return fmt.Errorf("%w: %w", errWrite, err)
 	}
 	s.last = c

@@ -41,27 +41,33 @@ func conversation(h *harness, conv string) (want []string, cursors []cursor) {
 	}
 	cursors = h.produce(recs...)
 	for _, i := range []int{0, 1, 3, 5, 7, 8, 11, 12} {
-		want = append(want, labelOf(recs[i]))
+		if i == 3 || i == 5 { // the retry and the rerun start r1's answer over
+			want = append(want, "restart:r1")
+		}
+		name := "chunk"
+		if recs[i].GetFinal() != nil {
+			name = "result"
+		}
+		want = append(want, name+":"+labelOf(recs[i]))
 	}
 	return want, cursors
+}
+
+// answered are the events that carry an answer (not restart or end).
+func answered(evs []got) []got {
+	var out []got
+	for _, e := range evs {
+		if e.name != "restart" && e.name != "end" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func labels(evs []got) []string {
 	var out []string
 	for _, e := range evs {
 		out = append(out, e.name+":"+e.label)
-	}
-	return out
-}
-
-func wantLabels(want []string) []string {
-	var out []string
-	for _, w := range want {
-		name := "chunk"
-		if strings.HasPrefix(w, "done ") {
-			name = "result"
-		}
-		out = append(out, name+":"+w)
 	}
 	return out
 }
@@ -81,21 +87,30 @@ func readWS(ctx context.Context, t *testing.T, url string) ([]got, websocket.Sta
 			return out, websocket.CloseStatus(err), nil
 		}
 		var m struct {
-			Cursor string          `json:"cursor"`
-			Event  string          `json:"event"`
-			Reason string          `json:"reason"`
-			Result json.RawMessage `json:"result"`
+			Cursor  string          `json:"cursor"`
+			Event   string          `json:"event"`
+			Reason  string          `json:"reason"`
+			Answer  json.RawMessage `json:"answer"`
+			Restart json.RawMessage `json:"restart"`
 		}
 		if err := json.Unmarshal(data, &m); err != nil {
 			t.Fatalf("message %q: %v", data, err)
 		}
 		g := got{cursor: m.Cursor, name: m.Event, label: m.Reason}
-		if m.Event != "end" {
-			var r pb.Result
-			if err := protojson.Unmarshal(m.Result, &r); err != nil {
-				t.Fatalf("result %q: %v", m.Result, err)
+		switch m.Event {
+		case "end":
+		case "restart":
+			var r pb.Restart
+			if err := protojson.Unmarshal(m.Restart, &r); err != nil {
+				t.Fatalf("restart %q: %v", m.Restart, err)
 			}
-			g.label = labelOf(&r)
+			g.label = r.GetRequestId()
+		default:
+			var a pb.Answer
+			if err := protojson.Unmarshal(m.Answer, &a); err != nil {
+				t.Fatalf("answer %q: %v", m.Answer, err)
+			}
+			g.label = labelOfAnswer(&a)
 		}
 		out = append(out, g)
 	}
@@ -130,7 +145,16 @@ func readGRPC(ctx context.Context, t *testing.T, addr string, req *pb.SubscribeR
 			out = append(out, got{cursor: e.GetCursor(), name: "end", label: e.GetReason()})
 			continue
 		}
-		out = append(out, got{cursor: m.GetCursor(), name: eventName(m.GetResult()), label: labelOf(m.GetResult())})
+		if r := m.GetRestart(); r != nil {
+			out = append(out, got{name: "restart", label: r.GetRequestId()})
+			continue
+		}
+		a := m.GetAnswer()
+		name := "chunk"
+		if a.GetFinal() != nil {
+			name = "result"
+		}
+		out = append(out, got{cursor: m.GetCursor(), name: name, label: labelOfAnswer(a)})
 	}
 }
 
@@ -151,7 +175,7 @@ func TestTransportsDeliverOnceInOrder(t *testing.T) {
 	want, cursors := conversation(h, "conv-1")
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	all := append(wantLabels(want), "end:done")
+	all := append(slices.Clip(want), "end:done")
 
 	sse, status := readSSE(ctx, t, eg.url+"/v1/conversations/conv-1/events?request_id=r2", nil, 0)
 	if status != http.StatusOK || !slices.Equal(labels(sse), all) {
@@ -171,18 +195,18 @@ func TestTransportsDeliverOnceInOrder(t *testing.T) {
 			continue
 		}
 		for i, idx := range []int{0, 1, 3, 5, 7, 8, 11, 12} {
-			if evs[i].cursor != cursors[idx].String() {
-				t.Errorf("event %d cursor %s, want %s", i, evs[i].cursor, cursors[idx])
+			if c := answered(evs)[i].cursor; c != eg.token("", "conv-1", cursors[idx]) {
+				t.Errorf("event %d cursor %s, want the token of %s", i, c, cursors[idx])
 			}
 		}
-		if evs[len(evs)-1].cursor != cursors[12].String() {
-			t.Errorf("end cursor %s, want %s", evs[len(evs)-1].cursor, cursors[12])
+		if evs[len(evs)-1].cursor != eg.token("", "conv-1", cursors[12]) {
+			t.Errorf("end cursor %s, want the token of %s", evs[len(evs)-1].cursor, cursors[12])
 		}
 	}
 
 	// Resume after the rerun's first chunk (cursors[5]): the rest, once.
-	from := cursors[5].String()
-	rest := append(wantLabels(want[4:]), "end:done")
+	from := eg.token("", "conv-1", cursors[5])
+	rest := append(slices.Clip(want[6:]), "end:done")
 	sse, _ = readSSE(ctx, t, eg.url+"/v1/conversations/conv-1/events?request_id=r2", http.Header{"Last-Event-Id": {from}}, 0)
 	ws, _, _ = readWS(ctx, t, "ws"+strings.TrimPrefix(eg.url, "http")+"/v1/conversations/conv-1/ws?request_id=r2&from="+from)
 	gr, _ = readGRPC(ctx, t, eg.grpcAddr, &pb.SubscribeRequest{ConversationId: "conv-1", RequestId: "r2", From: from}, "")
@@ -208,6 +232,8 @@ func TestStreamErrors(t *testing.T) {
 		{"/v1/conversations/c/events", "1:2:3"},
 		{"/v1/conversations/c/ws?from=-4:1", ""},
 		{fmt.Sprintf("/v1/conversations/c/events?from=%d:0", 99), ""},
+		{"/v1/conversations/c/events", "0:5"},                                          // a raw position: cursors are tokens
+		{"/v1/conversations/c/events?from=" + eg.token("", "other", cursor{0, 5}), ""}, // another conversation's
 		{"/v1/conversations/c/events?request_id=" + strings.Repeat("r", 300), ""},
 	} {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, eg.url+tc.path, nil)

@@ -297,7 +297,7 @@ func (w *webhooks) handle(ctx context.Context, rec *kgo.Record) error {
 		return w.finish(ctx, rec, res, ReasonWebhookNotAllowed, err.Error(), 0)
 	}
 	var body bytes.Buffer
-	if err := appendResultJSON(&body, res); err != nil {
+	if err := appendJSON(&body, answerOf(res, viewOf(w.tenants.Tenant(res.GetTenant())))); err != nil {
 		return w.finish(ctx, rec, res, ReasonWebhookDecode, err.Error(), 0)
 	}
 	delivery := cursor{rec.Partition, rec.Offset}.String()

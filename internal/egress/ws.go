@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
 // handleWS serves GET /v1/conversations/{id}/ws: the same stream as
@@ -85,17 +87,17 @@ func (s *wsSink) write(data []byte) error {
 	return s.conn.Write(ctx, websocket.MessageText, data)
 }
 
-func (s *wsSink) event(c cursor, name string, ev event) error {
-	data, err := ev.json.bytes()
+func (s *wsSink) event(cur string, name string, ev event, v view) error {
+	data, err := ev.json.bytes(v)
 	if err != nil {
 		return err
 	}
 	s.buf.Reset()
 	s.buf.WriteString(`{"cursor":"`)
-	s.buf.WriteString(c.String())
+	s.buf.WriteString(cur) // base64url and a prefix: nothing to escape
 	s.buf.WriteString(`","event":"`)
 	s.buf.WriteString(name)
-	s.buf.WriteString(`","result":`)
+	s.buf.WriteString(`","answer":`)
 	s.buf.Write(data)
 	s.buf.WriteByte('}')
 	return s.write(s.buf.Bytes())
@@ -110,8 +112,18 @@ func (s *wsSink) keepAlive(ctx context.Context) error {
 // end sends the end message and closes: normally when the stream did
 // what was asked, with 1013 (try again later) otherwise; the close reason
 // repeats why and the cursor.
-func (s *wsSink) end(reason string, c cursor) error {
-	data, _ := json.Marshal(map[string]string{"event": "end", "reason": reason, "cursor": c.String()})
+func (s *wsSink) restart(r *pb.Restart) error {
+	s.buf.Reset()
+	s.buf.WriteString(`{"event":"restart","restart":`)
+	if err := appendJSON(&s.buf, r); err != nil {
+		return err
+	}
+	s.buf.WriteByte('}')
+	return s.write(s.buf.Bytes())
+}
+
+func (s *wsSink) end(reason string, cur string) error {
+	data, _ := json.Marshal(map[string]string{"event": "end", "reason": reason, "cursor": cur})
 	if err := s.write(data); err != nil {
 		return err
 	}
@@ -120,5 +132,5 @@ func (s *wsSink) end(reason string, c cursor) error {
 		code = websocket.StatusNormalClosure
 	}
 	s.closed = true
-	return s.conn.Close(code, reason+"; resume from "+c.String())
+	return s.conn.Close(code, reason+"; resume from "+cur)
 }

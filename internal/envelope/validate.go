@@ -37,10 +37,10 @@ func fieldErr(field, format string, args ...any) *FieldError {
 }
 
 // ValidConversationID reports whether id can be a conversation ID: 1 to 128
-// bytes of letters, digits and ._:-
+// bytes of letters, digits and ._:-, other than "." and "..".
 func ValidConversationID(id string) bool {
-	if id == "" || len(id) > MaxConversationIDLen {
-		return false
+	if id == "" || len(id) > MaxConversationIDLen || id == "." || id == ".." {
+		return false // "." and ".." would name another path in a URL
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]

@@ -187,32 +187,32 @@ func TestIdempotencyWindowAndBound(t *testing.T) {
 	now := time.Unix(1000, 0)
 	s := newIdempotency(time.Minute, 2, func() time.Time { return now })
 	k := func(s string) idemKey { return idemKey{"t", s} }
-	e, owner := s.begin(k("a"))
+	e, owner := s.begin(k("a"), [32]byte{})
 	if !owner {
 		t.Fatal("first begin is not the owner")
 	}
 	s.finish(k("a"), e, ack{RequestID: "a"}, true)
-	if e2, owner := s.begin(k("a")); owner || e2.ack.RequestID != "a" {
+	if e2, owner := s.begin(k("a"), [32]byte{}); owner || e2.ack.RequestID != "a" {
 		t.Fatal("a repeat within the window is not answered from memory")
 	}
 	// A failed first request leaves nothing behind.
-	e, _ = s.begin(k("f"))
+	e, _ = s.begin(k("f"), [32]byte{})
 	s.finish(k("f"), e, ack{}, false)
-	if e, owner := s.begin(k("f")); !owner {
+	if e, owner := s.begin(k("f"), [32]byte{}); !owner {
 		t.Fatal("a repeat of a failed request is not tried again")
 	} else {
 		s.finish(k("f"), e, ack{RequestID: "f"}, true)
 	}
 	// Past the window, a key is forgotten.
 	now = now.Add(2 * time.Minute)
-	if e, owner := s.begin(k("a")); !owner {
+	if e, owner := s.begin(k("a"), [32]byte{}); !owner {
 		t.Fatal("a key is remembered past its window")
 	} else {
 		s.finish(k("a"), e, ack{}, true)
 	}
 	// The bound: at most max (+1 while adding) entries.
 	for i := range 10 {
-		e, _ := s.begin(k(string(rune('k' + i))))
+		e, _ := s.begin(k(string(rune('k'+i))), [32]byte{})
 		s.finish(k(string(rune('k'+i))), e, ack{}, true)
 	}
 	if n := s.len(); n > 3 {

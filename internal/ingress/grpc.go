@@ -57,7 +57,11 @@ func fromProto(r *pb.SubmitRequest) (conv, key string, body messageBody) {
 }
 
 func toProto(a ack) *pb.Ack {
-	return &pb.Ack{RequestId: a.RequestID, ConversationId: a.ConversationID, Lane: a.Lane, Partition: a.Partition, Offset: a.Offset}
+	pa := &pb.Ack{RequestId: a.RequestID, ConversationId: a.ConversationID, Lane: a.Lane}
+	if !a.hidePositions {
+		pa.Partition, pa.Offset = &a.Partition, &a.Offset
+	}
+	return pa
 }
 
 // grpcCode maps an HTTP status of a failure to its gRPC code.
@@ -73,6 +77,8 @@ func grpcCode(httpStatus int) codes.Code {
 		return codes.ResourceExhausted
 	case http.StatusConflict:
 		return codes.Aborted
+	case http.StatusUnprocessableEntity:
+		return codes.FailedPrecondition
 	case http.StatusServiceUnavailable:
 		return codes.Unavailable
 	default:
@@ -112,7 +118,9 @@ func (g *grpcServer) Submit(ctx context.Context, r *pb.SubmitRequest) (*pb.Submi
 }
 
 // SubmitStream implements the bidirectional RPC: up to WSMaxInFlight
-// requests in flight per stream, answered as the broker acknowledges them.
+// requests in flight per stream, answered as the broker acknowledges them;
+// requests are produced in the order received, so a conversation's
+// accepted messages are stored in the order they were sent.
 // On shutdown it stops taking requests, answers those in flight and ends
 // the stream with UNAVAILABLE. Its receiving goroutine ends when the
 // stream does, which grpc-go guarantees once this method returns.
@@ -168,10 +176,14 @@ func (g *grpcServer) SubmitStream(stream grpc.BidiStreamingServer[pb.SubmitStrea
 			return status.Error(codes.Unavailable, "ingress is shutting down")
 		case slots <- struct{}{}:
 		}
+		// begin here, in order of receipt, so that a conversation's
+		// messages are stored in the order they were sent; wait in another
+		// goroutine.
+		conv, key, body := fromProto(m.GetRequest())
+		p := g.in.begin(ctx, submission{protocol: "grpc", tenant: t, conversationID: conv, idempotencyKey: key, body: body})
 		go func() {
 			defer slots.release()
-			conv, key, body := fromProto(m.GetRequest())
-			a, f := g.in.submit(ctx, submission{protocol: "grpc", tenant: t, conversationID: conv, idempotencyKey: key, body: body})
+			a, f := p.wait()
 			if f != nil {
 				send(&pb.SubmitStreamResponse{CorrelationId: m.GetCorrelationId(), Result: &pb.SubmitStreamResponse_Failure{Failure: &pb.Failure{
 					Code: f.code, Message: f.message, Field: f.field, Status: int32(f.status), RetryAfterMs: f.retryAfter.Milliseconds()}}})

@@ -2,13 +2,15 @@ package ingress
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
-	"sync"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/switchboard-llm/switchboard/internal/tenant"
@@ -61,13 +63,30 @@ type batchAnswer struct {
 	Results  []batchResult `json:"results"`
 }
 
-// ack is the 202 answer: where the request now lives in Kafka.
+// ack is the 202 answer: the request's ID and, for tenants whose show
+// list has kafka_positions, where it now lives in Kafka.
 type ack struct {
 	RequestID      string `json:"request_id"`
 	ConversationID string `json:"conversation_id"`
 	Lane           string `json:"lane"`
 	Partition      int32  `json:"partition"`
 	Offset         int64  `json:"offset"`
+	// hidePositions leaves partition and offset out of the answer: they
+	// would let a tenant count other tenants' traffic.
+	hidePositions bool
+}
+
+// MarshalJSON writes the ack, without partition and offset when hidden.
+func (a ack) MarshalJSON() ([]byte, error) {
+	type shown ack // without the method
+	if !a.hidePositions {
+		return json.Marshal(shown(a))
+	}
+	return json.Marshal(struct {
+		RequestID      string `json:"request_id"`
+		ConversationID string `json:"conversation_id"`
+		Lane           string `json:"lane"`
+	}{a.RequestID, a.ConversationID, a.Lane})
 }
 
 type apiError struct {
@@ -144,21 +163,98 @@ func (in *Ingress) handleBatch(w http.ResponseWriter, r *http.Request) {
 		writeFailure(w, f)
 		return
 	}
-	answer := batchAnswer{Results: make([]batchResult, len(body.Requests))}
-	var wg sync.WaitGroup
-	for i, item := range body.Requests {
-		wg.Go(func() { //nolint:contextcheck // the closure passes r.Context() to submit
-			a, f := in.submit(r.Context(), submission{protocol: "http", tenant: t, conversationID: item.ConversationID,
-				idempotencyKey: item.IdempotencyKey, body: item.messageBody})
-			if f != nil {
-				e := f.apiError()
-				answer.Results[i] = batchResult{Error: &e, Status: f.status, RetryAfterMS: f.retryAfter.Milliseconds()}
-				return
-			}
-			answer.Results[i] = batchResult{Ack: &a, Status: http.StatusAccepted}
-		})
+	answer, f := in.runBatch(r.Context(), t, r.Header.Get("Idempotency-Key"), body.Requests)
+	if f != nil {
+		in.reject("http", f)
+		writeFailure(w, f)
+		return
 	}
-	wg.Wait()
+	writeJSON(w, http.StatusOK, answer)
+}
+
+// runBatch submits a batch's items and answers each. Items are handed to
+// the producer one after another in the batch's order and only then waited
+// for, so a conversation's items are stored in the order given. Once an
+// item of a conversation is refused, the conversation's later items are not
+// sent (409 previous_message_failed): they would land ahead of it.
+//
+// batchKey, the batch's Idempotency-Key, stands for the whole batch: an
+// item without a key of its own gets one derived from it and its index, so
+// a repeat of the batch is answered with the first acks and produces only
+// what failed the first time; the same batch key with another batch is 422.
+// Two items with the same key are one request (the second gets the first's
+// answer) or, when they differ, the second is 422.
+func (in *Ingress) runBatch(ctx context.Context, t *tenant.Tenant, batchKey string, items []batchItem) (batchAnswer, *failure) {
+	subs := make([]submission, len(items))
+	for i, item := range items {
+		subs[i] = submission{protocol: "http", tenant: t, conversationID: item.ConversationID,
+			idempotencyKey: item.IdempotencyKey, body: item.messageBody}
+		if subs[i].idempotencyKey == "" && batchKey != "" {
+			subs[i].idempotencyKey = batchKey + " " + strconv.Itoa(i) // a space: never a client's own key
+			subs[i].derivedKey = true
+		}
+	}
+	answer := batchAnswer{Results: make([]batchResult, len(items))}
+	if batchKey != "" {
+		if !validIdempotencyKey(batchKey) {
+			return batchAnswer{}, badRequest("Idempotency-Key", "must be at most %d printable ASCII characters without spaces", MaxIdempotencyKeyLen)
+		}
+		key := idemKey{tenant: t.Name, key: "batch " + batchKey}
+		e, owner, f := in.idem.claim(ctx, key, batchDigest(subs))
+		if f != nil {
+			return batchAnswer{}, f
+		}
+		if owner {
+			defer func(a *batchAnswer) { in.idem.finish(key, e, ack{}, a.Accepted > 0) }(&answer)
+		}
+	}
+	pend := make([]*pending, len(items))
+	sameAs := make([]int, len(items)) // > 0: 1 + the index of the earlier item with the same key
+	firstOfKey := map[string]int{}
+	failedConv := map[string]int{} // conversation -> index of its refused item
+	for i := range subs {
+		s := &subs[i]
+		if j, ok := failedConv[s.conversationID]; ok {
+			f := &failure{status: http.StatusConflict, code: "previous_message_failed", message: fmt.Sprintf(
+				"not sent: item %d of conversation %q was refused, and this one would land ahead of it", j, s.conversationID)}
+			answer.Results[i] = failedResult(f)
+			in.reject("http", f)
+			continue
+		}
+		if j, ok := firstOfKey[s.idempotencyKey]; ok && s.idempotencyKey != "" {
+			if subs[j].digest() != s.digest() {
+				f := &failure{status: http.StatusUnprocessableEntity, code: "idempotency_key_reused", field: "idempotency_key",
+					message: fmt.Sprintf("item %d has this idempotency_key with another request", j)}
+				answer.Results[i] = failedResult(f)
+				in.reject("http", f)
+				failedConv[s.conversationID] = i
+				continue
+			}
+			sameAs[i] = j + 1
+			continue
+		}
+		firstOfKey[s.idempotencyKey] = i
+		pend[i] = in.begin(ctx, *s)
+		if pend[i].failed() {
+			failedConv[s.conversationID] = i
+		}
+	}
+	for i, p := range pend {
+		if p == nil {
+			continue
+		}
+		a, f := p.wait()
+		if f != nil {
+			answer.Results[i] = failedResult(f)
+			continue
+		}
+		answer.Results[i] = batchResult{Ack: &a, Status: http.StatusAccepted}
+	}
+	for i, j := range sameAs {
+		if j > 0 {
+			answer.Results[i] = answer.Results[j-1]
+		}
+	}
 	for _, res := range answer.Results {
 		if res.Ack != nil {
 			answer.Accepted++
@@ -166,7 +262,26 @@ func (in *Ingress) handleBatch(w http.ResponseWriter, r *http.Request) {
 			answer.Failed++
 		}
 	}
-	writeJSON(w, http.StatusOK, answer)
+	return answer, nil
+}
+
+func failedResult(f *failure) batchResult {
+	e := f.apiError()
+	return batchResult{Error: &e, Status: f.status, RetryAfterMS: f.retryAfter.Milliseconds()}
+}
+
+// batchDigest identifies a whole batch (its items' digests and keys).
+func batchDigest(subs []submission) [sha256.Size]byte {
+	h := sha256.New()
+	for i := range subs {
+		d := subs[i].digest()
+		h.Write(d[:])
+		h.Write([]byte(subs[i].idempotencyKey))
+		h.Write([]byte{0})
+	}
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
 }
 
 func checkBatch(n, maxItems int) *failure {
@@ -179,12 +294,12 @@ func checkBatch(n, maxItems int) *failure {
 	return nil
 }
 
-// readJSON reads r's body, at most limit bytes, into v (415, 413, 400).
+// readJSON reads r's body, at most limit bytes, into v (415 unless the
+// Content-Type is application/json, 413, 400).
 func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *failure {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return &failure{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", message: "the body must be application/json"}
-		}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return &failure{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type",
+			message: "send the body as JSON with Content-Type: application/json"}
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -199,7 +314,8 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *failu
 }
 
 // decodeJSON decodes exactly one JSON object from b into v, strictly: valid
-// UTF-8, no unknown fields, nothing after the object.
+// UTF-8, no unknown fields, no key twice in one object, nothing after the
+// object.
 func decodeJSON(b []byte, v any) *failure {
 	if !utf8.Valid(b) {
 		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body is not valid UTF-8"}
@@ -211,6 +327,9 @@ func decodeJSON(b []byte, v any) *failure {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body must hold one JSON object and nothing after it"}
+	}
+	if k, dup := duplicateKey(b); dup {
+		return &failure{status: http.StatusBadRequest, code: "invalid_json", field: k, message: fmt.Sprintf("key %q appears twice in one object", k)}
 	}
 	return nil
 }

@@ -14,12 +14,12 @@ func TestIdempotencyMemoryIsBounded(t *testing.T) {
 	now := time.Unix(0, 0)
 	s := newIdempotency(10*time.Minute, 100, func() time.Time { return now })
 	k := idemKey{"t", "live"}
-	e, _ := s.begin(k)
+	e, _ := s.begin(k, [32]byte{})
 	s.finish(k, e, ack{RequestID: "x"}, true)
 	for i := range 100_000 {
 		now = now.Add(time.Millisecond) // 1,000 failing requests/s for 100 s
 		k := idemKey{"t", fmt.Sprintf("retry-%d", i)}
-		e, _ := s.begin(k)
+		e, _ := s.begin(k, [32]byte{})
 		s.finish(k, e, ack{}, false) // rate limited: nothing remembered
 	}
 	if s.len() != 1 || s.order.Len() != 1 {
@@ -27,7 +27,7 @@ func TestIdempotencyMemoryIsBounded(t *testing.T) {
 	}
 	for i := range 1000 {
 		k := idemKey{"t", fmt.Sprintf("ok-%d", i)}
-		e, _ := s.begin(k)
+		e, _ := s.begin(k, [32]byte{})
 		s.finish(k, e, ack{RequestID: k.key}, true)
 	}
 	if s.len() > s.max+1 || s.order.Len() != s.len() {
@@ -36,17 +36,17 @@ func TestIdempotencyMemoryIsBounded(t *testing.T) {
 	// An entry still being produced is not dropped for the maximum: its
 	// repeats must wait for it, not produce again.
 	inflight := idemKey{"t", "inflight"}
-	first, _ := s.begin(inflight)
+	first, _ := s.begin(inflight, [32]byte{})
 	for i := range 200 {
 		k := idemKey{"t", fmt.Sprintf("more-%d", i)}
-		e, _ := s.begin(k)
+		e, _ := s.begin(k, [32]byte{})
 		s.finish(k, e, ack{RequestID: k.key}, true)
 	}
-	if e, owner := s.begin(inflight); owner || e != first {
+	if e, owner := s.begin(inflight, [32]byte{}); owner || e != first {
 		t.Fatal("an entry still in flight was dropped for the maximum")
 	}
 	now = now.Add(11 * time.Minute)
-	s.begin(idemKey{"t", "late"})
+	s.begin(idemKey{"t", "late"}, [32]byte{})
 	if s.len() != 1 {
 		t.Errorf("after the window: %d keys remembered, want 1 (the new one)", s.len())
 	}

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/switchboard-llm/switchboard/internal/catalog"
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
@@ -184,6 +185,7 @@ type Ingress struct {
 	inFlight  semaphore
 	health    *health
 	admission *admission // nil when disabled
+	models    catalog.Watcher
 
 	stop     chan struct{} // closed when Run's context ends: stream adapters wind down
 	stopOnce sync.Once
@@ -242,7 +244,7 @@ func New(cfg Config) (*Ingress, error) {
 	for _, rt := range in.routes() {
 		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
 	}
-	in.handler = cfg.Kafka.Tracing.HTTP(httpserve.CORS{Origins: cfg.CORSOrigins}.Handler(mux))
+	in.handler = cfg.Kafka.Tracing.HTTP(httpserve.CORS{Origins: cfg.CORSOrigins}.Handler(httpserve.JSONErrors(mux)))
 	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)))
 	pb.RegisterIngressServer(in.grpc, &grpcServer{in: in})
 	reflection.Register(in.grpc)
@@ -294,6 +296,14 @@ func (in *Ingress) Run(ctx context.Context) error {
 	if in.admission != nil {
 		adm := kadm.NewClient(in.client)
 		wg.Go(func() { in.admission.run(bg, adm) })
+	}
+	if _, ok := in.cfg.Topics.Topic(topicspec.Models); ok {
+		topic := in.cfg.Topics.Name(topicspec.Models)
+		wg.Go(func() {
+			if err := in.models.Run(bg, in.cfg.Kafka.Opts(in.log), topic, in.log); err != nil {
+				in.log.Warn("not reading the models catalog: every model is accepted", "err", err)
+			}
+		})
 	}
 	grpcErr := make(chan error, 1)
 	if gln != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard-llm/switchboard/internal/catalog"
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
@@ -36,6 +37,7 @@ func testTenants(t testing.TB) *tenant.Set {
 tenants:
   - name: dev
     key_sha256: [` + tenant.HashKey(devKey) + `]
+    show: [kafka_positions]
   - name: limited
     key_sha256: [` + tenant.HashKey(limitedKey) + `]
     models: [sim]
@@ -170,7 +172,18 @@ func TestRejectsBadInput(t *testing.T) {
 		{"too large", "/v1/conversations/c/messages", "application/json", `{"model":"sim","messages":[{"role":"user","content":"` + strings.Repeat("x", 300) + `"}]}`, 413, "body_too_large", ""},
 		{"invalid utf-8", "/v1/conversations/c/messages", "application/json", `{"model":"sim","messages":[{"role":"user","content":"\xff"}]}`, 400, "invalid_json", ""},
 		{"empty batch", "/v1/messages:batch", "application/json", `{"requests":[]}`, 400, "invalid_request", "requests"},
+		{"no content type", "/v1/conversations/c/messages", "", `{"model":"sim",` + msgs + `}`, 415, "unsupported_media_type", ""},
+		{"duplicate key", "/v1/conversations/c/messages", "application/json", `{"model":"sim","model":"other",` + msgs + `}`, 400, "invalid_json", "model"},
+		{"duplicate key inside", "/v1/conversations/c/messages", "application/json", `{"model":"sim","messages":[{"role":"user","content":"a","content":"b"}]}`, 400, "invalid_json", "content"},
+		{"dot-dot conversation", "/v1/conversations/%2E%2E/messages", "application/json", `{"model":"sim",` + msgs + `}`, 400, "invalid_request", "conversation_id"},
+		{"unknown path", "/v1/nothing", "application/json", `{}`, 404, "not_found", ""},
 	}
+	in.models.Set(catalog.List{Models: []string{"sim"}})
+	tests = append(tests, struct {
+		name, path, ctype, body string
+		status                  int
+		code, field             string
+	}{"unknown model", "/v1/conversations/c/messages", "application/json", `{"model":"gpt-unknown",` + msgs + `}`, 400, "unknown_model", "model"})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, body := do(t, in.Handler(), "POST", tt.path, tt.ctype, tt.body)
@@ -182,5 +195,9 @@ func TestRejectsBadInput(t *testing.T) {
 				t.Errorf("got %d %+v, want %d code %q field %q", res.StatusCode, e.Error, tt.status, tt.code, tt.field)
 			}
 		})
+	}
+	res, body := do(t, in.Handler(), "GET", "/v1/conversations/c/messages", "", "")
+	if res.StatusCode != http.StatusMethodNotAllowed || !strings.Contains(string(body), `"method_not_allowed"`) || res.Header.Get("Allow") == "" {
+		t.Errorf("GET on a POST endpoint: %d %s (Allow %q), want a JSON 405", res.StatusCode, body, res.Header.Get("Allow"))
 	}
 }

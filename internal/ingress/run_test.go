@@ -130,6 +130,7 @@ func TestShutdownFinishesAcceptedWork(t *testing.T) {
 		go func() {
 			req, _ := http.NewRequest("POST", r.url+"/v1/conversations/c/messages", strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+devKey)
+			req.Header.Set("Content-Type", "application/json")
 			res, err := http.DefaultClient.Do(req)
 			if err != nil {
 				results <- 0

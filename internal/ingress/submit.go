@@ -2,6 +2,8 @@ package ingress
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -30,6 +32,7 @@ type submission struct {
 	tenant         *tenant.Tenant
 	conversationID string
 	idempotencyKey string
+	derivedKey     bool // idempotencyKey was derived by ingress (a batch's key and an index), not given
 	body           messageBody
 }
 
@@ -90,7 +93,7 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 	if !envelope.ValidConversationID(s.conversationID) {
 		return nil, badRequest("conversation_id", "conversation_id must be 1 to %d characters of letters, digits and ._:-", envelope.MaxConversationIDLen)
 	}
-	if !validIdempotencyKey(s.idempotencyKey) {
+	if !s.derivedKey && !validIdempotencyKey(s.idempotencyKey) {
 		return nil, badRequest("idempotency_key", "must be at most %d printable ASCII characters without spaces", MaxIdempotencyKeyLen)
 	}
 	b := &s.body
@@ -132,6 +135,10 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 		}
 		return nil, f
 	}
+	if !in.models.Allows(req.Model) {
+		return nil, &failure{status: http.StatusBadRequest, code: "unknown_model", field: "model",
+			message: fmt.Sprintf("no backend serves model %q", req.Model)}
+	}
 	if !s.tenant.AllowsModel(req.Model) {
 		return nil, &failure{status: http.StatusForbidden, code: "model_not_allowed", field: "model",
 			message: fmt.Sprintf("tenant %q may not use model %q", s.tenant.Name, req.Model)}
@@ -153,107 +160,176 @@ func (in *Ingress) reject(protocol string, f *failure) {
 // submit runs every check on s, produces its record and returns the ack
 // once the broker has acknowledged the record. It never returns an ack for
 // a record the broker did not acknowledge.
-//
-// Order: validation and permissions (400, 403), Idempotency-Key (a repeat
-// returns the first ack and costs nothing), lag admission (429/503), the
-// tenant's token buckets (429), the global concurrency limit (503), broker
-// reachability (503), produce.
-func (in *Ingress) submit(ctx context.Context, s submission) (a ack, f *failure) {
-	start := time.Now()
-	lane := s.body.Lane
-	defer func() {
-		status := http.StatusAccepted
-		if f != nil {
-			status = f.status
-			in.metrics.rejected.WithLabelValues(f.code).Inc()
-		}
-		if lane != envelope.LaneInteractive && lane != envelope.LaneBatch {
-			lane = "unknown"
-		}
-		in.metrics.requests.WithLabelValues(s.protocol, lane, strconv.Itoa(status)).Inc()
-		in.metrics.latency.WithLabelValues(s.protocol, lane).Observe(time.Since(start).Seconds())
-	}()
-	req, f := in.buildRequest(&s, start)
-	if f != nil {
-		return ack{}, f
-	}
-	lane = req.Lane
-	if s.idempotencyKey == "" {
-		return in.admitAndProduce(ctx, s.tenant, req)
-	}
-	key := idemKey{tenant: s.tenant.Name, key: s.idempotencyKey}
-	for range 3 {
-		e, owner := in.idem.begin(key)
-		if owner {
-			a, f = in.admitAndProduce(ctx, s.tenant, req)
-			in.idem.finish(key, e, a, f == nil)
-			return a, f
-		}
-		select {
-		case <-e.done:
-		case <-ctx.Done():
-			return ack{}, &failure{status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: time.Second,
-				message: "gave up waiting for the first request with this Idempotency-Key"}
-		}
-		if e.ok {
-			in.metrics.idempotentReplays.Inc()
-			return e.ack, nil
-		}
-		// The first attempt failed: its entry is gone; try again as owner.
-	}
-	return ack{}, &failure{status: http.StatusConflict, code: "idempotency_conflict", retryAfter: time.Second,
-		message: "requests with this Idempotency-Key keep failing concurrently; retry later"}
+func (in *Ingress) submit(ctx context.Context, s submission) (ack, *failure) {
+	return in.begin(ctx, s).wait()
 }
 
-// admitAndProduce applies the load-dependent checks, then produces.
-func (in *Ingress) admitAndProduce(ctx context.Context, t *tenant.Tenant, req *pb.Request) (ack, *failure) {
-	if f := in.admission.check(req.Lane); f != nil {
-		return ack{}, f
+// pending is a submission that begin has checked and handed to the
+// producer, or already decided (refused, or a repeat answered with the
+// first ack). wait returns its outcome; it must be called exactly once.
+type pending struct {
+	in       *Ingress
+	protocol string
+	lane     string
+	start    time.Time
+
+	// decided outcome (when prod is nil)
+	ack ack
+	f   *failure
+
+	prod    *production // the record in the producer, if it got there
+	owner   *idemEntry  // the Idempotency-Key entry this submission owns
+	ownKey  idemKey
+	release bool // holds a slot of in.inFlight
+	// hidePositions: the tenant is not shown Kafka positions in acks.
+	hidePositions bool
+}
+
+// production is a record handed to the producer: done receives the
+// broker's answer.
+type production struct {
+	req    *pb.Request
+	rec    *kgo.Record
+	done   chan error
+	lost   <-chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// begin runs every check on s and hands its record to the producer without
+// waiting for the broker; wait gives the outcome. Records handed over by
+// successive begin calls of one goroutine are stored in that order within
+// their partition (franz-go keeps a partition's records in the order they
+// were produced, and its idempotent producer keeps that order across
+// retries), so an adapter that takes several messages in one call calls
+// begin for each, in order, and waits afterwards: a conversation's messages
+// land in the order they were given.
+//
+// Order of the checks: validation and permissions (400, 403),
+// Idempotency-Key (a repeat returns the first ack and costs nothing; the
+// same key with another request is 422), lag admission (429/503), the
+// tenant's token buckets (429), the global concurrency limit (503), broker
+// reachability (503), produce. begin blocks only while a first request with
+// the same Idempotency-Key is in flight, or while the producer's buffer is
+// full.
+func (in *Ingress) begin(ctx context.Context, s submission) *pending {
+	p := &pending{in: in, protocol: s.protocol, lane: s.body.Lane, start: time.Now(),
+		hidePositions: !s.tenant.Shows(tenant.ShowKafkaPositions)}
+	req, f := in.buildRequest(&s, p.start)
+	if f != nil {
+		p.f = f
+		return p
 	}
-	if f := in.limits.take(t, estimateTokens(req)); f != nil {
-		return ack{}, f
+	p.lane = req.Lane
+	if s.idempotencyKey == "" {
+		p.admitAndProduce(ctx, s.tenant, req)
+		return p
+	}
+	key := idemKey{tenant: s.tenant.Name, key: s.idempotencyKey}
+	e, owner, f := in.idem.claim(ctx, key, s.digest())
+	switch {
+	case f != nil:
+		p.f = f
+	case owner:
+		p.owner, p.ownKey = e, key
+		p.admitAndProduce(ctx, s.tenant, req)
+	default:
+		in.metrics.idempotentReplays.Inc()
+		p.ack = e.ack
+	}
+	return p
+}
+
+// admitAndProduce applies the load-dependent checks, then hands req's
+// record to the producer.
+func (p *pending) admitAndProduce(ctx context.Context, t *tenant.Tenant, req *pb.Request) {
+	in := p.in
+	if p.f = in.admission.check(req.Lane); p.f != nil {
+		return
+	}
+	if p.f = in.limits.take(t, estimateTokens(req)); p.f != nil {
+		return
 	}
 	if !in.inFlight.tryAcquire() {
-		return ack{}, &failure{status: http.StatusServiceUnavailable, code: "overloaded", retryAfter: time.Second,
+		p.f = &failure{status: http.StatusServiceUnavailable, code: "overloaded", retryAfter: time.Second,
 			message: fmt.Sprintf("ingress is handling its limit of %d requests at once", in.cfg.MaxInFlight)}
+		return
 	}
-	defer in.inFlight.release()
-	return in.produce(ctx, req)
+	p.release = true
+	p.prod, p.f = in.produce(ctx, req)
+}
+
+// failed reports whether begin already refused the submission.
+func (p *pending) failed() bool { return p.prod == nil && p.f != nil }
+
+// wait returns the submission's ack once the broker has acknowledged its
+// record, or why it was not accepted, and counts the outcome.
+func (p *pending) wait() (a ack, f *failure) {
+	in := p.in
+	a, f = p.ack, p.f
+	if p.prod != nil {
+		a, f = in.awaitProduce(p.prod)
+	}
+	if p.release {
+		in.inFlight.release()
+	}
+	if p.owner != nil {
+		in.idem.finish(p.ownKey, p.owner, a, f == nil)
+	}
+	a.hidePositions = p.hidePositions
+	status := http.StatusAccepted
+	if f != nil {
+		status = f.status
+		in.metrics.rejected.WithLabelValues(f.code).Inc()
+	}
+	lane := p.lane
+	if lane != envelope.LaneInteractive && lane != envelope.LaneBatch {
+		lane = "unknown"
+	}
+	in.metrics.requests.WithLabelValues(p.protocol, lane, strconv.Itoa(status)).Inc()
+	in.metrics.latency.WithLabelValues(p.protocol, lane).Observe(time.Since(p.start).Seconds())
+	return a, f
 }
 
 func unavailable(why string) *failure {
 	return &failure{status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: time.Second, message: why}
 }
 
-// produce writes req's record and waits for the broker's acknowledgement,
-// at most ProduceTimeout, and no longer than it takes the health prober to
-// see the brokers gone.
-func (in *Ingress) produce(ctx context.Context, req *pb.Request) (ack, *failure) {
+// produce hands req's record to the producer; awaitProduce waits for the
+// broker's acknowledgement, at most ProduceTimeout, and no longer than it
+// takes the health prober to see the brokers gone.
+func (in *Ingress) produce(ctx context.Context, req *pb.Request) (*production, *failure) {
 	lost, up := in.health.watch()
 	if !up {
-		return ack{}, unavailable("Kafka is unreachable; the request was not accepted")
+		return nil, unavailable("Kafka is unreachable; the request was not accepted")
 	}
 	rec, err := envelope.EncodeRequest(in.topics[req.Lane], req)
 	if err != nil {
-		return ack{}, &failure{status: http.StatusInternalServerError, code: "internal", message: err.Error()}
+		return nil, &failure{status: http.StatusInternalServerError, code: "internal", message: err.Error()}
 	}
-	ctx, cancel := context.WithTimeout(ctx, in.cfg.ProduceTimeout)
-	defer cancel()
-	done := make(chan error, 1)
-	in.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+	pr := &production{req: req, rec: rec, done: make(chan error, 1), lost: lost}
+	pr.ctx, pr.cancel = context.WithTimeout(ctx, in.cfg.ProduceTimeout)
+	in.client.Produce(pr.ctx, rec, func(_ *kgo.Record, err error) { //nolint:contextcheck // pr.ctx is derived from ctx (WithTimeout above)
 		if err == nil {
 			in.health.acked(time.Now())
 		}
-		done <- err
+		pr.done <- err
 	})
+	return pr, nil
+}
+
+func (in *Ingress) awaitProduce(pr *production) (ack, *failure) {
+	defer pr.cancel()
+	var err error
 	select {
-	case err = <-done:
-	case <-lost:
+	case err = <-pr.done:
+	case <-pr.lost:
 		return ack{}, unavailable("Kafka became unreachable before it acknowledged the request; it was not accepted, " +
 			"though it may still be stored: retry with the same Idempotency-Key to be answered once")
-	case <-ctx.Done():
-		err = ctx.Err()
+	case <-pr.ctx.Done():
+		err = pr.ctx.Err()
 	}
+	req, rec := pr.req, pr.rec
 	if err != nil {
 		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
 			return ack{}, &failure{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: "the request is larger than its topic accepts"}
@@ -288,4 +364,24 @@ func estimateTokens(req *pb.Request) int {
 		n += DefaultCompletionTokens
 	}
 	return n
+}
+
+// digest identifies the request a submission asks for (its conversation
+// and body, with the lane's default applied), so that a repeat with the
+// same Idempotency-Key can be told from another request under that key.
+// encoding/json writes struct fields in order and map keys sorted, so
+// equal requests have equal digests.
+func (s *submission) digest() [sha256.Size]byte {
+	b := s.body
+	if b.Lane == "" {
+		b.Lane = envelope.LaneInteractive
+	}
+	j, _ := json.Marshal(b) // a messageBody always marshals
+	h := sha256.New()
+	h.Write([]byte(s.conversationID))
+	h.Write([]byte{0})
+	h.Write(j)
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
 }

@@ -18,6 +18,8 @@ import (
 //
 // A socket may have up to WSMaxInFlight submits in flight; answers come as
 // the broker acknowledges, so they may be out of order: id matches them.
+// Submits are produced in the order they are read, so a conversation's
+// accepted messages are stored in the order they were sent on the socket.
 // A malformed frame gets an error frame (with the id when it could be read)
 // and the socket stays open. On shutdown the server stops taking submits
 // (each gets an "unavailable" error), answers those in flight, then closes
@@ -136,10 +138,13 @@ func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
 			continue
 		case slots <- struct{}{}:
 		}
+		// begin here, in the reading goroutine, so that submits are handed
+		// to the producer in the order they were read; wait in another.
+		p := in.begin(ctx, submission{protocol: "ws", tenant: t, conversationID: fr.ConversationID,
+			idempotencyKey: fr.IdempotencyKey, body: fr.messageBody})
 		go func() {
 			defer slots.release()
-			a, f := in.submit(ctx, submission{protocol: "ws", tenant: t, conversationID: fr.ConversationID,
-				idempotencyKey: fr.IdempotencyKey, body: fr.messageBody})
+			a, f := p.wait()
 			if f != nil {
 				fail(fr.ID, f)
 				return

@@ -47,8 +47,8 @@ type Message struct {
 //     one conversation, so a Driver needs not keep order itself;
 //   - Close releases connections; no Send runs during or after it.
 //
-// WebSocket and gRPC drivers (ingress is gaining both) implement the same
-// interface and plug into NewDriver.
+// A gRPC driver would implement the same interface and plug into
+// NewDriver.
 type Driver interface {
 	Name() string
 	Send(ctx context.Context, m Message) error
@@ -155,7 +155,7 @@ const (
 
 // Driver and reader names NewDriver and NewReader know.
 var (
-	DriverNames = []string{"http", nameKafka}
+	DriverNames = []string{"http", "ws", nameKafka}
 	ReaderNames = []string{"sse", nameKafka}
 )
 
@@ -168,13 +168,31 @@ func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 			return nil, errors.New("driver http: no ingress URL")
 		}
 		return newHTTPDriver(ep.IngressURL, ep.APIKey, 30*time.Second), nil
+	case "ws":
+		return NewCallSender(name, ep)
 	case nameKafka:
 		if kafkaOpts == nil {
 			return nil, errors.New("driver kafka: no brokers")
 		}
 		return newKafkaDriver(kafkaOpts, ep.Kafka.Topics, ep.Tenant)
 	}
-	return nil, fmt.Errorf("unknown driver %q (have %v; WebSocket and gRPC are not built yet)", name, DriverNames)
+	return nil, fmt.Errorf("unknown driver %q (have %v; gRPC is not built yet)", name, DriverNames)
+}
+
+// NewCallSender returns the named driver that sends several messages in
+// one call: "http-batch" posts them to ingress's batch endpoint, "ws"
+// sends them one after another on one of a pool of ingress WebSockets.
+func NewCallSender(name string, ep Endpoints) (CallSender, error) {
+	if ep.IngressURL == "" {
+		return nil, fmt.Errorf("driver %s: no ingress URL", name)
+	}
+	switch name {
+	case "http-batch":
+		return newHTTPDriver(ep.IngressURL, ep.APIKey, 30*time.Second), nil
+	case "ws":
+		return newWSDriver(ep.IngressURL, ep.APIKey, 30*time.Second, 64), nil
+	}
+	return nil, fmt.Errorf("unknown call driver %q (have http-batch, ws)", name)
 }
 
 // NewReader returns the named reader: "sse" follows egress's event

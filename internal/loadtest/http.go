@@ -42,12 +42,64 @@ func newHTTPDriver(ingressURL, apiKey string, timeout time.Duration) *httpDriver
 func (d *httpDriver) Name() string { return "http" }
 
 func (d *httpDriver) Send(ctx context.Context, m Message) error {
-	body, _ := json.Marshal(map[string]any{
+	body, _ := json.Marshal(requestFields(m))
+	return d.post(ctx, m.Conversation, body, "application/json")
+}
+
+// requestFields are the JSON fields of m's request, as every ingress
+// protocol takes them.
+func requestFields(m Message) map[string]any {
+	return map[string]any{
 		"model": m.Model, "stream": m.Stream, "lane": m.Lane, "max_tokens": m.MaxTokens,
 		"messages": []map[string]string{{"role": "user", "content": m.Content}},
 		"metadata": map[string]string{MetadataKey: m.ID},
-	})
-	return d.post(ctx, m.Conversation, body, "application/json")
+	}
+}
+
+// SendCall posts ms as one batch (POST /v1/messages:batch), which ingress
+// stores in the order given per conversation, and returns each item's
+// outcome.
+func (d *httpDriver) SendCall(ctx context.Context, ms []Message) []error {
+	errs := make([]error, len(ms))
+	items := make([]map[string]any, len(ms))
+	for i, m := range ms {
+		items[i] = requestFields(m)
+		items[i]["conversation_id"] = m.Conversation
+	}
+	body, _ := json.Marshal(map[string]any{"requests": items})
+	b, err := d.do(ctx, d.base+"/v1/messages:batch", body, "application/json", http.StatusOK)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	var answer struct {
+		Results []struct {
+			Status int `json:"status"`
+			Error  *struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(b, &answer); err != nil || len(answer.Results) != len(ms) {
+		for i := range errs {
+			errs[i] = &SendError{Code: "bad_batch_answer", Status: http.StatusOK, Err: fmt.Errorf("batch answer %.200q: %w", b, err)}
+		}
+		return errs
+	}
+	for i, r := range answer.Results {
+		if r.Status == http.StatusAccepted {
+			continue
+		}
+		code, msg := "no_json_error", ""
+		if r.Error != nil {
+			code, msg = r.Error.Code, r.Error.Message
+		}
+		errs[i] = &SendError{Code: fmt.Sprintf("http_%d_%s", r.Status, code), Status: r.Status, Err: errors.New(msg)}
+	}
+	return errs
 }
 
 func (d *httpDriver) SendRaw(ctx context.Context, conv string, bad Bad) error {
@@ -59,9 +111,16 @@ func (d *httpDriver) SendRaw(ctx context.Context, conv string, bad Bad) error {
 }
 
 func (d *httpDriver) post(ctx context.Context, conv string, body []byte, contentType string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+"/v1/conversations/"+url.PathEscape(conv)+"/messages", bytes.NewReader(body))
+	_, err := d.do(ctx, d.base+"/v1/conversations/"+url.PathEscape(conv)+"/messages", body, contentType, http.StatusAccepted)
+	return err
+}
+
+// do posts body to u and returns the answer's body when its status is
+// want, or a *SendError.
+func (d *httpDriver) do(ctx context.Context, u string, body []byte, contentType string, want int) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
-		return &SendError{Code: "request", Err: err}
+		return nil, &SendError{Code: "request", Err: err}
 	}
 	req.Header.Set("Content-Type", contentType)
 	if d.key != "" {
@@ -69,12 +128,12 @@ func (d *httpDriver) post(ctx context.Context, conv string, body []byte, content
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return &SendError{Code: transportCode(err), Err: err}
+		return nil, &SendError{Code: transportCode(err), Err: err}
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode == http.StatusAccepted {
-		return nil
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode == want && err == nil {
+		return b, nil
 	}
 	var e struct {
 		Error struct {
@@ -86,7 +145,7 @@ func (d *httpDriver) post(ctx context.Context, conv string, body []byte, content
 	if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
 		code = e.Error.Code
 	}
-	return &SendError{Code: fmt.Sprintf("http_%d_%s", resp.StatusCode, code), Status: resp.StatusCode, Err: errors.New(strings.TrimSpace(string(b)))}
+	return nil, &SendError{Code: fmt.Sprintf("http_%d_%s", resp.StatusCode, code), Status: resp.StatusCode, Err: errors.New(strings.TrimSpace(string(b)))}
 }
 
 func (d *httpDriver) Close() { d.client.CloseIdleConnections() }

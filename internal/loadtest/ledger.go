@@ -42,6 +42,7 @@ type entry struct {
 	accepted   bool
 	sendFailed bool
 	terminals  int
+	stored     int // times seen in the requests topic
 	firstChunk bool
 	done       chan struct{} // closed at the first terminal answer
 }
@@ -51,6 +52,8 @@ type convState struct {
 	next              int // sequence number of the next message
 	expect            int // one past the highest answered sequence number
 	lost, dups, order int
+	storedExpect      int // one past the highest sequence number seen in the requests topic
+	storedOrder       int
 }
 
 type classStats struct {
@@ -58,6 +61,7 @@ type classStats struct {
 	sent, measured, accepted, sendErrors int
 	answered, succeeded, failed          int
 	lost, dups, order                    int
+	stored, storedOrder, convStoredOrder int
 	convLost, convDups, convOrder, convs int
 	e2e, ttfc, model, overhead           *hdrhistogram.Histogram
 	firstIntended, lastIntended          time.Time
@@ -246,6 +250,29 @@ func (l *ledger) observe(a Answer) {
 	}
 }
 
+// observeStored accounts for a request seen in the requests topic: a
+// request stored before an earlier-sent request of its conversation is a
+// stored-order violation. A refused request is never stored, so a gap in
+// the sequence is not a violation.
+func (l *ledger) observeStored(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entries[id]
+	if e == nil {
+		return
+	}
+	e.stored++
+	if e.stored > 1 {
+		return // a producer's retry stored it twice; readers drop it by request_id
+	}
+	e.class.stored++
+	if e.seq < e.conv.storedExpect {
+		e.class.storedOrder++
+		e.conv.storedOrder++
+	}
+	e.conv.storedExpect = max(e.conv.storedExpect, e.seq+1)
+}
+
 // registerBad records a bad input about to be sent.
 func (l *ledger) registerBad(id, kind string) {
 	l.mu.Lock()
@@ -345,6 +372,9 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 		if cs.order > 0 {
 			e.class.convOrder++
 		}
+		if cs.storedOrder > 0 {
+			e.class.convStoredOrder++
+		}
 	}
 	out := map[string]*ClassReport{}
 	series := map[string]*ClassSeries{}
@@ -355,7 +385,8 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 			Lost: c.lost, Duplicates: c.dups, OrderViolations: c.order,
 			Conversations: c.convs, ConversationsWithLoss: c.convLost, ConversationsWithDuplicates: c.convDups,
 			ConversationsWithOrderViolations: c.convOrder,
-			LatencyMS:                        percentiles(c.e2e), TTFCMS: percentiles(c.ttfc), ModelMS: percentiles(c.model), OverheadMS: percentiles(c.overhead),
+			Stored:                           c.stored, StoredOrderViolations: c.storedOrder, ConversationsWithStoredOrderViolations: c.convStoredOrder,
+			LatencyMS: percentiles(c.e2e), TTFCMS: percentiles(c.ttfc), ModelMS: percentiles(c.model), OverheadMS: percentiles(c.overhead),
 			SendLagMaxMS: ms(c.sendLagMax),
 		}
 		r.WorstConversations = worstOf(worst[c])

@@ -57,6 +57,12 @@ type Load struct {
 	// BadShare is the fraction, 0..1, of requests replaced by bad inputs
 	// (see malformed.go).
 	BadShare float64
+	// PerCall > 1 sends an open-loop load in calls of PerCall messages (a
+	// batch, or a burst on one stream; see CallSender), ConvsPerCall
+	// conversations interleaved in each call (default 2), through the
+	// CallSender Config.Callers[Via] (Via empty: the run's Driver).
+	PerCall, ConvsPerCall int
+	Via                   string
 }
 
 // Fault is an action taken At into the run, e.g. kill -9 a process.
@@ -109,6 +115,12 @@ type Config struct {
 	Processes func() map[string]int
 	// Faults happen during the run.
 	Faults []Fault
+	// Callers are the CallSenders of calls loads, by Load.Via.
+	Callers map[string]CallSender
+	// CheckStoredOrder reads the requests topics (KafkaOpts, Topics) during
+	// the run and counts, per conversation, requests stored out of the
+	// order they were sent in.
+	CheckStoredOrder bool
 	// AllowDuplicates says duplicates are expected (at-least-once delivery
 	// after a crash) and do not fail a check.
 	AllowDuplicates bool
@@ -151,6 +163,9 @@ func (c *Config) defaults() error {
 		}
 		if l.BadShare < 0 || l.BadShare > 1 {
 			return fmt.Errorf("loadtest: load %d: bad share must be in [0, 1]", i)
+		}
+		if err := c.callsDefaults(i, l); err != nil {
+			return err
 		}
 	}
 	if c.Drain == 0 {
@@ -225,6 +240,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		defer dls.close()
 	}
+	// Answers can arrive before begin is known only for conversations
+	// watched below; the ledger exists from here on.
+	r.led = newLedger(time.Now(), cfg.Warmup)
+	if cfg.CheckStoredOrder {
+		sw, err := startStoredWatch(ctx, cfg.KafkaOpts, []string{cfg.Topics.Interactive, cfg.Topics.Batch}, r.led.observeStored)
+		if err != nil {
+			return nil, err
+		}
+		defer sw.close()
+	}
 	if err := r.openReader(ctx); err != nil {
 		return nil, err
 	}
@@ -266,13 +291,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return r.report(started, sendEnd, procs, lag, dls), nil
 }
 
-// openReader opens the ledger and the answers' reader, and watches the
+// openReader opens the answers' reader into the ledger, and watches the
 // open-loop conversations before the clock starts, so the cost of opening
 // streams is not charged to the first requests.
 func (r *run) openReader(ctx context.Context) error {
-	// Answers can arrive before begin is known only for conversations
-	// watched below; the ledger exists from here on.
-	r.led = newLedger(time.Now(), r.cfg.Warmup)
 	if err := r.cfg.Reader.Open(ctx, r.led.observe); err != nil {
 		return fmt.Errorf("loadtest: open %s reader: %w", r.cfg.Reader.Name(), err)
 	}
@@ -393,6 +415,9 @@ func (r *run) report(started, sendEnd time.Time, procs *procWatch, lag *lagWatch
 	}
 	rep.Malformed = r.led.badOutcomes(dl)
 	rep.Checks = baseChecks(rep, cfg.AllowDuplicates)
+	if cfg.CheckStoredOrder {
+		rep.Checks = append(rep.Checks, storedChecks(rep)...)
+	}
 	return rep
 }
 
@@ -443,6 +468,10 @@ func cmpOr(a, b error) error {
 // goroutine (owned by wg) so that a slow answer never delays the next
 // send.
 func (r *run) openLoop(ctx context.Context, li int, l Load, wg *sync.WaitGroup) {
+	if l.PerCall > 1 {
+		r.openLoopCalls(ctx, li, l, r.cfg.caller(l), wg)
+		return
+	}
 	interval := time.Duration(float64(time.Second) / l.Rate)
 	total := int(l.Rate * l.Duration.Seconds())
 	start := r.begin.Add(l.Start)

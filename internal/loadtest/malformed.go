@@ -16,7 +16,9 @@ import (
 // Kinds of bad input the malformed scenario sends. Each comes with the
 // outcome Switchboard owes it: a 4xx with a JSON error from ingress, or,
 // for records written straight to Kafka, a dead letter; an unknown model is
-// accepted (it is well formed) and answered with an unknown_model error.
+// refused by ingress (400 unknown_model, once it has read the models the
+// router-workers serve) and, written straight to Kafka, answered with an
+// unknown_model error and dead-lettered.
 const (
 	BadJSON         = "invalid_json"   // truncated JSON (HTTP body; Kafka value with content-type application/json)
 	BadType         = "wrong_type"     // a field of the wrong JSON type (HTTP)

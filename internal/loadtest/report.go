@@ -72,6 +72,12 @@ type ClassReport struct {
 	ConversationsWithLoss            int `json:"conversations_with_loss"`
 	ConversationsWithDuplicates      int `json:"conversations_with_duplicates"`
 	ConversationsWithOrderViolations int `json:"conversations_with_order_violations"`
+	// Stored counts the requests seen in the requests topics, and
+	// StoredOrderViolations those stored ahead of a request of their
+	// conversation sent before them (runs with Config.CheckStoredOrder).
+	Stored                                 int `json:"stored,omitempty"`
+	StoredOrderViolations                  int `json:"stored_order_violations"`
+	ConversationsWithStoredOrderViolations int `json:"conversations_with_stored_order_violations"`
 	// WorstConversations name the conversations with the most lost,
 	// duplicated and out-of-order answers (at most 10).
 	WorstConversations []ConversationIssue `json:"worst_conversations,omitempty"`
@@ -278,6 +284,10 @@ func (r *Report) WriteSummary(w io.Writer) {
 		fmt.Fprintf(w, "   lost %d, duplicates %d, order violations %d (conversations affected: %d, %d, %d of %d)\n",
 			c.Lost, c.Duplicates, c.OrderViolations, c.ConversationsWithLoss, c.ConversationsWithDuplicates,
 			c.ConversationsWithOrderViolations, c.Conversations)
+		if c.Stored > 0 {
+			fmt.Fprintf(w, "   in the requests topic: %d stored, %d out of the order sent (conversations affected: %d)\n",
+				c.Stored, c.StoredOrderViolations, c.ConversationsWithStoredOrderViolations)
+		}
 		if len(c.WorstConversations) > 0 {
 			var parts []string
 			for _, ci := range c.WorstConversations {

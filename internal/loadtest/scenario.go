@@ -64,6 +64,9 @@ type Scenario struct {
 	NeedsStack bool
 	// stack adjusts the stack for the scenario (e.g. a long model tail).
 	stack func(p Params, c *StackConfig)
+	// callers name the CallSenders (NewCallSender) the scenario's loads
+	// send through.
+	callers []string
 	// build fills the run's loads, faults and settings.
 	build func(p Params, c *Config, st *Stack)
 }
@@ -121,6 +124,16 @@ func Scenarios() []Scenario {
 						return st.KillRestart(ctx, ProcModelsim, 3*p.ChaosDown)
 					}},
 				}
+			}},
+		{Name: "ordered-calls", Description: "several messages per conversation in one call: ingress batches (POST /v1/messages:batch) and bursts on WebSocket streams, two conversations interleaved in each call of eight; order checked at the client and in the requests topic",
+			callers: []string{"http-batch", "ws"},
+			build: func(p Params, c *Config, _ *Stack) {
+				convs := max(2, p.Conversations/2)
+				c.Loads = []Load{
+					{Class: "batch-calls", Rate: p.Rate / 2, Conversations: convs, PerCall: 8, ConvsPerCall: 2, Via: "http-batch"},
+					{Class: "stream-calls", Rate: p.Rate / 2, Conversations: convs, PerCall: 8, ConvsPerCall: 2, Via: "ws"},
+				}
+				c.CheckStoredOrder = c.KafkaOpts != nil
 			}},
 		{Name: "malformed", Description: "a share of bad inputs (wrong JSON, huge bodies, bad UTF-8, unknown models, garbage records straight to Kafka) among good ones",
 			build: func(p Params, c *Config, _ *Stack) {
@@ -268,6 +281,17 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		}
 		defer kd.Close()
 		cfg.BadKafka = kd
+	}
+	for _, name := range s.callers {
+		cs, err := NewCallSender(name, ep)
+		if err != nil {
+			return nil, err
+		}
+		defer cs.Close()
+		if cfg.Callers == nil {
+			cfg.Callers = map[string]CallSender{}
+		}
+		cfg.Callers[name] = cs
 	}
 	s.build(p, &cfg, st)
 	cfg.Processes = func() map[string]int {

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +65,8 @@ type Stack struct {
 	APIKey string
 	// Tenant is APIKey's tenant in the stack's tenants file.
 	Tenant string
+
+	cursorSecret string // egress's, the same for every start
 
 	mu    sync.Mutex
 	procs map[string]*stackProc
@@ -142,7 +145,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	s := &Stack{cfg: cfg, procs: map[string]*stackProc{}}
+	s := &Stack{cfg: cfg, procs: map[string]*stackProc{}, cursorSecret: rand.Text()}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -186,7 +189,9 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 		httpReady("http://"+routerAddr+"/readyz", cfg.ReadyTimeout))
 	tenants := filepath.Join(cfg.Dir, "tenants.yaml")
 	s.Tenant = "loadtest"
-	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: %s\n    key_sha256: [%s]\n", s.Tenant, tenant.HashKey(cfg.APIKey)), 0o600); err != nil {
+	// The load test reads the model's time from the timings of final
+	// results: its tenant is shown them.
+	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: %s\n    key_sha256: [%s]\n    show: [backend, timings, kafka_positions]\n", s.Tenant, tenant.HashKey(cfg.APIKey)), 0o600); err != nil {
 		return nil, err
 	}
 	s.add(ProcEgress, []string{"--addr", egAddr, "--admin-addr", egAdmin, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"},
@@ -253,6 +258,9 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(s.cfg.Bin, name), p.args...) //nolint:noctx // the stack stops its processes itself, by PID and in order, not when a context ends
+	// Every egress of the stack, restarted ones too, opens the cursors of
+	// the others (egress reads SWITCHBOARD_CURSOR_SECRET; others ignore it).
+	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cursorSecret)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()

@@ -195,6 +195,19 @@ func expandDefault(s string) string {
 	return def
 }
 
+// Models returns the model names requests may ask for: every served model
+// and every alias.
+func (r Routing) Models() []string {
+	var out []string
+	for _, b := range r.Backends {
+		out = append(out, b.Models...)
+	}
+	for alias := range r.Aliases {
+		out = append(out, alias)
+	}
+	return out
+}
+
 // Validate reports the first error of r.
 func (r Routing) Validate() error {
 	served, err := validateBackends(r.Backends)

@@ -14,8 +14,14 @@ import (
 // does not load or validate is rejected with the error and the running
 // configuration stays.
 func (r *Router) Reload() error {
+	_, err := r.reload()
+	return err
+}
+
+// reload is Reload, returning the routing it applied.
+func (r *Router) reload() (Routing, error) {
 	if r.cfg.BackendsFile == "" {
-		return nil
+		return r.cfg.Routing, nil
 	}
 	rt, err := LoadBackends(r.cfg.BackendsFile)
 	if err == nil {
@@ -24,11 +30,11 @@ func (r *Router) Reload() error {
 	if err != nil {
 		r.metrics.reloads.WithLabelValues("error").Inc()
 		r.log.Error("backends file rejected; the running configuration stays", "file", r.cfg.BackendsFile, "err", err)
-		return err
+		return Routing{}, err
 	}
 	r.metrics.reloads.WithLabelValues("ok").Inc()
 	r.log.Info("backends file reloaded", "file", r.cfg.BackendsFile, "backends", len(rt.Backends))
-	return nil
+	return rt, nil
 }
 
 // watch reloads the backends file on ReloadSignal and when its content
@@ -36,7 +42,32 @@ func (r *Router) Reload() error {
 // by rename, as editors and Kubernetes config maps do). It returns when
 // ctx is done.
 func (r *Router) watch(ctx context.Context) {
+	// Publishing waits for the broker: it runs beside the reloads, the
+	// latest routing first, and ends with ctx.
+	publish := make(chan Routing, 1)
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case rt := <-publish:
+				r.publishModels(ctx, rt)
+			}
+		}
+	}()
+	defer func() { <-published }()
+	latest := func(rt Routing) {
+		select {
+		case <-publish: // replaced by the newer one
+		default:
+		}
+		publish <- rt
+	}
+	latest(r.cfg.Routing)
 	if r.cfg.BackendsFile == "" {
+		<-ctx.Done()
 		return
 	}
 	last, _ := os.ReadFile(r.cfg.BackendsFile)
@@ -52,14 +83,18 @@ func (r *Router) watch(ctx context.Context) {
 			return
 		case <-r.cfg.ReloadSignal:
 			last, _ = os.ReadFile(r.cfg.BackendsFile)
-			_ = r.Reload() // logged; the old configuration stays
+			if rt, err := r.reload(); err == nil {
+				latest(rt)
+			}
 		case <-tick:
 			data, err := os.ReadFile(r.cfg.BackendsFile)
 			if err != nil || bytes.Equal(data, last) {
 				continue // a missing file is reported by the next signal or change
 			}
 			last = data
-			_ = r.Reload()
+			if rt, err := r.reload(); err == nil {
+				latest(rt)
+			}
 		}
 	}
 }

@@ -18,6 +18,7 @@
 //	    token_burst: 100000           # default: tokens_per_second, at least 1
 //	    webhook_url: https://hooks.example.com/switchboard  # egress: default webhook of the tenant's results
 //	    webhook_secret_env: DEV_WEBHOOK_SECRET              # egress: env variable holding the tenant's signing secret
+//	    show: [backend, timings, kafka_positions]           # what clients see beyond answers; default none
 //
 // HashKey gives the digest of a key: `printf %s KEY | sha256sum` does the same.
 // Secrets are not in the file either: webhook_secret_env names an
@@ -70,6 +71,9 @@ type Tenant struct {
 	WebhookSecretEnv string `yaml:"webhook_secret_env"`
 	// WebhookSecret is the value of WebhookSecretEnv, read at load time.
 	WebhookSecret Secret `yaml:"-"`
+	// Show lists what the tenant's clients see beyond their answers:
+	// backend, timings, kafka_positions (see Shows). Default: none.
+	Show []string `yaml:"show"`
 }
 
 // Secret is a secret's bytes; it prints as [redacted], so logging or
@@ -178,6 +182,9 @@ func ParseEnv(b []byte, getenv func(string) string) (*Set, error) {
 		}
 		if t.TokenBurst == 0 {
 			t.TokenBurst = max(1, int(t.TokensPerSecond))
+		}
+		if err := t.checkShow(); err != nil {
+			return nil, err
 		}
 		if t.WebhookURL != "" {
 			if err := envelope.ValidWebhookURL(t.WebhookURL); err != nil {

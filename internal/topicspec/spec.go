@@ -41,6 +41,10 @@ const (
 	Results = "results"
 	// DeadLetter carries records that could not be processed.
 	DeadLetter = "deadletter"
+	// Models is the compacted topic through which router-workers tell
+	// ingress the models they serve (see internal/catalog). Optional: a
+	// spec without it turns that check off.
+	Models = "models"
 )
 
 // requiredTopics returns the logical topics a valid spec must hold, in the

@@ -25,8 +25,8 @@ const (
 type SubscribeRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	// from is the cursor ("partition:offset") of the last event the client
-	// has; the stream resumes right after it. Empty: replay the window.
+	// from is the cursor of the last event the client has; the stream
+	// resumes right after it. Empty: replay the window.
 	From string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
 	// request_id, when set, ends the stream after that request's terminal
 	// result.
@@ -89,11 +89,14 @@ func (x *SubscribeRequest) GetRequestId() string {
 // SubscribeResponse is one event of the stream.
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// cursor is this event's place in the results topic, "partition:offset".
+	// cursor is this event's place in the stream: an opaque token, valid
+	// only for this tenant and conversation, that any egress instance of
+	// the deployment resumes from. Empty on restart events.
 	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// Types that are valid to be assigned to Event:
 	//
-	//	*SubscribeResponse_Result
+	//	*SubscribeResponse_Answer
+	//	*SubscribeResponse_Restart
 	//	*SubscribeResponse_End
 	Event         isSubscribeResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
@@ -144,10 +147,19 @@ func (x *SubscribeResponse) GetEvent() isSubscribeResponse_Event {
 	return nil
 }
 
-func (x *SubscribeResponse) GetResult() *Result {
+func (x *SubscribeResponse) GetAnswer() *Answer {
 	if x != nil {
-		if x, ok := x.Event.(*SubscribeResponse_Result); ok {
-			return x.Result
+		if x, ok := x.Event.(*SubscribeResponse_Answer); ok {
+			return x.Answer
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetRestart() *Restart {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeResponse_Restart); ok {
+			return x.Restart
 		}
 	}
 	return nil
@@ -166,17 +178,227 @@ type isSubscribeResponse_Event interface {
 	isSubscribeResponse_Event()
 }
 
-type SubscribeResponse_Result struct {
-	Result *Result `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+type SubscribeResponse_Answer struct {
+	Answer *Answer `protobuf:"bytes,4,opt,name=answer,proto3,oneof"`
+}
+
+type SubscribeResponse_Restart struct {
+	Restart *Restart `protobuf:"bytes,5,opt,name=restart,proto3,oneof"`
 }
 
 type SubscribeResponse_End struct {
 	End *End `protobuf:"bytes,3,opt,name=end,proto3,oneof"`
 }
 
-func (*SubscribeResponse_Result) isSubscribeResponse_Event() {}
+func (*SubscribeResponse_Answer) isSubscribeResponse_Event() {}
+
+func (*SubscribeResponse_Restart) isSubscribeResponse_Event() {}
 
 func (*SubscribeResponse_End) isSubscribeResponse_Event() {}
+
+// Answer is what a client sees of a result: a chunk of a streamed answer,
+// the final result, or an error. Internal fields of the result record
+// (tenant, run, webhook target) are not part of it; final.backend and
+// final.timings are set only for tenants whose show list has backend and
+// timings.
+type Answer struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RequestId      string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// attempt numbers the backend tries at the request, from 1.
+	Attempt int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// metadata is copied from the request.
+	Metadata map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*Answer_Chunk
+	//	*Answer_Final
+	//	*Answer_Error
+	Body          isAnswer_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Answer) Reset() {
+	*x = Answer{}
+	mi := &file_switchboard_v1_egress_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Answer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Answer) ProtoMessage() {}
+
+func (x *Answer) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_egress_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Answer.ProtoReflect.Descriptor instead.
+func (*Answer) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_egress_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Answer) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Answer) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Answer) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Answer) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Answer) GetBody() isAnswer_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *Answer) GetChunk() *Chunk {
+	if x != nil {
+		if x, ok := x.Body.(*Answer_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *Answer) GetFinal() *Final {
+	if x != nil {
+		if x, ok := x.Body.(*Answer_Final); ok {
+			return x.Final
+		}
+	}
+	return nil
+}
+
+func (x *Answer) GetError() *Error {
+	if x != nil {
+		if x, ok := x.Body.(*Answer_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isAnswer_Body interface {
+	isAnswer_Body()
+}
+
+type Answer_Chunk struct {
+	Chunk *Chunk `protobuf:"bytes,5,opt,name=chunk,proto3,oneof"`
+}
+
+type Answer_Final struct {
+	Final *Final `protobuf:"bytes,6,opt,name=final,proto3,oneof"`
+}
+
+type Answer_Error struct {
+	Error *Error `protobuf:"bytes,7,opt,name=error,proto3,oneof"`
+}
+
+func (*Answer_Chunk) isAnswer_Body() {}
+
+func (*Answer_Final) isAnswer_Body() {}
+
+func (*Answer_Error) isAnswer_Body() {}
+
+// Restart says that the request's answer starts over (the request is being
+// processed again, after a worker restart or a backend retry): discard the
+// chunks of it received so far. The next answer of the request has chunk
+// index 0 or is its final result. A client that resumed from a cursor may
+// miss a restart that happened before it; chunk index 0 of a request whose
+// chunks it already holds means the same.
+type Restart struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RequestId      string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// attempt is the attempt that starts.
+	Attempt       int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Restart) Reset() {
+	*x = Restart{}
+	mi := &file_switchboard_v1_egress_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Restart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Restart) ProtoMessage() {}
+
+func (x *Restart) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_egress_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Restart.ProtoReflect.Descriptor instead.
+func (*Restart) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_egress_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Restart) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Restart) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Restart) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
 
 // End is the stream's last message.
 type End struct {
@@ -192,7 +414,7 @@ type End struct {
 
 func (x *End) Reset() {
 	*x = End{}
-	mi := &file_switchboard_v1_egress_proto_msgTypes[2]
+	mi := &file_switchboard_v1_egress_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +426,7 @@ func (x *End) String() string {
 func (*End) ProtoMessage() {}
 
 func (x *End) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_egress_proto_msgTypes[2]
+	mi := &file_switchboard_v1_egress_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +439,7 @@ func (x *End) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use End.ProtoReflect.Descriptor instead.
 func (*End) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_egress_proto_rawDescGZIP(), []int{2}
+	return file_switchboard_v1_egress_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *End) GetReason() string {
@@ -243,12 +465,31 @@ const file_switchboard_v1_egress_proto_rawDesc = "" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\x8f\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\xd2\x01\n" +
 	"\x11SubscribeResponse\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x120\n" +
-	"\x06result\x18\x02 \x01(\v2\x16.switchboard.v1.ResultH\x00R\x06result\x12'\n" +
+	"\x06answer\x18\x04 \x01(\v2\x16.switchboard.v1.AnswerH\x00R\x06answer\x123\n" +
+	"\arestart\x18\x05 \x01(\v2\x17.switchboard.v1.RestartH\x00R\arestart\x12'\n" +
 	"\x03end\x18\x03 \x01(\v2\x13.switchboard.v1.EndH\x00R\x03endB\a\n" +
-	"\x05event\"5\n" +
+	"\x05eventJ\x04\b\x02\x10\x03R\x06result\"\xfe\x02\n" +
+	"\x06Answer\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12@\n" +
+	"\bmetadata\x18\x04 \x03(\v2$.switchboard.v1.Answer.MetadataEntryR\bmetadata\x12-\n" +
+	"\x05chunk\x18\x05 \x01(\v2\x15.switchboard.v1.ChunkH\x00R\x05chunk\x12-\n" +
+	"\x05final\x18\x06 \x01(\v2\x15.switchboard.v1.FinalH\x00R\x05final\x12-\n" +
+	"\x05error\x18\a \x01(\v2\x15.switchboard.v1.ErrorH\x00R\x05error\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x06\n" +
+	"\x04body\"k\n" +
+	"\aRestart\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\"5\n" +
 	"\x03End\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\tR\x06cursor2\\\n" +
@@ -267,23 +508,33 @@ func file_switchboard_v1_egress_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_egress_proto_rawDescData
 }
 
-var file_switchboard_v1_egress_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_switchboard_v1_egress_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_switchboard_v1_egress_proto_goTypes = []any{
 	(*SubscribeRequest)(nil),  // 0: switchboard.v1.SubscribeRequest
 	(*SubscribeResponse)(nil), // 1: switchboard.v1.SubscribeResponse
-	(*End)(nil),               // 2: switchboard.v1.End
-	(*Result)(nil),            // 3: switchboard.v1.Result
+	(*Answer)(nil),            // 2: switchboard.v1.Answer
+	(*Restart)(nil),           // 3: switchboard.v1.Restart
+	(*End)(nil),               // 4: switchboard.v1.End
+	nil,                       // 5: switchboard.v1.Answer.MetadataEntry
+	(*Chunk)(nil),             // 6: switchboard.v1.Chunk
+	(*Final)(nil),             // 7: switchboard.v1.Final
+	(*Error)(nil),             // 8: switchboard.v1.Error
 }
 var file_switchboard_v1_egress_proto_depIdxs = []int32{
-	3, // 0: switchboard.v1.SubscribeResponse.result:type_name -> switchboard.v1.Result
-	2, // 1: switchboard.v1.SubscribeResponse.end:type_name -> switchboard.v1.End
-	0, // 2: switchboard.v1.Egress.Subscribe:input_type -> switchboard.v1.SubscribeRequest
-	1, // 3: switchboard.v1.Egress.Subscribe:output_type -> switchboard.v1.SubscribeResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2, // 0: switchboard.v1.SubscribeResponse.answer:type_name -> switchboard.v1.Answer
+	3, // 1: switchboard.v1.SubscribeResponse.restart:type_name -> switchboard.v1.Restart
+	4, // 2: switchboard.v1.SubscribeResponse.end:type_name -> switchboard.v1.End
+	5, // 3: switchboard.v1.Answer.metadata:type_name -> switchboard.v1.Answer.MetadataEntry
+	6, // 4: switchboard.v1.Answer.chunk:type_name -> switchboard.v1.Chunk
+	7, // 5: switchboard.v1.Answer.final:type_name -> switchboard.v1.Final
+	8, // 6: switchboard.v1.Answer.error:type_name -> switchboard.v1.Error
+	0, // 7: switchboard.v1.Egress.Subscribe:input_type -> switchboard.v1.SubscribeRequest
+	1, // 8: switchboard.v1.Egress.Subscribe:output_type -> switchboard.v1.SubscribeResponse
+	8, // [8:9] is the sub-list for method output_type
+	7, // [7:8] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_egress_proto_init() }
@@ -293,8 +544,14 @@ func file_switchboard_v1_egress_proto_init() {
 	}
 	file_switchboard_v1_records_proto_init()
 	file_switchboard_v1_egress_proto_msgTypes[1].OneofWrappers = []any{
-		(*SubscribeResponse_Result)(nil),
+		(*SubscribeResponse_Answer)(nil),
+		(*SubscribeResponse_Restart)(nil),
 		(*SubscribeResponse_End)(nil),
+	}
+	file_switchboard_v1_egress_proto_msgTypes[2].OneofWrappers = []any{
+		(*Answer_Chunk)(nil),
+		(*Answer_Final)(nil),
+		(*Answer_Error)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -302,7 +559,7 @@ func file_switchboard_v1_egress_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_egress_proto_rawDesc), len(file_switchboard_v1_egress_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

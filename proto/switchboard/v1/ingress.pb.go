@@ -158,10 +158,12 @@ type Ack struct {
 	RequestId      string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	Lane           string                 `protobuf:"bytes,3,opt,name=lane,proto3" json:"lane,omitempty"`
-	Partition      int32                  `protobuf:"varint,4,opt,name=partition,proto3" json:"partition,omitempty"`
-	Offset         int64                  `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// partition and offset say where the request is stored; set only for
+	// tenants whose show list has kafka_positions.
+	Partition     *int32 `protobuf:"varint,4,opt,name=partition,proto3,oneof" json:"partition,omitempty"`
+	Offset        *int64 `protobuf:"varint,5,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Ack) Reset() {
@@ -216,15 +218,15 @@ func (x *Ack) GetLane() string {
 }
 
 func (x *Ack) GetPartition() int32 {
-	if x != nil {
-		return x.Partition
+	if x != nil && x.Partition != nil {
+		return *x.Partition
 	}
 	return 0
 }
 
 func (x *Ack) GetOffset() int64 {
-	if x != nil {
-		return x.Offset
+	if x != nil && x.Offset != nil {
+		return *x.Offset
 	}
 	return 0
 }
@@ -524,14 +526,17 @@ const file_switchboard_v1_ingress_proto_rawDesc = "" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
-	"\f_temperature\"\x97\x01\n" +
+	"\f_temperature\"\xba\x01\n" +
 	"\x03Ack\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x12\n" +
-	"\x04lane\x18\x03 \x01(\tR\x04lane\x12\x1c\n" +
-	"\tpartition\x18\x04 \x01(\x05R\tpartition\x12\x16\n" +
-	"\x06offset\x18\x05 \x01(\x03R\x06offset\"7\n" +
+	"\x04lane\x18\x03 \x01(\tR\x04lane\x12!\n" +
+	"\tpartition\x18\x04 \x01(\x05H\x00R\tpartition\x88\x01\x01\x12\x1b\n" +
+	"\x06offset\x18\x05 \x01(\x03H\x01R\x06offset\x88\x01\x01B\f\n" +
+	"\n" +
+	"_partitionB\t\n" +
+	"\a_offset\"7\n" +
 	"\x0eSubmitResponse\x12%\n" +
 	"\x03ack\x18\x01 \x01(\v2\x13.switchboard.v1.AckR\x03ack\"u\n" +
 	"\x13SubmitStreamRequest\x12%\n" +
@@ -600,6 +605,7 @@ func file_switchboard_v1_ingress_proto_init() {
 	}
 	file_switchboard_v1_records_proto_init()
 	file_switchboard_v1_ingress_proto_msgTypes[0].OneofWrappers = []any{}
+	file_switchboard_v1_ingress_proto_msgTypes[1].OneofWrappers = []any{}
 	file_switchboard_v1_ingress_proto_msgTypes[5].OneofWrappers = []any{
 		(*SubmitStreamResponse_Ack)(nil),
 		(*SubmitStreamResponse_Failure)(nil),
