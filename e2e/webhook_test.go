@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/switchboard-llm/switchboard/internal/apptest"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
@@ -42,11 +41,14 @@ func TestWebhooksThroughTheStack(t *testing.T) {
 	var tenantGot []string // request IDs delivered to the tenant's endpoint
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		mac := hmac.New(sha256.New, []byte(tenantSecret)) // every delivery is the dev tenant's
-		mac.Write([]byte(r.Header.Get("Switchboard-Timestamp") + "."))
-		mac.Write(body)
-		if want := "v1=" + hex.EncodeToString(mac.Sum(nil)); !hmac.Equal([]byte(want), []byte(r.Header.Get("Switchboard-Signature"))) {
-			t.Errorf("bad signature on %s", body)
+		// Every delivery is the dev tenant's, signed with its own secret,
+		// in the Standard Webhooks form its reference library verifies.
+		wh, err := standardwebhooks.NewWebhookRaw([]byte(tenantSecret))
+		if err == nil {
+			err = wh.Verify(body, r.Header)
+		}
+		if err != nil {
+			t.Errorf("bad signature on %s: %v", body, err)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
@@ -78,7 +80,9 @@ func TestWebhooksThroughTheStack(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	s := apptest.StartStack(t, bin, apptest.StackOptions{})
+	// Ingress refuses webhook_urls off the allowlist: it gets the same
+	// entry as egress, the receiver's one port.
+	s := apptest.StartStack(t, bin, apptest.StackOptions{IngressArgs: []string{"--webhook-allow", srv.URL + "/hook"}})
 	t.Setenv("SWITCHBOARD_WEBHOOK_SECRET", secret)
 	t.Setenv("E2E_TENANT_WEBHOOK_SECRET", tenantSecret)
 	tenants := filepath.Join(t.TempDir(), "tenants.yaml")
@@ -91,7 +95,7 @@ func TestWebhooksThroughTheStack(t *testing.T) {
 	for i := range 2 {
 		port, adminPort := apptest.FreePort(t), apptest.FreePort(t)
 		apptest.Start(t, fmt.Sprintf("egress-webhooks-%d", i+1), bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", port),
-			"--admin-addr", fmt.Sprintf("127.0.0.1:%d", adminPort), "--brokers", s.Brokers, "--tenants", tenants, "--webhooks", "--webhook-allow", "127.0.0.1", "--webhook-backoff", "50ms")
+			"--admin-addr", fmt.Sprintf("127.0.0.1:%d", adminPort), "--brokers", s.Brokers, "--tenants", tenants, "--webhooks", "--webhook-allow", srv.URL+"/hook", "--webhook-backoff", "50ms")
 		if err := apptest.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort), time.Minute); err != nil {
 			t.Fatal(err)
 		}

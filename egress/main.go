@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/egress"
@@ -13,8 +12,9 @@ import (
 )
 
 func main() {
-	d := daemon.New(daemon.Program{Name: "egress", Kafka: true, Topics: true, Provision: true, Trace: true, AdminAddr: "127.0.0.1:8085"})
-	cfg, tenantsFile := egress.Defaults(), ""
+	cfg, tenantsFile, printSecret := egress.Defaults(), "", ""
+	d := daemon.New(daemon.Program{Name: "egress", Kafka: true, Topics: true, Provision: true, Trace: true, AdminAddr: "127.0.0.1:8085",
+		OneShot: func() bool { return printSecret != "" }})
 	f, w := d.Flags, &cfg.Webhooks
 	f.String(&cfg.Addr, "addr", "HTTP listen address of the SSE and WebSocket streams (the public API)")
 	f.String(&cfg.GRPCAddr, "grpc-addr", "gRPC listen address (switchboard.v1.Egress); empty: no gRPC")
@@ -22,13 +22,20 @@ func main() {
 	f.Bool(&cfg.ReadCommitted, "read-committed", "read results read_committed: with router-worker --exactly-once, streams never show an aborted transaction's result, but results (chunks too) wait for open transactions to end")
 	f.Int64(&cfg.RecentBytes, "recent-bytes", "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
 	f.Int(&cfg.SubscriberBuffer, "subscriber-buffer", "events held for a slow subscriber before it is disconnected")
+	f.Duration(&cfg.WriteTimeout, "write-timeout", "bound of one write to a stream, and of the wait for a non-reading client's backlog to fall (then end: overflow)")
+	f.Int(&cfg.MaxStreamsPerTenant, "max-streams-per-tenant", "open streams of one tenant on this instance; more get 429 (negative: no cap)")
+	f.Int(&cfg.MaxStreamsPerConversation, "max-streams-per-conversation", "open streams of one conversation on this instance; more get 429 (negative: no cap)")
+	f.Int(&cfg.SendBuffer, "send-buffer", "kernel send buffer (SO_SNDBUF) of every HTTP connection, bytes (negative: the system's default)")
+	f.Int(&cfg.MaxUnsentBytes, "max-unsent-bytes", "unread bytes a stream's socket may hold before the stream waits and then ends with overflow (0: half of --send-buffer, or 1 MiB with the system's; negative: no check)")
+	f.Int(&cfg.MaxConnsPerAddr, "max-conns-per-addr", "open HTTP connections of one client IP address; more are closed on accept (0: no cap)")
 	f.String(&tenantsFile, "tenants", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml): every stream needs an API key and sees only its tenant's results; required unless --allow-anonymous")
 	f.Bool(&cfg.AllowAnonymous, "allow-anonymous", "run without --tenants: every stream open to anyone who can reach egress (a warning at every start)")
 	f.List(&cfg.CORSOrigins, "cors-origins", "comma-separated origins (scheme://host[:port], or *) whose browser pages may read the SSE streams; empty: none")
 	f.List(&cfg.WSOriginPatterns, "ws-origins", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	f.Bool(&w.Enabled, "webhooks", "deliver terminal results to webhooks (consumer group --webhook-group)")
 	f.String(&w.Group, "webhook-group", "consumer group of webhook delivery")
-	f.List(&w.Allow, "webhook-allow", "comma-separated hosts webhooks may call: host names, *.domain, IP addresses, CIDR prefixes")
+	f.List(&w.Allow, "webhook-allow", "comma-separated webhook targets every tenant may use, besides the tenants file's lists: [scheme://]host[:port][/path-prefix] (docs/WEBHOOKS.md)")
+	f.String(&printSecret, "print-webhook-secret", "print the named tenant's webhook signing secret (whsec_…, derived from SWITCHBOARD_WEBHOOK_SECRET unless the tenants file names its own) and exit")
 	f.Int(&w.MaxAttempts, "webhook-max-attempts", "tries of one webhook delivery before it is dead-lettered")
 	f.Duration(&w.Backoff, "webhook-backoff", "wait after the first failed webhook try (doubles each time)")
 	f.Duration(&w.MaxBackoff, "webhook-max-backoff", "longest wait between webhook tries")
@@ -36,17 +43,21 @@ func main() {
 	f.Int(&w.MaxInFlight, "webhook-max-in-flight", "webhook deliveries in flight at once (one per conversation at most)")
 	f.Duration(&w.StartWindow, "webhook-start-window", "how far back webhook delivery begins when its group has no committed offsets")
 	d.Main(func(ctx context.Context, env *daemon.Env) error {
-		w.Secret = []byte(env.Getenv("SWITCHBOARD_WEBHOOK_SECRET"))
+		if printSecret != "" {
+			return printWebhookSecret(env, printSecret, tenantsFile)
+		}
 		cfg.CursorSecret = []byte(env.Getenv("SWITCHBOARD_CURSOR_SECRET"))
-		if w.Enabled && len(w.Secret) == 0 {
-			return errors.New("--webhooks needs the signing secret in SWITCHBOARD_WEBHOOK_SECRET")
+		var err error
+		if w.Enabled {
+			if w.Secret, err = globalSecret(env.Getenv); err != nil {
+				return err
+			}
 		}
 		if tenantsFile != "" {
 			getenv := env.Getenv // only webhook delivery needs the tenants' secrets
 			if !w.Enabled {
 				getenv = nil
 			}
-			var err error
 			if cfg.Tenants, err = tenant.LoadEnv(tenantsFile, getenv); err != nil {
 				return err
 			}

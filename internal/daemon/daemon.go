@@ -67,6 +67,10 @@ type Program struct {
 	AdminAddr string
 	// Trace starts OpenTelemetry tracing when the environment asks for it.
 	Trace bool
+	// OneShot, when set, reports after the settings are parsed whether
+	// this run is a one-off job (e.g. egress --print-webhook-secret): then
+	// no admin listener is bound, so it runs beside a serving instance.
+	OneShot func() bool
 	// StopTimeout bounds how long the run may take to return after the
 	// first signal. Default 60s; the flag --stop-timeout changes it.
 	StopTimeout time.Duration
@@ -262,7 +266,7 @@ func (d *Daemon) Run(ctx context.Context, args []string, getenv func(string) str
 		}
 	}
 	var adminLn net.Listener
-	if d.adminAddr != "" {
+	if d.adminAddr != "" && (d.prog.OneShot == nil || !d.prog.OneShot()) {
 		// Bound before the work starts: a taken port fails the start
 		// before the program joins a group or produces anything.
 		if adminLn, err = new(net.ListenConfig).Listen(ctx, "tcp", d.adminAddr); err != nil {

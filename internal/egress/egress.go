@@ -2,8 +2,9 @@
 // partitions of the results topic and forwards each result to the clients
 // subscribed to its conversation on that instance, as Server-Sent Events
 // (sse.go), WebSocket messages (ws.go) or a gRPC server stream (grpc.go);
-// and, optionally, POSTs terminal results to webhooks through a consumer
-// group (webhook.go), so each is delivered by one instance.
+// and, optionally, runs webhook delivery (package webhook), which POSTs
+// terminal results through a consumer group, so each is delivered by one
+// instance.
 //
 // A subscriber first gets the conversation's recent past replayed (from its
 // cursor, or from ReplayWindow ago), then the live feed, with no gap and no
@@ -41,6 +42,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	"github.com/switchboard-llm/switchboard/internal/webhook"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -80,6 +82,30 @@ type Config struct {
 	// WriteTimeout bounds one write to a client; a client that stops
 	// reading altogether is disconnected. Default 10s.
 	WriteTimeout time.Duration
+	// MaxStreamsPerTenant caps one tenant's open streams (SSE, WebSocket
+	// and gRPC) on this instance; beyond it a stream is refused with 429
+	// too_many_streams. Default 10000; negative: no cap.
+	MaxStreamsPerTenant int
+	// MaxStreamsPerConversation caps the open streams of one conversation
+	// of one tenant on this instance (429 too_many_streams beyond).
+	// Default 64; negative: no cap.
+	MaxStreamsPerConversation int
+	// SendBuffer is the kernel send buffer (SO_SNDBUF) of every HTTP
+	// connection, so a client that stops reading holds a bounded amount
+	// of kernel memory and its stream notices soon. Default 64 KiB;
+	// negative: the system's default (which grows to several MiB).
+	SendBuffer int
+	// MaxUnsentBytes is how many written bytes a client may leave unread in
+	// its connection's send queue (Linux): before each event a stream
+	// whose backlog is larger waits for it to fall, and ends with reason
+	// overflow when it has not within WriteTimeout. Default half of
+	// SendBuffer (32 KiB; 1 MiB with the system's buffer); negative: no check (then only WriteTimeout
+	// bounds a client that stops reading).
+	MaxUnsentBytes int
+	// MaxConnsPerAddr caps the open HTTP connections of one client IP
+	// address; more are closed as soon as they are accepted. Default 0:
+	// no cap.
+	MaxConnsPerAddr int
 	// GRPCAddr, when set, is the listen address of the gRPC API
 	// (switchboard.v1.Egress). Empty: no gRPC.
 	GRPCAddr string
@@ -99,8 +125,9 @@ type Config struct {
 	// AllowAnonymous lets egress run without Tenants, every stream open
 	// to anyone who can reach it (logged as a warning at every start).
 	AllowAnonymous bool
-	// Webhooks configures webhook delivery (off by default).
-	Webhooks WebhookConfig
+	// Webhooks configures webhook delivery (off by default; package
+	// webhook does it).
+	Webhooks webhook.Config
 	// CursorSecret keys the cursor tokens of events (see cursorCodec):
 	// every egress instance of a deployment needs the same one for a
 	// client to resume on any of them. Empty: a random secret, so cursors
@@ -113,11 +140,13 @@ type Config struct {
 }
 
 // Defaults returns the configuration New completes a Config with: every
-// setting that has a default of its own; the mains take their flag
-// defaults from here.
+// setting that has a default of its own. Settings derived from others
+// (MaxUnsentBytes from SendBuffer) stay zero, so that they follow what
+// they derive from; the mains take their flag defaults from here.
 func Defaults() Config {
 	var c Config
 	c.setDefaults()
+	c.MaxUnsentBytes = 0
 	c.Logger, c.Registry = nil, nil
 	return c
 }
@@ -144,7 +173,22 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
-	c.Webhooks.setDefaults()
+	if c.MaxStreamsPerTenant == 0 {
+		c.MaxStreamsPerTenant = 10000
+	}
+	if c.MaxStreamsPerConversation == 0 {
+		c.MaxStreamsPerConversation = 64
+	}
+	if c.SendBuffer == 0 {
+		c.SendBuffer = 64 << 10
+	}
+	if c.MaxUnsentBytes == 0 {
+		c.MaxUnsentBytes = 1 << 20 // the system's buffer grows to several MiB
+		if c.SendBuffer > 0 {
+			c.MaxUnsentBytes = max(1, c.SendBuffer/2)
+		}
+	}
+	c.Webhooks.SetDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -178,10 +222,11 @@ type Egress struct {
 	client  *kgo.Client // the live reader of every results partition
 	adm     *kadm.Client
 	hub     *hub
+	caps    *streamCaps
 	metrics *metrics
 	handler http.Handler
-	grpc    *grpc.Server // nil without GRPCAddr
-	hooks   *webhooks    // nil without webhooks
+	grpc    *grpc.Server       // nil without GRPCAddr
+	hooks   *webhook.Deliverer // nil without webhooks
 	cursors *cursorCodec
 	ready   chan struct{} // closed once the live reader is positioned
 	stop    chan struct{} // closed when Run begins to stop
@@ -227,6 +272,7 @@ func New(cfg Config) (*Egress, error) {
 		adm:     kadm.NewClient(cl),
 		metrics: newMetrics(cfg.Registry),
 		cursors: cursors,
+		caps:    newStreamCaps(cfg.MaxStreamsPerTenant, cfg.MaxStreamsPerConversation),
 		ready:   make(chan struct{}),
 		stop:    make(chan struct{}),
 	}
@@ -246,7 +292,7 @@ func New(cfg Config) (*Egress, error) {
 		reflection.Register(e.grpc) // so grpcurl and similar tools can list and call it
 	}
 	if cfg.Webhooks.Enabled {
-		e.hooks, err = newWebhooks(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), cfg.Tenants,
+		e.hooks, err = webhook.New(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), cfg.Tenants,
 			cfg.Kafka.Opts(cfg.Logger), cfg.Registry, cfg.Logger)
 		if err != nil {
 			cl.Close()
@@ -279,14 +325,20 @@ func (e *Egress) Run(ctx context.Context) error {
 	// Each goroutine below sends one value on done when it returns.
 	done := make(chan error, 3)
 	running := 1
-	go func() { done <- httpserve.Run(ctx, ln, e.handler, 2*time.Second, e.log) }()
+	go func() {
+		done <- httpserve.Serve(ctx, ln, e.handler, httpserve.Options{
+			Grace:           2 * time.Second,
+			MaxConnsPerAddr: max(0, e.cfg.MaxConnsPerAddr),
+			SendBuffer:      max(0, e.cfg.SendBuffer),
+		}, e.log)
+	}()
 	if gln != nil {
 		running++
 		go func() { done <- e.serveGRPC(ctx, gln) }()
 	}
 	if e.hooks != nil {
 		running++
-		go func() { done <- e.hooks.engine.Run(ctx) }()
+		go func() { done <- e.hooks.Run(ctx) }()
 	}
 	wait := func(first error) error {
 		errs := []error{first}

@@ -43,8 +43,11 @@ func (g *grpcServer) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStrea
 	s, aerr := e.open(ctx, subRequest{tenant: tenantName, conv: req.GetConversationId(), from: req.GetFrom(), until: req.GetRequestId()})
 	if aerr != nil {
 		code := codes.InvalidArgument
-		if aerr.status == http.StatusServiceUnavailable {
+		switch aerr.status {
+		case http.StatusServiceUnavailable:
 			code = codes.Unavailable
+		case http.StatusTooManyRequests:
+			code = codes.ResourceExhausted
 		}
 		return status.Error(code, aerr.Error())
 	}

@@ -12,6 +12,7 @@ type metrics struct {
 	replayGaps    prometheus.Counter
 	latency       prometheus.Histogram
 	authFailed    prometheus.Counter
+	refused       prometheus.Counter
 	replays       *prometheus.CounterVec // source
 	recentBytes   prometheus.Gauge
 	recentRecords prometheus.Gauge
@@ -56,6 +57,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "switchboard_egress_auth_failures_total",
 			Help: "Stream requests refused for a missing or unknown API key.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_egress_streams_refused_total",
+			Help: "Streams refused with 429 too_many_streams: their tenant or conversation had too many open.",
+		}),
 		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_egress_replays_total",
 			Help: "Replays of a stream's past, by source: memory (the index of recent results) or kafka (its range was not in the index).",
@@ -70,6 +75,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.subscribers, m.events, m.dropped, m.filtered, m.overflows, m.undecodable,
-		m.replayGaps, m.latency, m.authFailed, m.replays, m.recentBytes, m.recentRecords)
+		m.replayGaps, m.latency, m.authFailed, m.refused, m.replays, m.recentBytes, m.recentRecords)
 	return m
 }

@@ -62,11 +62,14 @@ func (e *Egress) handleEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, ": conversation %s\n\n", s.req.conv)
 	flusher.Flush()
-	_ = s.run(r.Context(), &sseSink{w: w, flusher: flusher, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}) // its error is a client gone mid-write
+	_ = s.run(r.Context(), &sseSink{ctx: r.Context(), w: w, flusher: flusher, rc: http.NewResponseController(w), // its error is a client gone mid-write
+		timeout: e.cfg.WriteTimeout, backlog: e.newBacklog(r.Context())})
 }
 
 // sseSink writes Server-Sent Events.
 type sseSink struct {
+	ctx     context.Context // the request's: the client left when it ends
+	backlog *backlog        // nil: not watched
 	w       http.ResponseWriter
 	flusher http.Flusher
 	rc      *http.ResponseController
@@ -87,6 +90,9 @@ func (s *sseSink) event(cur string, name string, ev event, v view) error {
 	fmt.Fprintf(&s.buf, "id: %s\nevent: %s\ndata: ", cur, name)
 	s.buf.Write(data)
 	s.buf.WriteString("\n\n")
+	if err := s.backlog.wait(s.ctx); err != nil {
+		return err
+	}
 	s.deadline()
 	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 		return err
@@ -95,7 +101,10 @@ func (s *sseSink) event(cur string, name string, ev event, v view) error {
 	return nil
 }
 
-func (s *sseSink) keepAlive(context.Context) error {
+func (s *sseSink) keepAlive(ctx context.Context) error {
+	if err := s.backlog.wait(ctx); err != nil {
+		return err
+	}
 	s.deadline()
 	if _, err := fmt.Fprint(s.w, ": keep-alive\n\n"); err != nil {
 		return err
@@ -113,6 +122,9 @@ func (s *sseSink) restart(r *pb.Restart) error {
 		return err
 	}
 	s.buf.WriteString("\n\n")
+	if err := s.backlog.wait(s.ctx); err != nil {
+		return err
+	}
 	s.deadline()
 	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 		return err

@@ -75,6 +75,7 @@ type session struct {
 	dedupe   *dedupe
 	last     cursor
 	view     view // what the tenant's clients see of final results
+	closed   bool
 }
 
 // open validates req, waits until the live reader is positioned, finds
@@ -138,6 +139,11 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	default:
 		start, replayFrom = window, window
 	}
+	if !e.caps.acquire(req.tenant, req.conv) {
+		e.metrics.refused.Inc()
+		return nil, &apiError{status: http.StatusTooManyRequests, code: "too_many_streams", retryAfter: true,
+			msg: "too many open streams for this tenant or conversation"}
+	}
 	sub, liveFrom, memory, inMemory := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer, replayFrom)
 	return &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
 		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition, start - 1},
@@ -147,14 +153,31 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 // token is c's cursor token for this stream's client.
 func (s *session) token(c cursor) string { return s.e.cursors.seal(s.req.tenant, s.req.conv, c) }
 
-// close leaves the hub; it is safe to call more than once.
-func (s *session) close() { s.e.hub.unsubscribe(s.sub) }
+// close leaves the hub and gives back the stream's slot; it is safe to
+// call more than once (from the stream's goroutine).
+func (s *session) close() {
+	s.e.hub.unsubscribe(s.sub)
+	if !s.closed {
+		s.closed = true
+		s.e.caps.release(s.req.tenant, s.req.conv)
+	}
+}
 
 // run replays, then follows the live feed, writing to out until the client
 // leaves (ctx), the request named by until finishes, or the hub ends the
-// subscription (overflow, shutdown). It returns the write error that ended
-// it, if any.
+// subscription (overflow, shutdown). A client that leaves its connection's
+// send queue full (errSlow) is ended with reason overflow too. It returns
+// the write error that ended it, if any.
 func (s *session) run(ctx context.Context, out sink) error {
+	err := s.stream(ctx, out)
+	if errors.Is(err, errSlow) {
+		s.e.metrics.overflows.Inc()
+		return out.end(endOverflow, s.token(s.last))
+	}
+	return err
+}
+
+func (s *session) stream(ctx context.Context, out sink) error {
 	e := s.e
 	partition := s.last.partition
 	if s.replayFrom < s.liveFrom {

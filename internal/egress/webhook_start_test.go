@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/webhook"
 )
 
 // TestWebhookStartWindow: a group with no committed offsets delivers the
@@ -16,7 +17,7 @@ import (
 // and skipped a partition's first records now and then.)
 func TestWebhookStartWindow(t *testing.T) {
 	rc, srv := newReceiver(t, func(string, int) int { return http.StatusOK })
-	rc.secret["/h"] = []byte("start-secret-0123456789")
+	rc.secret["/h"] = webhook.TenantKey([]byte("start-secret-0123456789"), "t")
 	h := newHarness(t)
 	old := hookFinal("conv-old", "t", "old", srv.URL+"/h")
 	rec, err := envelope.EncodeResult(resultsTopic, old)
@@ -29,7 +30,7 @@ func TestWebhookStartWindow(t *testing.T) {
 	}
 	h.produce(hookFinal("conv-old", "t", "recent", srv.URL+"/h"))
 	h.start(func(c *Config) {
-		c.Webhooks = WebhookConfig{Enabled: true, Allow: []string{"127.0.0.1"}, Secret: []byte("start-secret-0123456789"),
+		c.Webhooks = webhook.Config{Enabled: true, Allow: []string{srv.URL + "/"}, Secret: []byte("start-secret-0123456789"),
 			StartWindow: 10 * time.Minute}
 	})
 	h.produce(hookFinal("conv-new", "t", "new", srv.URL+"/h"))

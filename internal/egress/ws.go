@@ -59,7 +59,7 @@ func (e *Egress) handleWS(w http.ResponseWriter, r *http.Request) {
 			close(violated)
 		}
 	}()
-	out := &wsSink{conn: conn, timeout: e.cfg.WriteTimeout}
+	out := &wsSink{ctx: ctx, conn: conn, timeout: e.cfg.WriteTimeout, backlog: e.newBacklog(r.Context())}
 	err = s.run(ctx, out)
 	select {
 	case <-violated:
@@ -75,13 +75,24 @@ func (e *Egress) handleWS(w http.ResponseWriter, r *http.Request) {
 
 // wsSink writes WebSocket messages.
 type wsSink struct {
+	ctx     context.Context
+	backlog *backlog // nil: not watched
 	conn    *websocket.Conn
 	timeout time.Duration
 	buf     bytes.Buffer
 	closed  bool
 }
 
+// write sends one message once the connection's backlog allows.
 func (s *wsSink) write(data []byte) error {
+	if err := s.backlog.wait(s.ctx); err != nil {
+		return err
+	}
+	return s.send(data)
+}
+
+// send sends one message within the write timeout.
+func (s *wsSink) send(data []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	return s.conn.Write(ctx, websocket.MessageText, data)
@@ -124,7 +135,7 @@ func (s *wsSink) restart(r *pb.Restart) error {
 
 func (s *wsSink) end(reason string, cur string) error {
 	data, _ := json.Marshal(map[string]string{"event": "end", "reason": reason, "cursor": cur})
-	if err := s.write(data); err != nil {
+	if err := s.send(data); err != nil {
 		return err
 	}
 	code := websocket.StatusTryAgainLater

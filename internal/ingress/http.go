@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"unicode/utf8"
 
@@ -307,6 +308,10 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *failu
 		if errors.As(err, &tooBig) {
 			return &failure{status: http.StatusRequestEntityTooLarge, code: "body_too_large",
 				message: fmt.Sprintf("the body is larger than %d bytes", limit)}
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.Header().Set("Connection", "close")
+			return &failure{status: http.StatusRequestTimeout, code: "request_timeout", message: "the body did not arrive in time"}
 		}
 		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "reading the body: " + err.Error()}
 	}

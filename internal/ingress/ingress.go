@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
+	"github.com/switchboard-llm/switchboard/internal/webhook/allowlist"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -50,6 +52,11 @@ type Config struct {
 	Topics *topicspec.Spec
 	// Tenants maps API keys to tenants. Required.
 	Tenants *tenant.Set
+	// WebhookAllow lists webhook targets every tenant's requests may
+	// name, besides the tenants file's lists (package allowlist): give
+	// it egress's --webhook-allow. A request naming a target on no list
+	// of its tenant is refused with 400 webhook_not_allowed.
+	WebhookAllow []string
 	// MaxBodyBytes bounds a request body and a WebSocket or gRPC message.
 	// Default 1 MiB.
 	MaxBodyBytes int64
@@ -85,6 +92,24 @@ type Config struct {
 	// ShutdownGrace bounds how long open requests may finish after a stop.
 	// Default 10s.
 	ShutdownGrace time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers. Default 5s.
+	ReadHeaderTimeout time.Duration
+	// BodyTimeout bounds reading a request's body, from the end of its
+	// headers; a body still incomplete then gets 408. Default 10s.
+	BodyTimeout time.Duration
+	// WriteTimeout bounds answering a request, from the end of its
+	// headers. Default 30s (it must exceed ProduceTimeout).
+	WriteTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection idle this long. Default 60s.
+	IdleTimeout time.Duration
+	// MaxConnsPerAddr caps the open connections of one client IP address;
+	// more are closed as soon as they are accepted. Default 1024;
+	// negative: no cap.
+	MaxConnsPerAddr int
+	// MaxConnsPerTenant caps one tenant's open HTTP requests and WebSocket
+	// connections, over every client address; beyond it requests get 429
+	// too_many_connections. Default 2048; negative: no cap.
+	MaxConnsPerTenant int
 	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
@@ -140,6 +165,24 @@ func (c *Config) setDefaults() {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = 5 * time.Second
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = 1024
+	}
+	if c.MaxConnsPerTenant == 0 {
+		c.MaxConnsPerTenant = 2048
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -162,7 +205,8 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 || c.MaxBatchBytes < 0 || c.MaxBatchItems < 0 || c.MaxInFlight < 0 || c.WSMaxInFlight < 0 ||
 		c.IdempotencyWindow < 0 || c.IdempotencyMaxKeys < 0 || c.ProduceTimeout < 0 || c.ProduceLinger < 0 ||
-		c.ProbeInterval < 0 || c.ShutdownGrace < 0 {
+		c.ProbeInterval < 0 || c.ShutdownGrace < 0 || c.ReadHeaderTimeout < 0 || c.BodyTimeout < 0 ||
+		c.WriteTimeout < 0 || c.IdleTimeout < 0 {
 		return errors.New("ingress: limits and timeouts must not be negative")
 	}
 	if err := c.Admission.validate(); err != nil {
@@ -186,6 +230,10 @@ type Ingress struct {
 	health    *health
 	admission *admission // nil when disabled
 	models    catalog.Watcher
+	// webhookAllow is WebhookAllow, parsed.
+	webhookAllow *allowlist.List
+	// tenantConns counts each tenant's open requests and WebSockets.
+	tenantConns *counter
 
 	stop     chan struct{} // closed when Run's context ends: stream adapters wind down
 	stopOnce sync.Once
@@ -198,6 +246,10 @@ func New(cfg Config) (*Ingress, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	allow, err := allowlist.Parse(cfg.WebhookAllow)
+	if err != nil {
+		return nil, fmt.Errorf("ingress: %w", err)
 	}
 	cfg.Kafka = cfg.Kafka.Instrument("ingress", cfg.Registry)
 	// The producer is idempotent (franz-go's default) with acks=all, so a
@@ -226,6 +278,9 @@ func New(cfg Config) (*Ingress, error) {
 		idem:     newIdempotency(cfg.IdempotencyWindow, cfg.IdempotencyMaxKeys, cfg.Now),
 		inFlight: make(semaphore, cfg.MaxInFlight),
 		stop:     make(chan struct{}),
+
+		tenantConns:  newCounter(max(0, cfg.MaxConnsPerTenant)),
+		webhookAllow: allow,
 	}
 	in.metrics = newMetrics(cfg.Registry, func() float64 { return float64(len(in.inFlight)) })
 	in.health = newHealth(func(up bool) {
@@ -242,7 +297,11 @@ func New(cfg Config) (*Ingress, error) {
 	}
 	mux := http.NewServeMux()
 	for _, rt := range in.routes() {
-		mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
+		h := rt.handler
+		if strings.HasPrefix(rt.path, "/v1/") {
+			h = in.guard(h)
+		}
+		mux.HandleFunc(rt.method+" "+rt.path, h)
 	}
 	in.handler = cfg.Kafka.Tracing.HTTP(httpserve.CORS{Origins: cfg.CORSOrigins}.Handler(httpserve.JSONErrors(mux)))
 	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)))
@@ -320,7 +379,12 @@ func (in *Ingress) Run(ctx context.Context) error {
 		}
 	}()
 
-	err = httpserve.Run(ctx, ln, in.handler, in.cfg.ShutdownGrace, in.log)
+	err = httpserve.Serve(ctx, ln, in.handler, httpserve.Options{
+		Grace:             in.cfg.ShutdownGrace,
+		ReadHeaderTimeout: in.cfg.ReadHeaderTimeout,
+		IdleTimeout:       in.cfg.IdleTimeout,
+		MaxConnsPerAddr:   max(0, in.cfg.MaxConnsPerAddr),
+	}, in.log)
 	in.stopOnce.Do(func() { close(in.stop) })
 	if gln != nil {
 		in.stopGRPC()

@@ -139,6 +139,9 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 		return nil, &failure{status: http.StatusBadRequest, code: "unknown_model", field: "model",
 			message: fmt.Sprintf("no backend serves model %q", req.Model)}
 	}
+	if f := in.checkWebhook(s.tenant, req.GetWebhookUrl()); f != nil {
+		return nil, f
+	}
 	if !s.tenant.AllowsModel(req.Model) {
 		return nil, &failure{status: http.StatusForbidden, code: "model_not_allowed", field: "model",
 			message: fmt.Sprintf("tenant %q may not use model %q", s.tenant.Name, req.Model)}

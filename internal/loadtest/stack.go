@@ -197,8 +197,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	s.add(ProcEgress, []string{"--addr", egAddr, "--admin-addr", egAdmin, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"},
 		httpReady("http://"+egAdmin+"/readyz", cfg.ReadyTimeout))
 	s.APIKey = cfg.APIKey
-	s.add(ProcIngress, []string{"--addr", inAddr, "--admin-addr", inAdmin, "--brokers", s.Brokers, "--grpc-addr", "", "--tenants", tenants, "--log-level", "warn"},
-		httpReady("http://"+inAdmin+"/readyz", cfg.ReadyTimeout))
+	// The load generator is one client address and one tenant with
+	// thousands of connections: the per-address and per-tenant connection
+	// caps, meant for many clients, are lifted.
+	s.add(ProcIngress, []string{"--addr", inAddr, "--admin-addr", inAdmin, "--brokers", s.Brokers, "--grpc-addr", "", "--tenants", tenants, "--log-level", "warn",
+		"--max-conns-per-addr", "-1", "--max-conns-per-tenant", "-1"}, httpReady("http://"+inAdmin+"/readyz", cfg.ReadyTimeout))
 
 	if err := s.Start(ctx, ProcDevbroker); err != nil {
 		return nil, err

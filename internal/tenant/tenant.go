@@ -19,6 +19,14 @@
 //	    webhook_url: https://hooks.example.com/switchboard  # egress: default webhook of the tenant's results
 //	    webhook_secret_env: DEV_WEBHOOK_SECRET              # egress: env variable holding the tenant's signing secret
 //	    show: [backend, timings, kafka_positions]           # what clients see beyond answers; default none
+//	    webhook_allow: [https://hooks.example.com/dev/]     # webhook targets this tenant's requests may name
+//	webhook_allow: [https://hooks.example.com/common/]      # webhook targets every tenant's requests may name
+//
+// A tenant's webhook targets are those its webhook_allow, the file's
+// top-level webhook_allow or the services' --webhook-allow allow (see
+// package allowlist for the entries); its own webhook_url is always on its
+// list. Ingress refuses a request naming another target, and egress
+// checks every delivery again.
 //
 // HashKey gives the digest of a key: `printf %s KEY | sha256sum` does the same.
 // Secrets are not in the file either: webhook_secret_env names an
@@ -33,6 +41,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -40,6 +49,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/webhook/allowlist"
 )
 
 // Tenant is one API client: who it is and what it may do.
@@ -66,14 +76,21 @@ type Tenant struct {
 	// the tenant's requests that name no webhook_url of their own.
 	WebhookURL string `yaml:"webhook_url"`
 	// WebhookSecretEnv names the environment variable holding the secret
-	// that signs the tenant's webhook deliveries. Empty: egress's default
-	// secret (SWITCHBOARD_WEBHOOK_SECRET).
+	// that signs the tenant's webhook deliveries (whsec_ and base64, or a
+	// plain string of at least 16 bytes). Empty: a key derived from
+	// egress's global secret (SWITCHBOARD_WEBHOOK_SECRET) and the
+	// tenant's name (see package webhook).
 	WebhookSecretEnv string `yaml:"webhook_secret_env"`
 	// WebhookSecret is the value of WebhookSecretEnv, read at load time.
 	WebhookSecret Secret `yaml:"-"`
 	// Show lists what the tenant's clients see beyond their answers:
 	// backend, timings, kafka_positions (see Shows). Default: none.
 	Show []string `yaml:"show"`
+	// WebhookAllow lists webhook targets this tenant's requests may name,
+	// besides the file's and the services' lists (see package allowlist).
+	WebhookAllow []string `yaml:"webhook_allow"`
+	// allow is WebhookAllow, the file's list and WebhookURL, parsed.
+	allow *allowlist.List
 }
 
 // Secret is a secret's bytes; it prints as [redacted], so logging or
@@ -98,6 +115,7 @@ func (t *Tenant) AllowsLane(lane string) bool {
 
 // Set is a loaded tenants file. It is immutable and safe for concurrent use.
 type Set struct {
+	allow   *allowlist.List // the file's top-level webhook_allow
 	byHash  map[[sha256.Size]byte]*Tenant
 	byName  map[string]*Tenant
 	tenants []*Tenant
@@ -110,7 +128,8 @@ var (
 )
 
 type file struct {
-	Tenants []*Tenant `yaml:"tenants"`
+	Tenants      []*Tenant `yaml:"tenants"`
+	WebhookAllow []string  `yaml:"webhook_allow"`
 }
 
 // Load reads and validates a tenants file, taking webhook secrets from the
@@ -151,6 +170,10 @@ func ParseEnv(b []byte, getenv func(string) string) (*Set, error) {
 		return nil, errors.New("no tenants")
 	}
 	s := &Set{byHash: map[[sha256.Size]byte]*Tenant{}, byName: map[string]*Tenant{}}
+	var err error
+	if s.allow, err = allowlist.Parse(f.WebhookAllow); err != nil {
+		return nil, err
+	}
 	for i, t := range f.Tenants {
 		if t == nil || t.Name == "" {
 			return nil, fmt.Errorf("tenants[%d]: name is required", i)
@@ -186,11 +209,18 @@ func ParseEnv(b []byte, getenv func(string) string) (*Set, error) {
 		if err := t.checkShow(); err != nil {
 			return nil, err
 		}
+		entries := t.WebhookAllow
 		if t.WebhookURL != "" {
 			if err := envelope.ValidWebhookURL(t.WebhookURL); err != nil {
 				return nil, fmt.Errorf("tenant %q: webhook_url %w", t.Name, err)
 			}
+			entries = append(slices.Clone(entries), ownEntry(t.WebhookURL))
 		}
+		own, err := allowlist.Parse(entries)
+		if err != nil {
+			return nil, fmt.Errorf("tenant %q: %w", t.Name, err)
+		}
+		t.allow = allowlist.Union(s.allow, own)
 		if t.WebhookSecretEnv != "" && getenv != nil {
 			v := getenv(t.WebhookSecretEnv)
 			if v == "" {
@@ -239,6 +269,31 @@ func (s *Set) Tenant(name string) *Tenant {
 		return nil
 	}
 	return s.byName[name]
+}
+
+// ownEntry turns a tenant's webhook_url into the allowlist entry that
+// allows it: its scheme, host, port and path.
+func ownEntry(raw string) string {
+	u, _ := url.Parse(raw) // valid: checked by ValidWebhookURL
+	path := u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	return u.Scheme + "://" + u.Host + path
+}
+
+// WebhookAllow returns the webhook targets the file allows tenant name:
+// its own webhook_allow and webhook_url, and the file's top-level
+// webhook_allow (only that for a tenant not in the file; nil for a nil
+// Set). The services add their --webhook-allow.
+func (s *Set) WebhookAllow(name string) *allowlist.List {
+	if s == nil {
+		return nil
+	}
+	if t := s.byName[name]; t != nil {
+		return t.allow
+	}
+	return s.allow
 }
 
 // Tenants returns the tenants in file order.

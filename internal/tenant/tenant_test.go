@@ -167,3 +167,42 @@ func TestRepoTenantsFile(t *testing.T) {
 		t.Errorf("the development key: %v", err)
 	}
 }
+
+// TestWebhookAllow: a tenant's webhook targets are its webhook_allow, its
+// own webhook_url and the file's top-level list; a malformed entry is a
+// load error.
+func TestWebhookAllow(t *testing.T) {
+	s, err := Parse([]byte(`
+webhook_allow: ["https://common.example/in/"]
+tenants:
+  - name: a
+    key_sha256: [` + HashKey("ka") + `]
+    webhook_url: http://127.0.0.1:9000/a/hook
+  - name: b
+    key_sha256: [` + HashKey("kb") + `]
+    webhook_allow: ["https://b.example"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		tenant, url string
+		ok          bool
+	}{
+		{"a", "http://127.0.0.1:9000/a/hook", true},
+		{"a", "http://127.0.0.1:9000/a/other", false},
+		{"a", "https://common.example/in/x", true},
+		{"a", "https://b.example/", false},
+		{"b", "https://b.example/x", true},
+		{"b", "http://127.0.0.1:9000/a/hook", false},
+		{"unknown", "https://common.example/in/x", true},
+		{"unknown", "https://b.example/", false},
+	} {
+		if err := s.WebhookAllow(tc.tenant).CheckString(tc.url); (err == nil) != tc.ok {
+			t.Errorf("tenant %s, %s: %v, want ok=%v", tc.tenant, tc.url, err, tc.ok)
+		}
+	}
+	if _, err := Parse([]byte("tenants:\n  - name: a\n    key_sha256: [" + HashKey("ka") + "]\n    webhook_allow: [\"ftp://x\"]\n")); err == nil {
+		t.Error("a malformed webhook_allow entry loaded")
+	}
+}

@@ -1,8 +1,22 @@
-package egress
+// Package webhook delivers terminal results to HTTP endpoints for egress:
+// every terminal result (final or error) whose request named a
+// webhook_url, or whose tenant has one in the tenants file, is POSTed
+// there, signed in the Standard Webhooks format with the tenant's own key
+// (sign.go), once per result across all egress instances (a consumer
+// group read by the key-ordered engine), in conversation order, retried
+// with backoff and dead-lettered when it cannot succeed. Targets must be
+// on the tenant's allowlist (package allowlist, which ingress also uses to
+// refuse requests naming other targets); the check is made again when
+// connecting, on the resolved address.
+package webhook
 
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,26 +35,25 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
+	"github.com/switchboard-llm/switchboard/internal/webhook/allowlist"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
-// WebhookConfig configures webhook delivery: every terminal result (final
-// or error) whose request named a webhook_url, or whose tenant has an
-// endpoint in the tenants file, is POSTed there once, signed, in
-// conversation order. Zero value: webhooks off.
-type WebhookConfig struct {
+// Config configures webhook delivery. Zero value: webhooks off.
+type Config struct {
 	// Enabled turns delivery on. Every egress instance with it on joins
 	// the consumer group Group; each result is delivered by one of them.
 	Enabled bool
 	// Group is the consumer group. Default "switchboard-egress-webhooks".
 	Group string
-	// Allow lists the hosts deliveries may go to (see allowlist): host
-	// names, *.domain wildcards, IP addresses and CIDR prefixes. A target
-	// not listed is dead-lettered without a request. Required when
-	// Enabled.
+	// Allow lists targets every tenant's deliveries may go to (package
+	// allowlist), besides the tenants file's lists. A target on no list
+	// is dead-lettered without a request.
 	Allow []string
-	// Secret signs deliveries of tenants without their own secret
-	// (webhook_secret_env in the tenants file). Required when Enabled.
+	// Secret is the global signing secret (see ParseSecret): tenants
+	// without a secret of their own (webhook_secret_env in the tenants
+	// file) sign with a key derived from it and their name (TenantKey).
+	// Required when Enabled, at least MinSecretBytes.
 	Secret []byte
 	// MaxAttempts bounds the tries of one delivery; then it is
 	// dead-lettered. Default 6.
@@ -60,7 +73,8 @@ type WebhookConfig struct {
 	StartWindow time.Duration
 }
 
-func (c *WebhookConfig) setDefaults() {
+// SetDefaults fills in the defaults of zero fields.
+func (c *Config) SetDefaults() {
 	if c.Group == "" {
 		c.Group = "switchboard-egress-webhooks"
 	}
@@ -85,19 +99,17 @@ func (c *WebhookConfig) setDefaults() {
 }
 
 // Validate reports the first configuration error.
-func (c *WebhookConfig) Validate() error {
+func (c *Config) Validate() error {
 	if !c.Enabled {
 		return nil
 	}
 	switch {
-	case len(c.Allow) == 0:
-		return errors.New("egress: webhooks need an allowlist of target hosts")
-	case len(c.Secret) < 16:
-		return errors.New("egress: webhooks need a signing secret of at least 16 bytes")
+	case len(c.Secret) < MinSecretBytes:
+		return fmt.Errorf("webhooks need a signing secret of at least %d bytes", MinSecretBytes)
 	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1 || c.StartWindow < 0:
-		return errors.New("egress: webhook attempts, backoffs, timeout and in-flight bound must be positive")
+		return errors.New("webhook attempts, backoffs, timeout and in-flight bound must be positive")
 	}
-	_, err := newAllowlist(c.Allow)
+	_, err := allowlist.Parse(c.Allow)
 	return err
 }
 
@@ -109,21 +121,25 @@ const (
 	ReasonWebhookDecode     = envelope.ReasonDecode            // the result record could not be decoded
 )
 
-// webhooks delivers results through the key-ordered engine: one delivery
+// Deliverer delivers results through the key-ordered engine: one delivery
 // per conversation at a time, so a conversation's results arrive in order,
 // and different conversations in parallel.
-type webhooks struct {
-	cfg     WebhookConfig
+type Deliverer struct {
+	cfg     Config
 	log     *slog.Logger
 	tenants *tenant.Set
-	allow   *allowlist
-	http    *http.Client
+	allow   *allowlist.List // Config.Allow
 	engine  *keyorder.Engine
 	dlq     string
 	m       *webhookMetrics
 	sleep   func(ctx context.Context, d time.Duration) error
 
-	mu        sync.Mutex // guards delivered, order and floors
+	// lookup resolves target hosts (nil: the system's; tests replace it).
+	lookup allowlist.Lookup
+
+	mu sync.Mutex // guards delivered, order, floors and targets
+	// targets holds, per tenant name, its allowlist, key and HTTP client.
+	targets   map[string]*target
 	delivered map[string]bool
 	order     []string
 	// floors holds, for each partition the group had no committed offset
@@ -172,26 +188,30 @@ func newWebhookMetrics(reg prometheus.Registerer) *webhookMetrics {
 	return m
 }
 
-func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *tenant.Set, clientOpts []kgo.Opt,
-	reg prometheus.Registerer, log *slog.Logger) (*webhooks, error) {
-	allow, err := newAllowlist(cfg.Allow)
+// New returns a Deliverer of cfg that reads topics in its consumer group
+// and dead-letters to dlq. tenants (nil: none) gives each tenant's
+// endpoint, secret and allowlist. Run starts it.
+func New(cfg Config, topics []string, dlq string, tenants *tenant.Set, clientOpts []kgo.Opt,
+	reg prometheus.Registerer, log *slog.Logger) (*Deliverer, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	allow, err := allowlist.Parse(cfg.Allow)
 	if err != nil {
 		return nil, err
 	}
-	w := &webhooks{cfg: cfg, log: log, tenants: tenants, allow: allow, dlq: dlq,
-		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}, floors: map[floorKey]time.Time{}}
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	w.http = &http.Client{
-		Transport: &http.Transport{
-			Proxy:               nil, // never through an environment proxy: the allowlist must see the target
-			DialContext:         allow.dialContext(dialer),
-			MaxIdleConnsPerHost: 16,
-			IdleConnTimeout:     90 * time.Second,
-			TLSHandshakeTimeout: 5 * time.Second,
-		},
-		// A redirect could lead anywhere: it counts as a failed attempt.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	if tenants != nil {
+		for _, t := range tenants.Tenants() {
+			if len(t.WebhookSecret) > 0 {
+				if _, err := ParseSecret(string(t.WebhookSecret)); err != nil {
+					return nil, fmt.Errorf("tenant %q: %s: %w", t.Name, t.WebhookSecretEnv, err)
+				}
+			}
+		}
 	}
+	w := &Deliverer{cfg: cfg, log: log, tenants: tenants, allow: allow, dlq: dlq, targets: map[string]*target{},
+		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}, floors: map[floorKey]time.Time{}}
 	w.engine, err = keyorder.New(keyorder.Config{
 		Group:       cfg.Group,
 		Topics:      topics,
@@ -219,12 +239,70 @@ func newWebhooks(cfg WebhookConfig, topics []string, dlq string, tenants *tenant
 	return w, nil
 }
 
+// Run delivers until ctx is done, then waits (bounded) for the deliveries
+// in flight, commits and leaves the group.
+func (w *Deliverer) Run(ctx context.Context) error { return w.engine.Run(ctx) }
+
+// target is where one tenant's deliveries may go and how they are signed.
+type target struct {
+	allow *allowlist.List
+	key   []byte
+	http  *http.Client
+}
+
+// target returns tenant name's allowlist (the global one and the tenants
+// file's), signing key (its own secret, or one derived from the global
+// secret) and an HTTP client that connects only where that list allows.
+// A tenant of the file has its own client, so a connection is never reused
+// for a tenant whose list would not have allowed it; tenants the file does
+// not know (results written straight to Kafka) all have the same list and
+// share one, so records cannot grow the cache.
+func (w *Deliverer) target(name string) (*target, error) {
+	tn := w.tenants.Tenant(name)
+	cacheKey := name
+	if tn == nil {
+		cacheKey = "\x00unknown"
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t := w.targets[cacheKey]
+	if t == nil {
+		t = &target{allow: allowlist.Union(w.allow, w.tenants.WebhookAllow(name)), key: TenantKey(w.cfg.Secret, name)}
+		if tn != nil && len(tn.WebhookSecret) > 0 {
+			key, err := ParseSecret(string(tn.WebhookSecret))
+			if err != nil {
+				return nil, fmt.Errorf("tenant %q: webhook secret: %w", name, err)
+			}
+			t.key = key
+		}
+		dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+		t.http = &http.Client{
+			Transport: &http.Transport{
+				Proxy:               nil, // never through an environment proxy: the allowlist must see the target
+				DialContext:         t.allow.DialContext(dialer, w.lookup),
+				MaxIdleConnsPerHost: 16,
+				IdleConnTimeout:     90 * time.Second,
+				TLSHandshakeTimeout: 5 * time.Second,
+			},
+			// A redirect could lead anywhere: it counts as a failed attempt.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+		w.targets[cacheKey] = t
+	}
+	if tn == nil {
+		own := *t
+		own.key = TenantKey(w.cfg.Secret, name)
+		return &own, nil
+	}
+	return t, nil
+}
+
 // startFloors runs before fetching of newly assigned partitions begins: a
 // partition whose offset is not a committed one (the reset: the log's
 // start) gets a timestamp floor StartWindow before now; a committed one
 // none, so a backlog left by an earlier member is delivered whatever its
 // age.
-func (w *webhooks) startFloors(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+func (w *Deliverer) startFloors(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	floor := time.Now().Add(-w.cfg.StartWindow)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -241,7 +319,7 @@ func (w *webhooks) startFloors(_ context.Context, offsets map[string]map[int32]k
 }
 
 // tooOld reports whether rec predates its partition's start floor.
-func (w *webhooks) tooOld(rec *kgo.Record) bool {
+func (w *Deliverer) tooOld(rec *kgo.Record) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	f, ok := w.floors[floorKey{rec.Topic, rec.Partition}]
@@ -262,7 +340,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // handle is the engine's handler: it returns nil once rec is delivered,
 // dead-lettered or needs no delivery, and an error only when a dead letter
 // could not be written or ctx ended (the engine then tries rec again).
-func (w *webhooks) handle(ctx context.Context, rec *kgo.Record) error {
+func (w *Deliverer) handle(ctx context.Context, rec *kgo.Record) error {
 	if rec.Attrs.IsControl() || w.tooOld(rec) {
 		return nil
 	}
@@ -273,38 +351,37 @@ func (w *webhooks) handle(ctx context.Context, rec *kgo.Record) error {
 	if res.GetChunk() != nil {
 		return nil // webhooks carry terminal results only
 	}
-	target, secret := res.GetWebhookUrl(), w.cfg.Secret
-	if t := w.tenants.Tenant(res.GetTenant()); t != nil {
-		if target == "" {
-			target = t.WebhookURL
-		}
-		if len(t.WebhookSecret) > 0 {
-			secret = []byte(t.WebhookSecret)
-		}
+	dest := res.GetWebhookUrl()
+	if t := w.tenants.Tenant(res.GetTenant()); t != nil && dest == "" {
+		dest = t.WebhookURL
 	}
-	if target == "" {
+	if dest == "" {
 		return nil
 	}
 	if w.seen(res.GetRequestId()) {
 		w.m.dropped.WithLabelValues(dropRepeatedTerminal).Inc()
 		return nil
 	}
-	u, err := url.Parse(target)
+	tg, err := w.target(res.GetTenant())
+	if err != nil {
+		return w.finish(ctx, rec, res, ReasonWebhookNotAllowed, err.Error(), 0)
+	}
+	u, err := url.Parse(dest)
 	if err == nil {
-		err = w.allow.check(u)
+		err = tg.allow.Check(u)
 	}
 	if err != nil {
 		return w.finish(ctx, rec, res, ReasonWebhookNotAllowed, err.Error(), 0)
 	}
 	var body bytes.Buffer
-	if err := appendJSON(&body, answerOf(res, viewOf(w.tenants.Tenant(res.GetTenant())))); err != nil {
+	if err := appendAnswerJSON(&body, res, w.tenants.Tenant(res.GetTenant())); err != nil {
 		return w.finish(ctx, rec, res, ReasonWebhookDecode, err.Error(), 0)
 	}
-	delivery := cursor{rec.Partition, rec.Offset}.String()
+	delivery := deliveryID(tg.key, rec)
 	backoff := w.cfg.Backoff
 	var lastErr error
 	for attempt := 1; attempt <= w.cfg.MaxAttempts; attempt++ {
-		retryAfter, permanent, err := w.post(ctx, target, secret, body.Bytes(), res.GetRequestId(), delivery, attempt)
+		retryAfter, permanent, err := w.post(ctx, tg, dest, body.Bytes(), res.GetRequestId(), delivery, attempt)
 		if err == nil {
 			w.m.deliveries.WithLabelValues("delivered").Inc()
 			w.remember(res.GetRequestId())
@@ -316,7 +393,7 @@ func (w *webhooks) handle(ctx context.Context, rec *kgo.Record) error {
 		lastErr = err
 		if permanent {
 			reason := ReasonWebhookRejected
-			if errors.Is(err, errNotAllowed) { // the name resolved to an address not allowed
+			if errors.Is(err, allowlist.ErrNotAllowed) { // the name resolved to an address not allowed
 				reason = ReasonWebhookNotAllowed
 			}
 			return w.finish(ctx, rec, res, reason, err.Error(), int32(attempt))
@@ -344,27 +421,32 @@ func jitter(d time.Duration) time.Duration {
 
 // post makes one delivery attempt. permanent: the receiver refused the
 // request itself (4xx other than 408 and 429); retrying will not help.
-func (w *webhooks) post(ctx context.Context, target string, secret, body []byte, requestID, delivery string, attempt int) (retryAfter time.Duration, permanent bool, err error) {
+func (w *Deliverer) post(ctx context.Context, tg *target, dest string, body []byte, requestID, delivery string, attempt int) (retryAfter time.Duration, permanent bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest, bytes.NewReader(body))
 	if err != nil {
 		return 0, true, err
+	}
+	id := requestID
+	if id == "" {
+		id = delivery
 	}
 	ts := time.Now().Unix()
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "switchboard-egress")
+	req.Header.Set(HeaderID, id)
 	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-	req.Header.Set(HeaderSignature, sign(secret, ts, body))
+	req.Header.Set(HeaderSignature, Sign(tg.key, id, ts, body))
 	req.Header.Set(HeaderRequestID, requestID)
 	req.Header.Set(HeaderDeliveryID, delivery)
 	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
 	start := time.Now()
-	resp, err := w.http.Do(req)
+	resp, err := tg.http.Do(req)
 	w.m.seconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		w.m.attempts.WithLabelValues("error").Inc()
-		return 0, errors.Is(err, errNotAllowed), err
+		return 0, errors.Is(err, allowlist.ErrNotAllowed), err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // drained for connection reuse; the status decided
 	resp.Body.Close()
@@ -388,7 +470,7 @@ func (w *webhooks) post(ctx context.Context, target string, secret, body []byte,
 
 // finish dead-letters a delivery that cannot succeed and remembers it as
 // handled.
-func (w *webhooks) finish(ctx context.Context, rec *kgo.Record, res *pb.Result, reason, detail string, attempts int32) error {
+func (w *Deliverer) finish(ctx context.Context, rec *kgo.Record, res *pb.Result, reason, detail string, attempts int32) error {
 	if err := w.deadLetter(ctx, rec, reason, detail, res.GetRequestId(), attempts); err != nil {
 		return err
 	}
@@ -396,7 +478,7 @@ func (w *webhooks) finish(ctx context.Context, rec *kgo.Record, res *pb.Result, 
 	return nil
 }
 
-func (w *webhooks) deadLetter(ctx context.Context, rec *kgo.Record, reason, detail, requestID string, attempts int32) error {
+func (w *Deliverer) deadLetter(ctx context.Context, rec *kgo.Record, reason, detail, requestID string, attempts int32) error {
 	dl, err := envelope.DeadLetter(w.dlq, rec, reason, detail, requestID, attempts)
 	if err != nil {
 		return err
@@ -410,13 +492,13 @@ func (w *webhooks) deadLetter(ctx context.Context, rec *kgo.Record, reason, deta
 	return nil
 }
 
-func (w *webhooks) seen(id string) bool {
+func (w *Deliverer) seen(id string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.delivered[id]
 }
 
-func (w *webhooks) remember(id string) {
+func (w *Deliverer) remember(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.delivered[id] {
@@ -428,4 +510,29 @@ func (w *webhooks) remember(id string) {
 		delete(w.delivered, w.order[0])
 		w.order = w.order[1:]
 	}
+}
+
+// dropRepeatedTerminal labels a terminal result not delivered again.
+const dropRepeatedTerminal = "repeated_terminal"
+
+// appendAnswerJSON writes res as the streams write it for t's clients:
+// the Answer (envelope.Answer), protojson with the .proto field names,
+// compacted.
+func appendAnswerJSON(buf *bytes.Buffer, res *pb.Result, t *tenant.Tenant) error {
+	a := envelope.Answer(res, t.Shows(tenant.ShowBackend), t.Shows(tenant.ShowTimings))
+	data, err := envelope.JSON.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return json.Compact(buf, data)
+}
+
+// deliveryID names the result record a delivery carries, the same on
+// every egress instance and every retry, without telling the receiver
+// where it lies in the results topic (positions count other tenants'
+// traffic): an HMAC of the record's place under the tenant's key.
+func deliveryID(key []byte, rec *kgo.Record) string {
+	m := hmac.New(sha256.New, key)
+	fmt.Fprintf(m, "%s/%d/%d", rec.Topic, rec.Partition, rec.Offset)
+	return hex.EncodeToString(m.Sum(nil)[:16])
 }

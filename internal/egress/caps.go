@@ -1,0 +1,110 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/httpserve"
+)
+
+// streamCaps counts open streams per tenant and per conversation; a stream
+// beyond either cap is refused with 429 too_many_streams. A zero cap is
+// no cap. Streams of egress without tenants count under tenant "".
+type streamCaps struct {
+	perTenant, perConv int
+	mu                 sync.Mutex
+	tenants            map[string]int
+	convs              map[convKey]int
+}
+
+// convKey is a conversation of a tenant: two tenants' conversations of
+// one ID are different streams' business.
+type convKey struct{ tenant, conv string }
+
+func newStreamCaps(perTenant, perConv int) *streamCaps {
+	return &streamCaps{perTenant: max(0, perTenant), perConv: max(0, perConv),
+		tenants: map[string]int{}, convs: map[convKey]int{}}
+}
+
+// acquire takes a slot for a stream of tenant's conversation conv; false
+// when a cap is reached.
+func (c *streamCaps) acquire(tenant, conv string) bool {
+	k := convKey{tenant, conv}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if (c.perTenant > 0 && c.tenants[tenant] >= c.perTenant) || (c.perConv > 0 && c.convs[k] >= c.perConv) {
+		return false
+	}
+	c.tenants[tenant]++
+	c.convs[k]++
+	return true
+}
+
+func (c *streamCaps) release(tenant, conv string) {
+	k := convKey{tenant, conv}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tenants[tenant]--; c.tenants[tenant] <= 0 {
+		delete(c.tenants, tenant)
+	}
+	if c.convs[k]--; c.convs[k] <= 0 {
+		delete(c.convs, k)
+	}
+}
+
+// errSlow ends a stream whose client does not read: its socket has held
+// more than MaxUnsentBytes for WriteTimeout. The stream then ends with
+// reason overflow, like one whose mailbox filled.
+var errSlow = errors.New("the client is not reading")
+
+// backlog watches the kernel send queue of one stream's connection (see
+// httpserve.Unsent). A nil backlog, or one on a system that cannot tell,
+// never waits: the write deadline alone bounds a stuck client.
+type backlog struct {
+	conn    net.Conn
+	max     int
+	timeout time.Duration
+}
+
+// newBacklog returns the backlog of the connection ctx's request arrived
+// on, or nil when it is not known (a server other than Run's).
+func (e *Egress) newBacklog(ctx context.Context) *backlog {
+	c := httpserve.Conn(ctx)
+	if c == nil || e.cfg.MaxUnsentBytes <= 0 {
+		return nil
+	}
+	return &backlog{conn: c, max: e.cfg.MaxUnsentBytes, timeout: e.cfg.WriteTimeout}
+}
+
+// wait returns once the connection's unsent bytes are at most max; errSlow
+// when they are not within timeout, ctx's error when it ends first. It
+// polls, from 2ms doubling to 1s: a reading client costs one ioctl per
+// event.
+func (b *backlog) wait(ctx context.Context) error {
+	if b == nil {
+		return nil
+	}
+	n, ok := httpserve.Unsent(b.conn)
+	if !ok || n <= b.max {
+		return nil
+	}
+	deadline := time.Now().Add(b.timeout)
+	for pause := 2 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+		if !time.Now().Before(deadline) {
+			return errSlow
+		}
+		t := time.NewTimer(min(pause, time.Until(deadline)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		if n, ok = httpserve.Unsent(b.conn); !ok || n <= b.max {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package ingress
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/tenant"
+	"github.com/switchboard-llm/switchboard/internal/webhook/allowlist"
+)
+
+// guard wraps an API route with the bounds one client can hold:
+//
+//   - it authenticates from the headers alone, before the body is read,
+//     so a request without a valid key gets its 401 at once (the
+//     connection is then closed rather than drained of an unread body);
+//   - it caps the tenant's open requests and WebSocket connections at
+//     MaxConnsPerTenant (429 too_many_connections beyond);
+//   - it gives a plain request BodyTimeout to send its body and
+//     WriteTimeout to take its answer, from the end of its headers (a
+//     WebSocket keeps its own limits once upgraded).
+//
+// The handler authenticates again (cheaply: one digest) and finds the
+// same tenant.
+func (in *Ingress) guard(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		t, f := in.authenticate(r.Header.Get("Authorization"))
+		if f == nil && !in.tenantConns.acquire(t.Name) {
+			f = &failure{status: http.StatusTooManyRequests, code: "too_many_connections", retryAfter: time.Second,
+				message: "the tenant has too many open requests and WebSocket connections"}
+		}
+		if f != nil {
+			in.reject("http", f)
+			if r.ContentLength != 0 {
+				w.Header().Set("Connection", "close") // do not wait for a body nobody reads
+			}
+			writeFailure(w, f)
+			return
+		}
+		defer in.tenantConns.release(t.Name)
+		if r.Header.Get("Upgrade") == "" {
+			rc := http.NewResponseController(w)
+			now := time.Now()
+			_ = rc.SetReadDeadline(now.Add(in.cfg.BodyTimeout))
+			_ = rc.SetWriteDeadline(now.Add(in.cfg.WriteTimeout))
+		}
+		next(w, r)
+	}
+}
+
+// counter caps concurrent holders per name; limit 0 is no cap.
+type counter struct {
+	limit int
+	mu    sync.Mutex
+	n     map[string]int
+}
+
+func newCounter(limit int) *counter { return &counter{limit: limit, n: map[string]int{}} }
+
+func (c *counter) acquire(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.limit > 0 && c.n[name] >= c.limit {
+		return false
+	}
+	c.n[name]++
+	return true
+}
+
+func (c *counter) release(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[name]--; c.n[name] <= 0 {
+		delete(c.n, name)
+	}
+}
+
+// checkWebhook refuses a webhook_url that no allowlist of the tenant
+// allows (ingress's --webhook-allow, the tenants file's top-level and the
+// tenant's own webhook_allow): egress would not deliver to it, so the
+// request is refused now (400 webhook_not_allowed) instead of becoming a
+// dead letter later.
+func (in *Ingress) checkWebhook(t *tenant.Tenant, target string) *failure {
+	if target == "" {
+		return nil
+	}
+	list := allowlist.Union(in.webhookAllow, in.cfg.Tenants.WebhookAllow(t.Name))
+	if err := list.CheckString(target); err != nil {
+		return &failure{status: http.StatusBadRequest, code: "webhook_not_allowed", field: "webhook_url", message: err.Error()}
+	}
+	return nil
+}
