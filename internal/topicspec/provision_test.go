@@ -35,7 +35,7 @@ func TestProvision(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Provision: %v", err)
 	}
-	if want := []string{"p.requests.interactive", "p.requests.batch", "p.results", "p.deadletter"}; !reflect.DeepEqual(report.Created, want) {
+	if want := []string{"p.requests.interactive", "p.requests.batch", "p.results", "p.deadletter", "p.models"}; !reflect.DeepEqual(report.Created, want) {
 		t.Errorf("Created: got %v, want %v", report.Created, want)
 	}
 }
@@ -60,8 +60,8 @@ func TestProvisionWaitsForCluster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Provision: %v", err)
 	}
-	if len(report.Created) != 4 {
-		t.Errorf("Created: got %v, want four topics", report.Created)
+	if len(report.Created) != len(spec.Topics) {
+		t.Errorf("Created: got %v, want the spec's %d topics", report.Created, len(spec.Topics))
 	}
 }
 
