@@ -34,6 +34,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -208,19 +209,21 @@ func (e *exitError) Unwrap() error { return e.err }
 
 func (d *Daemon) exitCode(err error, stderr io.Writer) int {
 	var ee *exitError
+	code := 1
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ee):
-		fmt.Fprintf(stderr, "%s: %v\n", d.prog.Name, err)
-		return ee.code
+		code = ee.code
 	case errors.Is(err, ErrUsage):
-		fmt.Fprintf(stderr, "%s: %v\n", d.prog.Name, err)
-		return 2
-	default:
-		fmt.Fprintf(stderr, "%s: %v\n", d.prog.Name, err)
-		return 1
+		code = 2
 	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, d.prog.Name+": ") { // service errors often name the service already
+		msg = d.prog.Name + ": " + msg
+	}
+	fmt.Fprintln(stderr, msg)
+	return code
 }
 
 // Run is Main without the process: it parses args (and getenv), builds the
