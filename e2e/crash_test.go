@@ -143,7 +143,7 @@ func crashUnderLoadOn(t *testing.T, base apptest.StackOptions, routerArgs []stri
 				atRisk = uncommitted(ctx, t, s.Brokers)
 			})
 		case 10:
-			s.StartRouter()
+			s.StartRouter() //nolint:contextcheck // bounded by the test's own context inside StartRouter
 		}
 	})
 	return crashed{requests: l.convs * l.rounds, duplicates: l.verdict(ctx, t, s.Brokers, readCommitted), atRisk: atRisk}

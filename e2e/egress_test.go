@@ -21,13 +21,13 @@ func TestEgressFailover(t *testing.T) {
 	// Slow enough answers that every answer streams several chunks and
 	// the kill lands mid-conversation.
 	s := apptest.StartStack(t, bin, apptest.StackOptions{ModelLatency: 150 * time.Millisecond})
-	port := apptest.FreePort(t)
+	port, adminPort := apptest.FreePort(t), apptest.FreePort(t)
 	egressB := fmt.Sprintf("http://127.0.0.1:%d", port)
-	procB := apptest.Start(t, "egress-b", bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--brokers", s.Brokers,
-		"--tenants", s.TenantsFile)
+	procB := apptest.Start(t, "egress-b", bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", adminPort), "--brokers", s.Brokers, "--tenants", s.TenantsFile)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	if err := apptest.WaitHTTP(ctx, egressB+"/readyz", time.Minute); err != nil {
+	if err := apptest.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 

@@ -256,7 +256,7 @@ func TestRealKafkaCommitMetadataLimit(t *testing.T) {
 		}
 		o, ok := offs.Lookup("meta", 0)
 		if !ok || o.Err != nil {
-			return fmt.Errorf("no commit yet (%v)", o.Err)
+			return fmt.Errorf("no commit yet (%w)", o.Err)
 		}
 		meta = o.Metadata
 		mu.Lock()

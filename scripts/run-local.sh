@@ -11,6 +11,9 @@ DATA_DIR=${DATA_DIR:-data}
 INGRESS_PORT=${INGRESS_PORT:-8080}
 INGRESS_GRPC_PORT=${INGRESS_GRPC_PORT:-8083}
 EGRESS_PORT=${EGRESS_PORT:-8081}
+# Admin listeners (/metrics, /healthz, /readyz), apart from the public APIs.
+INGRESS_ADMIN_PORT=${INGRESS_ADMIN_PORT:-8084}
+EGRESS_ADMIN_PORT=${EGRESS_ADMIN_PORT:-8085}
 ROUTER_PORT=${ROUTER_PORT:-8082}
 MODELSIM_PORT=${MODELSIM_PORT:-8090}
 BROKER_PORTS=${BROKER_PORTS:-19092,19093,19094}
@@ -74,32 +77,34 @@ wait_for() {
 
 rm -f "$DATA_DIR/devbroker.ready"
 start devbroker "$BIN/devbroker" --ports "$BROKER_PORTS" --data-dir "$DATA_DIR/devbroker" \
-  --ready-file "$DATA_DIR/devbroker.ready"
+  --ready-file "$DATA_DIR/devbroker.ready" --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
 wait_for devbroker test -s "$DATA_DIR/devbroker.ready"
 
-if ! "$BIN/topics" --brokers "$brokers" 2>&1 | sed -u 's/^/[topics] /'; then
+if ! "$BIN/topics" --brokers "$brokers" --log-format "$LOG_FORMAT" 2>&1 | sed -u 's/^/[topics] /'; then
   echo "[run] provisioning topics failed" >&2
   exit 1
 fi
 
 start modelsim "$BIN/modelsim" --addr "127.0.0.1:$MODELSIM_PORT" --latency "$MODELSIM_LATENCY" \
   --jitter "$MODELSIM_JITTER" --long-tail-fraction "$MODELSIM_LONG_TAIL_FRACTION" \
-  --long-tail-latency "$MODELSIM_LONG_TAIL_LATENCY"
-start router "$BIN/router-worker" --addr "127.0.0.1:$ROUTER_PORT" --backends "$BACKENDS_FILE" \
+  --long-tail-latency "$MODELSIM_LONG_TAIL_LATENCY" --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
+start router "$BIN/router-worker" --admin-addr "127.0.0.1:$ROUTER_PORT" --backends "$BACKENDS_FILE" \
   --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
-start egress "$BIN/egress" --addr "127.0.0.1:$EGRESS_PORT" --tenants "$TENANTS_FILE" \
+start egress "$BIN/egress" --addr "127.0.0.1:$EGRESS_PORT" --admin-addr "127.0.0.1:$EGRESS_ADMIN_PORT" --tenants "$TENANTS_FILE" \
   --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
-start ingress "$BIN/ingress" --addr "127.0.0.1:$INGRESS_PORT" --grpc-addr "127.0.0.1:$INGRESS_GRPC_PORT" \
+start ingress "$BIN/ingress" --addr "127.0.0.1:$INGRESS_PORT" --admin-addr "127.0.0.1:$INGRESS_ADMIN_PORT" \
+  --grpc-addr "127.0.0.1:$INGRESS_GRPC_PORT" \
   --tenants "$TENANTS_FILE" --log-format "$LOG_FORMAT" --log-level "$LOG_LEVEL"
 
-wait_for modelsim curl -fsS "http://127.0.0.1:$MODELSIM_PORT/healthz"
+wait_for modelsim curl -fsS "http://127.0.0.1:$MODELSIM_PORT/readyz"
 wait_for router-worker curl -fsS "http://127.0.0.1:$ROUTER_PORT/readyz"
-wait_for egress curl -fsS "http://127.0.0.1:$EGRESS_PORT/readyz"
-wait_for ingress curl -fsS "http://127.0.0.1:$INGRESS_PORT/readyz"
+wait_for egress curl -fsS "http://127.0.0.1:$EGRESS_ADMIN_PORT/readyz"
+wait_for ingress curl -fsS "http://127.0.0.1:$INGRESS_ADMIN_PORT/readyz"
 
 cat <<MSG
 
-[run] Switchboard is up: ingress :$INGRESS_PORT (gRPC :$INGRESS_GRPC_PORT), egress :$EGRESS_PORT, router-worker metrics :$ROUTER_PORT,
+[run] Switchboard is up: ingress :$INGRESS_PORT (gRPC :$INGRESS_GRPC_PORT), egress :$EGRESS_PORT,
+[run] metrics on the admin ports: ingress :$INGRESS_ADMIN_PORT, egress :$EGRESS_ADMIN_PORT, router-worker :$ROUTER_PORT,
 [run] modelsim :$MODELSIM_PORT (model "sim", ${MODELSIM_LATENCY}), Kafka (devbroker) $brokers, data in $DATA_DIR/.
 [run] Send a first message (sk-switchboard-dev is the development key of $TENANTS_FILE):
 

@@ -49,13 +49,17 @@ type Stack struct {
 	Devbroker   *Proc  // nil with an external cluster (StackOptions.Brokers)
 	Modelsim    *Proc
 	Routers     []*Proc
-	RouterURLs  []string // each router-worker's /metrics, /healthz, /readyz base URL, as Routers
+	RouterURLs  []string // each router-worker's admin listener (/metrics, /healthz, /readyz) base URL, as Routers
 	Egress      *Proc
 	Ingress     *Proc
 	bin         map[string]string
 	t           testing.TB
 	backends    string
 	routerArgs  []string
+
+	// IngressAdminURL and EgressAdminURL are the base URLs of their admin
+	// listeners (/metrics, /healthz, /readyz).
+	IngressAdminURL, EgressAdminURL string
 }
 
 // topicsArgs are the --topics-file flag, when the stack has one.
@@ -119,17 +123,22 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	s.EgressURL = fmt.Sprintf("http://127.0.0.1:%d", egPort)
 	s.IngressURL = fmt.Sprintf("http://127.0.0.1:%d", inPort)
 	s.IngressGRPC = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	egAdmin, inAdmin := FreePort(t), FreePort(t)
+	s.EgressAdminURL = fmt.Sprintf("http://127.0.0.1:%d", egAdmin)
+	s.IngressAdminURL = fmt.Sprintf("http://127.0.0.1:%d", inAdmin)
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.TenantsFile = filepath.Join(root, "tenants.yaml")
-	s.Egress = Start(t, "egress", bin["egress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", egPort), "--brokers", brokers,
+	s.Egress = Start(t, "egress", bin["egress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", egPort),
+		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", egAdmin), "--brokers", brokers,
 		"--tenants", s.TenantsFile}, topicsArgs(opts.TopicsFile)...)...)
-	s.Ingress = Start(t, "ingress", bin["ingress"], append(append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", inPort), "--brokers", brokers,
+	s.Ingress = Start(t, "ingress", bin["ingress"], append(append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", inPort),
+		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", inAdmin), "--brokers", brokers,
 		"--grpc-addr", s.IngressGRPC, "--tenants", s.TenantsFile}, topicsArgs(opts.TopicsFile)...), opts.IngressArgs...)...)
 
-	for _, u := range []string{s.ModelsimURL + "/healthz", s.EgressURL + "/readyz", s.IngressURL + "/readyz"} {
+	for _, u := range []string{s.ModelsimURL + "/healthz", s.EgressAdminURL + "/readyz", s.IngressAdminURL + "/readyz"} {
 		if err := WaitHTTP(ctx, u, opts.ReadyTimeout); err != nil {
 			t.Fatalf("stack not ready: %v", err)
 		}
@@ -142,7 +151,7 @@ func (s *Stack) StartRouter() *Proc {
 	s.t.Helper()
 	port := FreePort(s.t)
 	name := "router-worker-" + strconv.Itoa(len(s.Routers)+1)
-	args := append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", port),
+	args := append([]string{"--admin-addr", fmt.Sprintf("127.0.0.1:%d", port),
 		"--brokers", s.Brokers, "--backends", s.backends, "--shutdown-timeout", "10s"}, s.routerArgs...)
 	p := Start(s.t, name, s.bin["router-worker"], args...)
 	if err := WaitHTTP(context.WithoutCancel(s.t.Context()), fmt.Sprintf("http://127.0.0.1:%d/readyz", port), time.Minute); err != nil {

@@ -44,58 +44,12 @@ func (e *Engine) commit(only map[*partition]bool) error {
 	ctx, cancel := context.WithTimeout(e.base, commitTimeout)
 	defer cancel()
 
-	want := map[topicPartition]commitPoint{}
-	var covered []staged
-	e.mu.Lock()
-	if e.txn != nil {
-		// Staged output of finished records goes into this commit; output
-		// of records not yet finished (staged between their handler's
-		// Stage and its return) waits for the next one.
-		rest := e.txn.staged[:0]
-		for _, s := range e.txn.staged {
-			switch {
-			case e.parts[s.p.tp] != s.p:
-				// released: its next owner redoes it
-			case only == nil && s.p.closing, only != nil && !only[s.p]:
-				rest = append(rest, s) // another commit takes it
-			case s.p.track.isFinished(s.offset):
-				covered = append(covered, s)
-			default:
-				rest = append(rest, s)
-			}
-		}
-		clear(e.txn.staged[len(rest):])
-		e.txn.staged = rest
+	want, covered, err := e.snapshot(only)
+	if err != nil {
+		e.restage(covered)
+		e.fail(err)
+		return err
 	}
-	for tp, p := range e.parts {
-		if p.track == nil || (only == nil && p.closing) || (only != nil && !only[p]) {
-			continue
-		}
-		w, md := p.track.watermark(), p.track.metadata()
-		e.m.finishedAbove.WithLabelValues(tp.topic, itoa(tp.partition)).Set(float64(p.track.finishedAbove()))
-		e.m.metadataBytes.WithLabelValues(tp.topic, itoa(tp.partition)).Set(float64(len(md)))
-		if len(md) > e.cfg.MetadataLimit {
-			// Admission keeps this from happening. Should it, the
-			// watermark alone is safe at least once (the next owner redoes
-			// the work); in exactly-once mode it would commit output
-			// without the offsets that record it.
-			err := fmt.Errorf("commit metadata of %s/%d is %d bytes, over its %d-byte limit",
-				tp.topic, tp.partition, len(md), e.cfg.MetadataLimit)
-			if e.txn != nil {
-				e.mu.Unlock()
-				e.restage(covered)
-				e.fail(err)
-				return err
-			}
-			e.log.Error("committing the watermark alone", "err", err)
-			md = ""
-		}
-		if w == p.committed && md == p.committedMD {
-			continue
-		}
-		want[tp] = commitPoint{p, w, md}
-	}
-	e.mu.Unlock()
 	if len(want) == 0 || (e.txn != nil && len(covered) == 0) {
 		// In exactly-once mode offsets move with output: franz-go ends a
 		// transaction that produced nothing without sending EndTxn, which
@@ -117,7 +71,82 @@ func (e *Engine) commit(only map[*partition]bool) error {
 		}
 		return err
 	}
+	err = e.commitOffsets(ctx, want)
+	e.markCommitted(want)
+	return err
+}
 
+// snapshot returns, under the engine's lock, what a commit of only (nil:
+// every partition not being released) sends: the commit point of each
+// partition that changed since its last commit and, in exactly-once mode,
+// the staged output of finished records, taken off the staged list. It
+// fails with the output taken when a partition's metadata is over its
+// limit in exactly-once mode: the caller puts it back and stops.
+func (e *Engine) snapshot(only map[*partition]bool) (map[topicPartition]commitPoint, []staged, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	covered := e.takeStaged(only)
+	want := map[topicPartition]commitPoint{}
+	for tp, p := range e.parts {
+		if p.track == nil || (only == nil && p.closing) || (only != nil && !only[p]) {
+			continue
+		}
+		w, md := p.track.watermark(), p.track.metadata()
+		e.m.finishedAbove.WithLabelValues(tp.topic, itoa(tp.partition)).Set(float64(p.track.finishedAbove()))
+		e.m.metadataBytes.WithLabelValues(tp.topic, itoa(tp.partition)).Set(float64(len(md)))
+		if len(md) > e.cfg.MetadataLimit {
+			// Admission keeps this from happening. Should it, the
+			// watermark alone is safe at least once (the next owner redoes
+			// the work); in exactly-once mode it would commit output
+			// without the offsets that record it.
+			err := fmt.Errorf("commit metadata of %s/%d is %d bytes, over its %d-byte limit",
+				tp.topic, tp.partition, len(md), e.cfg.MetadataLimit)
+			if e.txn != nil {
+				return nil, covered, err
+			}
+			e.log.Error("committing the watermark alone", "err", err)
+			md = ""
+		}
+		if w == p.committed && md == p.committedMD {
+			continue
+		}
+		want[tp] = commitPoint{p, w, md}
+	}
+	return want, covered, nil
+}
+
+// takeStaged takes the staged output of finished records that a commit of
+// only goes with off the staged list (exactly-once mode; nil otherwise).
+// Output of records not yet finished (staged between their handler's
+// Stage and its return) waits for the next commit. e.mu is held.
+func (e *Engine) takeStaged(only map[*partition]bool) []staged {
+	if e.txn == nil {
+		return nil
+	}
+	var covered []staged
+	rest := e.txn.staged[:0]
+	for _, s := range e.txn.staged {
+		switch {
+		case e.parts[s.p.tp] != s.p:
+			// released: its next owner redoes it
+		case only == nil && s.p.closing, only != nil && !only[s.p]:
+			rest = append(rest, s) // another commit takes it
+		case s.p.track.isFinished(s.offset):
+			covered = append(covered, s)
+		default:
+			rest = append(rest, s)
+		}
+	}
+	clear(e.txn.staged[len(rest):])
+	e.txn.staged = rest
+	return covered
+}
+
+// commitOffsets commits want's watermarks with their metadata (added to
+// the OffsetCommit request by a pre-commit hook). Partitions whose commit
+// failed are removed from want, so that only what the cluster holds is
+// marked committed.
+func (e *Engine) commitOffsets(ctx context.Context, want map[topicPartition]commitPoint) error {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	for tp, pt := range want {
 		if offsets[tp.topic] == nil {
@@ -152,7 +181,6 @@ func (e *Engine) commit(only map[*partition]bool) error {
 			}
 		}
 	})
-	e.markCommitted(want)
 	return err
 }
 

@@ -45,7 +45,7 @@ func newKafkaDriver(opts []kgo.Opt, topics Topics, tenant string) (*kafkaDriver,
 	return &kafkaDriver{cl: cl, topics: topics, tenant: tenant}, nil
 }
 
-func (d *kafkaDriver) Name() string { return "kafka" }
+func (d *kafkaDriver) Name() string { return nameKafka }
 
 func (d *kafkaDriver) Send(ctx context.Context, m Message) error {
 	rec, err := envelope.EncodeRequest(d.topics.requests(m.Lane), &pb.Request{
@@ -92,7 +92,7 @@ func newKafkaReader(opts []kgo.Opt, topics Topics) *kafkaReader {
 	return &kafkaReader{opts: opts, topic: topics.Results}
 }
 
-func (r *kafkaReader) Name() string { return "kafka" }
+func (r *kafkaReader) Name() string { return nameKafka }
 
 func (r *kafkaReader) Open(ctx context.Context, deliver func(Answer)) error {
 	start, err := endOffsets(ctx, r.opts, r.topic)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchboard-llm/switchboard/internal/envelope"
 )
 
 // Params scale the scenarios. The zero value of a field means its default
@@ -74,25 +76,25 @@ func Scenarios() []Scenario {
 	return []Scenario{
 		{Name: "baseline", Description: "open loop: a steady interactive rate across many conversations",
 			build: func(p Params, c *Config, _ *Stack) {
-				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
+				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
 			}},
 		{Name: "spike", Description: "closed loop: 0 to N users within the ramp, each waiting for its answer and thinking before the next",
 			build: func(p Params, c *Config, _ *Stack) {
 				c.Warmup = 0
-				c.Loads = []Load{{Class: "interactive", Users: p.Users, Ramp: p.Ramp, Think: p.Think}}
+				c.Loads = []Load{{Class: classInteractive, Users: p.Users, Ramp: p.Ramp, Think: p.Think}}
 			}},
 		{Name: "long-tail", Description: "baseline with a share of model calls far slower than the rest",
 			stack: func(p Params, s *StackConfig) {
 				s.LongTailFraction, s.LongTailLatency = p.LongTailShare, p.LongTailLatency
 			},
 			build: func(p Params, c *Config, _ *Stack) {
-				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
+				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
 			}},
 		{Name: "batch", Description: "baseline interactive load while batch users push the batch lane as hard as it goes",
 			build: func(p Params, c *Config, _ *Stack) {
 				c.Loads = []Load{
-					{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations},
-					{Class: "batch", Lane: "batch", Users: p.BatchUsers},
+					{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations},
+					{Class: classBatch, Lane: envelope.LaneBatch, Users: p.BatchUsers},
 				}
 			}},
 		{Name: "mixed", Description: "long-tail and batch together: interactive load with a share of slow model calls while batch users push the batch lane",
@@ -101,14 +103,14 @@ func Scenarios() []Scenario {
 			},
 			build: func(p Params, c *Config, _ *Stack) {
 				c.Loads = []Load{
-					{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations},
-					{Class: "batch", Lane: "batch", Users: p.BatchUsers},
+					{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations},
+					{Class: classBatch, Lane: envelope.LaneBatch, Users: p.BatchUsers},
 				}
 			}},
 		{Name: "chaos", Description: "baseline while router-worker, egress and devbroker are killed with SIGKILL and restarted, and the model backend goes down",
 			NeedsStack: true,
 			build: func(p Params, c *Config, st *Stack) {
-				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
+				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
 				c.AllowDuplicates = true
 				kill := func(name string) func(ctx context.Context) error {
 					return func(ctx context.Context) error { return st.KillRestart(ctx, name, p.ChaosDown) }
@@ -135,7 +137,7 @@ func Scenarios() []Scenario {
 			}},
 		{Name: "malformed", Description: "a share of bad inputs (wrong JSON, huge bodies, bad UTF-8, unknown models, garbage records straight to Kafka) among good ones",
 			build: func(p Params, c *Config, _ *Stack) {
-				c.Loads = []Load{{Class: "interactive", Rate: p.MalformedRate, Conversations: min(p.Conversations, 200), BadShare: p.BadShare}}
+				c.Loads = []Load{{Class: classInteractive, Rate: p.MalformedRate, Conversations: min(p.Conversations, 200), BadShare: p.BadShare}}
 			}},
 	}
 }
@@ -272,7 +274,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		ModelURL: ep.ModelsimURL, KafkaOpts: kopts, Topics: ep.Kafka.Topics,
 		Progress: sc.Progress.W, ProgressTTY: sc.Progress.TTY,
 	}
-	if s.Name == "malformed" && len(kopts) > 0 && sc.Driver != "kafka" {
+	if s.Name == "malformed" && len(kopts) > 0 && sc.Driver != nameKafka {
 		kd, err := newKafkaDriver(kopts, ep.Kafka.Topics, ep.Tenant)
 		if err != nil {
 			return nil, err
@@ -312,7 +314,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 			Detail: fmt.Sprintf("not running at the end: %v", exited)})
 	}
 	if s.Name == "malformed" {
-		c := rep.Classes["interactive"]
+		c := rep.Classes[classInteractive]
 		ok := c != nil && c.Lost == 0 && c.Failed == 0 && c.SendErrors == 0
 		rep.Checks = append(rep.Checks, Check{Name: "malformed: good requests all succeed", Pass: ok,
 			Detail: fmt.Sprintf("good requests: %s", goodSummary(c))})
@@ -365,12 +367,12 @@ func addComparisons(s *Suite) {
 			base = r
 		}
 	}
-	if base == nil || base.Classes["interactive"] == nil {
+	if base == nil || base.Classes[classInteractive] == nil {
 		return
 	}
-	b := base.Classes["interactive"].LatencyMS
+	b := base.Classes[classInteractive].LatencyMS
 	for _, r := range s.Reports {
-		c := r.Classes["interactive"]
+		c := r.Classes[classInteractive]
 		if r == base || c == nil || !slices.Contains([]string{"long-tail", "batch", "mixed", "chaos"}, r.Scenario) {
 			continue
 		}

@@ -151,7 +151,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
-	ports, err := freePorts(8)
+	ports, err := freePorts(ctx, 10)
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +163,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	simAddr, routerAddr, egAddr, inAddr := addr(ports[3]), addr(ports[4]), addr(ports[5]), addr(ports[6])
 	s.ModelsimURL, s.EgressURL, s.IngressURL = "http://"+simAddr, "http://"+egAddr, "http://"+inAddr
+	egAdmin, inAdmin := addr(ports[8]), addr(ports[9]) // the services' admin listeners (/metrics, /readyz)
 
 	readyFile := filepath.Join(cfg.Dir, "devbroker.ready")
 	s.add(ProcDevbroker, []string{"--ports", fmt.Sprintf("%d,%d,%d", ports[0], ports[1], ports[2]),
@@ -184,7 +185,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 		s.ModelsimURL, cfg.BackendConcurrency), 0o644); err != nil {
 		return nil, err
 	}
-	s.add(ProcRouter, append([]string{"--addr", routerAddr, "--brokers", s.Brokers, "--backends", backends, "--log-level", "warn"}, cfg.RouterArgs...),
+	s.add(ProcRouter, append([]string{"--admin-addr", routerAddr, "--brokers", s.Brokers, "--backends", backends, "--log-level", "warn"}, cfg.RouterArgs...),
 		httpReady("http://"+routerAddr+"/readyz", cfg.ReadyTimeout))
 	tenants := filepath.Join(cfg.Dir, "tenants.yaml")
 	s.Tenant = "loadtest"
@@ -193,13 +194,14 @@ func StartStack(ctx context.Context, cfg StackConfig) (_ *Stack, err error) {
 	if err := os.WriteFile(tenants, fmt.Appendf(nil, "tenants:\n  - name: %s\n    key_sha256: [%s]\n    show: [backend, timings, kafka_positions]\n", s.Tenant, tenant.HashKey(cfg.APIKey)), 0o600); err != nil {
 		return nil, err
 	}
-	s.add(ProcEgress, []string{"--addr", egAddr, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"}, httpReady(s.EgressURL+"/readyz", cfg.ReadyTimeout))
+	s.add(ProcEgress, []string{"--addr", egAddr, "--admin-addr", egAdmin, "--brokers", s.Brokers, "--tenants", tenants, "--log-level", "warn"},
+		httpReady("http://"+egAdmin+"/readyz", cfg.ReadyTimeout))
 	s.APIKey = cfg.APIKey
 	// The load generator is one client address and one tenant with
 	// thousands of connections: the per-address and per-tenant connection
 	// caps, meant for many clients, are lifted.
-	s.add(ProcIngress, []string{"--addr", inAddr, "--brokers", s.Brokers, "--grpc-addr", "", "--tenants", tenants, "--log-level", "warn",
-		"--max-conns-per-addr", "-1", "--max-conns-per-tenant", "-1"}, httpReady(s.IngressURL+"/readyz", cfg.ReadyTimeout))
+	s.add(ProcIngress, []string{"--addr", inAddr, "--admin-addr", inAdmin, "--brokers", s.Brokers, "--grpc-addr", "", "--tenants", tenants, "--log-level", "warn",
+		"--max-conns-per-addr", "-1", "--max-conns-per-tenant", "-1"}, httpReady("http://"+inAdmin+"/readyz", cfg.ReadyTimeout))
 
 	if err := s.Start(ctx, ProcDevbroker); err != nil {
 		return nil, err
@@ -258,7 +260,7 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 		s.mu.Unlock()
 		return err
 	}
-	cmd := exec.Command(filepath.Join(s.cfg.Bin, name), p.args...)
+	cmd := exec.Command(filepath.Join(s.cfg.Bin, name), p.args...) //nolint:noctx // the stack stops its processes itself, by PID and in order, not when a context ends
 	// Every egress of the stack, restarted ones too, opens the cursors of
 	// the others (egress reads SWITCHBOARD_CURSOR_SECRET; others ignore it).
 	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cursorSecret)
@@ -271,7 +273,7 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 	p.cmd, p.done = cmd, make(chan struct{})
 	done := p.done
 	go func() { // owned by done: ends when the process does
-		cmd.Wait()
+		_ = cmd.Wait() // a stop, kill or crash; the stack judges the process by its readiness
 		log.Close()
 		close(done)
 	}()
@@ -368,7 +370,7 @@ func (s *Stack) Close() {
 	}
 }
 
-func freePorts(n int) ([]int, error) {
+func freePorts(ctx context.Context, n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -377,7 +379,7 @@ func freePorts(n int) ([]int, error) {
 	}()
 	var ports []int
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := new(net.ListenConfig).Listen(ctx, "tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
