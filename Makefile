@@ -8,7 +8,7 @@ BROKERS ?= 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 # local cluster of make kafka-up) or host:port,... of another cluster.
 KAFKA   ?= devbroker
 
-.PHONY: all build run test test-short test-integration test-kafka kafka-up kafka-down bench fuzz check check-deploy fmt-check vet tidy-check proto proto-check topics clean
+.PHONY: all build run test test-short test-integration test-kafka kafka-up kafka-down bench fuzz check check-deploy fmt-check vet lint tidy-check proto proto-check topics clean
 
 all: build
 
@@ -62,8 +62,12 @@ FUZZTIME ?= 10s
 fuzz:
 	./scripts/fuzz-all.sh $(FUZZTIME)
 
-## check: formatting, vet, go.mod tidiness, generated-code drift and the deployment files (CI runs it)
-check: fmt-check vet tidy-check proto-check check-deploy
+## check: formatting, vet, golangci-lint, go.mod tidiness, generated-code drift and the deployment files (CI runs it)
+check: fmt-check vet lint tidy-check proto-check check-deploy
+
+## lint: golangci-lint v2 (pinned in tools/go.mod) with the linters of .golangci.yml
+lint: $(BIN)/golangci-lint
+	$(BIN)/golangci-lint run --timeout 10m ./...
 
 ## check-deploy: promtool checks and rule tests of deploy/prometheus; docker-compose's own validation of docker-compose.yml
 check-deploy:
@@ -96,6 +100,9 @@ proto-check: proto
 
 $(BIN)/buf: tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o ../$(BIN)/buf github.com/bufbuild/buf/cmd/buf
+
+$(BIN)/golangci-lint: tools/go.mod tools/go.sum
+	cd tools && $(GO) build -o ../$(BIN)/golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 $(BIN)/protoc-gen-go: go.mod go.sum
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go

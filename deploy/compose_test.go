@@ -216,6 +216,11 @@ func TestComposeServices(t *testing.T) {
 				t.Errorf("%s: --%s port %s is not mapped to the host (ports %v)", name, f, port, s.Ports)
 			}
 		}
+		if name == "ingress" || name == "egress" || name == "router-worker" {
+			if flagValue(s.Command, "admin-addr") == "" {
+				t.Errorf("%s has no --admin-addr on 0.0.0.0: Prometheus cannot scrape it", name)
+			}
+		}
 		if brokers := s.Environment["SWITCHBOARD_BROKERS"] + flagValue(s.Command, "brokers"); brokers != "" {
 			for b := range strings.SplitSeq(brokers, ",") {
 				host, port, err := net.SplitHostPort(b)
@@ -242,14 +247,16 @@ func TestComposeServices(t *testing.T) {
 
 // checkHealthchecks: every long-running service probes itself by running
 // its own binary's healthcheck subcommand (the images have no shell) on
-// its --addr port, and that subcommand works.
+// the /readyz of its admin listener (modelsim: of its --addr), and that
+// subcommand works.
 func checkHealthchecks(t *testing.T, c compose, bin map[string]string) {
 	t.Helper()
 	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ready\n") }))
 	defer ok.Close()
-	for name, path := range map[string]string{"ingress": "/readyz", "router-worker": "/readyz", "egress": "/readyz", "modelsim": "/healthz"} {
+	for name, listener := range map[string]string{"ingress": "admin-addr", "router-worker": "admin-addr", "egress": "admin-addr", "modelsim": "addr"} {
+		const path = "/readyz"
 		s := c.Services[name]
-		_, port, _ := strings.Cut(flagValue(s.Command, "addr"), ":")
+		_, port, _ := strings.Cut(flagValue(s.Command, listener), ":")
 		want := []string{"CMD", "/usr/local/bin/" + binaries[name], "healthcheck", "http://127.0.0.1:" + port + path}
 		if s.Healthcheck == nil || !slices.Equal(s.Healthcheck.Test, want) {
 			var got []string

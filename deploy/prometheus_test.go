@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -82,7 +83,7 @@ func TestPrometheusScrapesStack(t *testing.T) {
 	s := apptest.StartStack(t, buildOnce(t), apptest.StackOptions{})
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	targets := map[string]string{"ingress": s.IngressURL, "egress": s.EgressURL, "router-worker": s.RouterURLs[0]}
+	targets := map[string]string{"ingress": s.IngressAdminURL, "egress": s.EgressAdminURL, "router-worker": s.RouterURLs[0]}
 
 	dir := t.TempDir()
 	rules, err := filepath.Abs("prometheus/alerts.yml")
@@ -136,6 +137,8 @@ func TestPrometheusScrapesStack(t *testing.T) {
 	// Traffic while Prometheus scrapes, so rates and quantiles have data.
 	traffic(ctx, t, s, 1)
 	logFamilies(t, targets)
+	checkMetrics(t, map[string]string{"ingress": s.IngressAdminURL, "egress": s.EgressAdminURL,
+		"router-worker": s.RouterURLs[0], "modelsim": s.ModelsimURL})
 
 	// The families are in Prometheus once the answers' metrics are scraped.
 	var names []string
@@ -359,4 +362,31 @@ func api(ctx context.Context, base, path string, q url.Values, out any) error {
 		return fmt.Errorf("%s: %s", path, env.Error)
 	}
 	return json.Unmarshal(env.Data, out)
+}
+
+// checkMetrics runs `promtool check metrics` (metric names, types, help
+// and units by Prometheus' conventions) on each service's /metrics.
+func checkMetrics(t *testing.T, targets map[string]string) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Log("promtool is not installed: the metrics lint did not run")
+		return
+	}
+	for _, job := range slices.Sorted(maps.Keys(targets)) {
+		resp, err := http.Get(targets[job] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = bytes.NewReader(body)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: promtool check metrics: %v\n%s", job, err, out)
+		}
+	}
 }

@@ -61,7 +61,7 @@ func TestBackendsReloadOnSIGHUP(t *testing.T) {
 	}
 	write("a", simA, 1)
 	routerPort := apptest.FreePort(t)
-	router := apptest.Start(t, "router-worker", bin["router-worker"], "--addr", fmt.Sprintf("127.0.0.1:%d", routerPort),
+	router := apptest.Start(t, "router-worker", bin["router-worker"], "--admin-addr", fmt.Sprintf("127.0.0.1:%d", routerPort),
 		"--brokers", brokers, "--backends", file, "--backends-check-interval", "0", "--shutdown-timeout", "10s")
 	if err := apptest.WaitHTTP(t.Context(), fmt.Sprintf("http://127.0.0.1:%d/readyz", routerPort), time.Minute); err != nil {
 		t.Fatal(err)

@@ -150,7 +150,7 @@ func crashUnderLoadOn(t *testing.T, base apptest.StackOptions, routerArgs []stri
 				atRisk = uncommitted(ctx, t, s)
 			})
 		case 10:
-			s.StartRouter()
+			s.StartRouter() //nolint:contextcheck // bounded by the test's own context inside StartRouter
 		}
 	})
 	return crashed{requests: l.convs * l.rounds, duplicates: l.verdict(ctx, t, s, readCommitted), atRisk: atRisk}

@@ -27,13 +27,13 @@ func egressFailover(t *testing.T, base apptest.StackOptions) {
 	// the kill lands mid-conversation.
 	base.ModelLatency = 150 * time.Millisecond
 	s := apptest.StartStack(t, bin, base)
-	port := apptest.FreePort(t)
+	port, adminPort := apptest.FreePort(t), apptest.FreePort(t)
 	egressB := fmt.Sprintf("http://127.0.0.1:%d", port)
-	procB := apptest.Start(t, "egress-b", bin["egress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", port), "--brokers", s.Brokers,
-		"--tenants", s.TenantsFile}, s.TopicArgs()...)...)
+	procB := apptest.Start(t, "egress-b", bin["egress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", adminPort), "--brokers", s.Brokers, "--tenants", s.TenantsFile}, s.TopicArgs()...)...)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	if err := apptest.WaitHTTP(ctx, egressB+"/readyz", time.Minute); err != nil {
+	if err := apptest.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 

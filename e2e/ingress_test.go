@@ -128,7 +128,7 @@ func TestEveryProtocolIsAnswered(t *testing.T) {
 	subs = append(subs, sub{"p-batch-1", batch.Results[0].Ack.RequestID}, sub{"p-batch-2", batch.Results[1].Ack.RequestID})
 
 	// WebSocket: three submits in flight at once.
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.IngressURL, "http")+"/v1/ws",
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.IngressURL, "http")+"/v1/ws", //nolint:bodyclose // the upgrade's response has no body to close
 		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + apptest.DevKey}}})
 	if err != nil {
 		t.Fatal(err)
@@ -174,10 +174,10 @@ func TestEveryProtocolIsAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		stream.Send(&pb.SubmitStreamRequest{CorrelationId: strconv.Itoa(i), Request: &pb.SubmitRequest{
+		_ = stream.Send(&pb.SubmitStreamRequest{CorrelationId: strconv.Itoa(i), Request: &pb.SubmitRequest{
 			ConversationId: fmt.Sprintf("p-grpcs-%d", i), Model: "sim", Messages: []*pb.Message{{Role: "user", Content: "over a grpc stream"}}}})
 	}
-	stream.CloseSend()
+	_ = stream.CloseSend()
 	for range 3 {
 		m, err := stream.Recv()
 		if err != nil || m.GetAck() == nil {
@@ -324,7 +324,7 @@ func admissionWithRouterStopped(t *testing.T, base apptest.StackOptions) {
 	if !admitted("interactive") || !admitted("batch") {
 		t.Fatal("lanes not admitted again after the lag drained")
 	}
-	_, _, metrics := send(ctx, t, "GET", s.IngressURL+"/metrics", "", nil)
+	_, _, metrics := send(ctx, t, "GET", s.IngressAdminURL+"/metrics", "", nil)
 	for _, want := range []string{
 		`switchboard_ingress_admission_changes_total{lane="batch",state="shedding"}`,
 		`switchboard_ingress_admission_changes_total{lane="interactive",state="admitting"}`,

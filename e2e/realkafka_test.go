@@ -91,8 +91,8 @@ func TestRealKafkaScaling(t *testing.T) {
 			l.run(ctx, t, s, func(round int) {
 				switch round {
 				case 3:
-					s.StartRouter()
-					s.StartRouter()
+					s.StartRouter() //nolint:contextcheck // bounded by the test's own context and a readiness timeout
+					s.StartRouter() //nolint:contextcheck // as above
 					// Real group timing: the new members get partitions
 					// only after the members rejoin (a heartbeat away,
 					// two rounds with cooperative-sticky).
@@ -470,7 +470,7 @@ func TestRealKafkaCommitMetadataLimit(t *testing.T) {
 	if _, err := adm.CreateTopic(ctx, 1, 1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
-	defer adm.DeleteTopics(context.WithoutCancel(ctx), topic)
+	defer func() { _, _ = adm.DeleteTopics(context.WithoutCancel(ctx), topic) }()
 
 	// The broker's limit itself.
 	commit := func(group string, size int) error {
@@ -545,7 +545,7 @@ func TestRealKafkaCommitMetadataLimit(t *testing.T) {
 		}
 		o, ok := offs.Lookup(topic, 0)
 		if !ok || o.Err != nil {
-			return fmt.Errorf("no commit yet (%v)", o.Err)
+			return fmt.Errorf("no commit yet (%w)", o.Err)
 		}
 		meta = o.Metadata
 		mu.Lock()

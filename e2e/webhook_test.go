@@ -93,10 +93,10 @@ func TestWebhooksThroughTheStack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	for i := range 2 {
-		port := apptest.FreePort(t)
+		port, adminPort := apptest.FreePort(t), apptest.FreePort(t)
 		apptest.Start(t, fmt.Sprintf("egress-webhooks-%d", i+1), bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", port),
-			"--brokers", s.Brokers, "--tenants", tenants, "--webhooks", "--webhook-allow", srv.URL+"/hook", "--webhook-backoff", "50ms")
-		if err := apptest.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), time.Minute); err != nil {
+			"--admin-addr", fmt.Sprintf("127.0.0.1:%d", adminPort), "--brokers", s.Brokers, "--tenants", tenants, "--webhooks", "--webhook-allow", srv.URL+"/hook", "--webhook-backoff", "50ms")
+		if err := apptest.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort), time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -6,131 +6,61 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"strings"
-	"syscall"
-	"time"
 
-	"github.com/switchboard-llm/switchboard/internal/healthcheck"
+	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/ingress"
-	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
-	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
-	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == healthcheck.Command { // images have no shell: Docker probes run the binary
-		os.Exit(healthcheck.Main(os.Args[2:], "http://127.0.0.1:8080/readyz", os.Stdout, os.Stderr))
-	}
-	addr := flag.String("addr", "127.0.0.1:8080", "HTTP listen address")
-	brokers := flag.String("brokers", envOr("SWITCHBOARD_BROKERS", "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"), "Kafka seed brokers, comma-separated (env SWITCHBOARD_BROKERS)")
-	topicsFile := flag.String("topics-file", "", "topics.yaml to use (default: the one built in)")
-	prefix := flag.String("topic-prefix", "", "topic name prefix (default: the topics file's)")
-	provision := flag.Bool("provision-topics", false, "create or grow the topics from the topics file at start")
-	grpcAddr := flag.String("grpc-addr", "127.0.0.1:8083", "gRPC listen address (empty: no gRPC)")
-	tenantsFile := flag.String("tenants", "", "tenants file mapping API key digests to tenants (required; see tenants.yaml)")
-	maxBody := flag.Int64("max-body-bytes", 1<<20, "largest accepted request body, WebSocket frame or gRPC message")
-	maxBatch := flag.Int("max-batch-items", 100, "most requests in one POST /v1/messages:batch")
-	maxInFlight := flag.Int("max-in-flight", 10000, "most requests being produced at once (beyond: 503)")
-	idemWindow := flag.Duration("idempotency-window", 10*time.Minute, "how long an Idempotency-Key is remembered")
-	produceTimeout := flag.Duration("produce-timeout", 5*time.Second, "how long a request waits for Kafka's acknowledgement before a 503")
-	linger := flag.Duration("produce-linger", 0, "producer linger (0: send at once; batches still form while requests are in flight)")
-	noAdmission := flag.Bool("no-admission", false, "turn off lag-driven admission")
-	group := flag.String("router-group", "switchboard-router", "router-worker consumer group whose lag drives admission")
-	batchHigh := flag.Int64("batch-lag-high", 20000, "total lag (records) above which batch requests are rejected")
-	batchLow := flag.Int64("batch-lag-low", 10000, "total lag below which batch requests are admitted again")
-	interHigh := flag.Int64("interactive-lag-high", 50000, "interactive lag above which interactive requests are rejected")
-	interLow := flag.Int64("interactive-lag-low", 25000, "interactive lag below which interactive requests are admitted again")
-	readHeaderTimeout := flag.Duration("read-header-timeout", 5*time.Second, "time a client has to send a request's headers")
-	bodyTimeout := flag.Duration("body-timeout", 10*time.Second, "time a client has to send a request's body, after its headers (then 408)")
-	writeTimeout := flag.Duration("write-timeout", 30*time.Second, "time to answer a request, after its headers")
-	idleTimeout := flag.Duration("idle-timeout", 60*time.Second, "close kept-alive connections idle this long")
-	maxConnsPerAddr := flag.Int("max-conns-per-addr", 1024, "open connections of one client IP address; more are closed on accept (negative: no cap)")
-	maxConnsPerTenant := flag.Int("max-conns-per-tenant", 2048, "open requests and WebSocket connections of one tenant; more get 429 (negative: no cap)")
-	webhookAllow := flag.String("webhook-allow", "", "comma-separated webhook targets every tenant may name, besides the tenants file's lists (give egress's --webhook-allow; docs/WEBHOOKS.md)")
-	logFormat := flag.String("log-format", "json", "log format: json or text")
-	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
-	pprof := flag.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on --addr")
-	flag.Parse()
-
-	if err := run(*logFormat, *logLevel, *topicsFile, *prefix, *tenantsFile, *provision, ingress.Config{
-		Pprof:             *pprof,
-		Addr:              *addr,
-		GRPCAddr:          *grpcAddr,
-		Kafka:             kafkaconf.Config{Brokers: kafkaconf.ParseBrokers(*brokers), ClientID: "switchboard-ingress"},
-		MaxBodyBytes:      *maxBody,
-		MaxBatchItems:     *maxBatch,
-		MaxInFlight:       *maxInFlight,
-		IdempotencyWindow: *idemWindow,
-		ProduceTimeout:    *produceTimeout,
-		ProduceLinger:     *linger,
-		ReadHeaderTimeout: *readHeaderTimeout,
-		BodyTimeout:       *bodyTimeout,
-		WriteTimeout:      *writeTimeout,
-		IdleTimeout:       *idleTimeout,
-		MaxConnsPerAddr:   *maxConnsPerAddr,
-		MaxConnsPerTenant: *maxConnsPerTenant,
-		WebhookAllow:      split(*webhookAllow),
-		Admission: ingress.AdmissionConfig{
-			Disabled: *noAdmission, Group: *group,
-			BatchHigh: *batchHigh, BatchLow: *batchLow, InteractiveHigh: *interHigh, InteractiveLow: *interLow,
-		},
-	}); err != nil {
-		fmt.Fprintln(os.Stderr, "ingress:", err)
-		os.Exit(1)
-	}
-}
-
-func run(logFormat, logLevel, topicsFile, prefix, tenantsFile string, provision bool, cfg ingress.Config) error {
-	logger, err := telemetry.NewLogger(os.Stderr, logFormat, logLevel)
-	if err != nil {
-		return err
-	}
-	if tenantsFile == "" {
-		return errors.New("--tenants is required: a file of API key digests (the local stack uses tenants.yaml)")
-	}
-	// nil getenv: ingress sends no webhooks and needs none of their secrets.
-	if cfg.Tenants, err = tenant.LoadEnv(tenantsFile, nil); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	tp, stopTracing, err := telemetry.StartTracing(ctx, "switchboard-ingress", os.Getenv)
-	if err != nil {
-		return err
-	}
-	defer stopTracing(context.WithoutCancel(ctx))
-	cfg.Kafka.Tracing = kafkaconf.NewTracing(tp)
-	spec, err := topicspec.Setup(ctx, topicsFile, prefix, provision, cfg.Kafka.Brokers, logger)
-	if err != nil {
-		return err
-	}
-	cfg.Topics = spec
-	cfg.Logger = logger
-	in, err := ingress.New(cfg)
-	if err != nil {
-		return err
-	}
-	return in.Run(ctx)
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-func split(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
+	d := daemon.New(daemon.Program{Name: "ingress", Kafka: true, Topics: true, Provision: true, Trace: true, AdminAddr: "127.0.0.1:8084"})
+	cfg, tenantsFile := define(d.Flags)
+	d.Main(func(ctx context.Context, env *daemon.Env) error {
+		if *tenantsFile == "" {
+			return errors.New("--tenants is required: a file of API key digests (the local stack uses tenants.yaml)")
 		}
-	}
-	return out
+		var err error
+		// nil getenv: ingress sends no webhooks and needs none of their secrets.
+		if cfg.Tenants, err = tenant.LoadEnv(*tenantsFile, nil); err != nil {
+			return err
+		}
+		cfg.Kafka, cfg.Topics, cfg.Logger, cfg.Registry = env.Kafka, env.Topics, env.Logger, env.Registry
+		in, err := ingress.New(*cfg)
+		if err != nil {
+			return err
+		}
+		env.SetReady(in.Ready)
+		return in.Run(ctx)
+	})
+}
+
+// define defines ingress's own settings on f.
+func define(f *daemon.Flags) (cfg *ingress.Config, tenantsFile *string) {
+	cfg, tenantsFile = new(ingress.Defaults()), new("")
+	cfg.GRPCAddr = "127.0.0.1:8083" // the binary serves gRPC unless told not to
+	a := &cfg.Admission
+	f.String(&cfg.Addr, "addr", "HTTP and WebSocket listen address (the public API)")
+	f.String(&cfg.GRPCAddr, "grpc-addr", "gRPC listen address (empty: no gRPC)")
+	f.List(&cfg.CORSOrigins, "cors-origins", "comma-separated origins (scheme://host[:port], or *) whose browser pages may call the HTTP API; empty: none")
+	f.String(tenantsFile, "tenants", "tenants file mapping API key digests to tenants (required; see tenants.yaml)")
+	f.Int64(&cfg.MaxBodyBytes, "max-body-bytes", "largest accepted request body, WebSocket frame or gRPC message")
+	f.Int(&cfg.MaxBatchItems, "max-batch-items", "most requests in one POST /v1/messages:batch")
+	f.Int(&cfg.MaxInFlight, "max-in-flight", "most requests being produced at once (beyond: 503)")
+	f.Duration(&cfg.IdempotencyWindow, "idempotency-window", "how long an Idempotency-Key is remembered")
+	f.Duration(&cfg.ProduceTimeout, "produce-timeout", "how long a request waits for Kafka's acknowledgement before a 503")
+	f.Duration(&cfg.ProduceLinger, "produce-linger", "producer linger (0: send at once; batches still form while requests are in flight)")
+	f.Duration(&cfg.ReadHeaderTimeout, "read-header-timeout", "time a client has to send a request's headers")
+	f.Duration(&cfg.BodyTimeout, "body-timeout", "time a client has to send a request's body, after its headers (then 408)")
+	f.Duration(&cfg.WriteTimeout, "write-timeout", "time to answer a request, after its headers")
+	f.Duration(&cfg.IdleTimeout, "idle-timeout", "close kept-alive connections idle this long")
+	f.Int(&cfg.MaxConnsPerAddr, "max-conns-per-addr", "open connections of one client IP address; more are closed on accept (negative: no cap)")
+	f.Int(&cfg.MaxConnsPerTenant, "max-conns-per-tenant", "open requests and WebSocket connections of one tenant; more get 429 (negative: no cap)")
+	f.List(&cfg.WebhookAllow, "webhook-allow", "comma-separated webhook targets every tenant may name, besides the tenants file's lists (give egress's --webhook-allow; docs/WEBHOOKS.md)")
+	f.Bool(&a.Disabled, "no-admission", "turn off lag-driven admission")
+	f.String(&a.Group, "router-group", "router-worker consumer group whose lag drives admission")
+	f.Int64(&a.BatchHigh, "batch-lag-high", "total lag (records) above which batch requests are rejected")
+	f.Int64(&a.BatchLow, "batch-lag-low", "total lag below which batch requests are admitted again (0: half of --batch-lag-high)")
+	f.Int64(&a.InteractiveHigh, "interactive-lag-high", "interactive lag above which interactive requests are rejected")
+	f.Int64(&a.InteractiveLow, "interactive-lag-low", "interactive lag below which interactive requests are admitted again (0: half of --interactive-lag-high)")
+	return cfg, tenantsFile
 }

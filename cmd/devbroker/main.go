@@ -10,78 +10,70 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
+	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/devbroker"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	context.AfterFunc(ctx, stop) // after the first signal, the next one kills us
-	err := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "devbroker:", err)
-		os.Exit(1)
-	}
+	d, s := newDaemon()
+	d.Main(s.run)
+}
+
+// settings are devbroker's own settings, beside the daemon's shared ones.
+type settings struct {
+	ports, dataDir, readyFile string
+	syncWrites                bool
+}
+
+func newDaemon() (*daemon.Daemon, *settings) {
+	d := daemon.New(daemon.Program{Name: "devbroker"})
+	s := &settings{ports: "19092,19093,19094", dataDir: "./data/devbroker"}
+	f := d.Flags
+	f.String(&s.ports, "ports", "comma-separated ports, one broker each, on 127.0.0.1; 0 picks a free port")
+	f.String(&s.dataDir, "data-dir", "directory for the cluster's state, reloaded on start; empty keeps it in memory")
+	f.Bool(&s.syncWrites, "sync-writes", "fsync every produced batch before acknowledging it")
+	f.String(&s.readyFile, "ready-file", "once listening, write the comma-separated broker addresses to this file (removed on exit)")
+	return d, s
 }
 
 // run parses args, starts the broker and blocks until ctx is done.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("devbroker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		ports      = fs.String("ports", "19092,19093,19094", "comma-separated `ports`, one broker each, on 127.0.0.1; 0 picks a free port")
-		dataDir    = fs.String("data-dir", "./data/devbroker", "`directory` for the cluster's state, reloaded on start; empty keeps it in memory")
-		syncWrites = fs.Bool("sync-writes", false, "fsync every produced batch before acknowledging it")
-		readyFile  = fs.String("ready-file", "", "once listening, write the comma-separated broker addresses to this `file` (removed on exit)")
-		logLevel   = fs.String("log-level", "info", "log `level`: debug, info, warn or error")
-	)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-	portList, err := parsePorts(*ports)
+	d, s := newDaemon()
+	return d.Run(ctx, args, os.Getenv, io.Discard, stderr, s.run)
+}
+
+// run starts the broker and blocks until ctx is done.
+func (s *settings) run(ctx context.Context, env *daemon.Env) error {
+	portList, err := parsePorts(s.ports)
 	if err != nil {
 		return fmt.Errorf("--ports: %w", err)
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-
+	logger := env.Logger
 	b, err := devbroker.New(devbroker.Config{
 		Ports:      portList,
-		DataDir:    *dataDir,
-		SyncWrites: *syncWrites,
+		DataDir:    s.dataDir,
+		SyncWrites: s.syncWrites,
 		Logger:     logger,
 	})
 	if err != nil {
 		return err
 	}
 	addrs := b.Addrs()
-	if *readyFile != "" {
-		if err := writeFileAtomic(*readyFile, strings.Join(addrs, ",")+"\n"); err != nil {
+	if s.readyFile != "" {
+		if err := writeFileAtomic(s.readyFile, strings.Join(addrs, ",")+"\n"); err != nil {
 			b.Close()
 			return fmt.Errorf("--ready-file: %w", err)
 		}
-		defer os.Remove(*readyFile)
+		defer os.Remove(s.readyFile)
 	}
-	dataDesc := *dataDir
+	dataDesc := s.dataDir
 	if dataDesc == "" {
 		dataDesc = "(in memory)"
 	}

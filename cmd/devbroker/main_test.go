@@ -71,7 +71,9 @@ func TestProcessLifecycle(t *testing.T) {
 	defer func() {
 		if !waited {
 			_ = cmd.Process.Kill()
-			<-exited
+			if err := <-exited; err != nil {
+				t.Logf("devbroker killed at cleanup: %v", err)
+			}
 		}
 	}()
 
@@ -107,7 +109,9 @@ func TestProcessLifecycle(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		_ = cmd.Process.Kill()
-		<-exited
+		if err := <-exited; err != nil {
+			t.Logf("devbroker killed: %v", err)
+		}
 		waited = true
 		t.Fatalf("devbroker did not exit within 10s of SIGTERM\nstderr:\n%s", stderr.String())
 	}

@@ -13,22 +13,21 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/healthcheck"
+	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/modelsim"
+	"github.com/switchboard-llm/switchboard/internal/telemetry"
 )
 
 // shutdownTimeout bounds how long in-flight requests may finish after a signal.
@@ -36,113 +35,74 @@ const shutdownTimeout = 10 * time.Second
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == healthcheck.Command { // images have no shell: Docker probes run the binary
-		os.Exit(healthcheck.Main(os.Args[2:], "http://127.0.0.1:8090/healthz", os.Stdout, os.Stderr))
+		os.Exit(healthcheck.Main(os.Args[2:], "http://127.0.0.1:8090/readyz", os.Stdout, os.Stderr))
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(os.Args[1:], logger); err != nil {
-		logger.Error("modelsim failed", slog.Any("error", err))
-		os.Exit(1)
-	}
+	d := daemon.New(daemon.Program{Name: "modelsim"})
+	addrs, models, errorRates := []string{"127.0.0.1:8090"}, []string{modelsim.DefaultModel}, ""
+	cfg := modelsim.Config{BaseLatency: 200 * time.Millisecond, Jitter: 20 * time.Millisecond, LongTailLatency: modelsim.DefaultLongTailLatency}
+	f := d.Flags
+	f.List(&addrs, "addr", "listen address; several, comma-separated, start one simulator on each (each serves /metrics, /healthz and /readyz too)")
+	f.List(&models, "models", "comma-separated model names to serve")
+	f.Duration(&cfg.BaseLatency, "latency", "base latency of a request (spread over the tokens of a stream)")
+	f.Duration(&cfg.Jitter, "jitter", "uniform latency jitter, plus or minus")
+	f.Float64(&cfg.LongTailFraction, "long-tail-fraction", "fraction of requests, 0..1, that take --long-tail-latency")
+	f.Duration(&cfg.LongTailLatency, "long-tail-latency", "latency of long-tail requests")
+	f.Uint64(&cfg.Seed, "seed", "seed of the latency PRNG")
+	f.String(&errorRates, "error-rate", "fraction of requests answered with an error status, as status=fraction,... (e.g. 503=0.1,429=0.05)")
+	f.Duration(&cfg.Faults.RetryAfter, "retry-after", "Retry-After sent with 429 and 503 answers (0: none)")
+	f.Float64(&cfg.Faults.HangFraction, "hang-fraction", "fraction of requests never answered")
+	f.Float64(&cfg.Faults.ResetFraction, "reset-fraction", "fraction of requests whose connection is reset (streams: halfway)")
+	f.Float64(&cfg.Faults.SlowFirstTokenFraction, "slow-first-token-fraction", "fraction of requests whose first token is delayed by --slow-first-token")
+	f.Duration(&cfg.Faults.SlowFirstToken, "slow-first-token", "extra delay before the first token of slow requests")
+	d.Main(func(ctx context.Context, env *daemon.Env) error {
+		cfg.Models = models
+		if errorRates != "" {
+			rates, err := parseErrorRates(errorRates)
+			if err != nil {
+				return err
+			}
+			cfg.Faults.ErrorRates = rates
+		}
+		return serve(ctx, env, cfg, addrs)
+	})
 }
 
-// run parses args, serves until SIGINT or SIGTERM, then shuts down.
-func run(args []string, logger *slog.Logger) error {
-	fs := flag.NewFlagSet("modelsim", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:8090", "listen address; several, comma-separated, start one simulator on each")
-	models := fs.String("models", modelsim.DefaultModel, "comma-separated model names to serve")
-	var cfg modelsim.Config
-	fs.DurationVar(&cfg.BaseLatency, "latency", 200*time.Millisecond, "base latency of a request (spread over the tokens of a stream)")
-	fs.DurationVar(&cfg.Jitter, "jitter", 20*time.Millisecond, "uniform latency jitter, plus or minus")
-	fs.Float64Var(&cfg.LongTailFraction, "long-tail-fraction", 0, "fraction of requests, 0..1, that take --long-tail-latency")
-	fs.DurationVar(&cfg.LongTailLatency, "long-tail-latency", modelsim.DefaultLongTailLatency, "latency of long-tail requests")
-	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the latency PRNG")
-	errorRates := fs.String("error-rate", "", "fraction of requests answered with an error status, as status=fraction,... (e.g. 503=0.1,429=0.05)")
-	fs.DurationVar(&cfg.Faults.RetryAfter, "retry-after", 0, "Retry-After sent with 429 and 503 answers (0: none)")
-	fs.Float64Var(&cfg.Faults.HangFraction, "hang-fraction", 0, "fraction of requests never answered")
-	fs.Float64Var(&cfg.Faults.ResetFraction, "reset-fraction", 0, "fraction of requests whose connection is reset (streams: halfway)")
-	fs.Float64Var(&cfg.Faults.SlowFirstTokenFraction, "slow-first-token-fraction", 0, "fraction of requests whose first token is delayed by --slow-first-token")
-	fs.DurationVar(&cfg.Faults.SlowFirstToken, "slow-first-token", 0, "extra delay before the first token of slow requests")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+// serve starts one simulator on each address and serves until ctx is done.
+// All listeners are bound before any serves, so a taken port fails the start.
+func serve(ctx context.Context, env *daemon.Env, cfg modelsim.Config, addrs []string) error {
+	metrics := modelsim.NewMetrics(env.Registry)
+	handlers := make([]http.Handler, len(addrs))
+	lns := make([]net.Listener, 0, len(addrs))
+	defer func() {
+		for _, ln := range lns {
+			ln.Close() // after Serve: already closed, harmless
 		}
-		return fmt.Errorf("parse flags: %w", err)
-	}
-	for m := range strings.SplitSeq(*models, ",") {
-		cfg.Models = append(cfg.Models, strings.TrimSpace(m))
-	}
-	if *errorRates != "" {
-		rates, err := parseErrorRates(*errorRates)
-		if err != nil {
-			return err
-		}
-		cfg.Faults.ErrorRates = rates
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var srvs []*http.Server
-	var lns []net.Listener
-	for i, a := range strings.Split(*addr, ",") {
+	}()
+	for i, a := range addrs {
 		c := cfg
 		c.Seed += uint64(i) // instances differ in their draws
-		sim, err := modelsim.New(c, logger)
+		sim, err := modelsim.New(c, env.Logger)
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", strings.TrimSpace(a))
+		ln, err := new(net.ListenConfig).Listen(ctx, "tcp", a)
 		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
 			return fmt.Errorf("listen: %w", err)
 		}
 		lns = append(lns, ln)
-		srvs = append(srvs, &http.Server{
-			Handler:           sim.Handler(),
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		})
-		logger.Info("modelsim listening", slog.String("addr", ln.Addr().String()), slog.Any("models", cfg.Models))
+		mux := http.NewServeMux()
+		telemetry.Mount(mux, env.Registry, nil)
+		mux.Handle("/", metrics.Wrap(sim.Handler(), ln.Addr().String()))
+		handlers[i] = mux
+		env.Logger.Info("modelsim listening", "addr", ln.Addr().String(), "models", cfg.Models)
 	}
-
-	served := make(chan error, len(srvs)) // each serving goroutine exits when its server is shut down
-	for i, srv := range srvs {
-		go func() { served <- srv.Serve(lns[i]) }()
+	g, gctx := errgroup.WithContext(ctx)
+	for i, ln := range lns {
+		g.Go(func() error { return httpserve.Run(gctx, ln, handlers[i], shutdownTimeout, env.Logger) })
 	}
-	var err error
-	pending := len(srvs) // serve results not yet received
-	select {
-	case err = <-served:
-		err = fmt.Errorf("serve: %w", err)
-		pending--
-	case <-ctx.Done():
-		logger.Info("modelsim shutting down")
-	}
-
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, srv := range srvs {
-		wg.Go(func() {
-			e := srv.Shutdown(shutdownCtx)
-			if e != nil {
-				e = errors.Join(fmt.Errorf("shutdown: %w", e), srv.Close())
-			}
-			mu.Lock()
-			err = errors.Join(err, e)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	for range pending {
-		if serveErr := <-served; !errors.Is(serveErr, http.ErrServerClosed) {
-			err = errors.Join(err, fmt.Errorf("serve: %w", serveErr))
-		}
-	}
+	err := g.Wait()
 	if err == nil {
-		logger.Info("modelsim stopped")
+		env.Logger.Info("modelsim stopped")
 	}
 	return err
 }

@@ -16,15 +16,19 @@ import (
 )
 
 func main() {
+	os.Exit(run())
+}
+
+func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := dispatch(ctx, os.Args[1:]); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "stack:", err)
 		}
-		stop()
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func dispatch(ctx context.Context, args []string) error {

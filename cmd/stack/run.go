@@ -31,6 +31,8 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 	ingressPort := fs.Int("ingress-port", envInt("INGRESS_PORT", 8080), "ingress HTTP and WebSocket (env INGRESS_PORT)")
 	grpcPort := fs.Int("ingress-grpc-port", envInt("INGRESS_GRPC_PORT", 8083), "ingress gRPC (env INGRESS_GRPC_PORT)")
 	egressPort := fs.Int("egress-port", envInt("EGRESS_PORT", 8081), "egress event streams (env EGRESS_PORT)")
+	ingressAdmin := fs.Int("ingress-admin-port", envInt("INGRESS_ADMIN_PORT", 8084), "ingress /metrics, /healthz, /readyz (env INGRESS_ADMIN_PORT)")
+	egressAdmin := fs.Int("egress-admin-port", envInt("EGRESS_ADMIN_PORT", 8085), "egress /metrics, /healthz, /readyz (env EGRESS_ADMIN_PORT)")
 	routerPort := fs.Int("router-port", envInt("ROUTER_PORT", 8082), "router-worker /metrics, /healthz, /readyz (env ROUTER_PORT)")
 	simPort := fs.Int("modelsim-port", envInt("MODELSIM_PORT", 8090), "model simulator (env MODELSIM_PORT)")
 	latency := fs.Duration("model-latency", envDuration("MODELSIM_LATENCY", 200*time.Millisecond), "modelsim base latency (env MODELSIM_LATENCY)")
@@ -68,6 +70,7 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 	cfg := stack.Config{
 		Bin: *bin, Dir: dir, DevbrokerPorts: ports, DevbrokerDir: filepath.Join(dir, "devbroker"),
 		ModelsimPort: *simPort, RouterPort: *routerPort, EgressPort: *egressPort, IngressPort: *ingressPort, IngressGRPCPort: *grpcPort,
+		IngressAdminPort: *ingressAdmin, EgressAdminPort: *egressAdmin,
 		ModelLatency: *latency, ModelJitter: *jitter, LongTailFraction: *tailFrac, LongTailLatency: *tailLat,
 		BackendsFile: *backends, TenantsFile: *tenants,
 		CommonArgs: []string{"--log-format", *logFormat, "--log-level", *logLevel},
@@ -103,7 +106,8 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, `
-[run] Switchboard is up: ingress :%d (gRPC :%d), egress :%d, router-worker metrics :%d,
+[run] Switchboard is up: ingress :%d (gRPC :%d), egress :%d,
+[run] metrics on the admin ports: ingress :%d, egress :%d, router-worker :%d,
 [run] modelsim :%d (model "sim", %v), Kafka (%s) %s, data in %s/.
 [run] Send a first message (sk-switchboard-dev is the development key of %s):
 
@@ -117,7 +121,7 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 
 [run] Ctrl-C stops everything; a service that crashes is restarted.
 
-`, *ingressPort, *grpcPort, *egressPort, *routerPort, *simPort, *latency, kafkaName, s.Brokers, *dataDir, *tenants, *ingressPort, *egressPort)
+`, *ingressPort, *grpcPort, *egressPort, *ingressAdmin, *egressAdmin, *routerPort, *simPort, *latency, kafkaName, s.Brokers, *dataDir, *tenants, *ingressPort, *egressPort)
 	if *restart {
 		s.Supervise(ctx)
 	} else {

@@ -10,86 +10,63 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
-	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
 
-// defaultBrokers is used when neither --brokers nor SWITCHBOARD_BROKERS is
-// given: the devbroker's default addresses.
-const defaultBrokers = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
-
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "topics:", err)
-		os.Exit(1)
-	}
+	d, s := newDaemon()
+	d.Main(s.run)
+}
+
+type settings struct {
+	d                  *daemon.Daemon
+	topicsFile, prefix string
+	rf                 int
+	timeout            time.Duration
+}
+
+func newDaemon() (*daemon.Daemon, *settings) {
+	d := daemon.New(daemon.Program{Name: "topics", Kafka: true})
+	s := &settings{d: d, timeout: 30 * time.Second}
+	f := d.Flags
+	// Not the daemon's topics settings: an explicit empty prefix is allowed here.
+	f.String(&s.topicsFile, "topics-file", "topic spec file; empty uses the topics.yaml built into the binary")
+	f.String(&s.prefix, "topic-prefix", "topic name prefix (default: the spec's prefix)")
+	f.Int(&s.rf, "replication-factor", "replication factor for every topic; 0 uses the spec's")
+	f.Duration(&s.timeout, "timeout", "how long to wait for the cluster to answer and the work to finish")
+	return d, s
 }
 
 // run parses args (with defaults from getenv), provisions the topics and
 // prints the report to stdout, even a partial one when an error is returned.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	brokersDefault := defaultBrokers
-	if v := getenv("SWITCHBOARD_BROKERS"); v != "" {
-		brokersDefault = v
-	}
-	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		brokers    = fs.String("brokers", brokersDefault, "comma-separated seed broker `addresses` (default from SWITCHBOARD_BROKERS when set)")
-		topicsFile = fs.String("topics-file", "", "topic spec `file`; empty uses the topics.yaml built into the binary")
-		prefix     = fs.String("topic-prefix", "", "topic name `prefix` (default: the spec's prefix)")
-		rf         = fs.Int("replication-factor", 0, "replication `factor` for every topic; 0 uses the spec's")
-		timeout    = fs.Duration("timeout", 30*time.Second, "how long to wait for the cluster to answer and the work to finish")
-	)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	if *rf < 0 || *rf > math.MaxInt16 {
-		return fmt.Errorf("--replication-factor: %d is out of range", *rf)
-	}
-	var seeds []string
-	for b := range strings.SplitSeq(*brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			seeds = append(seeds, b)
-		}
-	}
+	d, s := newDaemon()
+	return d.Run(ctx, args, getenv, stdout, stderr, s.run)
+}
 
-	spec, err := topicspec.Load(*topicsFile)
+func (s *settings) run(ctx context.Context, env *daemon.Env) error {
+	if s.rf < 0 || s.rf > math.MaxInt16 {
+		return fmt.Errorf("--replication-factor: %d is out of range", s.rf)
+	}
+	spec, err := topicspec.Load(s.topicsFile)
 	if err != nil {
 		return err
 	}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "topic-prefix" { // an explicit empty prefix is allowed
-			spec = spec.WithPrefix(*prefix)
-		}
-	})
-	if *rf > 0 {
-		spec = spec.WithReplicationFactor(int16(*rf))
+	if s.d.Flags.Given("topic-prefix") { // an explicit empty prefix is allowed
+		spec = spec.WithPrefix(s.prefix)
 	}
-
-	logger := slog.New(slog.NewJSONHandler(stderr, nil))
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	if s.rf > 0 {
+		spec = spec.WithReplicationFactor(int16(s.rf))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	report, err := topicspec.Provision(ctx, seeds, spec, logger)
-	fmt.Fprint(stdout, report)
+	report, err := topicspec.Provision(ctx, env.Kafka.Brokers, spec, env.Logger)
+	fmt.Fprint(env.Stdout, report)
 	return err
 }

@@ -54,7 +54,7 @@ func Build(dir string, names ...string) (map[string]string, error) {
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("apptest: go build: %v\n%s", err, out)
+		return nil, fmt.Errorf("apptest: go build: %w\n%s", err, out)
 	}
 	return paths, nil
 }
@@ -143,7 +143,9 @@ func Start(t testing.TB, name, path string, args ...string) *Proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		p.Stop(10 * time.Second)
+		if err := p.Stop(10 * time.Second); err != nil {
+			t.Logf("%s: %v", p.Name, err)
+		}
 		if t.Failed() {
 			t.Logf("---- %s output ----\n%s", name, tail(p.out.String(), 6000))
 		}

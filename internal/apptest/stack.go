@@ -65,9 +65,12 @@ type Stack struct {
 	Devbroker                *Proc // nil with an external cluster (StackOptions.Brokers)
 	Modelsim                 *Proc
 	Routers                  []*Proc
-	RouterURLs               []string // each router-worker's /metrics, /healthz, /readyz base URL, as Routers
-	Egress                   *Proc
-	Ingress                  *Proc
+	RouterURLs               []string // each router-worker's admin listener (/metrics, /healthz, /readyz) base URL, as Routers
+	// IngressAdminURL and EgressAdminURL are the base URLs of their admin
+	// listeners (/metrics, /healthz, /readyz).
+	IngressAdminURL, EgressAdminURL string
+	Egress                          *Proc
+	Ingress                         *Proc
 	// Launcher is the underlying stack.
 	Launcher  *stack.Stack
 	t         testing.TB
@@ -136,6 +139,7 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	}
 	s.Launcher = st
 	s.Brokers, s.IngressURL, s.IngressGRPC, s.EgressURL, s.ModelsimURL = st.Brokers, st.IngressURL, st.IngressGRPC, st.EgressURL, st.ModelsimURL
+	s.IngressAdminURL, s.EgressAdminURL = st.IngressAdminURL, st.EgressAdminURL
 	if opts.Brokers == "" {
 		s.Devbroker = s.proc(stack.ProcDevbroker)
 	}

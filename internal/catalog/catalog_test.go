@@ -30,7 +30,12 @@ func TestPublishedListReachesTheWatcher(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, opts, "models", slog.New(slog.DiscardHandler)) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
 	waitKnown := func(model string, want bool) {
 		t.Helper()
 		for i := 0; w.Allows(model) != want || !w.Known(); i++ {

@@ -90,7 +90,7 @@ func benchFanOut(b *testing.B, subs, convs, rate int) {
 				rest := line[j+len(marker):]
 				sent, err := strconv.ParseInt(string(rest[:bytes.IndexByte(rest, '"')]), 10, 64)
 				if err == nil {
-					hists[i].RecordValue(time.Since(time.Unix(0, sent)).Microseconds())
+					_ = hists[i].RecordValue(time.Since(time.Unix(0, sent)).Microseconds())
 				}
 				if received.Add(1) == want {
 					closeOnce.Do(func() { close(all) })

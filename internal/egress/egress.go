@@ -51,8 +51,6 @@ import (
 type Config struct {
 	// Addr is the HTTP listen address. Default 127.0.0.1:8081.
 	Addr string
-	// Pprof also serves Go's profiles under /debug/pprof/ on Addr.
-	Pprof bool
 	// ReadCommitted reads results read_committed: with router-worker's
 	// --exactly-once, streams then never show a result of a transaction
 	// that aborted, but every result (streamed chunks included, which are
@@ -111,6 +109,9 @@ type Config struct {
 	// GRPCAddr, when set, is the listen address of the gRPC API
 	// (switchboard.v1.Egress). Empty: no gRPC.
 	GRPCAddr string
+	// CORSOrigins are the origins whose browser pages may read the SSE
+	// streams (see httpserve.CORS). Default none.
+	CORSOrigins []string
 	// WSOriginPatterns lists the origins (besides the request's host) whose
 	// browser pages may open WebSocket streams; see
 	// websocket.AcceptOptions.OriginPatterns.
@@ -136,6 +137,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
 	Registry *prometheus.Registry
+}
+
+// Defaults returns the configuration New completes a Config with: every
+// setting that has a default of its own. Settings derived from others
+// (MaxUnsentBytes from SendBuffer) stay zero, so that they follow what
+// they derive from; the mains take their flag defaults from here.
+func Defaults() Config {
+	var c Config
+	c.setDefaults()
+	c.MaxUnsentBytes = 0
+	c.Logger, c.Registry = nil, nil
+	return c
 }
 
 func (c *Config) setDefaults() {
@@ -272,11 +285,7 @@ func New(cfg Config) (*Egress, error) {
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
 	mux.HandleFunc("GET /asyncapi.yaml", serveAsyncAPI)
-	telemetry.MountStatus(mux, cfg.Registry, e.readiness)
-	if cfg.Pprof {
-		telemetry.MountPprof(mux)
-	}
-	e.handler = httpserve.JSONErrors(mux)
+	e.handler = httpserve.CORS{Origins: cfg.CORSOrigins, Methods: []string{http.MethodGet}}.Handler(httpserve.JSONErrors(mux))
 	if cfg.GRPCAddr != "" {
 		e.grpc = grpc.NewServer()
 		pb.RegisterEgressServer(e.grpc, &grpcServer{e: e})
@@ -305,14 +314,14 @@ func (e *Egress) Handler() http.Handler { return e.handler }
 // webhook group is joined.
 func (e *Egress) Run(ctx context.Context) error {
 	defer e.client.Close()
-	ln, err := net.Listen("tcp", e.cfg.Addr)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", e.cfg.Addr)
 	if err != nil {
 		e.closeHooks()
 		return fmt.Errorf("egress: listen: %w", err)
 	}
 	var gln net.Listener
 	if e.grpc != nil {
-		if gln, err = net.Listen("tcp", e.cfg.GRPCAddr); err != nil {
+		if gln, err = new(net.ListenConfig).Listen(ctx, "tcp", e.cfg.GRPCAddr); err != nil {
 			ln.Close()
 			e.closeHooks()
 			return fmt.Errorf("egress: grpc listen: %w", err)
@@ -385,7 +394,9 @@ func (e *Egress) serveGRPC(ctx context.Context, ln net.Listener) error {
 	case <-time.After(2 * time.Second):
 		e.grpc.Stop()
 	}
-	<-errc
+	if err := <-errc; err != nil { // after a stop, Serve's error is the stop itself
+		e.log.Debug("grpc serve ended", "err", err)
+	}
 	return nil
 }
 
@@ -451,12 +462,12 @@ func (e *Egress) closeHooks() {
 	}
 }
 
-// readiness is /readyz: ready once the live reader is positioned on the
-// results topic, so streams can be served. With webhooks, the body also
-// reports the webhook group membership and the partitions this instance
-// delivers; it does not gate readiness (streams work without it, and an
-// instance beyond the partition count delivers nothing).
-func (e *Egress) readiness(*http.Request) (string, error) {
+// Ready is the admin listener's /readyz: ready once the live reader is
+// positioned on the results topic, so streams can be served. With webhooks,
+// the detail also reports the webhook group membership and the partitions
+// this instance delivers; it does not gate readiness (streams work without
+// it, and an instance beyond the partition count delivers nothing).
+func (e *Egress) Ready(*http.Request) (string, error) {
 	detail := ""
 	if e.hooks != nil {
 		detail = "webhooks: " + e.hooks.Status().String()

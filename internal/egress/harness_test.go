@@ -215,7 +215,9 @@ func parseSSE(t *testing.T, body io.Reader, n int, each func(got)) []got {
 			switch ev.name {
 			case "end":
 				var m map[string]string
-				json.Unmarshal([]byte(data), &m)
+				if err := json.Unmarshal([]byte(data), &m); err != nil {
+					t.Errorf("end event %q: %v", data, err)
+				}
 				ev.label, ev.cursor = m["reason"], m["cursor"]
 			case "restart":
 				var r pb.Restart

@@ -28,7 +28,11 @@ import (
 func dialNonReader(t *testing.T, addr, conv string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) }); err != nil {
+			return err
+		}
+		return serr
 	}}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
@@ -178,7 +182,9 @@ func TestNonReadingClientsOverflow(t *testing.T) {
 
 	// A slow client that finally reads finds its events, then end:overflow.
 	for _, c := range conns[:20] {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -274,7 +280,11 @@ func TestNonReadingWebSocketOverflows(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) }); err != nil {
+			return err
+		}
+		return serr
 	}}
 	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
 	conn, _, err := websocket.Dial(ctx, "ws://"+eg.e.cfg.Addr+"/v1/conversations/ws-slow/ws", &websocket.DialOptions{HTTPClient: client})

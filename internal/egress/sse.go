@@ -15,7 +15,7 @@ import (
 func httpError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]map[string]string{"error": {"code": code, "message": msg}})
+	_ = json.NewEncoder(w).Encode(map[string]map[string]string{"error": {"code": code, "message": msg}}) // the client may be gone
 }
 
 func writeAPIError(w http.ResponseWriter, err *apiError) {
@@ -62,7 +62,7 @@ func (e *Egress) handleEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, ": conversation %s\n\n", s.req.conv)
 	flusher.Flush()
-	s.run(r.Context(), &sseSink{ctx: r.Context(), w: w, flusher: flusher, rc: http.NewResponseController(w),
+	_ = s.run(r.Context(), &sseSink{ctx: r.Context(), w: w, flusher: flusher, rc: http.NewResponseController(w), // its error is a client gone mid-write
 		timeout: e.cfg.WriteTimeout, backlog: e.newBacklog(r.Context())})
 }
 

@@ -87,7 +87,7 @@ func TestWebhookStaticMember(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var err error
-		detail, err = eg.e.readiness(httptest.NewRequest("GET", "/readyz", nil))
+		detail, err = eg.e.Ready(httptest.NewRequest("GET", "/readyz", nil))
 		if err != nil {
 			t.Fatalf("not ready: %v", err)
 		}

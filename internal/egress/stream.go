@@ -11,7 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
-	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
+	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -262,7 +262,7 @@ var (
 func (s *session) send(out sink, ev event) (err error) {
 	if ev.ctx != nil {
 		_, span := s.e.cfg.Kafka.Tracing.Start(ev.ctx, "deliver", trace.SpanKindProducer, attribute.String("request_id", ev.res.GetRequestId()))
-		defer func() { kafkaconf.End(span, err) }()
+		defer func() { telemetry.End(span, err) }()
 	}
 	m := s.e.metrics
 	if s.req.tenant != "" && ev.res.GetTenant() != s.req.tenant {

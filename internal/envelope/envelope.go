@@ -104,11 +104,11 @@ func decode(rec *kgo.Record, m proto.Message) error {
 	switch ct := Header(rec, HeaderContentType); ct {
 	case "", ContentTypeProtobuf, "application/protobuf", "application/vnd.google.protobuf":
 		if err := proto.Unmarshal(rec.Value, m); err != nil {
-			return fmt.Errorf("%w: protobuf: %v", ErrDecode, err)
+			return fmt.Errorf("%w: protobuf: %w", ErrDecode, err)
 		}
 	case ContentTypeJSON, "application/json; charset=utf-8":
 		if err := jsonIn.Unmarshal(rec.Value, m); err != nil {
-			return fmt.Errorf("%w: json: %v", ErrDecode, err)
+			return fmt.Errorf("%w: json: %w", ErrDecode, err)
 		}
 	default:
 		return fmt.Errorf("%w: unsupported content-type %q", ErrDecode, ct)
@@ -132,7 +132,7 @@ func DecodeRequest(rec *kgo.Record) (*pb.Request, error) {
 		return nil, fmt.Errorf("%w: conversation_id %q differs from the record key %q", ErrDecode, req.ConversationId, rec.Key)
 	}
 	if err := Validate(req); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrDecode, err)
+		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
 	}
 	return req, nil
 }

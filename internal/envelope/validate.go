@@ -128,7 +128,7 @@ func ValidWebhookURL(s string) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("must be a URL: %v", err)
+		return fmt.Errorf("must be a URL: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 		return fmt.Errorf("must be an absolute http or https URL with a host and no user info")

@@ -33,7 +33,7 @@ func JSONErrors(mux *http.ServeMux) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(rec.status)
-		json.NewEncoder(w).Encode(map[string]map[string]string{"error": {"code": code, "message": msg}})
+		_ = json.NewEncoder(w).Encode(map[string]map[string]string{"error": {"code": code, "message": msg}}) // the client may be gone
 	})
 }
 

@@ -69,9 +69,15 @@ func (c *AdmissionConfig) validate() error {
 	if c.Interval < 0 || c.MaxRetryAfter < 0 {
 		return errors.New("ingress: admission interval and max retry-after must not be negative")
 	}
-	if c.BatchLow < 0 || c.BatchLow >= c.BatchHigh || c.InteractiveLow < 0 || c.InteractiveLow >= c.InteractiveHigh {
-		return fmt.Errorf("ingress: admission marks need 0 <= low < high (batch %d/%d, interactive %d/%d)",
-			c.BatchLow, c.BatchHigh, c.InteractiveLow, c.InteractiveHigh)
+	// The low marks default to half their high marks (setDefaults), so
+	// they are checked together with them, after the defaults.
+	if c.BatchLow < 0 || c.BatchLow >= c.BatchHigh {
+		return fmt.Errorf("ingress: batch lag marks need 0 <= low < high, have low %d, high %d (leave the low mark unset for half the high one)",
+			c.BatchLow, c.BatchHigh)
+	}
+	if c.InteractiveLow < 0 || c.InteractiveLow >= c.InteractiveHigh {
+		return fmt.Errorf("ingress: interactive lag marks need 0 <= low < high, have low %d, high %d (leave the low mark unset for half the high one)",
+			c.InteractiveLow, c.InteractiveHigh)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package ingress
 import (
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +102,53 @@ func TestAdmissionRetryAfterFromDrainRate(t *testing.T) {
 	a.observe(now.Add(time.Second), lagOf(300, 0, 0, commit))
 	if f := a.check("interactive"); f == nil || f.status != http.StatusServiceUnavailable || f.retryAfter != cfg.MaxRetryAfter {
 		t.Errorf("interactive rejection = %+v, want 503 with the cap (its lane does not drain)", f)
+	}
+}
+
+// The low marks follow their high marks unless set: a high mark alone
+// never makes the configuration invalid (issue 14: the flags' fixed low
+// defaults made --batch-lag-high 8000 refuse to start and left
+// --batch-lag-high 40000 with a low mark of 10000).
+func TestAdmissionLowMarksFollowHigh(t *testing.T) {
+	tests := []struct {
+		name                  string
+		batchHigh, batchLow   int64
+		interHigh, interLow   int64
+		wantBatchLow, wantInt int64
+		wantErr               string
+	}{
+		{name: "defaults", wantBatchLow: 10000, wantInt: 25000},
+		{name: "lower batch high", batchHigh: 8000, wantBatchLow: 4000, wantInt: 25000},
+		{name: "higher batch high", batchHigh: 40000, wantBatchLow: 20000, wantInt: 25000},
+		{name: "interactive high", interHigh: 1000, wantBatchLow: 10000, wantInt: 500},
+		{name: "explicit low", batchHigh: 8000, batchLow: 1000, wantBatchLow: 1000, wantInt: 25000},
+		{name: "low above high", batchHigh: 8000, batchLow: 9000, wantErr: "batch lag marks"},
+		{name: "interactive low equal", interHigh: 100, interLow: 100, wantErr: "interactive lag marks"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Defaults().Admission
+			if tt.batchHigh != 0 {
+				c.BatchHigh = tt.batchHigh
+			}
+			if tt.interHigh != 0 {
+				c.InteractiveHigh = tt.interHigh
+			}
+			c.BatchLow, c.InteractiveLow = tt.batchLow, tt.interLow
+			c.setDefaults()
+			err := c.validate()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("validate: got %v, want an error about %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("validate: %v", err)
+			}
+			if c.BatchLow != tt.wantBatchLow || c.InteractiveLow != tt.wantInt {
+				t.Errorf("low marks: got batch %d, interactive %d; want %d, %d", c.BatchLow, c.InteractiveLow, tt.wantBatchLow, tt.wantInt)
+			}
+		})
 	}
 }

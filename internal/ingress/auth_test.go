@@ -118,7 +118,9 @@ func TestIdempotencyKey(t *testing.T) {
 			t.Fatalf("status %d: %s", res.StatusCode, b)
 		}
 		var a ack
-		json.Unmarshal(b, &a)
+		if err := json.Unmarshal(b, &a); err != nil {
+			t.Fatal(err)
+		}
 		return a
 	}
 	acks := make(chan ack, 2)
@@ -143,7 +145,7 @@ func TestIdempotencyKey(t *testing.T) {
 	res, b := doWith(t, in2.Handler(), "POST", "/v1/conversations/idem/messages", "application/json", body,
 		map[string]string{"Authorization": "Bearer " + devKey, "Idempotency-Key": "order-42"})
 	var onOther ack
-	if json.Unmarshal(b, &onOther); res.StatusCode != http.StatusAccepted || onOther.RequestID != first.RequestID || onOther.Offset == first.Offset {
+	if err := json.Unmarshal(b, &onOther); err != nil || res.StatusCode != http.StatusAccepted || onOther.RequestID != first.RequestID || onOther.Offset == first.Offset {
 		t.Errorf("on another instance: %d %s, want a new record with request ID %s", res.StatusCode, b, first.RequestID)
 	}
 	fresh := send("order-43", devKey)

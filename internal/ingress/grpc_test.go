@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,7 +26,7 @@ func grpcClient(t *testing.T, in *Ingress) *grpc.ClientConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go in.grpc.Serve(ln)
+	go func() { _ = in.grpc.Serve(ln) }() // ends with Stop at cleanup
 	t.Cleanup(in.grpc.Stop)
 	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -104,12 +105,12 @@ func TestGRPCSubmitStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stream.CloseSend()
+	_ = stream.CloseSend()
 	seen := map[string]bool{}
 	acks, failures := 0, 0
 	for {
 		m, err := stream.Recv()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
@@ -120,7 +121,9 @@ func TestGRPCSubmitStream(t *testing.T) {
 		}
 		seen[m.GetCorrelationId()] = true
 		var i int
-		fmt.Sscan(m.GetCorrelationId(), &i)
+		if _, err := fmt.Sscan(m.GetCorrelationId(), &i); err != nil {
+			t.Fatalf("correlation id %q: %v", m.GetCorrelationId(), err)
+		}
 		if f := m.GetFailure(); f != nil {
 			failures++
 			if i%10 != 9 || f.GetField() != "messages[0].role" || f.GetStatus() != 400 {
@@ -162,7 +165,7 @@ func TestGRPCReflection(t *testing.T) {
 	if !found {
 		t.Errorf("reflection lists %v, want switchboard.v1.Ingress", res.GetListServicesResponse().GetService())
 	}
-	s.CloseSend()
+	_ = s.CloseSend()
 }
 
 // TestGRPCStreamShutdown: a stop answers the stream's submits in flight,
@@ -182,7 +185,7 @@ func TestGRPCStreamShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		stream.Send(&pb.SubmitStreamRequest{CorrelationId: fmt.Sprint(i), Request: &pb.SubmitRequest{
+		_ = stream.Send(&pb.SubmitStreamRequest{CorrelationId: fmt.Sprint(i), Request: &pb.SubmitRequest{
 			ConversationId: "c", Model: "sim", Messages: []*pb.Message{{Role: "user", Content: "hi"}}}})
 	}
 	if m, err := stream.Recv(); err != nil || m.GetAck() == nil {

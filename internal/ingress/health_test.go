@@ -42,7 +42,6 @@ func TestHealthProbe(t *testing.T) {
 			}
 		}
 	}
-	lost, up := h.watch()
 	waitPings(2)
 	// Timeouts alone, fewer than slowPingsForDown in a row: still up.
 	slowFail.Store(true)
@@ -61,7 +60,7 @@ func TestHealthProbe(t *testing.T) {
 	}
 	fail.Store(false)
 	waitPings(3)
-	lost, _ = h.watch()
+	lost, _ := h.watch()
 	slowFail.Store(false)
 	fail.Store(true)
 	ackDuring.Store(true)
@@ -76,14 +75,14 @@ func TestHealthProbe(t *testing.T) {
 	default:
 		t.Fatal("waiters not woken when the brokers went down")
 	}
-	if _, up = h.watch(); up {
+	if _, up := h.watch(); up {
 		t.Fatal("still up after failed pings")
 	}
 	fail.Store(false)
 	waitPings(3)
 	cancel()
 	<-done
-	if _, up = h.watch(); !up {
+	if _, up := h.watch(); !up {
 		t.Fatal("not up again after good pings")
 	}
 	if want := []bool{false, true, false, true}; !slices.Equal(changes, want) {

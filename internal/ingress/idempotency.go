@@ -114,7 +114,7 @@ func (s *idempotency) finish(k idemKey, e *idemEntry, a ack, ok bool) {
 func (s *idempotency) expire(now time.Time) {
 	for el := s.order.Front(); el != nil; el = s.order.Front() {
 		e := el.Value.(*idemEntry)
-		if !now.After(e.expires) && !(len(s.m) > s.max && e.finished) {
+		if !now.After(e.expires) && (len(s.m) <= s.max || !e.finished) {
 			return
 		}
 		s.drop(e)

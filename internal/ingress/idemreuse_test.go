@@ -69,7 +69,9 @@ func TestBatchIdempotency(t *testing.T) {
 		}
 		res, b := doWith(t, in.Handler(), "POST", "/v1/messages:batch", "application/json", body, h)
 		var a batchAnswer
-		json.Unmarshal(b, &a)
+		if err := json.Unmarshal(b, &a); err != nil {
+			t.Fatalf("batch answer %s: %v", b, err)
+		}
 		return res.StatusCode, a, b
 	}
 	const two = `{"requests":[

@@ -43,8 +43,9 @@ type Config struct {
 	Addr string
 	// GRPCAddr is the gRPC listen address; empty means no gRPC listener.
 	GRPCAddr string
-	// Pprof also serves Go's profiles under /debug/pprof/ on Addr.
-	Pprof bool
+	// CORSOrigins are the origins whose browser pages may call the HTTP
+	// API (see httpserve.CORS). Default none.
+	CORSOrigins []string
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
@@ -116,6 +117,18 @@ type Config struct {
 	// Now is the clock of the rate limits and the idempotency window.
 	// Default time.Now.
 	Now func() time.Time
+}
+
+// Defaults returns the configuration New completes a Config with: every
+// setting that has a default of its own. Settings derived from others
+// (the admission low marks) stay zero, so that they follow what they
+// derive from; the mains take their flag defaults from here.
+func Defaults() Config {
+	var c Config
+	c.setDefaults()
+	c.Admission.BatchLow, c.Admission.InteractiveLow = 0, 0
+	c.Logger, c.Registry, c.Now = nil, nil, nil
+	return c
 }
 
 func (c *Config) setDefaults() {
@@ -290,11 +303,7 @@ func New(cfg Config) (*Ingress, error) {
 		}
 		mux.HandleFunc(rt.method+" "+rt.path, h)
 	}
-	telemetry.Mount(mux, cfg.Registry, in.ready)
-	if cfg.Pprof {
-		telemetry.MountPprof(mux)
-	}
-	in.handler = cfg.Kafka.Tracing.HTTP(httpserve.JSONErrors(mux))
+	in.handler = cfg.Kafka.Tracing.HTTP(httpserve.CORS{Origins: cfg.CORSOrigins}.Handler(httpserve.JSONErrors(mux)))
 	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)))
 	pb.RegisterIngressServer(in.grpc, &grpcServer{in: in})
 	reflection.Register(in.grpc)
@@ -327,13 +336,13 @@ func (in *Ingress) Handler() http.Handler { return in.handler }
 // closes it.
 func (in *Ingress) Run(ctx context.Context) error {
 	defer in.client.Close()
-	ln, err := net.Listen("tcp", in.cfg.Addr)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", in.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("ingress: listen: %w", err)
 	}
 	var gln net.Listener
 	if in.cfg.GRPCAddr != "" {
-		if gln, err = net.Listen("tcp", in.cfg.GRPCAddr); err != nil {
+		if gln, err = new(net.ListenConfig).Listen(ctx, "tcp", in.cfg.GRPCAddr); err != nil {
 			ln.Close()
 			return fmt.Errorf("ingress: listen grpc: %w", err)
 		}
@@ -459,7 +468,9 @@ func (h *handlers) close() <-chan struct{} {
 	return h.idle
 }
 
-func (in *Ingress) ready(r *http.Request) error {
+// Ready reports whether ingress can accept requests (nil: ready), for the
+// admin listener's /readyz.
+func (in *Ingress) Ready(r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
 	if err := in.client.Ping(ctx); err != nil {

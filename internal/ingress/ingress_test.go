@@ -163,7 +163,7 @@ func TestRejectsBadInput(t *testing.T) {
 		{"empty body", "/v1/conversations/c/messages", "application/json", ``, 400, "invalid_json", ""},
 		{"two objects", "/v1/conversations/c/messages", "application/json", `{"model":"sim",` + msgs + `}{}`, 400, "invalid_json", ""},
 		{"wrong type", "/v1/conversations/c/messages", "application/json", `{"model":5}`, 400, "invalid_json", ""},
-		{"unknown field", "/v1/conversations/c/messages", "application/json", `{"modle":"sim"}`, 400, "invalid_json", ""},
+		{"unknown field", "/v1/conversations/c/messages", "application/json", `{"modle":"sim"}`, 400, "invalid_json", ""}, //nolint:misspell // an unknown field, misspelt on purpose
 		{"missing model", "/v1/conversations/c/messages", "application/json", `{` + msgs + `}`, 400, "invalid_request", "model"},
 		{"bad role", "/v1/conversations/c/messages", "application/json", `{"model":"sim","messages":[{"role":"x","content":"hi"}]}`, 400, "invalid_request", "messages[0].role"},
 		{"bad lane", "/v1/conversations/c/messages", "application/json", `{"model":"sim","lane":"x",` + msgs + `}`, 400, "invalid_request", "lane"},

@@ -30,17 +30,20 @@ type metrics struct {
 	wsConnections     prometheus.Gauge
 }
 
+// labelLane is the label of the lane (interactive or batch).
+const labelLane = "lane"
+
 func newMetrics(reg prometheus.Registerer, inFlight func() float64) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_ingress_requests_total",
 			Help: "Submissions answered, by protocol, lane and HTTP status code (or the status the HTTP API would give).",
-		}, []string{"protocol", "lane", "code"}),
+		}, []string{"protocol", labelLane, "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "switchboard_ingress_request_duration_seconds",
 			Help:    "Time from receiving a submission to answering it (the broker's acknowledgement included).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}, []string{"protocol", "lane"}),
+		}, []string{"protocol", labelLane}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_ingress_rejected_total",
 			Help: "Rejected submissions, by error code.",
@@ -56,19 +59,19 @@ func newMetrics(reg prometheus.Registerer, inFlight func() float64) *metrics {
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchboard_ingress_consumer_lag_records",
 			Help: "The router-worker group's lag, by lane, as admission last read it.",
-		}, []string{"lane"}),
+		}, []string{labelLane}),
 		drain: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchboard_ingress_lag_drain_records_per_second",
 			Help: "How fast the router-worker group commits, by lane (smoothed).",
-		}, []string{"lane"}),
+		}, []string{labelLane}),
 		admissionShedding: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchboard_ingress_admission_shedding",
 			Help: "1 while a lane rejects new work because of consumer lag.",
-		}, []string{"lane"}),
+		}, []string{labelLane}),
 		admissionChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_ingress_admission_changes_total",
 			Help: "Admission state changes, by lane and the state entered (shedding, admitting).",
-		}, []string{"lane", "state"}),
+		}, []string{labelLane, "state"}),
 		lagReadErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_ingress_lag_read_errors_total",
 			Help: "Failed reads of the router-worker group's lag.",

@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -111,7 +112,7 @@ func TestWebSocketKeepsConversationOrder(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	c, _, err := dialWS(t, ctx, srv.URL, devKey)
+	c, _, err := dialWS(ctx, t, srv.URL, devKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,9 @@ func TestWebSocketKeepsConversationOrder(t *testing.T) {
 			t.Fatalf("reply %s: %v", data, err)
 		}
 		var i int
-		fmt.Sscan(rep.ID, &i)
+		if _, err := fmt.Sscan(rep.ID, &i); err != nil {
+			t.Fatalf("reply id %q: %v", rep.ID, err)
+		}
 		acks[i] = *rep.Ack
 	}
 	checkAckOrder(t, acks)
@@ -158,18 +161,22 @@ func TestGRPCStreamKeepsConversationOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stream.CloseSend()
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
 	acks := make([]ack, n)
 	for {
 		m, err := stream.Recv()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
 		var i int
-		fmt.Sscan(m.GetCorrelationId(), &i)
+		if _, err := fmt.Sscan(m.GetCorrelationId(), &i); err != nil {
+			t.Fatalf("correlation id %q: %v", m.GetCorrelationId(), err)
+		}
 		a := m.GetAck()
 		if a == nil {
 			t.Fatalf("request %d failed: %v", i, m.GetFailure())

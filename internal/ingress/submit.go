@@ -312,7 +312,7 @@ func (in *Ingress) produce(ctx context.Context, req *pb.Request) (*production, *
 	}
 	pr := &production{req: req, rec: rec, done: make(chan error, 1), lost: lost}
 	pr.ctx, pr.cancel = context.WithTimeout(ctx, in.cfg.ProduceTimeout)
-	in.client.Produce(pr.ctx, rec, func(_ *kgo.Record, err error) {
+	in.client.Produce(pr.ctx, rec, func(_ *kgo.Record, err error) { //nolint:contextcheck // pr.ctx is derived from ctx (WithTimeout above)
 		if err == nil {
 			in.health.acked(time.Now())
 		}
@@ -350,9 +350,10 @@ func (in *Ingress) awaitProduce(pr *production) (ack, *failure) {
 	}, nil
 }
 
-// Token estimate of a request, for the tenant's token bucket: about four
-// bytes per token of prompt, four tokens of overhead per message, plus the
-// completion's max_tokens (DefaultCompletionTokens when unset).
+// DefaultCompletionTokens is the completion's share of a request's token
+// estimate when max_tokens is unset. The estimate, for the tenant's token
+// bucket: about four bytes per token of prompt, four tokens of overhead
+// per message, plus the completion's max_tokens.
 const DefaultCompletionTokens = 256
 
 func estimateTokens(req *pb.Request) int {

@@ -12,7 +12,7 @@ import (
 	"github.com/coder/websocket"
 )
 
-func dialWS(t *testing.T, ctx context.Context, url, key string) (*websocket.Conn, *http.Response, error) {
+func dialWS(ctx context.Context, t *testing.T, url, key string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	h := http.Header{}
 	if key != "" {
@@ -31,10 +31,10 @@ func TestWebSocketManyInFlight(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 
-	if _, res, err := dialWS(t, ctx, srv.URL, ""); err == nil || res == nil || res.StatusCode != http.StatusUnauthorized {
+	if _, res, err := dialWS(ctx, t, srv.URL, ""); err == nil || res == nil || res.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("upgrade without a key: %v %v, want 401", res, err)
 	}
-	c, _, err := dialWS(t, ctx, srv.URL, devKey)
+	c, _, err := dialWS(ctx, t, srv.URL, devKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestWebSocketManyInFlight(t *testing.T) {
 		"":   `not json`,
 	}
 	for _, f := range bad {
-		c.Write(ctx, websocket.MessageText, []byte(f))
+		_ = c.Write(ctx, websocket.MessageText, []byte(f))
 	}
 	acks := map[string]ack{}
 	errs := map[string]apiError{}
@@ -97,13 +97,13 @@ func TestWebSocketShutdown(t *testing.T) {
 	r := runIngress(t, in)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	c, _, err := dialWS(t, ctx, r.url, devKey)
+	c, _, err := dialWS(ctx, t, r.url, devKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
 	for i := range 10 {
-		c.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"submit","id":"%d","conversation_id":"c","model":"sim","messages":[{"role":"user","content":"hi"}]}`, i))
+		_ = c.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"submit","id":"%d","conversation_id":"c","model":"sim","messages":[{"role":"user","content":"hi"}]}`, i))
 	}
 	// Stop once the first answer is in: later submits may be answered
 	// (ack, or unavailable) or, if not yet read, get no answer (not accepted).
@@ -123,7 +123,9 @@ func TestWebSocketShutdown(t *testing.T) {
 			break
 		}
 		var rep wsReply
-		json.Unmarshal(data, &rep)
+		if err := json.Unmarshal(data, &rep); err != nil {
+			t.Errorf("answer %q: %v", data, err)
+		}
 		if rep.Type != "ack" && (rep.Type != "error" || rep.Error.Code != "unavailable") {
 			t.Errorf("answer during shutdown: %s", data)
 		}

@@ -1,8 +1,10 @@
 // Package kafkaconf builds the franz-go client options every Switchboard
 // binary shares: seed brokers, client ID, logging, franz-go's client
-// metrics (kprom, see Instrument), and trace context carried in record
-// headers (kotel, see Tracing). Service packages add their own producer or
-// consumer options on top. LagCollector exports a consumer group's lag.
+// metrics (kprom, see Instrument), and the hooks of telemetry.Tracing that
+// carry trace context in record headers. Service packages add their own
+// producer or consumer options on top. LagCollector exports a consumer
+// group's lag. The connection settings (--brokers and, later, TLS and SASL)
+// are defined once, in internal/daemon.
 package kafkaconf
 
 import (
@@ -14,6 +16,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/switchboard-llm/switchboard/internal/telemetry"
 )
 
 // DefaultBrokers are the devbroker's listeners that `make run` starts.
@@ -27,7 +31,7 @@ type Config struct {
 	ClientID string
 	// Tracing, when not nil, traces every record produced and fetched by
 	// the clients built from Opts. Nil: no tracing, no cost.
-	Tracing *Tracing
+	Tracing *telemetry.Tracing
 
 	metrics *clientMetrics // set by Instrument
 }
@@ -75,7 +79,7 @@ func (c Config) Opts(logger *slog.Logger) []kgo.Opt {
 	if c.metrics != nil {
 		opts = append(opts, kgo.WithHooks(c.metrics))
 	}
-	if hooks := c.Tracing.hooks(); len(hooks) > 0 {
+	if hooks := c.Tracing.KafkaHooks(); len(hooks) > 0 {
 		opts = append(opts, kgo.WithHooks(hooks...))
 	}
 	return opts

@@ -13,7 +13,9 @@ import (
 // produced and fetched per topic and broker, request latency, throttling,
 // buffered records). Every client built from the returned Config's Opts
 // feeds the same metrics, so a service with several clients shows their sum;
-// the buffered_* gauges follow the first client created.
+// the buffered_* gauges follow the first client created. kprom's
+// buffered_{produce,fetch}_records_total gauges are exported without the
+// _total suffix, which Prometheus reserves for counters (see gaugeRenamer).
 //
 // Call it once per service, where the registry is known, and build every
 // client from the result: a second Instrument on the same registry would
@@ -24,7 +26,7 @@ func (c Config) Instrument(service string, reg prometheus.Registerer) Config {
 	}
 	c.metrics = &clientMetrics{Metrics: kprom.NewMetrics("switchboard",
 		kprom.Subsystem(service+"_kafka"),
-		kprom.Registerer(reg),
+		kprom.Registerer(newGaugeRenamer(reg)),
 		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Batches, kprom.Records,
 			kprom.CompressedBytes, kprom.UncompressedBytes, kprom.ConsistentNaming),
 	)}

@@ -223,9 +223,9 @@ func (c *Cluster) fetch(ctx context.Context) error {
 
 func (c *Cluster) checkPortsFree(i int) error {
 	for _, p := range []int{c.cfg.Ports[i], c.cfg.ControllerPorts[i]} {
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)) //nolint:noctx // a momentary bind to see whether the port is free
 		if err != nil {
-			return fmt.Errorf("kafkalocal: node %d: port %d is taken by a process this cluster did not start (%v)", i+1, p, err)
+			return fmt.Errorf("kafkalocal: node %d: port %d is taken by a process this cluster did not start: %w", i+1, p, err)
 		}
 		l.Close()
 	}
@@ -322,7 +322,9 @@ func (c *Cluster) StartNode(i int) error {
 		return err
 	}
 	defer log.Close()
-	cmd := exec.Command(java, append(c.javaArgs(), "kafka.Kafka", c.propsFile(i))...)
+	// Never cancelled: the node outlives this call (Down and Kill stop it
+	// by PID).
+	cmd := exec.Command(java, append(c.javaArgs(), "kafka.Kafka", c.propsFile(i))...) //nolint:noctx // see above
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

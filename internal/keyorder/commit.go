@@ -44,37 +44,59 @@ func (e *Engine) commit(only map[*partition]bool) error {
 	ctx, cancel := context.WithTimeout(e.base, commitTimeout)
 	defer cancel()
 
-	want := map[topicPartition]commitPoint{}
-	var covered []staged
-	e.mu.Lock()
-	// The membership these partitions are held under, read with the
-	// snapshot: franz-go calls OnPartitionsLost (whose release takes e.mu)
-	// before it rejoins under a new member ID or generation, so a
-	// partition in the snapshot is still this membership's. A
-	// transactional offset commit sent under it is fenced (KIP-447) if the
-	// group has moved on meanwhile, instead of committing, under a newer
-	// membership, work another member may have started again.
-	member, gen := e.cl.GroupMetadata()
-	if e.txn != nil {
-		// Staged output of finished records goes into this commit; output
-		// of records not yet finished (staged between their handler's
-		// Stage and its return) waits for the next one.
-		rest := e.txn.staged[:0]
-		for _, s := range e.txn.staged {
-			switch {
-			case e.parts[s.p.tp] != s.p:
-				// released: its next owner redoes it
-			case only == nil && s.p.closing, only != nil && !only[s.p]:
-				rest = append(rest, s) // another commit takes it
-			case s.p.track.isFinished(s.offset):
-				covered = append(covered, s)
-			default:
-				rest = append(rest, s)
-			}
-		}
-		clear(e.txn.staged[len(rest):])
-		e.txn.staged = rest
+	want, covered, member, err := e.snapshot(only)
+	if err != nil {
+		e.restage(covered)
+		e.fail(err)
+		return err
 	}
+	if len(want) == 0 || (e.txn != nil && len(covered) == 0) {
+		// In exactly-once mode offsets move with output: franz-go ends a
+		// transaction that produced nothing without sending EndTxn, which
+		// would leave offsets alone in it pending until it times out.
+		if len(covered) > 0 {
+			e.restage(covered)
+		}
+		return nil
+	}
+
+	start := time.Now()
+	defer func() { e.m.commitSeconds.Observe(time.Since(start).Seconds()) }()
+	if e.txn != nil {
+		committed, err := e.commitTxn(ctx, want, covered, member.id, member.gen)
+		if committed {
+			e.markCommitted(want)
+		} else {
+			e.restage(covered)
+		}
+		return err
+	}
+	err = e.commitOffsets(ctx, want)
+	e.markCommitted(want)
+	return err
+}
+
+// snapshot returns, under the engine's lock, what a commit of only (nil:
+// every partition not being released) sends: the commit point of each
+// partition that changed since its last commit and, in exactly-once mode,
+// the staged output of finished records, taken off the staged list. It
+// fails with the output taken when a partition's metadata is over its
+// limit in exactly-once mode: the caller puts it back and stops.
+//
+// It also returns the group membership the partitions are held under, read
+// under the same lock: franz-go calls OnPartitionsLost (whose release takes
+// e.mu) before it rejoins under a new member ID or generation, so a
+// partition in the snapshot is still this membership's. A transactional
+// offset commit sent under it is fenced (KIP-447) if the group has moved
+// on meanwhile, instead of committing, under a newer membership, work
+// another member may have started again.
+func (e *Engine) snapshot(only map[*partition]bool) (map[topicPartition]commitPoint, []staged, membership, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var m membership
+	m.id, m.gen = e.cl.GroupMetadata()
+	covered := e.takeStaged(only)
+	want := map[topicPartition]commitPoint{}
 	for tp, p := range e.parts {
 		if p.track == nil || (only == nil && p.closing) || (only != nil && !only[p]) {
 			continue
@@ -90,10 +112,7 @@ func (e *Engine) commit(only map[*partition]bool) error {
 			err := fmt.Errorf("commit metadata of %s/%d is %d bytes, over its %d-byte limit",
 				tp.topic, tp.partition, len(md), e.cfg.MetadataLimit)
 			if e.txn != nil {
-				e.mu.Unlock()
-				e.restage(covered)
-				e.fail(err)
-				return err
+				return nil, covered, m, err
 			}
 			e.log.Error("committing the watermark alone", "err", err)
 			md = ""
@@ -103,29 +122,48 @@ func (e *Engine) commit(only map[*partition]bool) error {
 		}
 		want[tp] = commitPoint{p, w, md}
 	}
-	e.mu.Unlock()
-	if len(want) == 0 || (e.txn != nil && len(covered) == 0) {
-		// In exactly-once mode offsets move with output: franz-go ends a
-		// transaction that produced nothing without sending EndTxn, which
-		// would leave offsets alone in it pending until it times out.
-		if len(covered) > 0 {
-			e.restage(covered)
-		}
+	return want, covered, m, nil
+}
+
+// membership is a group member ID and generation (member epoch with
+// KIP-848).
+type membership struct {
+	id  string
+	gen int32
+}
+
+// takeStaged takes the staged output of finished records that a commit of
+// only goes with off the staged list (exactly-once mode; nil otherwise).
+// Output of records not yet finished (staged between their handler's
+// Stage and its return) waits for the next commit. e.mu is held.
+func (e *Engine) takeStaged(only map[*partition]bool) []staged {
+	if e.txn == nil {
 		return nil
 	}
-
-	start := time.Now()
-	defer func() { e.m.commitSeconds.Observe(time.Since(start).Seconds()) }()
-	if e.txn != nil {
-		committed, err := e.commitTxn(ctx, want, covered, member, gen)
-		if committed {
-			e.markCommitted(want)
-		} else {
-			e.restage(covered)
+	var covered []staged
+	rest := e.txn.staged[:0]
+	for _, s := range e.txn.staged {
+		switch {
+		case e.parts[s.p.tp] != s.p:
+			// released: its next owner redoes it
+		case only == nil && s.p.closing, only != nil && !only[s.p]:
+			rest = append(rest, s) // another commit takes it
+		case s.p.track.isFinished(s.offset):
+			covered = append(covered, s)
+		default:
+			rest = append(rest, s)
 		}
-		return err
 	}
+	clear(e.txn.staged[len(rest):])
+	e.txn.staged = rest
+	return covered
+}
 
+// commitOffsets commits want's watermarks with their metadata (added to
+// the OffsetCommit request by a pre-commit hook). Partitions whose commit
+// failed are removed from want, so that only what the cluster holds is
+// marked committed.
+func (e *Engine) commitOffsets(ctx context.Context, want map[topicPartition]commitPoint) error {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	for tp, pt := range want {
 		if offsets[tp.topic] == nil {
@@ -160,7 +198,6 @@ func (e *Engine) commit(only map[*partition]bool) error {
 			}
 		}
 	})
-	e.markCommitted(want)
 	return err
 }
 

@@ -346,7 +346,18 @@ func TestBudgets(t *testing.T) {
 		return chk.handle(ctx, rec)
 	}
 	startEngine(t, c, Config{Group: "g", Topics: topics, Handler: handler, MaxInFlight: 5, TopicLimits: map[string]int{"batch": 3}})
-	time.Sleep(200 * time.Millisecond) // the batch flood is under way
+	// The batch flood is under way: batch uses its whole limit.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		chk.mu.Lock()
+		busy := chk.inflight["batch"] == 3
+		chk.mu.Unlock()
+		if busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the batch lane never used its whole limit")
+		}
+	}
 	produce(t, c, []string{"interactive"}, 50, 50, rng)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()

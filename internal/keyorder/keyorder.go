@@ -297,7 +297,6 @@ func New(cfg Config) (*Engine, error) {
 		opts = append(opts,
 			kgo.TransactionalID(cfg.TransactionalID),
 			kgo.TransactionTimeout(e.txnTimeout),
-			kgo.RequireStableFetchOffsets(),
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		)
 	}
@@ -330,7 +329,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	close(e.running)
 	e.join()
 	stopCommits, commitsDone := make(chan struct{}), make(chan struct{})
-	go func() {
+	go func() { //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
 		defer close(commitsDone)
 		e.commitLoop(stopCommits)
 	}()
@@ -360,8 +359,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		all[tp.topic] = append(all[tp.topic], tp.partition)
 	}
 	e.mu.Unlock()
-	e.release(all, e.cfg.ShutdownTimeout, e.fatal.Load() == nil)
-	e.leave()
+	e.release(all, e.cfg.ShutdownTimeout, e.fatal.Load() == nil) //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
+	e.leave()                                                    //nolint:contextcheck // the leave runs on the engine's base context, bounded by LeaveTimeout: a stopping caller's context would cut it off
 	e.wg.Wait()
 	if err := e.fatal.Load(); err != nil {
 		return *err

@@ -121,7 +121,7 @@ func (e *Engine) revoked(ctx context.Context, _ *kgo.Client, revoked map[string]
 	}
 	e.m.rebalances.WithLabelValues("revoked").Inc()
 	e.log.Info("partitions revoked", "partitions", revoked)
-	e.release(revoked, e.cfg.RevokeTimeout, true)
+	e.release(revoked, e.cfg.RevokeTimeout, true) //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
 }
 
 // lost drops the partitions at once, without committing: another member
@@ -135,7 +135,7 @@ func (e *Engine) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int3
 	e.mu.Lock()
 	e.joined = false // until the group assigns again
 	e.mu.Unlock()
-	e.release(lost, 0, false)
+	e.release(lost, 0, false) //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
 }
 
 // waitRunning waits until Run has started; false if ctx ends first (the

@@ -175,11 +175,11 @@ func (e *Engine) start(c *conv) {
 	e.inflight++
 	e.m.inflight.WithLabelValues(p.lane.topic).Inc()
 	e.wg.Add(1)
-	go e.run(c, it, p.ctx)
+	go e.run(p.ctx, c, it)
 }
 
 // run calls the handler until it succeeds or the partition's context ends.
-func (e *Engine) run(c *conv, it item, ctx context.Context) {
+func (e *Engine) run(ctx context.Context, c *conv, it item) {
 	defer e.wg.Done()
 	rec := it.rec
 	backoff := e.cfg.RetryBackoff
@@ -237,9 +237,7 @@ func (e *Engine) done(c *conv, it item, finished bool) {
 		delete(p.convs, c.key)
 	}
 	if len(p.parked) > 0 {
-		for _, pc := range p.parked {
-			p.lane.ready = append(p.lane.ready, pc) // still queued
-		}
+		p.lane.ready = append(p.lane.ready, p.parked...) // still queued
 		p.parked = p.parked[:0]
 	}
 	if p.paused && p.buffered <= e.cfg.LowMark {

@@ -212,7 +212,7 @@ func decodeMetadata(watermark int64, md string) (*finishedSet, error) {
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(md[len(metadataPrefix):])
 	if err != nil {
-		return fs, fmt.Errorf("%w: %v", errMetadata, err)
+		return fs, fmt.Errorf("%w: %w", errMetadata, err)
 	}
 	pos := watermark
 	for i := 0; len(raw) > 0; i++ {

@@ -74,7 +74,7 @@ func (e *Engine) Stage(rec *kgo.Record, records ...*kgo.Record) error {
 func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commitPoint, covered []staged, member string, gen int32) (bool, error) {
 	if err := e.cl.BeginTransaction(); err != nil {
 		// A transaction left open by a failed abort: end it, then begin.
-		if aerr := e.abortTxn(); aerr != nil {
+		if aerr := e.abortTxn(); aerr != nil { //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
 			return false, fmt.Errorf("begin transaction: %w (aborting the open one: %w)", err, aerr)
 		}
 		if err = e.cl.BeginTransaction(); err != nil {
@@ -113,7 +113,7 @@ func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commit
 		err = e.txnOffsetCommit(ctx, points, member, gen)
 	}
 	if err != nil {
-		if aerr := e.abortTxn(); aerr != nil {
+		if aerr := e.abortTxn(); aerr != nil { //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
 			err = errors.Join(err, aerr)
 		}
 		return false, err
@@ -124,10 +124,10 @@ func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commit
 		return true, nil
 	}
 	err = fmt.Errorf("end transaction: %w", eerr)
-	if aerr := e.abortTxn(); aerr != nil {
+	if aerr := e.abortTxn(); aerr != nil { //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
 		return false, errors.Join(err, aerr)
 	}
-	committed, oerr := e.txnLanded(points)
+	committed, oerr := e.txnLanded(points) //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
 	if oerr != nil {
 		// Writing the output again could repeat it; not writing it could
 		// lose it. Stop: the next owners start from the stable offsets.

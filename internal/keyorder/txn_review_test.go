@@ -91,11 +91,17 @@ func TestTxnNewOwnerWaitsForStableOffsets(t *testing.T) {
 			break
 		}
 	}
-	time.Sleep(2 * time.Second) // let it commit
+	// Wait for its commit: the three outputs become visible to a
+	// read_committed reader.
+	var got []string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got = readCommittedOut(t, c); len(got) >= 3 {
+			break
+		}
+	}
 	mu.Lock()
 	t.Logf("second owner handled offsets %v (after %v)", handled, time.Since(start).Round(time.Second))
 	mu.Unlock()
-	got := readCommittedOut(t, c)
 	slices.Sort(got) // three keys: no order between them
 	wantOut(t, got, "out-0-0", "out-0-1", "out-0-2")
 }

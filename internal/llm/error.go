@@ -106,11 +106,11 @@ func (c *Client) callError(ctx, callCtx context.Context, err error) error {
 	if ctx.Err() != nil { // the caller gave up; not ours to retry
 		return fmt.Errorf("llm: %w", context.Cause(ctx))
 	}
-	switch context.Cause(callCtx) {
-	case errTotalTimeout:
+	switch cause := context.Cause(callCtx); {
+	case errors.Is(cause, errTotalTimeout):
 		return &Error{Code: CodeTimeout, Message: fmt.Sprintf("no complete answer within %v", c.cfg.TotalTimeout),
 			Retryable: true, err: context.DeadlineExceeded}
-	case errFirstTokenTimeout:
+	case errors.Is(cause, errFirstTokenTimeout):
 		return &Error{Code: CodeFirstTokenTimeout, Message: fmt.Sprintf("no first token within %v", c.cfg.FirstTokenTimeout),
 			Retryable: true, err: context.DeadlineExceeded}
 	}
@@ -146,8 +146,8 @@ func invalidResponse(msg string, err error) *Error {
 // retryableStatus reports whether a call answered with status may succeed
 // if retried.
 func retryableStatus(status int) bool {
-	switch {
-	case status == http.StatusRequestTimeout, status == http.StatusTooEarly, status == http.StatusTooManyRequests:
+	switch status {
+	case http.StatusRequestTimeout, http.StatusTooEarly, http.StatusTooManyRequests:
 		return true
 	default:
 		return status >= 500

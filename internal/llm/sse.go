@@ -40,10 +40,10 @@ type sseReader struct {
 }
 
 // newSSEReader reads events from r, each line and each event's data at
-// most max bytes long.
-func newSSEReader(r io.Reader, max int) *sseReader {
-	s := &sseReader{sc: bufio.NewScanner(r), max: max}
-	s.sc.Buffer(make([]byte, 0, min(4096, max+2)), max+2) // +2: room for a CRLF
+// most maxBytes long.
+func newSSEReader(r io.Reader, maxBytes int) *sseReader {
+	s := &sseReader{sc: bufio.NewScanner(r), max: maxBytes}
+	s.sc.Buffer(make([]byte, 0, min(4096, maxBytes+2)), maxBytes+2) // +2: room for a CRLF
 	s.sc.Split(s.splitLines)
 	return s
 }

@@ -10,8 +10,8 @@ import (
 )
 
 // readAllEvents reads every event of r and the error that ended it.
-func readAllEvents(r io.Reader, max int) ([]sseEvent, error) {
-	s := newSSEReader(r, max)
+func readAllEvents(r io.Reader, maxBytes int) ([]sseEvent, error) {
+	s := newSSEReader(r, maxBytes)
 	var out []sseEvent
 	for {
 		ev, err := s.next()
@@ -50,12 +50,12 @@ func TestSSEReader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			max := tt.max
-			if max == 0 {
-				max = maxEventBytes
+			limit := tt.max
+			if limit == 0 {
+				limit = maxEventBytes
 			}
 			for _, r := range []io.Reader{strings.NewReader(tt.in), iotest.OneByteReader(strings.NewReader(tt.in))} {
-				got, err := readAllEvents(r, max)
+				got, err := readAllEvents(r, limit)
 				if !errors.Is(err, tt.wantErr) {
 					t.Errorf("error = %v, want %v", err, tt.wantErr)
 				}
@@ -91,11 +91,11 @@ func FuzzSSE(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	const max = 32
+	const limit = 32
 	f.Fuzz(func(t *testing.T, in []byte) {
-		whole, wholeErr := readAllEvents(strings.NewReader(string(in)), max)
-		bytewise, byteErr := readAllEvents(iotest.OneByteReader(strings.NewReader(string(in))), max)
-		half, halfErr := readAllEvents(iotest.HalfReader(strings.NewReader(string(in))), max)
+		whole, wholeErr := readAllEvents(strings.NewReader(string(in)), limit)
+		bytewise, byteErr := readAllEvents(iotest.OneByteReader(strings.NewReader(string(in))), limit)
+		half, halfErr := readAllEvents(iotest.HalfReader(strings.NewReader(string(in))), limit)
 		if !errors.Is(wholeErr, io.EOF) && !errors.Is(wholeErr, errEventTooLarge) {
 			t.Fatalf("unexpected error %v", wholeErr)
 		}
@@ -108,8 +108,8 @@ func FuzzSSE(f *testing.F) {
 			}
 		}
 		for _, ev := range whole {
-			if len(ev.Data) > max {
-				t.Fatalf("event data %d bytes, bound %d", len(ev.Data), max)
+			if len(ev.Data) > limit {
+				t.Fatalf("event data %d bytes, bound %d", len(ev.Data), limit)
 			}
 		}
 	})

@@ -144,10 +144,19 @@ type Reader interface {
 	Close()
 }
 
+// nameKafka names the driver and the reader that go straight to Kafka.
+const nameKafka = "kafka"
+
+// Class names of the scenarios' loads.
+const (
+	classInteractive = "interactive"
+	classBatch       = "batch"
+)
+
 // Driver and reader names NewDriver and NewReader know.
 var (
-	DriverNames = []string{"http", "ws", "kafka"}
-	ReaderNames = []string{"sse", "kafka"}
+	DriverNames = []string{"http", "ws", nameKafka}
+	ReaderNames = []string{"sse", nameKafka}
 )
 
 // NewDriver returns the named driver: "http" posts to ingress, "kafka"
@@ -161,7 +170,7 @@ func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 		return newHTTPDriver(ep.IngressURL, ep.APIKey, 30*time.Second), nil
 	case "ws":
 		return NewCallSender(name, ep)
-	case "kafka":
+	case nameKafka:
 		if kafkaOpts == nil {
 			return nil, errors.New("driver kafka: no brokers")
 		}
@@ -195,7 +204,7 @@ func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
 			return nil, errors.New("reader sse: no egress URL")
 		}
 		return newSSEReader(ep.EgressURL, ep.APIKey), nil
-	case "kafka":
+	case nameKafka:
 		if kafkaOpts == nil {
 			return nil, errors.New("reader kafka: no brokers")
 		}

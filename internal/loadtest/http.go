@@ -85,7 +85,7 @@ func (d *httpDriver) SendCall(ctx context.Context, ms []Message) []error {
 	}
 	if err := json.Unmarshal(b, &answer); err != nil || len(answer.Results) != len(ms) {
 		for i := range errs {
-			errs[i] = &SendError{Code: "bad_batch_answer", Status: http.StatusOK, Err: fmt.Errorf("batch answer %.200q: %v", b, err)}
+			errs[i] = &SendError{Code: "bad_batch_answer", Status: http.StatusOK, Err: fmt.Errorf("batch answer %.200q: %w", b, err)}
 		}
 		return errs
 	}

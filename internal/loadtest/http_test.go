@@ -26,16 +26,16 @@ func TestHTTPDriverCodes(t *testing.T) {
 			http.NotFound(w, r)
 		case r.Header.Get("Authorization") != "Bearer k1":
 			w.WriteHeader(401)
-			io.WriteString(w, `{"error":{"code":"unauthenticated","message":"x"}}`)
+			_, _ = io.WriteString(w, `{"error":{"code":"unauthenticated","message":"x"}}`)
 		case r.Header.Get("Content-Type") != "application/json":
 			w.WriteHeader(415)
-			io.WriteString(w, `{"error":{"code":"unsupported_media_type","message":"x"}}`)
+			_, _ = io.WriteString(w, `{"error":{"code":"unsupported_media_type","message":"x"}}`)
 		case strings.Contains(string(b), `"model":"busy"`):
 			w.WriteHeader(503)
-			io.WriteString(w, `{"error":{"code":"unavailable","message":"x"}}`)
+			_, _ = io.WriteString(w, `{"error":{"code":"unavailable","message":"x"}}`)
 		default:
 			w.WriteHeader(202)
-			io.WriteString(w, `{"request_id":"r"}`)
+			_, _ = io.WriteString(w, `{"request_id":"r"}`)
 		}
 	}))
 	defer srv.Close()
@@ -100,7 +100,7 @@ func TestSSEReaderResumes(t *testing.T) {
 		mu.Unlock()
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
-		io.WriteString(w, ": hello\n\n")
+		_, _ = io.WriteString(w, ": hello\n\n")
 		w.(http.Flusher).Flush()
 		if n > 2 {
 			<-r.Context().Done()

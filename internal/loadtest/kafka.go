@@ -22,9 +22,9 @@ type Topics struct {
 	Interactive, Batch, Results, DeadLetter string
 }
 
-// withPrefix returns t with the prefix old of every name replaced by new.
-func (t Topics) withPrefix(old, new string) Topics {
-	re := func(n string) string { return new + strings.TrimPrefix(n, old) }
+// withPrefix returns t with the prefix from of every name replaced by to.
+func (t Topics) withPrefix(from, to string) Topics {
+	re := func(n string) string { return to + strings.TrimPrefix(n, from) }
 	return Topics{Interactive: re(t.Interactive), Batch: re(t.Batch), Results: re(t.Results), DeadLetter: re(t.DeadLetter)}
 }
 
@@ -52,7 +52,7 @@ func newKafkaDriver(opts []kgo.Opt, topics Topics, tenant string) (*kafkaDriver,
 	return &kafkaDriver{cl: cl, topics: topics, tenant: tenant}, nil
 }
 
-func (d *kafkaDriver) Name() string { return "kafka" }
+func (d *kafkaDriver) Name() string { return nameKafka }
 
 func (d *kafkaDriver) Send(ctx context.Context, m Message) error {
 	rec, err := envelope.EncodeRequest(d.topics.requests(m.Lane), &pb.Request{
@@ -99,7 +99,7 @@ func newKafkaReader(opts []kgo.Opt, topics Topics) *kafkaReader {
 	return &kafkaReader{opts: opts, topic: topics.Results}
 }
 
-func (r *kafkaReader) Name() string { return "kafka" }
+func (r *kafkaReader) Name() string { return nameKafka }
 
 func (r *kafkaReader) Open(ctx context.Context, deliver func(Answer)) error {
 	start, err := endOffsets(ctx, r.opts, r.topic)

@@ -250,21 +250,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		defer sw.close()
 	}
-	if err := cfg.Reader.Open(ctx, r.led.observe); err != nil {
-		return nil, fmt.Errorf("loadtest: open %s reader: %w", cfg.Reader.Name(), err)
+	if err := r.openReader(ctx); err != nil {
+		return nil, err
 	}
 	defer cfg.Reader.Close()
-
-	// Open-loop conversations are watched before the clock starts, so
-	// the cost of opening streams is not charged to the first requests.
-	for li, l := range cfg.Loads {
-		if l.Rate == 0 {
-			continue
-		}
-		if err := r.watchAll(ctx, li, l); err != nil {
-			return nil, err
-		}
-	}
 
 	r.begin = time.Now()
 	r.led.mu.Lock()
@@ -273,8 +262,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	var samplers sync.WaitGroup
-	stopSampling := make(chan struct{})
 	procs := newProcWatch(cfg.Processes, r.begin)
 	var lag *lagWatch
 	if cfg.KafkaOpts != nil {
@@ -284,48 +271,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		defer lag.close()
 	}
-	samplers.Add(1)
-	go func() {
-		defer samplers.Done()
-		r.sample(runCtx, stopSampling, procs, lag)
-	}()
-	if cfg.ModelURL != "" {
-		samplers.Add(1)
-		go func() {
-			defer samplers.Done()
-			r.direct(runCtx, stopSampling)
-		}()
-	}
-	var faults sync.WaitGroup
-	for _, f := range cfg.Faults {
-		faults.Add(1)
-		go func() {
-			defer faults.Done()
-			select {
-			case <-runCtx.Done():
-				return
-			case <-time.After(time.Until(r.begin.Add(f.At))):
-			}
-			r.event(f.Name)
-			if err := f.Do(runCtx); err != nil {
-				r.event(f.Name + " failed: " + err.Error())
-			}
-		}()
-	}
-
-	var loads sync.WaitGroup // owns every sending goroutine
-	for li, l := range cfg.Loads {
-		loads.Add(1)
-		go func() {
-			defer loads.Done()
-			if l.Rate > 0 {
-				r.openLoop(runCtx, li, l, &loads)
-			} else {
-				r.closedLoop(runCtx, li, l, &loads)
-			}
-		}()
-	}
-	loads.Wait()
+	stopSampling := make(chan struct{})
+	samplers := r.startSamplers(runCtx, stopSampling, procs, lag)
+	faults := r.startFaults(runCtx)
+	r.send(runCtx)
 	sendEnd := time.Now()
 	if ctx.Err() != nil {
 		cancel()
@@ -334,20 +283,96 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		faults.Wait()
 		return nil, ctx.Err()
 	}
+	r.drain(ctx)
+	faults.Wait()
+	close(stopSampling)
+	samplers.Wait()
+	cfg.Reader.Close()
+	return r.report(started, sendEnd, procs, lag, dls), nil
+}
 
-	// Drain: wait until every accepted request is answered or Drain passes.
-	deadline := time.Now().Add(cfg.Drain)
+// openReader opens the answers' reader into the ledger, and watches the
+// open-loop conversations before the clock starts, so the cost of opening
+// streams is not charged to the first requests.
+func (r *run) openReader(ctx context.Context) error {
+	if err := r.cfg.Reader.Open(ctx, r.led.observe); err != nil {
+		return fmt.Errorf("loadtest: open %s reader: %w", r.cfg.Reader.Name(), err)
+	}
+	for li, l := range r.cfg.Loads {
+		if l.Rate == 0 {
+			continue
+		}
+		if err := r.watchAll(ctx, li, l); err != nil {
+			r.cfg.Reader.Close()
+			return err
+		}
+	}
+	return nil
+}
+
+// startSamplers starts sampling processes and lag and, with a model URL,
+// the direct reference calls, until stop is closed; wait on the result.
+func (r *run) startSamplers(ctx context.Context, stop <-chan struct{}, procs *procWatch, lag *lagWatch) *sync.WaitGroup {
+	var samplers sync.WaitGroup
+	samplers.Go(func() { r.sample(ctx, stop, procs, lag) })
+	if r.cfg.ModelURL != "" {
+		samplers.Go(func() { r.direct(ctx, stop) })
+	}
+	return &samplers
+}
+
+// startFaults runs each fault at its time after begin, unless ctx ends
+// first; wait on the result.
+func (r *run) startFaults(ctx context.Context) *sync.WaitGroup {
+	var faults sync.WaitGroup
+	for _, f := range r.cfg.Faults {
+		faults.Go(func() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(r.begin.Add(f.At))):
+			}
+			r.event(f.Name)
+			if err := f.Do(ctx); err != nil {
+				r.event(f.Name + " failed: " + err.Error())
+			}
+		})
+	}
+	return &faults
+}
+
+// send runs every load (open or closed loop) and returns when all have
+// stopped sending.
+func (r *run) send(ctx context.Context) {
+	var loads sync.WaitGroup // owns every sending goroutine
+	for li, l := range r.cfg.Loads {
+		loads.Add(1)
+		go func() {
+			defer loads.Done()
+			if l.Rate > 0 {
+				r.openLoop(ctx, li, l, &loads)
+			} else {
+				r.closedLoop(ctx, li, l, &loads)
+			}
+		}()
+	}
+	loads.Wait()
+}
+
+// drain waits until every accepted request is answered or Drain passes.
+func (r *run) drain(ctx context.Context) {
+	deadline := time.Now().Add(r.cfg.Drain)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if r.led.outstanding() == 0 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	faults.Wait()
-	close(stopSampling)
-	samplers.Wait()
-	cfg.Reader.Close()
+}
 
+// report builds the run's report from the ledger and the samplers.
+func (r *run) report(started, sendEnd time.Time, procs *procWatch, lag *lagWatch, dls *deadLetters) *Report {
+	cfg := r.cfg
 	rep := &Report{
 		Scenario: cfg.Scenario, Description: cfg.Description, Label: cfg.Label, Command: cfg.Command,
 		StartedAt: started.UTC(), Driver: cfg.Driver.Name(), Reader: cfg.Reader.Name(), Settings: cfg.Settings,
@@ -393,7 +418,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.CheckStoredOrder {
 		rep.Checks = append(rep.Checks, storedChecks(rep)...)
 	}
-	return rep, nil
+	return rep
 }
 
 func hasBad(loads []Load) bool {
@@ -495,13 +520,13 @@ func (r *run) badPicker() func() (string, RawSender) {
 	var via []string
 	if rs, ok := r.cfg.Driver.(RawSender); ok {
 		kinds := HTTPBadKinds
-		if r.cfg.Driver.Name() == "kafka" {
+		if r.cfg.Driver.Name() == nameKafka {
 			kinds = KafkaBadKinds
 		}
 		senders, pickers, via = append(senders, rs), append(pickers, &badPicker{kinds: kinds}), append(via, r.cfg.Driver.Name())
 	}
-	if r.cfg.BadKafka != nil && r.cfg.Driver.Name() != "kafka" {
-		senders, pickers, via = append(senders, r.cfg.BadKafka), append(pickers, &badPicker{kinds: KafkaBadKinds}), append(via, "kafka")
+	if r.cfg.BadKafka != nil && r.cfg.Driver.Name() != nameKafka {
+		senders, pickers, via = append(senders, r.cfg.BadKafka), append(pickers, &badPicker{kinds: KafkaBadKinds}), append(via, nameKafka)
 	}
 	n := 0
 	return func() (string, RawSender) {

@@ -82,8 +82,8 @@ func (b Bad) httpBody() ([]byte, string) {
 // Kafka form.
 func badRecord(topic, conv string, b Bad) *kgo.Record {
 	rec := &kgo.Record{Topic: topic, Key: []byte(conv), Headers: []kgo.RecordHeader{{Key: headerLoadtestID, Value: []byte(b.ID)}}}
-	ct := func(v string) {
-		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: envelope.HeaderContentType, Value: []byte(v)})
+	jsonContent := func() {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: envelope.HeaderContentType, Value: []byte(envelope.ContentTypeJSON)})
 	}
 	switch b.Kind {
 	case BadGarbage:
@@ -94,7 +94,7 @@ func badRecord(topic, conv string, b Bad) *kgo.Record {
 		// Make sure it is not accidentally valid: field 0 is illegal.
 		rec.Value[0] = 0x00
 	case BadJSON:
-		ct(envelope.ContentTypeJSON)
+		jsonContent()
 		rec.Value = []byte(`{"model":"` + b.Model + `","messages":[{"role":`)
 	case BadUTF8:
 		// Protobuf by hand: proto3 strings must be UTF-8, which Go's
@@ -114,14 +114,14 @@ func badRecord(topic, conv string, b Bad) *kgo.Record {
 		rec.Value = v
 	case BadNoKey:
 		rec.Key = nil
-		ct(envelope.ContentTypeJSON)
+		jsonContent()
 		rec.Value = []byte(`{"model":"` + b.Model + `","messages":[{"role":"user","content":"no key"}]}`)
 	case BadSchema:
-		ct(envelope.ContentTypeJSON)
+		jsonContent()
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: envelope.HeaderSchemaVersion, Value: []byte("99")})
 		rec.Value = []byte(`{"model":"` + b.Model + `","messages":[{"role":"user","content":"from the future"}]}`)
 	case BadUnknownModel:
-		ct(envelope.ContentTypeJSON)
+		jsonContent()
 		v, _ := json.Marshal(map[string]any{"conversation_id": conv, "lane": envelope.LaneInteractive, "model": "no-such-model-loadtest",
 			"messages": []map[string]string{{"role": "user", "content": "hello"}}, "metadata": map[string]string{MetadataKey: b.ID}})
 		rec.Value = v

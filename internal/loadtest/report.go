@@ -255,9 +255,9 @@ func (r *Report) classNames() []string {
 	names := slices.Sorted(maps.Keys(r.Classes))
 	slices.SortStableFunc(names, func(a, b string) int {
 		switch {
-		case a == "interactive":
+		case a == classInteractive:
 			return -1
-		case b == "interactive":
+		case b == classInteractive:
 			return 1
 		}
 		return 0

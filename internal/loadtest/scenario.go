@@ -13,6 +13,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchboard-llm/switchboard/internal/envelope"
 )
 
 // Params scale the scenarios. The zero value of a field means its default
@@ -75,25 +77,25 @@ func Scenarios() []Scenario {
 	return []Scenario{
 		{Name: "baseline", Description: "open loop: a steady interactive rate across many conversations",
 			build: func(p Params, c *Config, _ *Stack) {
-				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
+				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
 			}},
 		{Name: "spike", Description: "closed loop: 0 to N users within the ramp, each waiting for its answer and thinking before the next",
 			build: func(p Params, c *Config, _ *Stack) {
 				c.Warmup = 0
-				c.Loads = []Load{{Class: "interactive", Users: p.Users, Ramp: p.Ramp, Think: p.Think}}
+				c.Loads = []Load{{Class: classInteractive, Users: p.Users, Ramp: p.Ramp, Think: p.Think}}
 			}},
 		{Name: "long-tail", Description: "baseline with a share of model calls far slower than the rest",
 			stack: func(p Params, s *StackConfig) {
 				s.LongTailFraction, s.LongTailLatency = p.LongTailShare, p.LongTailLatency
 			},
 			build: func(p Params, c *Config, _ *Stack) {
-				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
+				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
 			}},
 		{Name: "batch", Description: "baseline interactive load while batch users push the batch lane as hard as it goes",
 			build: func(p Params, c *Config, _ *Stack) {
 				c.Loads = []Load{
-					{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations},
-					{Class: "batch", Lane: "batch", Users: p.BatchUsers},
+					{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations},
+					{Class: classBatch, Lane: envelope.LaneBatch, Users: p.BatchUsers},
 				}
 			}},
 		{Name: "mixed", Description: "long-tail and batch together: interactive load with a share of slow model calls while batch users push the batch lane",
@@ -102,14 +104,14 @@ func Scenarios() []Scenario {
 			},
 			build: func(p Params, c *Config, _ *Stack) {
 				c.Loads = []Load{
-					{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations},
-					{Class: "batch", Lane: "batch", Users: p.BatchUsers},
+					{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations},
+					{Class: classBatch, Lane: envelope.LaneBatch, Users: p.BatchUsers},
 				}
 			}},
 		{Name: "chaos", Description: "baseline while router-worker, egress and devbroker (or one node of a local Apache Kafka cluster) are killed with SIGKILL and restarted, and the model backend goes down",
 			NeedsStack: true,
 			build: func(p Params, c *Config, st *Stack) {
-				c.Loads = []Load{{Class: "interactive", Rate: p.Rate, Conversations: p.Conversations}}
+				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
 				c.AllowDuplicates = true
 				kill := func(name string) func(ctx context.Context) error {
 					return func(ctx context.Context) error { return st.KillRestart(ctx, name, p.ChaosDown) }
@@ -136,7 +138,7 @@ func Scenarios() []Scenario {
 			}},
 		{Name: "malformed", Description: "a share of bad inputs (wrong JSON, huge bodies, bad UTF-8, unknown models, garbage records straight to Kafka) among good ones",
 			build: func(p Params, c *Config, _ *Stack) {
-				c.Loads = []Load{{Class: "interactive", Rate: p.MalformedRate, Conversations: min(p.Conversations, 200), BadShare: p.BadShare}}
+				c.Loads = []Load{{Class: classInteractive, Rate: p.MalformedRate, Conversations: min(p.Conversations, 200), BadShare: p.BadShare}}
 			}},
 	}
 }
@@ -265,7 +267,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		if cfg.TopicPrefix != "" && sc.Stack.TopicPrefix == "" {
 			// The scenario's own topics on a cluster that outlives it:
 			// deleted after the stack stopped (defers run last first).
-			defer deleteTopics(sc.KafkaOpts(strings.Split(cfg.Brokers, ",")), topics)
+			defer deleteTopics(ctx, sc.KafkaOpts(strings.Split(cfg.Brokers, ",")), topics)
 		}
 		group = cfg.RouterGroup
 		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey, Tenant: st.Tenant,
@@ -292,7 +294,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		ModelURL: ep.ModelsimURL, KafkaOpts: kopts, Topics: ep.Kafka.Topics, Group: group,
 		Progress: sc.Progress.W, ProgressTTY: sc.Progress.TTY,
 	}
-	if s.Name == "malformed" && len(kopts) > 0 && sc.Driver != "kafka" {
+	if s.Name == "malformed" && len(kopts) > 0 && sc.Driver != nameKafka {
 		kd, err := newKafkaDriver(kopts, ep.Kafka.Topics, ep.Tenant)
 		if err != nil {
 			return nil, err
@@ -332,7 +334,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 			Detail: fmt.Sprintf("not running at the end: %v", exited)})
 	}
 	if s.Name == "malformed" {
-		c := rep.Classes["interactive"]
+		c := rep.Classes[classInteractive]
 		ok := c != nil && c.Lost == 0 && c.Failed == 0 && c.SendErrors == 0
 		rep.Checks = append(rep.Checks, Check{Name: "malformed: good requests all succeed", Pass: ok,
 			Detail: fmt.Sprintf("good requests: %s", goodSummary(c))})
@@ -385,12 +387,12 @@ func addComparisons(s *Suite) {
 			base = r
 		}
 	}
-	if base == nil || base.Classes["interactive"] == nil {
+	if base == nil || base.Classes[classInteractive] == nil {
 		return
 	}
-	b := base.Classes["interactive"].LatencyMS
+	b := base.Classes[classInteractive].LatencyMS
 	for _, r := range s.Reports {
-		c := r.Classes["interactive"]
+		c := r.Classes[classInteractive]
 		if r == base || c == nil || !slices.Contains([]string{"long-tail", "batch", "mixed", "chaos"}, r.Scenario) {
 			continue
 		}
@@ -409,14 +411,15 @@ func pct(a, b float64) float64 {
 // Names lists the scenario names.
 func Names() []string { return scenarioNames() }
 
-// deleteTopics deletes a scenario's topics, best effort (bounded to 30s).
-func deleteTopics(opts []kgo.Opt, t Topics) {
+// deleteTopics deletes a scenario's topics, best effort (bounded to 30s,
+// also after ctx ended: the run is over, its topics still go).
+func deleteTopics(ctx context.Context, opts []kgo.Opt, t Topics) {
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	_, _ = kadm.NewClient(cl).DeleteTopics(ctx, t.Interactive, t.Batch, t.Results, t.DeadLetter)
 }

@@ -154,7 +154,7 @@ func (d *wsDriver) get(ctx context.Context) (*websocket.Conn, error) {
 	if d.key != "" {
 		h.Set("Authorization", "Bearer "+d.key)
 	}
-	c, resp, err := websocket.Dial(ctx, d.url, &websocket.DialOptions{HTTPHeader: h})
+	c, resp, err := websocket.Dial(ctx, d.url, &websocket.DialOptions{HTTPHeader: h}) //nolint:bodyclose // the upgrade's response has no body to close
 	if err != nil {
 		d.put(nil, true)
 		code := transportCode(err)

@@ -15,8 +15,12 @@ type apiError struct {
 }
 
 // badRequest returns a 400 invalid_request_error.
+
+// typeInvalidRequest is OpenAI's error type of a request the server refuses.
+const typeInvalidRequest = "invalid_request_error"
+
 func badRequest(code, msg string) *apiError {
-	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: code, Message: msg}
+	return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: code, Message: msg}
 }
 
 // writeError answers e as JSON with its status.

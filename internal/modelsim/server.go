@@ -79,7 +79,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{
 			Status:  http.StatusNotFound,
-			Type:    "invalid_request_error",
+			Type:    typeInvalidRequest,
 			Code:    "not_found",
 			Message: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path),
 		})
@@ -91,11 +91,11 @@ func (s *Server) Handler() http.Handler {
 // with GET).
 func allow(method string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+		if r.Method != method && (method != http.MethodGet || r.Method != http.MethodHead) {
 			w.Header().Set("Allow", method)
 			writeError(w, &apiError{
 				Status:  http.StatusMethodNotAllowed,
-				Type:    "invalid_request_error",
+				Type:    typeInvalidRequest,
 				Code:    "method_not_allowed",
 				Message: fmt.Sprintf("method %s not allowed, use %s", r.Method, method),
 			})
@@ -141,7 +141,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &tooLarge) {
 			writeError(w, &apiError{
 				Status:  http.StatusRequestEntityTooLarge,
-				Type:    "invalid_request_error",
+				Type:    typeInvalidRequest,
 				Code:    "request_too_large",
 				Message: fmt.Sprintf("request body larger than %d bytes", tooLarge.Limit),
 			})
@@ -158,7 +158,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if !s.models[req.Model] {
 		writeError(w, &apiError{
 			Status:  http.StatusNotFound,
-			Type:    "invalid_request_error",
+			Type:    typeInvalidRequest,
 			Code:    "model_not_found",
 			Message: fmt.Sprintf("the model %q does not exist; served models: %s", req.Model, strings.Join(s.cfg.Models, ", ")),
 		})

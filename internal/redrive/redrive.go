@@ -102,12 +102,52 @@ func (r Report) String() string {
 // lists) the selected dead letters. It returns what it did so far even when
 // it fails.
 func Run(ctx context.Context, cfg Config) (Report, error) {
-	var rep Report
+	if err := cfg.complete(); err != nil {
+		return Report{}, err
+	}
+	// Control records are kept so that a partition ending in a transaction
+	// marker is still read to its end; aborted dead letters are skipped.
+	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0),
+		kgo.KeepControlRecords(), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+	if err != nil {
+		return Report{}, fmt.Errorf("redrive: kafka client: %w", err)
+	}
+	defer cl.Close()
+	r := newRun(cfg, cl)
+	if err := r.position(ctx); err != nil || len(r.remaining) == 0 {
+		return r.rep, err
+	}
+	for len(r.remaining) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return r.rep, err
+		}
+		if err := fetches.Err0(); err != nil {
+			return r.rep, fmt.Errorf("redrive: fetch %s: %w", r.dlq, err)
+		}
+		b := r.take(fetches)
+		if err := r.finish(ctx, b); err != nil {
+			return r.rep, err
+		}
+		if b.stop {
+			cfg.Logger.Info("limit reached", "limit", cfg.Limit)
+			break
+		}
+	}
+	return r.rep, nil
+}
+
+// complete checks cfg and fills in its defaults.
+func (cfg *Config) complete() error {
 	if cfg.Topics == nil {
-		return rep, errors.New("redrive: topics spec is required")
+		return errors.New("redrive: topics spec is required")
 	}
 	if err := cfg.Kafka.Validate(); err != nil {
-		return rep, err
+		return err
+	}
+	if cfg.Limit < 0 {
+		return errors.New("redrive: limit must not be negative")
 	}
 	if cfg.Group == "" {
 		cfg.Group = "switchboard-redrive"
@@ -118,136 +158,148 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Limit < 0 {
-		return rep, errors.New("redrive: limit must not be negative")
-	}
-	dlq := cfg.Topics.Name(topicspec.DeadLetter)
-	requests := map[string]bool{
-		cfg.Topics.Name(topicspec.RequestsInteractive): true,
-		cfg.Topics.Name(topicspec.RequestsBatch):       true,
-	}
+	return nil
+}
 
-	// Control records are kept so that a partition ending in a transaction
-	// marker is still read to its end; aborted dead letters are skipped.
-	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0),
-		kgo.KeepControlRecords(), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
-	if err != nil {
-		return rep, fmt.Errorf("redrive: kafka client: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+// run is one re-drive under way.
+type run struct {
+	cfg       Config
+	cl        *kgo.Client
+	adm       *kadm.Client
+	dlq       string
+	requests  map[string]bool // the requests topics
+	selected  map[string]bool // Config.Conversations
+	enc       *json.Encoder
+	remaining map[int32]int64 // partition -> end offset still to reach
+	rep       Report
+}
 
-	ends, err := adm.ListEndOffsets(ctx, dlq)
+func newRun(cfg Config, cl *kgo.Client) *run {
+	r := &run{cfg: cfg, cl: cl, adm: kadm.NewClient(cl), dlq: cfg.Topics.Name(topicspec.DeadLetter),
+		requests: map[string]bool{
+			cfg.Topics.Name(topicspec.RequestsInteractive): true,
+			cfg.Topics.Name(topicspec.RequestsBatch):       true,
+		},
+		selected: map[string]bool{}, enc: json.NewEncoder(cfg.Out), remaining: map[int32]int64{}}
+	for _, c := range cfg.Conversations {
+		r.selected[c] = true
+	}
+	return r
+}
+
+// position starts consuming every partition of the dead-letter topic that
+// has records between where this run starts and the topic's current end.
+func (r *run) position(ctx context.Context) error {
+	ends, err := r.adm.ListEndOffsets(ctx, r.dlq)
 	if err == nil {
 		err = ends.Error()
 	}
 	if err != nil {
-		return rep, fmt.Errorf("redrive: end offsets of %s: %w", dlq, err)
+		return fmt.Errorf("redrive: end offsets of %s: %w", r.dlq, err)
 	}
-	starts, err := startOffsets(ctx, adm, cfg, dlq)
+	starts, err := startOffsets(ctx, r.adm, r.cfg, r.dlq)
 	if err != nil {
-		return rep, err
+		return err
 	}
 	consume := map[int32]kgo.Offset{}
-	remaining := map[int32]int64{} // partition -> end offset still to reach
 	ends.Each(func(o kadm.ListedOffset) {
 		if from := starts[o.Partition]; from < o.Offset {
 			consume[o.Partition] = kgo.NewOffset().At(from)
-			remaining[o.Partition] = o.Offset
+			r.remaining[o.Partition] = o.Offset
 		}
 	})
-	if len(consume) == 0 {
-		return rep, nil
+	if len(consume) > 0 {
+		r.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{r.dlq: consume})
 	}
-	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{dlq: consume})
+	return nil
+}
 
-	selected := map[string]bool{}
-	for _, c := range cfg.Conversations {
-		selected[c] = true
+// batch is what one fetch yields: requests to produce, report lines, the
+// progress to commit after them, and whether the limit was reached.
+type batch struct {
+	out    []*kgo.Record
+	lines  []*Line
+	commit kadm.Offsets
+	stop   bool
+}
+
+// take classifies the fetched records up to each partition's end, or up to
+// the limit.
+func (r *run) take(fetches kgo.Fetches) *batch {
+	b := &batch{commit: kadm.Offsets{}}
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		for _, rec := range p.Records {
+			end, open := r.remaining[rec.Partition]
+			if !open || b.stop {
+				continue
+			}
+			if rec.Offset >= end {
+				delete(r.remaining, rec.Partition)
+				continue
+			}
+			if !rec.Attrs.IsControl() && !r.takeRecord(b, rec) {
+				continue
+			}
+			// Taken, or a transaction marker (exactly-once mode wrote
+			// it): progress moves past it.
+			b.commit.AddOffset(r.dlq, rec.Partition, rec.Offset+1, -1)
+			if rec.Offset+1 >= end {
+				delete(r.remaining, rec.Partition)
+			}
+		}
+	})
+	return b
+}
+
+// takeRecord classifies one dead letter into b and counts it; it returns
+// false, taking nothing, when the limit is reached: that conversation
+// waits for the next run, and so must everything after it in this
+// partition (commits are per partition).
+func (r *run) takeRecord(b *batch, rec *kgo.Record) bool {
+	line, next := classify(rec, r.cfg, r.requests, r.selected)
+	if line.Action == "would_redrive" && r.cfg.Limit > 0 && r.rep.Redriven+r.rep.WouldRedrive >= r.cfg.Limit {
+		b.stop = true
+		return false
 	}
-	enc := json.NewEncoder(cfg.Out)
-	for len(remaining) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return rep, err
+	r.rep.Read++
+	switch line.Action {
+	case "would_redrive":
+		if r.cfg.Execute {
+			b.out = append(b.out, next)
+			line.Action = "redriven"
+			r.rep.Redriven++
+		} else {
+			r.rep.WouldRedrive++
 		}
-		if err := fetches.Err0(); err != nil {
-			return rep, fmt.Errorf("redrive: fetch %s: %w", dlq, err)
-		}
-		var out []*kgo.Record
-		var lines []*Line
-		commit := kadm.Offsets{}
-		stop := false
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			for _, rec := range p.Records {
-				end, open := remaining[rec.Partition]
-				if !open || stop {
-					continue
-				}
-				if rec.Offset >= end {
-					delete(remaining, rec.Partition)
-					continue
-				}
-				if rec.Attrs.IsControl() { // a transaction marker (exactly-once mode wrote it)
-					commit.AddOffset(dlq, rec.Partition, rec.Offset+1, -1)
-					if rec.Offset+1 >= end {
-						delete(remaining, rec.Partition)
-					}
-					continue
-				}
-				rep.Read++
-				line, next := classify(rec, cfg, requests, selected)
-				if line.Action == "would_redrive" && cfg.Limit > 0 && rep.Redriven+rep.WouldRedrive >= cfg.Limit {
-					// Over the limit: this conversation waits for the next
-					// run, and so must everything after it in this partition
-					// (commits are per partition).
-					stop = true
-					rep.Read--
-					continue
-				}
-				switch line.Action {
-				case "would_redrive":
-					if cfg.Execute {
-						out = append(out, next)
-						line.Action = "redriven"
-						rep.Redriven++
-					} else {
-						rep.WouldRedrive++
-					}
-				case "filtered":
-					rep.Filtered++
-				default:
-					rep.Skipped++
-				}
-				lines = append(lines, line)
-				commit.AddOffset(dlq, rec.Partition, rec.Offset+1, -1)
-				if rec.Offset+1 >= end {
-					delete(remaining, rec.Partition)
-				}
-			}
-		})
-		if cfg.Execute && len(out) > 0 {
-			if err := cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
-				return rep, fmt.Errorf("redrive: produce: %w (nothing of this batch is committed; a rerun sends it again)", err)
-			}
-		}
-		for _, l := range lines {
-			if err := enc.Encode(l); err != nil {
-				return rep, fmt.Errorf("redrive: write report: %w", err)
-			}
-		}
-		if cfg.Execute && len(commit) > 0 {
-			if err := adm.CommitAllOffsets(ctx, cfg.Group, commit); err != nil {
-				return rep, fmt.Errorf("redrive: commit progress to group %s: %w (the requests were produced; a rerun would send them again)", cfg.Group, err)
-			}
-		}
-		if stop {
-			cfg.Logger.Info("limit reached", "limit", cfg.Limit)
-			break
+	case "filtered":
+		r.rep.Filtered++
+	default:
+		r.rep.Skipped++
+	}
+	b.lines = append(b.lines, line)
+	return true
+}
+
+// finish produces b's requests (with Execute), writes its report lines,
+// then commits its progress (with Execute), in that order: progress is
+// never ahead of what was produced.
+func (r *run) finish(ctx context.Context, b *batch) error {
+	if r.cfg.Execute && len(b.out) > 0 {
+		if err := r.cl.ProduceSync(ctx, b.out...).FirstErr(); err != nil {
+			return fmt.Errorf("redrive: produce: %w (nothing of this batch is committed; a rerun sends it again)", err)
 		}
 	}
-	return rep, nil
+	for _, l := range b.lines {
+		if err := r.enc.Encode(l); err != nil {
+			return fmt.Errorf("redrive: write report: %w", err)
+		}
+	}
+	if r.cfg.Execute && len(b.commit) > 0 {
+		if err := r.adm.CommitAllOffsets(ctx, r.cfg.Group, b.commit); err != nil {
+			return fmt.Errorf("redrive: commit progress to group %s: %w (the requests were produced; a rerun would send them again)", r.cfg.Group, err)
+		}
+	}
+	return nil
 }
 
 // startOffsets returns where to start reading each partition: the group's

@@ -210,40 +210,79 @@ func (r Routing) Models() []string {
 
 // Validate reports the first error of r.
 func (r Routing) Validate() error {
-	bs := r.Backends
+	served, err := validateBackends(r.Backends)
+	if err != nil {
+		return err
+	}
+	if err := r.validateModels(served); err != nil {
+		return err
+	}
+	limits := map[string]Limit{"default": r.Tenants.Default}
+	for t, l := range r.Tenants.Overrides {
+		limits["tenant "+t] = l
+	}
+	for name, l := range limits {
+		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 {
+			return fmt.Errorf("tenants: %s: limits must not be negative", name)
+		}
+	}
+	if r.Breaker.Failures < 0 || r.Breaker.OpenFor < 0 || r.Breaker.Probes < 0 {
+		return errors.New("breaker: failures, open_for and probes must not be negative")
+	}
+	return nil
+}
+
+// validateBackends checks the backends and returns the models they serve.
+func validateBackends(bs []Backend) (served map[string]bool, err error) {
 	if len(bs) == 0 {
-		return errors.New("no backends configured")
+		return nil, errors.New("no backends configured")
 	}
 	names := map[string]bool{}
-	served := map[string]bool{}
+	served = map[string]bool{}
 	for i, b := range bs {
-		switch {
-		case b.Name == "":
-			return fmt.Errorf("backends[%d]: name is required", i)
-		case names[b.Name]:
-			return fmt.Errorf("backends[%d]: name %q is used twice", i, b.Name)
-		case !strings.HasPrefix(b.BaseURL, "http://") && !strings.HasPrefix(b.BaseURL, "https://"):
-			return fmt.Errorf("backend %s: base_url %q must start with http:// or https://", b.Name, b.BaseURL)
-		case len(b.Models) == 0:
-			return fmt.Errorf("backend %s: models must list at least one model", b.Name)
-		case b.Weight < 0 || b.MaxConcurrency < 0 || b.RequestsPerMinute < 0 || b.TokensPerMinute < 0:
-			return fmt.Errorf("backend %s: weight, max_concurrency and limits must not be negative", b.Name)
-		case b.Timeout < 0 || b.FirstTokenTimeout < 0 || b.ConnectTimeout < 0:
-			return fmt.Errorf("backend %s: timeouts must not be negative", b.Name)
-		case strings.ContainsAny(b.APIKey, "\r\n"):
-			return fmt.Errorf("backend %s: the API key must not contain line breaks", b.Name)
+		if names[b.Name] {
+			return nil, fmt.Errorf("backends[%d]: name %q is used twice", i, b.Name)
 		}
-		if err := (llm.Config{BaseURL: b.BaseURL}).Validate(); err != nil {
-			return fmt.Errorf("backend %s: %w", b.Name, err)
+		if err := b.validate(i); err != nil {
+			return nil, err
 		}
 		for _, m := range b.Models {
-			if strings.TrimSpace(m) == "" {
-				return fmt.Errorf("backend %s: empty model name", b.Name)
-			}
 			served[m] = true
 		}
 		names[b.Name] = true
 	}
+	return served, nil
+}
+
+// validate checks backend b, the i-th of the file.
+func (b Backend) validate(i int) error {
+	switch {
+	case b.Name == "":
+		return fmt.Errorf("backends[%d]: name is required", i)
+	case !strings.HasPrefix(b.BaseURL, "http://") && !strings.HasPrefix(b.BaseURL, "https://"):
+		return fmt.Errorf("backend %s: base_url %q must start with http:// or https://", b.Name, b.BaseURL)
+	case len(b.Models) == 0:
+		return fmt.Errorf("backend %s: models must list at least one model", b.Name)
+	case b.Weight < 0 || b.MaxConcurrency < 0 || b.RequestsPerMinute < 0 || b.TokensPerMinute < 0:
+		return fmt.Errorf("backend %s: weight, max_concurrency and limits must not be negative", b.Name)
+	case b.Timeout < 0 || b.FirstTokenTimeout < 0 || b.ConnectTimeout < 0:
+		return fmt.Errorf("backend %s: timeouts must not be negative", b.Name)
+	case strings.ContainsAny(b.APIKey, "\r\n"):
+		return fmt.Errorf("backend %s: the API key must not contain line breaks", b.Name)
+	}
+	if err := (llm.Config{BaseURL: b.BaseURL}).Validate(); err != nil {
+		return fmt.Errorf("backend %s: %w", b.Name, err)
+	}
+	for _, m := range b.Models {
+		if strings.TrimSpace(m) == "" {
+			return fmt.Errorf("backend %s: empty model name", b.Name)
+		}
+	}
+	return nil
+}
+
+// validateModels checks that aliases and fallbacks name served models.
+func (r Routing) validateModels(served map[string]bool) error {
 	for alias, target := range r.Aliases {
 		switch {
 		case served[alias]:
@@ -264,18 +303,6 @@ func (r Routing) Validate() error {
 				return fmt.Errorf("fallbacks of %q: no backend serves %q", model, f)
 			}
 		}
-	}
-	limits := map[string]Limit{"default": r.Tenants.Default}
-	for t, l := range r.Tenants.Overrides {
-		limits["tenant "+t] = l
-	}
-	for name, l := range limits {
-		if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 {
-			return fmt.Errorf("tenants: %s: limits must not be negative", name)
-		}
-	}
-	if r.Breaker.Failures < 0 || r.Breaker.OpenFor < 0 || r.Breaker.Probes < 0 {
-		return errors.New("breaker: failures, open_for and probes must not be negative")
 	}
 	return nil
 }

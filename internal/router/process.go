@@ -17,17 +17,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
-	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/llm"
+	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
-// Dead-letter reasons and error result codes.
+// Error result codes (dead-letter reasons are envelope's).
 const (
-	ReasonDecode           = "decode_error"
-	ReasonUnknownModel     = "unknown_model"
-	ReasonBackend          = "backend_error"
-	ReasonTooLarge         = "result_too_large"
 	CodeDeadlineExceeded   = "deadline_exceeded"
 	CodeBackendUnavailable = "backend_unavailable"
 	// CodeCircuitOpen is the error code of an attempt that found every
@@ -49,7 +45,7 @@ func tooLarge(err error) bool {
 // become error results.
 func (r *Router) process(ctx context.Context, rec *kgo.Record) (err error) {
 	ctx, span := r.cfg.Kafka.Tracing.Process(ctx, rec)
-	defer func() { kafkaconf.End(span, err) }()
+	defer func() { telemetry.End(span, err) }()
 	err = r.handle(ctx, rec)
 	if err == nil || !tooLarge(err) || ctx.Err() != nil {
 		return err
@@ -64,9 +60,9 @@ func (r *Router) process(ctx context.Context, rec *kgo.Record) (err error) {
 func (r *Router) tooLargeFallback(ctx context.Context, rec *kgo.Record, detail string) error {
 	req, _ := envelope.DecodeRequest(rec)
 	out := &emitter{r: r, ctx: ctx, rec: rec, req: req}
-	r.metrics.processed.WithLabelValues(laneOf(rec.Topic), ReasonTooLarge).Inc()
+	r.metrics.processed.WithLabelValues(laneOf(rec.Topic), envelope.ReasonTooLarge).Inc()
 	if req != nil {
-		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: ReasonTooLarge,
+		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: envelope.ReasonTooLarge,
 			Message: "the result is larger than the results topic accepts: " + detail}}})
 	}
 	src := rec
@@ -76,7 +72,7 @@ func (r *Router) tooLargeFallback(ctx context.Context, rec *kgo.Record, detail s
 		src = &trimmed
 		detail += fmt.Sprintf(" (value of %d bytes dropped: too large)", len(rec.Value))
 	}
-	out.deadLetterOf(src, ReasonTooLarge, detail, 0)
+	out.deadLetterOf(src, envelope.ReasonTooLarge, detail, 0)
 	out.sizeChecked = true
 	return out.wait()
 }
@@ -89,7 +85,9 @@ func recordSize(rec *kgo.Record) int {
 	return n
 }
 
-// handle is process without the too-large fallback.
+// handle is process without the too-large fallback: decode, refuse what
+// cannot be called (deadline passed, unknown model), wait for the tenant's
+// limits, then call the backends with retries.
 func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 	lane := laneOf(rec.Topic)
 	req, err := envelope.DecodeRequest(rec)
@@ -97,99 +95,89 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		r.log.Warn("undecodable request dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
 		r.metrics.processed.WithLabelValues(lane, "dead_letter").Inc()
 		out := &emitter{r: r, ctx: ctx, rec: rec}
-		out.deadLetter(ReasonDecode, err.Error(), 0)
+		out.deadLetter(envelope.ReasonDecode, err.Error(), 0)
 		return out.wait()
 	}
-	out := &emitter{r: r, ctx: ctx, rec: rec, req: req}
-	dispatched := time.Now()
-
-	if dl := req.GetDeadline(); dl != nil && !dispatched.Before(dl.AsTime()) {
-		r.metrics.processed.WithLabelValues(lane, "deadline_exceeded").Inc()
-		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: CodeDeadlineExceeded,
-			Message: fmt.Sprintf("the deadline %s passed before the request was dispatched", dl.AsTime().Format(time.RFC3339Nano))}}})
-		return out.wait()
+	rq := &job{out: &emitter{r: r, ctx: ctx, rec: rec, req: req}, req: req, lane: lane, dispatched: time.Now()}
+	if refused := r.refuse(rq); refused {
+		return rq.out.wait()
 	}
-
-	chain := r.bal.chain(req.GetModel())
-	if chain == nil {
-		msg := fmt.Sprintf("no backend serves model %q", req.GetModel())
-		r.metrics.processed.WithLabelValues(lane, "unknown_model").Inc()
-		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: ReasonUnknownModel, Message: msg}}})
-		out.deadLetter(ReasonUnknownModel, msg, 0)
-		return out.wait()
-	}
-
 	callCtx := ctx
 	if dl := req.GetDeadline(); dl != nil {
 		var cancel context.CancelFunc
 		callCtx, cancel = context.WithDeadline(ctx, dl.AsTime())
 		defer cancel()
 	}
-	estimate := estimateTokens(req)
-	tenant := r.tenants.get(req.GetTenant(), r.bal.tenantLimits().limit(req.GetTenant()))
-	waitStart := time.Now()
-	if err := tenant.wait(callCtx, estimate); err != nil {
+	if err := r.admitTenant(callCtx, rq); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return r.fail(out, lane, CodeDeadlineExceeded, err, 1)
+		return r.fail(rq.out, lane, CodeDeadlineExceeded, err, 1)
+	}
+	return r.attempts(ctx, callCtx, rq)
+}
+
+// job is one request being handled.
+type job struct {
+	out        *emitter
+	req        *pb.Request
+	lane       string
+	dispatched time.Time
+	chain      []string // the models to try (refuse sets it)
+	estimate   int      // estimated tokens (admitTenant sets it and those below)
+	tenant     *tenantLimiter
+	taken      int // tokens taken from the tenant's bucket
+}
+
+// refuse answers a request that cannot be called, whose deadline passed
+// before dispatch or whose model no backend serves, and reports whether it
+// did. Otherwise it sets the request's chain of models.
+func (r *Router) refuse(rq *job) bool {
+	req, out := rq.req, rq.out
+	if dl := req.GetDeadline(); dl != nil && !rq.dispatched.Before(dl.AsTime()) {
+		r.metrics.processed.WithLabelValues(rq.lane, "deadline_exceeded").Inc()
+		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: CodeDeadlineExceeded,
+			Message: fmt.Sprintf("the deadline %s passed before the request was dispatched", dl.AsTime().Format(time.RFC3339Nano))}}})
+		return true
+	}
+	if rq.chain = r.bal.chain(req.GetModel()); rq.chain == nil {
+		msg := fmt.Sprintf("no backend serves model %q", req.GetModel())
+		r.metrics.processed.WithLabelValues(rq.lane, "unknown_model").Inc()
+		out.terminal(1, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: envelope.ReasonUnknownModel, Message: msg}}})
+		out.deadLetter(envelope.ReasonUnknownModel, msg, 0)
+		return true
+	}
+	return false
+}
+
+// admitTenant waits, within callCtx, until the tenant's buckets hold one
+// request and the request's estimated tokens, and takes them.
+func (r *Router) admitTenant(callCtx context.Context, rq *job) error {
+	rq.estimate = estimateTokens(rq.req)
+	rq.tenant = r.tenants.get(rq.req.GetTenant(), r.bal.tenantLimits().limit(rq.req.GetTenant()))
+	waitStart := time.Now()
+	if err := rq.tenant.wait(callCtx, rq.estimate); err != nil {
+		return err
 	}
 	if d := time.Since(waitStart); d > time.Millisecond {
 		r.metrics.limiterWait.WithLabelValues("tenant").Observe(d.Seconds())
 	}
-	tenantTaken := tenant.taken(estimate)
+	rq.taken = rq.tenant.taken(rq.estimate)
+	return nil
+}
 
+// attempts calls the backends until one answers, the error is not
+// retryable, MaxAttempts is reached or callCtx (the request's deadline)
+// ends, backing off between attempts; then it writes the result.
+func (r *Router) attempts(ctx, callCtx context.Context, rq *job) error {
 	backoff := r.cfg.RetryBackoff
 	var lastErr error
 	attempt := int32(1)
 	for {
-		out.attempt = attempt
-		l, err := r.acquire(callCtx, chain, estimate)
-		if err == nil {
-			start := time.Now()
-			var resp *llm.ChatResponse
-			spanCtx, span := r.cfg.Kafka.Tracing.Start(callCtx, "backend call", trace.SpanKindClient,
-				attribute.String("backend", l.name), attribute.String("model", req.GetModel()), attribute.Int("attempt", int(attempt)))
-			resp, err = r.call(spanCtx, l, req, out, attempt)
-			kafkaconf.End(span, err)
-			used := 0
-			if resp != nil {
-				used = resp.Usage.TotalTokens
-				if used == 0 {
-					used = resp.Usage.PromptTokens + resp.Usage.CompletionTokens
-				}
-			}
-			r.bal.release(l, err, used)
-			oc := outcome(err)
-			r.metrics.backendSeconds.WithLabelValues(l.name, oc).Observe(time.Since(start).Seconds())
-			r.metrics.backendCalls.WithLabelValues(l.name, oc).Inc()
-			if err == nil {
-				if used > 0 {
-					tenant.tokens.give(tenantTaken - used)
-				}
-				r.metrics.processed.WithLabelValues(lane, "ok").Inc()
-				out.terminal(attempt, &pb.Result{Body: &pb.Result_Final{Final: &pb.Final{
-					Content:      resp.Content,
-					FinishReason: resp.FinishReason,
-					Usage: &pb.Usage{
-						PromptTokens:     int32(resp.Usage.PromptTokens),
-						CompletionTokens: int32(resp.Usage.CompletionTokens),
-						TotalTokens:      int32(resp.Usage.TotalTokens),
-					},
-					Backend: l.name,
-					Timings: &pb.Timings{
-						AcceptedAt:   req.GetAcceptedAt(),
-						DispatchedAt: timestamppb.New(dispatched),
-						FirstTokenAt: optionalTime(resp.FirstTokenAt),
-						CompletedAt:  timestamppb.Now(),
-					},
-				}}})
-				err := out.wait()
-				if err == nil && req.GetAcceptedAt() != nil {
-					r.metrics.answerSeconds.WithLabelValues(lane).Observe(time.Since(req.GetAcceptedAt().AsTime()).Seconds())
-				}
-				return err
-			}
+		rq.out.attempt = attempt
+		answered, err := r.attempt(callCtx, rq, attempt)
+		if answered {
+			return err
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -201,10 +189,10 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		wait := max(jitter(backoff), min(llm.RetryAfter(err), maxRetryAfter))
 		if dl, ok := callCtx.Deadline(); ok && time.Now().Add(wait).After(dl) {
 			// The retry could not start before the deadline.
-			tenant.tokens.give(tenantTaken)
-			return r.fail(out, lane, CodeDeadlineExceeded, fmt.Errorf("no retry before the deadline (next in %v): %w", wait, err), attempt)
+			rq.tenant.tokens.give(rq.taken)
+			return r.fail(rq.out, rq.lane, CodeDeadlineExceeded, fmt.Errorf("no retry before the deadline (next in %v): %w", wait, err), attempt)
 		}
-		r.log.Info("backend call failed; retrying", "request_id", req.GetRequestId(), "attempt", attempt, "backoff", wait, "err", err)
+		r.log.Info("backend call failed; retrying", "request_id", rq.req.GetRequestId(), "attempt", attempt, "backoff", wait, "err", err)
 		r.metrics.retries.Inc()
 		select {
 		case <-callCtx.Done():
@@ -216,7 +204,7 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		attempt++
 		backoff = min(2*backoff, r.cfg.MaxRetryBackoff)
 	}
-	tenant.tokens.give(tenantTaken)
+	rq.tenant.tokens.give(rq.taken)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -224,7 +212,67 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 	if callCtx.Err() != nil {
 		code = CodeDeadlineExceeded
 	}
-	return r.fail(out, lane, code, lastErr, attempt)
+	return r.fail(rq.out, rq.lane, code, lastErr, attempt)
+}
+
+// attempt makes one call to a backend of the chain. When the backend
+// answers, it writes the final result, waits for it to be acknowledged and
+// reports answered with that wait's error; otherwise it returns the call's
+// (or the lease's) error.
+func (r *Router) attempt(callCtx context.Context, rq *job, attempt int32) (answered bool, err error) {
+	l, err := r.acquire(callCtx, rq.chain, rq.estimate)
+	if err != nil {
+		return false, err
+	}
+	start := time.Now()
+	spanCtx, span := r.cfg.Kafka.Tracing.Start(callCtx, "backend call", trace.SpanKindClient,
+		attribute.String("backend", l.name), attribute.String("model", rq.req.GetModel()), attribute.Int("attempt", int(attempt)))
+	resp, err := r.call(spanCtx, l, rq.req, rq.out, attempt)
+	telemetry.End(span, err)
+	used := 0
+	if resp != nil {
+		used = resp.Usage.TotalTokens
+		if used == 0 {
+			used = resp.Usage.PromptTokens + resp.Usage.CompletionTokens
+		}
+	}
+	r.bal.release(l, err, used)
+	oc := outcome(err)
+	r.metrics.backendSeconds.WithLabelValues(l.name, oc).Observe(time.Since(start).Seconds())
+	r.metrics.backendCalls.WithLabelValues(l.name, oc).Inc()
+	if err != nil {
+		return false, err
+	}
+	if used > 0 {
+		rq.tenant.tokens.give(rq.taken - used)
+	}
+	r.metrics.processed.WithLabelValues(rq.lane, "ok").Inc()
+	rq.out.terminal(attempt, &pb.Result{Body: &pb.Result_Final{Final: rq.final(resp, l.name)}})
+	err = rq.out.wait()
+	if err == nil && rq.req.GetAcceptedAt() != nil {
+		r.metrics.answerSeconds.WithLabelValues(rq.lane).Observe(time.Since(rq.req.GetAcceptedAt().AsTime()).Seconds())
+	}
+	return true, err
+}
+
+// final is the final result of the backend's answer resp.
+func (rq *job) final(resp *llm.ChatResponse, backend string) *pb.Final {
+	return &pb.Final{
+		Content:      resp.Content,
+		FinishReason: resp.FinishReason,
+		Usage: &pb.Usage{
+			PromptTokens:     int32(resp.Usage.PromptTokens),
+			CompletionTokens: int32(resp.Usage.CompletionTokens),
+			TotalTokens:      int32(resp.Usage.TotalTokens),
+		},
+		Backend: backend,
+		Timings: &pb.Timings{
+			AcceptedAt:   rq.req.GetAcceptedAt(),
+			DispatchedAt: timestamppb.New(rq.dispatched),
+			FirstTokenAt: optionalTime(resp.FirstTokenAt),
+			CompletedAt:  timestamppb.Now(),
+		},
+	}
 }
 
 // fail writes the request's error result and, unless the client's own
@@ -233,7 +281,7 @@ func (r *Router) fail(out *emitter, lane, code string, err error, attempt int32)
 	r.metrics.processed.WithLabelValues(lane, code).Inc()
 	out.terminal(attempt, &pb.Result{Body: &pb.Result_Error{Error: &pb.Error{Code: code, Message: err.Error(), Retryable: llm.IsRetryable(err)}}})
 	if code != CodeDeadlineExceeded {
-		out.deadLetter(ReasonBackend, err.Error(), attempt)
+		out.deadLetter(envelope.ReasonBackend, err.Error(), attempt)
 	}
 	return out.wait()
 }

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"time"
@@ -27,7 +26,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
@@ -37,9 +35,6 @@ import (
 // Config configures a router. The zero value of every field but Topics and
 // Backends is a working default.
 type Config struct {
-	// Addr is the listen address of /metrics, /healthz and /readyz.
-	// Default 127.0.0.1:8082.
-	Addr string
 	// FetchMinBytes and FetchMaxWait batch fetches: the broker answers a
 	// fetch once it has FetchMinBytes or FetchMaxWait has passed. Larger
 	// values cost latency and save CPU per request. Defaults 1 byte, 5s
@@ -48,8 +43,6 @@ type Config struct {
 	FetchMaxWait  time.Duration
 	// ProduceLinger is how long results wait to be batched. Default 5ms.
 	ProduceLinger time.Duration
-	// Pprof also serves Go's profiles under /debug/pprof/ on Addr.
-	Pprof bool
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
@@ -129,10 +122,20 @@ type Config struct {
 	Registry *prometheus.Registry
 }
 
+// Defaults returns the configuration New completes a Config with: every
+// setting that has a default of its own. Settings derived from others
+// (BatchMaxInFlight from MaxInFlight, CommitInterval from ExactlyOnce) stay
+// zero, so that they follow what they derive from; the mains take their
+// flag defaults from here.
+func Defaults() Config {
+	var c Config
+	c.setDefaults()
+	c.BatchMaxInFlight, c.CommitInterval = 0, 0
+	c.Logger, c.Registry = nil, nil
+	return c
+}
+
 func (c *Config) setDefaults() {
-	if c.Addr == "" {
-		c.Addr = "127.0.0.1:8082"
-	}
 	if c.Group == "" {
 		c.Group = "switchboard-router"
 	}
@@ -312,23 +315,6 @@ func New(cfg Config) (*Router, error) {
 // then lets in-flight requests finish (up to ShutdownTimeout), commits what
 // is finished and leaves the group (within the engine's LeaveTimeout).
 func (r *Router) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", r.cfg.Addr)
-	if err != nil {
-		if r.producer != r.client {
-			r.producer.Close()
-		}
-		r.engine.Close()
-		return fmt.Errorf("router: listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	telemetry.MountStatus(mux, r.cfg.Registry, r.ready)
-	if r.cfg.Pprof {
-		telemetry.MountPprof(mux)
-	}
-	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpserve.Run(httpCtx, ln, mux, time.Second, r.log) }()
-
 	r.log.Info("router consuming", "group", r.cfg.Group, "backends", len(r.cfg.Routing.Backends),
 		"max_in_flight", r.cfg.MaxInFlight, "batch_max_in_flight", r.cfg.BatchMaxInFlight)
 	watchDone := make(chan struct{})
@@ -341,14 +327,21 @@ func (r *Router) Run(ctx context.Context) error {
 		defer close(sysDone)
 		r.bal.watchSystem(ctx, 250*time.Millisecond)
 	}()
-	err = r.engine.Run(ctx)
+	err := r.engine.Run(ctx)
 	<-watchDone
 	<-sysDone
 	if r.producer != r.client {
 		r.producer.Close()
 	}
-	stopHTTP()
-	return errors.Join(err, <-httpDone)
+	return err
+}
+
+// Close releases a router that never ran (Run releases its own).
+func (r *Router) Close() {
+	if r.producer != r.client {
+		r.producer.Close()
+	}
+	r.engine.Close()
 }
 
 // producerOpts sizes the producer for the topics it writes: a batch may be
@@ -361,13 +354,14 @@ func producerOpts(spec *topicspec.Spec, linger time.Duration) []kgo.Opt {
 	return opts
 }
 
-// ready is /readyz: the worker is ready once Kafka answers and it has
-// joined its group, whether or not the group gave it partitions (a worker
-// beyond the partition count holds none and is ready to take over). The
-// body names the partitions held. So a restarted worker is not ready while
-// it waits for a rebalance, and a rolling restart that waits for readiness
-// restarts the next worker only after this one has its partitions.
-func (r *Router) ready(req *http.Request) (string, error) {
+// Ready is the admin listener's /readyz: the worker is ready once Kafka
+// answers and it has joined its group, whether or not the group gave it
+// partitions (a worker beyond the partition count holds none and is ready
+// to take over). The detail names the partitions held. So a restarted
+// worker is not ready while it waits for a rebalance, and a rolling restart
+// that waits for readiness restarts the next worker only after this one has
+// its partitions.
+func (r *Router) Ready(req *http.Request) (string, error) {
 	st := r.engine.Status()
 	ctx, cancel := context.WithTimeout(req.Context(), time.Second)
 	defer cancel()

@@ -85,7 +85,6 @@ func (h *harness) run(baseURL string, mod func(*Config)) func() error {
 		h.t.Fatal(err)
 	}
 	cfg := Config{
-		Addr:         "127.0.0.1:0",
 		Kafka:        kafkaconf.Config{Brokers: h.cluster.ListenAddrs()},
 		Topics:       spec,
 		Routing:      Routing{Backends: []Backend{{Name: "sim", BaseURL: baseURL, Models: []string{"sim"}, Timeout: 10 * time.Second}}},
@@ -117,7 +116,11 @@ func (h *harness) run(baseURL string, mod func(*Config)) func() error {
 			return fmt.Errorf("router did not stop within 30s")
 		}
 	}
-	h.t.Cleanup(func() { stop() })
+	h.t.Cleanup(func() {
+		if err := stop(); err != nil {
+			h.t.Log(err)
+		}
+	})
 	return stop
 }
 
@@ -259,7 +262,7 @@ func TestUnprocessableWork(t *testing.T) {
 	h.produce(unknown, expired, request("p", 3, false))
 
 	res, dls := h.collect(3)
-	want := []string{ReasonUnknownModel, CodeDeadlineExceeded, ""}
+	want := []string{envelope.ReasonUnknownModel, CodeDeadlineExceeded, ""}
 	for i, r := range res {
 		if got := r.GetError().GetCode(); got != want[i] {
 			t.Errorf("result %d (%s): error code %q, want %q", i, r.GetRequestId(), got, want[i])
@@ -269,7 +272,7 @@ func TestUnprocessableWork(t *testing.T) {
 	for _, dl := range dls {
 		reasons[dl.GetReason()] = true
 	}
-	if !reasons[ReasonDecode] || !reasons[ReasonUnknownModel] || len(dls) != 2 {
+	if !reasons[envelope.ReasonDecode] || !reasons[envelope.ReasonUnknownModel] || len(dls) != 2 {
 		t.Errorf("dead letters %v, want decode_error and unknown_model", dls)
 	}
 	if calls := h.hits.Load(); calls != 1 {
@@ -318,7 +321,7 @@ func TestRetriesThenDeadLetters(t *testing.T) {
 					}
 				})
 			}
-			if len(dls) != 1 || dls[0].GetReason() != ReasonBackend || dls[0].GetAttempts() != int32(tt.wantCalls) {
+			if len(dls) != 1 || dls[0].GetReason() != envelope.ReasonBackend || dls[0].GetAttempts() != int32(tt.wantCalls) {
 				t.Errorf("dead letters = %v, want one backend_error after %d attempts", dls, tt.wantCalls)
 			}
 		})
@@ -384,8 +387,8 @@ func TestResultTooLargeIsDeadLettered(t *testing.T) {
 	})
 	h.produce(request("big", 0, false), request("big", 1, false))
 	res, _ := h.collect(1)
-	if got := res[0].GetError().GetCode(); got != ReasonTooLarge {
-		t.Fatalf("first result = %v, want a %s error", res[0], ReasonTooLarge)
+	if got := res[0].GetError().GetCode(); got != envelope.ReasonTooLarge {
+		t.Fatalf("first result = %v, want a %s error", res[0], envelope.ReasonTooLarge)
 	}
 	if got := h.hits.Load(); got < 1 {
 		t.Errorf("backend hits = %d", got)

@@ -76,8 +76,12 @@ type Config struct {
 	// switchboard-router.
 	RouterGroup string
 
-	// Ports of the services; 0 picks a free loopback port.
+	// Ports of the services; 0 picks a free loopback port. RouterPort is
+	// router-worker's admin listener; EgressAdminPort and IngressAdminPort
+	// are the admin listeners (/metrics, /healthz, /readyz) apart from
+	// egress's and ingress's public APIs.
 	ModelsimPort, RouterPort, EgressPort, IngressPort, IngressGRPCPort int
+	EgressAdminPort, IngressAdminPort                                  int
 	// NoIngressGRPC starts ingress without its gRPC listener.
 	NoIngressGRPC bool
 
@@ -137,6 +141,9 @@ type Stack struct {
 	// endpoints (/metrics, /healthz, /readyz), in start order.
 	IngressURL, IngressGRPC, EgressURL, ModelsimURL string
 	RouterURLs                                      []string
+	// IngressAdminURL and EgressAdminURL are their admin listeners
+	// (/metrics, /healthz, /readyz).
+	IngressAdminURL, EgressAdminURL string
 	// APIKey is a key ingress and egress accept; Tenant its tenant (empty
 	// with Config.TenantsFile).
 	APIKey, Tenant string
@@ -387,7 +394,7 @@ func (s *Stack) AddRouter(ctx context.Context) (string, error) {
 	if i > 0 {
 		name = ProcRouter + "-" + strconv.Itoa(i+1)
 	}
-	args := append([]string{"--addr", addr, "--brokers", s.Brokers, "--backends", s.BackendsFile, "--group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
+	args := append([]string{"--admin-addr", addr, "--brokers", s.Brokers, "--backends", s.BackendsFile, "--group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
 	args = append(append(args, s.cfg.CommonArgs...), s.cfg.RouterArgs...)
 	if s.cfg.RouterInstanceArgs != nil {
 		args = append(args, s.cfg.RouterInstanceArgs(i)...)
@@ -404,9 +411,13 @@ func (s *Stack) startEgress(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.EgressURL = "http://" + addr
-	args := append([]string{"--addr", addr, "--brokers", s.Brokers, "--tenants", s.TenantsFile}, s.cfg.topicArgs()...)
-	s.add(ProcEgress, append(append(args, s.cfg.CommonArgs...), s.cfg.EgressArgs...), httpReady(s.EgressURL+"/readyz", s.cfg.ReadyTimeout))
+	admin, err := s.addr(s.cfg.EgressAdminPort)
+	if err != nil {
+		return err
+	}
+	s.EgressURL, s.EgressAdminURL = "http://"+addr, "http://"+admin
+	args := append([]string{"--addr", addr, "--admin-addr", admin, "--brokers", s.Brokers, "--tenants", s.TenantsFile}, s.cfg.topicArgs()...)
+	s.add(ProcEgress, append(append(args, s.cfg.CommonArgs...), s.cfg.EgressArgs...), httpReady(s.EgressAdminURL+"/readyz", s.cfg.ReadyTimeout))
 	return s.Start(ctx, ProcEgress)
 }
 
@@ -423,9 +434,14 @@ func (s *Stack) startIngress(ctx context.Context) error {
 		}
 	}
 	s.IngressGRPC = grpc
-	args := append([]string{"--addr", addr, "--grpc-addr", grpc, "--brokers", s.Brokers, "--tenants", s.TenantsFile,
+	admin, err := s.addr(s.cfg.IngressAdminPort)
+	if err != nil {
+		return err
+	}
+	s.IngressAdminURL = "http://" + admin
+	args := append([]string{"--addr", addr, "--admin-addr", admin, "--grpc-addr", grpc, "--brokers", s.Brokers, "--tenants", s.TenantsFile,
 		"--router-group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
-	s.add(ProcIngress, append(append(args, s.cfg.CommonArgs...), s.cfg.IngressArgs...), httpReady(s.IngressURL+"/readyz", s.cfg.ReadyTimeout))
+	s.add(ProcIngress, append(append(args, s.cfg.CommonArgs...), s.cfg.IngressArgs...), httpReady(s.IngressAdminURL+"/readyz", s.cfg.ReadyTimeout))
 	return s.Start(ctx, ProcIngress)
 }
 
@@ -499,7 +515,8 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 		s.mu.Unlock()
 		return err
 	}
-	cmd := exec.Command(filepath.Join(s.cfg.Bin, binaryOf(name)), p.args...)
+	// Never cancelled by a context: Stop, Kill and Close end it by PID.
+	cmd := exec.Command(filepath.Join(s.cfg.Bin, binaryOf(name)), p.args...) //nolint:noctx // see above
 	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cfg.CursorSecret)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group: a Ctrl-C at the terminal reaches only the
@@ -765,7 +782,7 @@ func FreePorts(n int) ([]int, error) {
 	}()
 	var ports []int
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", "127.0.0.1:0") //nolint:noctx // a momentary bind to pick a free port
 		if err != nil {
 			return nil, err
 		}

@@ -1,5 +1,8 @@
-// Package telemetry gives every Switchboard binary the same logger and the
-// same health and metrics endpoints.
+// Package telemetry gives every Switchboard binary the same logger, the
+// same health and metrics endpoints, and the same OpenTelemetry tracing:
+// StartTracing sets it up from the environment, and Tracing carries trace
+// context through HTTP requests and Kafka records (its KafkaHooks are what
+// kafkaconf installs on every client).
 package telemetry
 
 import (
@@ -70,7 +73,7 @@ func Mount(mux *http.ServeMux, reg *prometheus.Registry, ready func(*http.Reques
 func MountStatus(mux *http.ServeMux, reg *prometheus.Registry, status func(*http.Request) (detail string, err error)) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok\n")
+		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		detail, err := "", error(nil)
@@ -84,9 +87,9 @@ func MountStatus(mux *http.ServeMux, reg *prometheus.Registry, status func(*http
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.Header().Set("X-Content-Type-Options", "nosniff")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "not ready: "+err.Error()+"\n"+detail)
+			_, _ = io.WriteString(w, "not ready: "+err.Error()+"\n"+detail)
 			return
 		}
-		io.WriteString(w, "ready\n"+detail)
+		_, _ = io.WriteString(w, "ready\n"+detail)
 	})
 }

@@ -60,8 +60,8 @@ func TestProvisionWaitsForCluster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Provision: %v", err)
 	}
-	if len(report.Created) != 5 {
-		t.Errorf("Created: got %v, want five topics", report.Created)
+	if len(report.Created) != len(spec.Topics) {
+		t.Errorf("Created: got %v, want the spec's %d topics", report.Created, len(spec.Topics))
 	}
 }
 

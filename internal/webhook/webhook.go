@@ -121,12 +121,12 @@ func (c *Config) Validate() error {
 	return err
 }
 
-// Dead-letter reasons of webhook deliveries.
+// Dead-letter reasons of webhook deliveries (defined in envelope).
 const (
-	ReasonWebhookNotAllowed = "webhook_not_allowed" // the target is not on the allowlist
-	ReasonWebhookRejected   = "webhook_rejected"    // the receiver answered 4xx (not 408/429)
-	ReasonWebhookFailed     = "webhook_failed"      // every attempt failed
-	ReasonWebhookDecode     = "decode_error"        // the result record could not be decoded
+	ReasonWebhookNotAllowed = envelope.ReasonWebhookNotAllowed // the target is not on the allowlist
+	ReasonWebhookRejected   = envelope.ReasonWebhookRejected   // the receiver answered 4xx (not 408/429)
+	ReasonWebhookFailed     = envelope.ReasonWebhookFailed     // every attempt failed
+	ReasonWebhookDecode     = envelope.ReasonDecode            // the result record could not be decoded
 )
 
 // Deliverer delivers results through the key-ordered engine: one delivery
@@ -466,7 +466,7 @@ func (w *Deliverer) post(ctx context.Context, tg *target, dest string, body []by
 		w.m.attempts.WithLabelValues("error").Inc()
 		return 0, errors.Is(err, allowlist.ErrNotAllowed), err
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // drained for connection reuse; the status decided
 	resp.Body.Close()
 	w.m.attempts.WithLabelValues(fmt.Sprintf("%dxx", resp.StatusCode/100)).Inc()
 	switch {

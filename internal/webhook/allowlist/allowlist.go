@@ -167,10 +167,10 @@ func parseEntry(s string) (entry, error) {
 			return e, fmt.Errorf("want [scheme://]host[:port][/path] with host a name, *.domain, an address or a [CIDR prefix]")
 		}
 	}
-	switch {
-	case port == "":
+	switch port {
+	case "":
 		e.port = defaultPort(e.scheme)
-	case port == "*":
+	case "*":
 		e.port = "*"
 	default:
 		var n int
@@ -191,7 +191,7 @@ func validName(h string) bool {
 		return false
 	}
 	for _, c := range h {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '.' && c != '_' {
 			return false
 		}
 	}
@@ -351,7 +351,7 @@ func (l *List) DialContext(d *net.Dialer, lookup Lookup) func(ctx context.Contex
 		if err != nil {
 			return nil, err
 		}
-		var lastErr error = fmt.Errorf("%w: %s resolves to no allowed address", ErrNotAllowed, host)
+		lastErr := fmt.Errorf("%w: %s resolves to no allowed address", ErrNotAllowed, host)
 		for _, ip := range ips {
 			if !l.addressAllowed(host, ip) {
 				continue

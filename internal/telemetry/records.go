@@ -1,4 +1,4 @@
-package kafkaconf
+package telemetry
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 //
 // A nil *Tracing is valid and does nothing: no hooks are installed and
 // Start, Process and HTTP return their input, so tracing costs nothing when
-// it is off (see telemetry.StartTracing).
+// it is off (see StartTracing).
 type Tracing struct {
 	kotel  *kotel.Kotel
 	tracer *kotel.Tracer
@@ -43,8 +43,9 @@ func NewTracing(tp trace.TracerProvider) *Tracing {
 	}
 }
 
-// hooks returns the kgo hooks that trace records (none for nil).
-func (t *Tracing) hooks() []kgo.Hook {
+// KafkaHooks returns the kgo hooks that trace records (none for nil);
+// kafkaconf installs them on every client.
+func (t *Tracing) KafkaHooks() []kgo.Hook {
 	if t == nil {
 		return nil
 	}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchboard-llm/switchboard/internal/daemon"
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
+	"github.com/switchboard-llm/switchboard/internal/loadtest"
+	"github.com/switchboard-llm/switchboard/internal/stack"
+	"github.com/switchboard-llm/switchboard/internal/topicspec"
+)
+
+// options are loadtest's settings.
+type options struct {
+	scenarios               []string
+	stack                   bool
+	stackKafka              string
+	bin, stackDir, out      string
+	jsonOut, htmlOut, label string
+	strict                  bool
+	params                  loadtest.Params
+	sc                      loadtest.SuiteConfig
+	ext                     loadtest.Endpoints
+	pids                    []string
+}
+
+func newOptions(f *daemon.Flags) *options {
+	o := &options{scenarios: []string{"baseline"}, bin: "bin", stackKafka: stack.KafkaDevbroker, params: loadtest.DefaultParams(),
+		sc:  loadtest.SuiteConfig{Driver: "http", Reader: "sse", Drain: 30 * time.Second},
+		ext: loadtest.Endpoints{IngressURL: "http://127.0.0.1:8080", EgressURL: "http://127.0.0.1:8081", ModelsimURL: "http://127.0.0.1:8090", APIKey: loadtest.DevKey, Tenant: "dev"}}
+	p := &o.params
+	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all: "+strings.Join(loadtest.Names(), ","))
+	f.Bool(&o.stack, "stack", "start a fresh local stack of the real binaries (from --bin) for each scenario; needed by chaos")
+	f.String(&o.bin, "bin", "directory of the binaries for --stack (make build)")
+	f.String(&o.stackKafka, "stack-kafka", "with --stack: the Kafka of the stacks: devbroker (started per scenario), apache (the running local cluster of make kafka-up; chaos kills its node kafka-1), or host:port,... of another cluster; on an existing cluster each scenario uses topics and a group of its own")
+	f.String(&o.stackDir, "stack-dir", "where --stack keeps broker data and process logs (default: <out>/stack, or a temporary directory)")
+	f.String(&o.out, "out", "directory for the reports: <scenario>.json, suite.json, report.html, summary.txt")
+	f.String(&o.jsonOut, "json", "also write the suite as JSON to this file")
+	f.String(&o.htmlOut, "html", "also write the HTML report to this file")
+	f.String(&o.label, "label", "conditions of the run, printed with every figure (e.g. \"loaded shared machine\")")
+	f.Bool(&o.strict, "strict", "exit with status 1 when a check fails")
+	f.String(&o.sc.Driver, "driver", "how requests enter: http (ingress), ws (ingress WebSockets) or kafka (straight to the requests topics)")
+	f.String(&o.sc.Reader, "reader", "how answers are read: sse (egress) or kafka (the results topic)")
+	f.String(&o.ext.IngressURL, "ingress", "ingress base URL (without --stack)")
+	f.String(&o.ext.APIKey, "api-key", "API key sent to ingress and egress as a bearer token (without --stack)", daemon.FromEnv("SWITCHBOARD_API_KEY"))
+	f.String(&o.ext.Tenant, "tenant", "the --api-key's tenant, written into requests by the kafka driver so egress shows their answers to that key (without --stack)", daemon.FromEnv("SWITCHBOARD_TENANT"))
+	f.String(&o.ext.EgressURL, "egress", "egress base URL (without --stack)")
+	f.String(&o.ext.ModelsimURL, "modelsim", "model simulator base URL for the direct reference calls; empty skips them (without --stack)")
+	f.List(&o.pids, "pids", "processes of a running stack to sample CPU and memory of, as name=pid,name=pid (with --stack: all of its own)")
+	f.Duration(&o.sc.Drain, "drain", "how long to wait for the last answers of a scenario")
+	f.Duration(&p.Duration, "duration", "how long each scenario sends")
+	f.Duration(&p.Warmup, "warmup", "leading time excluded from the figures (spike: none)")
+	f.Float64(&p.Rate, "rate", "open-loop interactive requests per second (baseline, long-tail, batch, chaos)")
+	f.Int(&p.Conversations, "conversations", "conversations sharing an open-loop rate")
+	f.Int(&p.Users, "users", "spike: closed-loop users")
+	f.Duration(&p.Ramp, "ramp", "spike: time over which the users arrive")
+	f.Duration(&p.Think, "think", "spike: mean think time between an answer and the next request")
+	f.Int(&p.BatchUsers, "batch-users", "batch: closed-loop batch-lane users without think time")
+	f.Float64(&p.LongTailShare, "long-tail-share", "long-tail: share of model calls that are slow (--stack sets modelsim's)")
+	f.Duration(&p.LongTailLatency, "long-tail-latency", "long-tail: latency of the slow model calls")
+	f.Float64(&p.BadShare, "bad-share", "malformed: share of bad inputs")
+	f.Float64(&p.MalformedRate, "malformed-rate", "malformed: requests per second, bad ones included")
+	f.Duration(&p.ChaosDown, "chaos-down", "chaos: how long a killed process stays down (the backend: three times this)")
+	f.Duration(&p.ModelLatency, "model-latency", "model latency (--stack sets modelsim's)")
+	f.Duration(&p.ModelJitter, "model-jitter", "model latency jitter (--stack sets modelsim's)")
+	f.Bool(&p.Stream, "stream", "ask for streamed answers (time to first chunk needs it)")
+	return o
+}
+
+// run runs the suite: exit status 2 when it cannot, 1 when --strict and a
+// check failed.
+func (o *options) run(ctx context.Context, env *daemon.Env) error {
+	sc, cleanup, err := o.suiteConfig(ctx, env)
+	if err != nil {
+		return daemon.ExitCode(2, err)
+	}
+	defer cleanup()
+	suite, runErr := loadtest.RunSuite(ctx, sc)
+	if suite != nil && len(suite.Reports) > 0 {
+		if err := suite.WriteFiles(env.Stdout, o.out, o.jsonOut, o.htmlOut); err != nil {
+			return daemon.ExitCode(2, errors.Join(runErr, err))
+		}
+	}
+	if runErr != nil {
+		return daemon.ExitCode(2, runErr)
+	}
+	if o.strict && suite.Failed() {
+		return errors.New("a check failed")
+	}
+	return nil
+}
+
+// suiteConfig completes the suite's configuration from the settings and
+// the daemon's environment; cleanup removes a temporary stack directory.
+func (o *options) suiteConfig(ctx context.Context, env *daemon.Env) (loadtest.SuiteConfig, func(), error) {
+	cleanup := func() {}
+	sc := o.sc
+	sc.Scenarios, sc.Params, sc.Label = o.scenarios, o.params, o.label
+	if len(o.scenarios) == 1 && o.scenarios[0] == "all" {
+		sc.Scenarios = loadtest.Names()
+	}
+	sc.Command = strings.Join(os.Args, " ")
+	sc.ExternalPIDs = map[string]int{}
+	for _, kv := range o.pids {
+		name, pid, ok := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(pid)
+		if !ok || err != nil {
+			return sc, cleanup, fmt.Errorf("--pids %q: want name=pid", kv)
+		}
+		sc.ExternalPIDs[name] = n
+	}
+	spec := env.Topics
+	sc.External = o.ext
+	sc.External.Kafka = loadtest.KafkaEndpoint{Brokers: env.Kafka.Brokers, Topics: loadtest.Topics{
+		Interactive: spec.Name(topicspec.RequestsInteractive), Batch: spec.Name(topicspec.RequestsBatch),
+		Results: spec.Name(topicspec.Results), DeadLetter: spec.Name(topicspec.DeadLetter)}}
+	sc.KafkaOpts = func(brokers []string) []kgo.Opt {
+		return kafkaconf.Config{Brokers: brokers, ClientID: env.Kafka.ClientID}.Opts(env.Logger)
+	}
+	fi, err := os.Stderr.Stat()
+	sc.Progress = loadtest.ProgressSink{W: env.Stderr, TTY: err == nil && fi.Mode()&os.ModeCharDevice != 0}
+	sc.OnReport = func(r *loadtest.Report) {
+		r.WriteSummary(env.Stdout)
+		if o.out != "" {
+			if err := loadtest.WriteJSON(filepath.Join(o.out, r.Scenario+".json"), r); err != nil {
+				env.Logger.Error("write report", "err", err)
+			}
+		}
+	}
+	if o.out != "" {
+		if err := os.MkdirAll(o.out, 0o755); err != nil {
+			return sc, cleanup, err
+		}
+	}
+	if !o.stack {
+		return sc, cleanup, nil
+	}
+	dir := o.stackDir
+	if dir == "" && o.out != "" {
+		dir = filepath.Join(o.out, "stack")
+	}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "switchboard-loadtest-"); err != nil {
+			return sc, cleanup, err
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return sc, cleanup, err
+	}
+	sc.Stack = loadtest.StackConfig{Bin: o.bin, Dir: abs, Logger: env.Logger}
+	if err := stack.UseKafka(ctx, &sc.Stack, o.stackKafka, "."); err != nil {
+		return sc, cleanup, err
+	}
+	sc.TopicPrefix = spec.Prefix
+	return sc, cleanup, nil
+}
