@@ -87,6 +87,9 @@ func flagsOf(t *testing.T, path string) map[string]string {
 	def := regexp.MustCompile(`\(default "?([^")]*)"?\)\s*$`)
 	for _, m := range usage.FindAllStringSubmatch(string(out), -1) {
 		flags[m[1]] = ""
+		if strings.Contains(m[2], "deprecated: use --") {
+			continue // an old name of another flag: the command sets that one
+		}
 		if d := def.FindStringSubmatch(strings.TrimSpace(m[2])); d != nil {
 			flags[m[1]] = d[1]
 		}

@@ -360,7 +360,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.mu.Unlock()
 	e.release(all, e.cfg.ShutdownTimeout, e.fatal.Load() == nil) //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
-	e.leave()                                                    //nolint:contextcheck // the leave runs on the engine's base context, bounded by LeaveTimeout: a stopping caller's context would cut it off
+	e.leave()                                                    //nolint:contextcheck // leaving runs on the engine's base context, bounded by LeaveTimeout: the caller's is already done at shutdown
 	e.wg.Wait()
 	if err := e.fatal.Load(); err != nil {
 		return *err
