@@ -1,10 +1,14 @@
 # Switchboard: `make run` starts the local stack, `make test` runs every test.
 GO      ?= go
 BIN     ?= bin
-PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics ./cmd/redrive
+PKGS    := ./ingress ./router-worker ./egress ./loadtest ./cmd/devbroker ./cmd/modelsim ./cmd/topics ./cmd/redrive ./cmd/stack
 BROKERS ?= 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
-.PHONY: all build run test test-short test-integration bench fuzz check check-deploy fmt-check vet lint tidy-check proto proto-check topics clean
+# KAFKA: the Kafka of make run: devbroker (embedded, the default), apache (the
+# local cluster of make kafka-up) or host:port,... of another cluster.
+KAFKA   ?= devbroker
+
+.PHONY: all build run test test-short test-integration test-kafka kafka-up kafka-down bench fuzz check check-deploy fmt-check vet lint tidy-check proto proto-check topics clean
 
 all: build
 
@@ -12,9 +16,20 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ $(PKGS)
 
-## run: build, then start devbroker, topics, modelsim, router-worker, ingress and egress (Ctrl-C stops all)
+## run: build, then start Kafka (devbroker, or KAFKA=apache for make kafka-up's cluster), topics, modelsim,
+## router-worker, ingress and egress (a crashed service is restarted; Ctrl-C stops all)
 run: build
-	BIN=$(BIN) ./scripts/run-local.sh
+	$(BIN)/stack run --bin $(BIN) --kafka $(KAFKA)
+
+## kafka-up: fetch Apache Kafka's jars once (Maven), then start three KRaft nodes on 127.0.0.1:29092-29094 (data/kafka)
+kafka-up:
+	$(GO) build -o $(BIN)/ ./cmd/stack
+	$(BIN)/stack kafka up
+
+## kafka-down: stop the local Kafka nodes (by the PIDs in data/kafka); data kept
+kafka-down:
+	$(GO) build -o $(BIN)/ ./cmd/stack
+	$(BIN)/stack kafka down
 
 ## test: unit tests with the race detector plus the end-to-end test of the real binaries
 test:
@@ -24,6 +39,12 @@ test:
 ## test-integration: the end-to-end and crash tests, and the 4 KiB commit-metadata limit, against Apache Kafka in Docker (testcontainers-go); each test skips, saying why, without a Docker engine
 test-integration:
 	$(GO) test -tags integration -race -count=1 -timeout 30m -run RealKafka -v ./e2e/
+
+## test-kafka: the real-Kafka suite (e2e/realkafka_test.go) on Apache Kafka: SWITCHBOARD_TEST_BROKERS, else the local
+## three-node cluster (make kafka-up), started and stopped again by the tests when it is not running; needs Java and
+## Maven then. Without a cluster the tests skip, saying why; with CI=true that is a failure.
+test-kafka:
+	$(GO) test -tags kafka -count=1 -timeout 25m -run RealKafka -v ./e2e/
 
 ## test-short: unit tests only (skips the process-level tests)
 test-short:
@@ -61,6 +82,7 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./e2e/
+	$(GO) vet -tags kafka ./e2e/
 
 tidy-check:
 	$(GO) mod tidy -diff

@@ -24,9 +24,9 @@ type load struct {
 	pause         time.Duration
 }
 
-func (l load) run(ctx context.Context, t *testing.T, brokers string, between func(round int)) {
+func (l load) run(ctx context.Context, t *testing.T, s *apptest.Stack, between func(round int)) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ProducerLinger(time.Millisecond))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.Brokers, ",")...), kgo.ProducerLinger(time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func (l load) run(ctx context.Context, t *testing.T, brokers string, between fun
 		recs := make([]*kgo.Record, 0, l.convs)
 		for c := range l.convs {
 			conv := fmt.Sprintf("load-%03d", c)
-			rec, err := envelope.EncodeRequest("switchboard.requests.interactive", &pb.Request{
+			rec, err := envelope.EncodeRequest(s.Topic("requests.interactive"), &pb.Request{
 				RequestId: fmt.Sprintf("%s/%02d", conv, n), ConversationId: conv, Lane: envelope.LaneInteractive,
 				Model: "sim", MaxTokens: 8, Messages: []*pb.Message{{Role: "user", Content: fmt.Sprintf("%s %d", conv, n)}},
 			})
@@ -55,10 +55,10 @@ func (l load) run(ctx context.Context, t *testing.T, brokers string, between fun
 // verdict reads the results topic until every request of l has a terminal
 // result, then checks that each conversation's answers came in order and
 // returns how many terminal results were duplicates.
-func (l load) verdict(ctx context.Context, t *testing.T, brokers string, readCommitted bool) (duplicates int) {
+func (l load) verdict(ctx context.Context, t *testing.T, s *apptest.Stack, readCommitted bool) (duplicates int) {
 	t.Helper()
-	opts := []kgo.Opt{kgo.SeedBrokers(strings.Split(brokers, ",")...),
-		kgo.ConsumeTopics("switchboard.results"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
+	opts := []kgo.Opt{kgo.SeedBrokers(strings.Split(s.Brokers, ",")...),
+		kgo.ConsumeTopics(s.Topic("results")), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
 	if readCommitted {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
@@ -68,6 +68,7 @@ func (l load) verdict(ctx context.Context, t *testing.T, brokers string, readCom
 	}
 	defer cl.Close()
 	seen := map[string]int{} // request ID -> terminal results
+	first := map[string]*kgo.Record{}
 	next := map[string]int{} // conversation -> next round expected
 	want := l.convs * l.rounds
 	for len(seen) < want {
@@ -91,8 +92,14 @@ func (l load) verdict(ctx context.Context, t *testing.T, brokers string, readCom
 			seen[id]++
 			if seen[id] > 1 {
 				duplicates++
+				if duplicates <= 3 { // enough to tell which writers repeated it
+					t.Logf("duplicate terminal result of %s at %d/%d: producer %d epoch %d, first at %d/%d by producer %d epoch %d, run %s",
+						id, rec.Partition, rec.Offset, rec.ProducerID, rec.ProducerEpoch, first[id].Partition, first[id].Offset,
+						first[id].ProducerID, first[id].ProducerEpoch, res.GetRunId())
+				}
 				return
 			}
+			first[id] = rec
 			conv, round, _ := strings.Cut(id, "/")
 			if got := fmt.Sprintf("%02d", next[conv]); round != got {
 				t.Errorf("conversation %s: answer to message %s came when %s was due", conv, round, got)
@@ -135,32 +142,32 @@ func crashUnderLoadOn(t *testing.T, base apptest.StackOptions, routerArgs []stri
 	l := load{convs: 150, rounds: 16, pause: 100 * time.Millisecond}
 	var killed sync.Once
 	atRisk := -1
-	l.run(ctx, t, s.Brokers, func(round int) {
+	l.run(ctx, t, s, func(round int) {
 		switch round {
 		case 5:
 			killed.Do(func() {
 				s.Routers[0].Kill()
-				atRisk = uncommitted(ctx, t, s.Brokers)
+				atRisk = uncommitted(ctx, t, s)
 			})
 		case 10:
 			s.StartRouter() //nolint:contextcheck // bounded by the test's own context inside StartRouter
 		}
 	})
-	return crashed{requests: l.convs * l.rounds, duplicates: l.verdict(ctx, t, s.Brokers, readCommitted), atRisk: atRisk}
+	return crashed{requests: l.convs * l.rounds, duplicates: l.verdict(ctx, t, s, readCommitted), atRisk: atRisk}
 }
 
 // uncommitted returns how many request records lie at or above the router
 // group's committed offsets (from the log start where nothing is committed).
-func uncommitted(ctx context.Context, t *testing.T, brokers string) int {
+func uncommitted(ctx context.Context, t *testing.T, s *apptest.Stack) int {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.Brokers, ",")...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	topics := []string{"switchboard.requests.interactive", "switchboard.requests.batch"}
-	committed, err := adm.FetchOffsetsForTopics(ctx, "switchboard-router", topics...)
+	topics := []string{s.Topic("requests.interactive"), s.Topic("requests.batch")}
+	committed, err := adm.FetchOffsetsForTopics(ctx, s.RouterGroup, topics...)
 	if err != nil {
 		t.Fatalf("committed offsets: %v", err)
 	}
@@ -239,7 +246,7 @@ func scalingUnderLoad(t *testing.T, base apptest.StackOptions) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	l := load{convs: 150, rounds: 16, pause: 100 * time.Millisecond}
-	l.run(ctx, t, s.Brokers, func(round int) {
+	l.run(ctx, t, s, func(round int) {
 		switch round {
 		case 4:
 			s.StartRouter()
@@ -249,7 +256,7 @@ func scalingUnderLoad(t *testing.T, base apptest.StackOptions) {
 			}
 		}
 	})
-	if dups := l.verdict(ctx, t, s.Brokers, false); dups != 0 {
+	if dups := l.verdict(ctx, t, s, false); dups != 0 {
 		t.Errorf("%d requests answered twice across graceful rebalances, want 0", dups)
 	}
 }

@@ -26,6 +26,10 @@ import (
 
 var bin map[string]string
 
+// afterAll run after every test, before TestMain exits (e.g. stopping a
+// Kafka cluster the real-Kafka suite started).
+var afterAll []func()
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if testing.Short() {
@@ -36,13 +40,16 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin, err = apptest.Build(dir, "devbroker", "modelsim", "topics", "ingress", "router-worker", "egress")
+	bin, err = apptest.Build(dir, "devbroker", "modelsim", "topics", "ingress", "router-worker", "egress", "redrive")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
+	for _, f := range afterAll {
+		f()
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -274,7 +281,12 @@ func TestBadInput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
-	s := apptest.StartStack(t, bin, apptest.StackOptions{})
+	badInput(t, apptest.StackOptions{})
+}
+
+// badInput is TestBadInput on a stack started with opts.
+func badInput(t *testing.T, opts apptest.StackOptions) {
+	s := apptest.StartStack(t, bin, opts)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
@@ -303,12 +315,12 @@ func TestBadInput(t *testing.T) {
 	}
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.Brokers, ",")...),
-		kgo.ConsumeTopics("switchboard.deadletter"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.ConsumeTopics(s.Topic("deadletter")), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	poison := &kgo.Record{Topic: "switchboard.requests.interactive", Key: []byte("poison"), Value: []byte("\xff\x00 not a request")}
+	poison := &kgo.Record{Topic: s.Topic("requests.interactive"), Key: []byte("poison"), Value: []byte("\xff\x00 not a request")}
 	if err := cl.ProduceSync(ctx, poison).FirstErr(); err != nil {
 		t.Fatal(err)
 	}

@@ -18,13 +18,19 @@ func TestEgressFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
+	egressFailover(t, apptest.StackOptions{})
+}
+
+// egressFailover is TestEgressFailover on a stack shaped by base.
+func egressFailover(t *testing.T, base apptest.StackOptions) {
 	// Slow enough answers that every answer streams several chunks and
 	// the kill lands mid-conversation.
-	s := apptest.StartStack(t, bin, apptest.StackOptions{ModelLatency: 150 * time.Millisecond})
+	base.ModelLatency = 150 * time.Millisecond
+	s := apptest.StartStack(t, bin, base)
 	port, adminPort := apptest.FreePort(t), apptest.FreePort(t)
 	egressB := fmt.Sprintf("http://127.0.0.1:%d", port)
-	procB := apptest.Start(t, "egress-b", bin["egress"], "--addr", fmt.Sprintf("127.0.0.1:%d", port),
-		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", adminPort), "--brokers", s.Brokers, "--tenants", s.TenantsFile)
+	procB := apptest.Start(t, "egress-b", bin["egress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", adminPort), "--brokers", s.Brokers, "--tenants", s.TenantsFile}, s.TopicArgs()...)...)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	if err := apptest.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort), time.Minute); err != nil {

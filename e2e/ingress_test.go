@@ -244,8 +244,14 @@ func TestAdmissionWithRouterStopped(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
-	s := apptest.StartStack(t, bin, apptest.StackOptions{IngressArgs: []string{
-		"--batch-lag-high", "15", "--batch-lag-low", "5", "--interactive-lag-high", "30", "--interactive-lag-low", "10"}})
+	admissionWithRouterStopped(t, apptest.StackOptions{})
+}
+
+// admissionWithRouterStopped is TestAdmissionWithRouterStopped on a stack
+// shaped by base.
+func admissionWithRouterStopped(t *testing.T, base apptest.StackOptions) {
+	base.IngressArgs = []string{"--batch-lag-high", "15", "--batch-lag-low", "5", "--interactive-lag-high", "30", "--interactive-lag-low", "10"}
+	s := apptest.StartStack(t, bin, base)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	msg := func(lane string, i int) string {

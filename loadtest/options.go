@@ -15,6 +15,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/loadtest"
+	"github.com/switchboard-llm/switchboard/internal/stack"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
 
@@ -22,6 +23,7 @@ import (
 type options struct {
 	scenarios               []string
 	stack                   bool
+	stackKafka              string
 	bin, stackDir, out      string
 	jsonOut, htmlOut, label string
 	strict                  bool
@@ -32,13 +34,14 @@ type options struct {
 }
 
 func newOptions(f *daemon.Flags) *options {
-	o := &options{scenarios: []string{"baseline"}, bin: "bin", params: loadtest.DefaultParams(),
+	o := &options{scenarios: []string{"baseline"}, bin: "bin", stackKafka: stack.KafkaDevbroker, params: loadtest.DefaultParams(),
 		sc:  loadtest.SuiteConfig{Driver: "http", Reader: "sse", Drain: 30 * time.Second},
 		ext: loadtest.Endpoints{IngressURL: "http://127.0.0.1:8080", EgressURL: "http://127.0.0.1:8081", ModelsimURL: "http://127.0.0.1:8090", APIKey: loadtest.DevKey, Tenant: "dev"}}
 	p := &o.params
 	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all: "+strings.Join(loadtest.Names(), ","))
 	f.Bool(&o.stack, "stack", "start a fresh local stack of the real binaries (from --bin) for each scenario; needed by chaos")
 	f.String(&o.bin, "bin", "directory of the binaries for --stack (make build)")
+	f.String(&o.stackKafka, "stack-kafka", "with --stack: the Kafka of the stacks: devbroker (started per scenario), apache (the running local cluster of make kafka-up; chaos kills its node kafka-1), or host:port,... of another cluster; on an existing cluster each scenario uses topics and a group of its own")
 	f.String(&o.stackDir, "stack-dir", "where --stack keeps broker data and process logs (default: <out>/stack, or a temporary directory)")
 	f.String(&o.out, "out", "directory for the reports: <scenario>.json, suite.json, report.html, summary.txt")
 	f.String(&o.jsonOut, "json", "also write the suite as JSON to this file")
@@ -76,7 +79,7 @@ func newOptions(f *daemon.Flags) *options {
 // run runs the suite: exit status 2 when it cannot, 1 when --strict and a
 // check failed.
 func (o *options) run(ctx context.Context, env *daemon.Env) error {
-	sc, cleanup, err := o.suiteConfig(env)
+	sc, cleanup, err := o.suiteConfig(ctx, env)
 	if err != nil {
 		return daemon.ExitCode(2, err)
 	}
@@ -98,7 +101,7 @@ func (o *options) run(ctx context.Context, env *daemon.Env) error {
 
 // suiteConfig completes the suite's configuration from the settings and
 // the daemon's environment; cleanup removes a temporary stack directory.
-func (o *options) suiteConfig(env *daemon.Env) (loadtest.SuiteConfig, func(), error) {
+func (o *options) suiteConfig(ctx context.Context, env *daemon.Env) (loadtest.SuiteConfig, func(), error) {
 	cleanup := func() {}
 	sc := o.sc
 	sc.Scenarios, sc.Params, sc.Label = o.scenarios, o.params, o.label
@@ -156,5 +159,9 @@ func (o *options) suiteConfig(env *daemon.Env) (loadtest.SuiteConfig, func(), er
 		return sc, cleanup, err
 	}
 	sc.Stack = loadtest.StackConfig{Bin: o.bin, Dir: abs, Logger: env.Logger}
+	if err := stack.UseKafka(ctx, &sc.Stack, o.stackKafka, "."); err != nil {
+		return sc, cleanup, err
+	}
+	sc.TopicPrefix = spec.Prefix
 	return sc, cleanup, nil
 }

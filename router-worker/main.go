@@ -21,6 +21,7 @@ func main() {
 	f.String(&cfg.BackendsFile, "backends", "backends file: model servers, models, limits, breakers (see docs/BACKENDS.md); reloaded on change and on SIGHUP")
 	f.Duration(&cfg.ReloadInterval, "backends-check-interval", "how often the backends file is checked for changes (0: only reload on SIGHUP)")
 	f.String(&cfg.Group, "group", "consumer group")
+	f.String(&cfg.GroupProtocol, "group-protocol", "consumer group protocol: classic (cooperative-sticky, assigned by the members; empty means classic) or consumer (KIP-848, assigned by the broker; Kafka 4.0+)")
 	f.String(&cfg.InstanceID, "instance-id", "static group membership ID, unique in the group and stable across restarts (e.g. the pod name): a restart within --session-timeout gets the partitions back at once (empty: dynamic member)", daemon.FromEnv("SWITCHBOARD_INSTANCE_ID"))
 	f.Int(&cfg.MaxAttempts, "max-attempts", "tries at a request when the backend fails with a retryable error")
 	f.Int(&cfg.MaxInFlight, "max-in-flight", "requests in flight at once (all lanes)")

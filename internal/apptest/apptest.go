@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/stack"
 )
 
 // Binaries are the main packages a stack is made of, by name.
@@ -80,9 +82,11 @@ func FreePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// Proc is a started binary.
+// Proc is a started binary: one Start started, or a process of a Stack
+// (whose launcher then starts, stops and kills it by name).
 type Proc struct {
 	Name string
+	st   *stack.Stack
 	cmd  *exec.Cmd
 	out  *syncBuffer
 	done chan struct{}
@@ -160,10 +164,18 @@ func tail(s string, n int) string {
 func (p *Proc) Output() string { return p.out.String() }
 
 // PID returns the process ID.
-func (p *Proc) PID() int { return p.cmd.Process.Pid }
+func (p *Proc) PID() int {
+	if p.st != nil {
+		return p.st.PIDs()[p.Name]
+	}
+	return p.cmd.Process.Pid
+}
 
 // Exited reports whether the process has ended.
 func (p *Proc) Exited() bool {
+	if p.st != nil {
+		return p.st.PIDs()[p.Name] == 0
+	}
 	select {
 	case <-p.done:
 		return true
@@ -175,6 +187,12 @@ func (p *Proc) Exited() bool {
 // Stop sends SIGTERM and waits up to timeout for the process to exit (then
 // kills it). It returns the process's exit error (nil for status 0).
 func (p *Proc) Stop(timeout time.Duration) error {
+	if p.st != nil {
+		if p.Exited() {
+			return nil
+		}
+		return p.st.Stop(p.Name, timeout)
+	}
 	if p.Exited() {
 		return p.err
 	}
@@ -191,6 +209,10 @@ func (p *Proc) Stop(timeout time.Duration) error {
 
 // Kill ends the process with SIGKILL and waits for it.
 func (p *Proc) Kill() {
+	if p.st != nil {
+		_ = p.st.Kill(p.Name)
+		return
+	}
 	if p.Exited() {
 		return
 	}

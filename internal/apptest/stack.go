@@ -2,17 +2,21 @@ package apptest
 
 import (
 	"context"
-	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/kafkalocal"
+	"github.com/switchboard-llm/switchboard/internal/stack"
 )
 
 // DevKey is the API key of the development tenant in the repository's
 // tenants.yaml, which every stack's ingress and egress use.
-const DevKey = "sk-switchboard-dev"
+const DevKey = stack.DevKey
 
 // StackOptions shape a local stack.
 type StackOptions struct {
@@ -24,20 +28,28 @@ type StackOptions struct {
 	ModelJitter time.Duration
 	// RouterArgs are extra flags for every router-worker.
 	RouterArgs []string
-	// IngressArgs are extra flags for ingress.
-	IngressArgs []string
+	// IngressArgs and EgressArgs are extra flags for ingress and egress.
+	IngressArgs, EgressArgs []string
 	// ReadyTimeout bounds each service's start. Default 60s.
 	ReadyTimeout time.Duration
-	// Brokers, when set, are an external Kafka cluster (e.g. a container)
-	// used instead of starting a devbroker.
+	// Brokers, when set, are an external Kafka cluster (Apache Kafka, local
+	// or in a container) used instead of starting a devbroker. Cluster,
+	// when set, is that cluster's local nodes (KillKafka can crash one).
 	Brokers string
+	Cluster *kafkalocal.Cluster
 	// TopicsFile, when set, is the topics.yaml every binary uses instead of
 	// the one built in (e.g. replication factor 1 for a one-broker cluster).
 	TopicsFile string
+	// TopicPrefix and RouterGroup, when set, replace the topics' prefix and
+	// the router-workers' group, so tests sharing one cluster do not see
+	// each other's records and offsets.
+	TopicPrefix, RouterGroup string
 }
 
-// Stack is a running local stack: devbroker, modelsim, router-workers,
-// egress and ingress, each a process on its own loopback ports.
+// Stack is a running local stack: devbroker (or an external cluster),
+// modelsim, router-workers, egress and ingress, each a process on its own
+// loopback ports, started by internal/stack (the launcher `make run` and
+// `loadtest --stack` use).
 type Stack struct {
 	Dir         string
 	Brokers     string
@@ -46,118 +58,135 @@ type Stack struct {
 	EgressURL   string
 	ModelsimURL string
 	TenantsFile string // the tenants file of ingress and egress (the repository's tenants.yaml)
-	Devbroker   *Proc  // nil with an external cluster (StackOptions.Brokers)
-	Modelsim    *Proc
-	Routers     []*Proc
-	RouterURLs  []string // each router-worker's admin listener (/metrics, /healthz, /readyz) base URL, as Routers
-	Egress      *Proc
-	Ingress     *Proc
-	bin         map[string]string
-	t           testing.TB
-	backends    string
-	routerArgs  []string
-
+	// TopicPrefix is the topics' prefix (topics.yaml's, "switchboard.",
+	// unless StackOptions changed it); RouterGroup the router-workers'
+	// consumer group.
+	TopicPrefix, RouterGroup string
+	Devbroker                *Proc // nil with an external cluster (StackOptions.Brokers)
+	Modelsim                 *Proc
+	Routers                  []*Proc
+	RouterURLs               []string // each router-worker's admin listener (/metrics, /healthz, /readyz) base URL, as Routers
 	// IngressAdminURL and EgressAdminURL are the base URLs of their admin
 	// listeners (/metrics, /healthz, /readyz).
 	IngressAdminURL, EgressAdminURL string
+	Egress                          *Proc
+	Ingress                         *Proc
+	// Launcher is the underlying stack.
+	Launcher  *stack.Stack
+	t         testing.TB
+	topicArgs []string
+	mu        sync.Mutex
+	outs      map[string]*syncBuffer
 }
 
-// topicsArgs are the --topics-file flag, when the stack has one.
-func topicsArgs(file string) []string {
-	if file == "" {
-		return nil
-	}
-	return []string{"--topics-file", file}
-}
+// Topic returns the full name of a logical topic (e.g. "results").
+func (s *Stack) Topic(logical string) string { return s.TopicPrefix + logical }
+
+// TopicArgs are the --topics-file and --topic-prefix flags the stack's
+// services run with, for another process on the same topics.
+func (s *Stack) TopicArgs() []string { return append([]string(nil), s.topicArgs...) }
 
 // StartStack starts a stack from the binaries in bin (see Build) and waits
-// until every service is ready. Cleanup stops it.
+// until every service is ready. Cleanup stops it and, when the test
+// failed, prints the end of every process's output.
 func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	t.Helper()
 	if opts.ModelLatency == 0 {
 		opts.ModelLatency = 5 * time.Millisecond
 	}
-	if opts.Routers == 0 {
-		opts.Routers = 1
-	}
-	if opts.ReadyTimeout == 0 {
-		opts.ReadyTimeout = 60 * time.Second
-	}
-	ctx := t.Context()
-	s := &Stack{Dir: t.TempDir(), bin: bin, t: t, routerArgs: append(topicsArgs(opts.TopicsFile), opts.RouterArgs...)}
-	brokers := opts.Brokers
-	if brokers == "" {
-		ready := filepath.Join(s.Dir, "devbroker.ready")
-		s.Devbroker = Start(t, "devbroker", bin["devbroker"], "--ports", "0,0,0",
-			"--data-dir", filepath.Join(s.Dir, "kafka"), "--ready-file", ready)
-		var err error
-		if brokers, err = WaitFile(ready, opts.ReadyTimeout); err != nil {
-			t.Fatalf("devbroker: %v", err)
-		}
-	}
-	s.Brokers = brokers
-
-	topics := Start(t, "topics", bin["topics"], append([]string{"--brokers", brokers}, topicsArgs(opts.TopicsFile)...)...)
-	select {
-	case <-topics.done:
-		if topics.err != nil {
-			t.Fatalf("topics: %v\n%s", topics.err, topics.Output())
-		}
-	case <-time.After(opts.ReadyTimeout):
-		t.Fatalf("topics did not finish within %v", opts.ReadyTimeout)
-	}
-
-	simPort := FreePort(t)
-	s.ModelsimURL = fmt.Sprintf("http://127.0.0.1:%d", simPort)
-	s.Modelsim = Start(t, "modelsim", bin["modelsim"], "--addr", fmt.Sprintf("127.0.0.1:%d", simPort),
-		"--latency", opts.ModelLatency.String(), "--jitter", opts.ModelJitter.String())
-	s.backends = filepath.Join(s.Dir, "backends.yaml")
-	backends := fmt.Sprintf("backends:\n  - name: modelsim\n    base_url: %s/v1\n    models: [sim]\n    max_concurrency: 64\n    timeout: 30s\n", s.ModelsimURL)
-	if err := os.WriteFile(s.backends, []byte(backends), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for range opts.Routers {
-		s.StartRouter()
-	}
-	egPort, inPort := FreePort(t), FreePort(t)
-	s.EgressURL = fmt.Sprintf("http://127.0.0.1:%d", egPort)
-	s.IngressURL = fmt.Sprintf("http://127.0.0.1:%d", inPort)
-	s.IngressGRPC = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	egAdmin, inAdmin := FreePort(t), FreePort(t)
-	s.EgressAdminURL = fmt.Sprintf("http://127.0.0.1:%d", egAdmin)
-	s.IngressAdminURL = fmt.Sprintf("http://127.0.0.1:%d", inAdmin)
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := &Stack{Dir: t.TempDir(), t: t, outs: map[string]*syncBuffer{}, TopicPrefix: "switchboard.", RouterGroup: "switchboard-router"}
+	if opts.TopicPrefix != "" {
+		s.TopicPrefix = opts.TopicPrefix
+	}
+	if opts.RouterGroup != "" {
+		s.RouterGroup = opts.RouterGroup
+	}
 	s.TenantsFile = filepath.Join(root, "tenants.yaml")
-	s.Egress = Start(t, "egress", bin["egress"], append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", egPort),
-		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", egAdmin), "--brokers", brokers,
-		"--tenants", s.TenantsFile}, topicsArgs(opts.TopicsFile)...)...)
-	s.Ingress = Start(t, "ingress", bin["ingress"], append(append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", inPort),
-		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", inAdmin), "--brokers", brokers,
-		"--grpc-addr", s.IngressGRPC, "--tenants", s.TenantsFile}, topicsArgs(opts.TopicsFile)...), opts.IngressArgs...)...)
-
-	for _, u := range []string{s.ModelsimURL + "/healthz", s.EgressAdminURL + "/readyz", s.IngressAdminURL + "/readyz"} {
-		if err := WaitHTTP(ctx, u, opts.ReadyTimeout); err != nil {
-			t.Fatalf("stack not ready: %v", err)
+	if opts.TopicsFile != "" {
+		s.topicArgs = append(s.topicArgs, "--topics-file", opts.TopicsFile)
+	}
+	if opts.TopicPrefix != "" {
+		s.topicArgs = append(s.topicArgs, "--topic-prefix", opts.TopicPrefix)
+	}
+	cfg := stack.Config{
+		Bin: filepath.Dir(bin["ingress"]), Dir: s.Dir, Brokers: opts.Brokers, Cluster: opts.Cluster,
+		TopicsFile: opts.TopicsFile, TopicPrefix: opts.TopicPrefix, RouterGroup: s.RouterGroup,
+		ModelLatency: opts.ModelLatency, ModelJitter: opts.ModelJitter,
+		BackendConcurrency: 64, BackendTimeout: 30 * time.Second, TenantsFile: s.TenantsFile,
+		Routers:    opts.Routers,
+		RouterArgs: append([]string{"--shutdown-timeout", "10s"}, opts.RouterArgs...), IngressArgs: opts.IngressArgs, EgressArgs: opts.EgressArgs,
+		ReadyTimeout: opts.ReadyTimeout, Output: s.output, CursorSecret: cursorSecret(),
+	}
+	st, err := stack.Start(context.WithoutCancel(t.Context()), cfg)
+	t.Cleanup(func() {
+		if st != nil {
+			st.Close()
+		}
+		if t.Failed() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			for name, out := range s.outs {
+				t.Logf("---- %s output ----\n%s", name, tail(out.String(), 6000))
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("stack: %v", err)
+	}
+	s.Launcher = st
+	s.Brokers, s.IngressURL, s.IngressGRPC, s.EgressURL, s.ModelsimURL = st.Brokers, st.IngressURL, st.IngressGRPC, st.EgressURL, st.ModelsimURL
+	s.IngressAdminURL, s.EgressAdminURL = st.IngressAdminURL, st.EgressAdminURL
+	if opts.Brokers == "" {
+		s.Devbroker = s.proc(stack.ProcDevbroker)
+	}
+	s.Modelsim, s.Egress, s.Ingress = s.proc(stack.ProcModelsim), s.proc(stack.ProcEgress), s.proc(stack.ProcIngress)
+	for _, name := range st.Names() {
+		if strings.HasPrefix(name, stack.ProcRouter) {
+			s.Routers = append(s.Routers, s.proc(name))
 		}
 	}
+	s.RouterURLs = append(s.RouterURLs, st.RouterURLs...)
 	return s
+}
+
+func (s *Stack) output(name string) io.Writer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.outs[name]
+	if b == nil {
+		b = &syncBuffer{}
+		s.outs[name] = b
+	}
+	return b
+}
+
+func (s *Stack) proc(name string) *Proc {
+	return &Proc{Name: name, st: s.Launcher, out: s.output(name).(*syncBuffer)}
 }
 
 // StartRouter starts one more router-worker and waits until it is ready.
 func (s *Stack) StartRouter() *Proc {
 	s.t.Helper()
-	port := FreePort(s.t)
-	name := "router-worker-" + strconv.Itoa(len(s.Routers)+1)
-	args := append([]string{"--admin-addr", fmt.Sprintf("127.0.0.1:%d", port),
-		"--brokers", s.Brokers, "--backends", s.backends, "--shutdown-timeout", "10s"}, s.routerArgs...)
-	p := Start(s.t, name, s.bin["router-worker"], args...)
-	if err := WaitHTTP(context.WithoutCancel(s.t.Context()), fmt.Sprintf("http://127.0.0.1:%d/readyz", port), time.Minute); err != nil {
+	name, err := s.Launcher.AddRouter(context.WithoutCancel(s.t.Context()))
+	if err != nil {
 		s.t.Fatalf("%s: %v", name, err)
 	}
+	p := s.proc(name)
 	s.Routers = append(s.Routers, p)
-	s.RouterURLs = append(s.RouterURLs, fmt.Sprintf("http://127.0.0.1:%d", port))
+	urls := s.Launcher.RouterURLs
+	s.RouterURLs = append(s.RouterURLs, urls[len(urls)-1])
 	return p
+}
+
+// cursorSecret is the egress cursor secret of the processes tests start
+// (see CursorSecret).
+func cursorSecret() string {
+	if v := os.Getenv("SWITCHBOARD_CURSOR_SECRET"); v != "" {
+		return v
+	}
+	return CursorSecret
 }

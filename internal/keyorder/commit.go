@@ -44,7 +44,7 @@ func (e *Engine) commit(only map[*partition]bool) error {
 	ctx, cancel := context.WithTimeout(e.base, commitTimeout)
 	defer cancel()
 
-	want, covered, err := e.snapshot(only)
+	want, covered, member, err := e.snapshot(only)
 	if err != nil {
 		e.restage(covered)
 		e.fail(err)
@@ -63,7 +63,7 @@ func (e *Engine) commit(only map[*partition]bool) error {
 	start := time.Now()
 	defer func() { e.m.commitSeconds.Observe(time.Since(start).Seconds()) }()
 	if e.txn != nil {
-		committed, err := e.commitTxn(ctx, want, covered)
+		committed, err := e.commitTxn(ctx, want, covered, member.id, member.gen)
 		if committed {
 			e.markCommitted(want)
 		} else {
@@ -82,9 +82,19 @@ func (e *Engine) commit(only map[*partition]bool) error {
 // the staged output of finished records, taken off the staged list. It
 // fails with the output taken when a partition's metadata is over its
 // limit in exactly-once mode: the caller puts it back and stops.
-func (e *Engine) snapshot(only map[*partition]bool) (map[topicPartition]commitPoint, []staged, error) {
+//
+// It also returns the group membership the partitions are held under, read
+// under the same lock: franz-go calls OnPartitionsLost (whose release takes
+// e.mu) before it rejoins under a new member ID or generation, so a
+// partition in the snapshot is still this membership's. A transactional
+// offset commit sent under it is fenced (KIP-447) if the group has moved
+// on meanwhile, instead of committing, under a newer membership, work
+// another member may have started again.
+func (e *Engine) snapshot(only map[*partition]bool) (map[topicPartition]commitPoint, []staged, membership, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	var m membership
+	m.id, m.gen = e.cl.GroupMetadata()
 	covered := e.takeStaged(only)
 	want := map[topicPartition]commitPoint{}
 	for tp, p := range e.parts {
@@ -102,7 +112,7 @@ func (e *Engine) snapshot(only map[*partition]bool) (map[topicPartition]commitPo
 			err := fmt.Errorf("commit metadata of %s/%d is %d bytes, over its %d-byte limit",
 				tp.topic, tp.partition, len(md), e.cfg.MetadataLimit)
 			if e.txn != nil {
-				return nil, covered, err
+				return nil, covered, m, err
 			}
 			e.log.Error("committing the watermark alone", "err", err)
 			md = ""
@@ -112,7 +122,14 @@ func (e *Engine) snapshot(only map[*partition]bool) (map[topicPartition]commitPo
 		}
 		want[tp] = commitPoint{p, w, md}
 	}
-	return want, covered, nil
+	return want, covered, m, nil
+}
+
+// membership is a group member ID and generation (member epoch with
+// KIP-848).
+type membership struct {
+	id  string
+	gen int32
 }
 
 // takeStaged takes the staged output of finished records that a commit of

@@ -69,8 +69,9 @@ func (e *Engine) Stage(rec *kgo.Record, records ...*kgo.Record) error {
 // built with it. It reports whether the transaction committed. When the
 // outcome of ending the transaction is unknown (the broker's answer was
 // lost), it aborts whatever may still be open and reads the group's stable
-// offsets to learn it: a committed transaction left points there.
-func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commitPoint, covered []staged) (bool, error) {
+// offsets to learn it: a committed transaction left points there. member
+// and gen are the group membership the points were taken under.
+func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commitPoint, covered []staged, member string, gen int32) (bool, error) {
 	if err := e.cl.BeginTransaction(); err != nil {
 		// A transaction left open by a failed abort: end it, then begin.
 		if aerr := e.abortTxn(); aerr != nil { //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
@@ -109,7 +110,7 @@ func (e *Engine) commitTxn(ctx context.Context, points map[topicPartition]commit
 	wg.Wait()
 	err := perr
 	if err == nil {
-		err = e.txnOffsetCommit(ctx, points)
+		err = e.txnOffsetCommit(ctx, points, member, gen)
 	}
 	if err != nil {
 		if aerr := e.abortTxn(); aerr != nil { //nolint:contextcheck // commits run on the engine's base context, never a caller's: one cut off half-way leaves its outcome unknown (commitTimeout)
@@ -193,8 +194,10 @@ func (e *Engine) txnLanded(points map[topicPartition]commitPoint) (bool, error) 
 }
 
 // txnOffsetCommit adds the group to the open transaction and commits
-// points in it, fenced by the member's generation.
-func (e *Engine) txnOffsetCommit(ctx context.Context, points map[topicPartition]commitPoint) error {
+// points in it, fenced by member and gen: the membership the points were
+// taken under, not the client's current one (which may be newer after a
+// lost session and a rejoin, when another member owns the partitions).
+func (e *Engine) txnOffsetCommit(ctx context.Context, points map[topicPartition]commitPoint, member string, gen int32) error {
 	id, epoch, err := e.cl.ProducerID(ctx)
 	if err != nil {
 		return fmt.Errorf("producer id: %w", err)
@@ -214,7 +217,6 @@ func (e *Engine) txnOffsetCommit(ctx context.Context, points map[topicPartition]
 	if err != nil {
 		return err
 	}
-	member, gen := e.cl.GroupMetadata()
 	req := kmsg.NewPtrTxnOffsetCommitRequest()
 	req.TransactionalID = e.cfg.TransactionalID
 	req.Group, req.ProducerID, req.ProducerEpoch = e.cfg.Group, id, epoch

@@ -60,7 +60,8 @@ func TestTxnNewOwnerWaitsForStableOffsets(t *testing.T) {
 	e1.mu.Lock()
 	pts := map[topicPartition]commitPoint{p0.tp: {p0, p0.track.watermark(), p0.track.metadata()}}
 	e1.mu.Unlock()
-	if err := e1.txnOffsetCommit(t.Context(), pts); err != nil {
+	member, gen := e1.cl.GroupMetadata()
+	if err := e1.txnOffsetCommit(t.Context(), pts, member, gen); err != nil {
 		t.Fatal(err)
 	}
 	e1.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,12 @@ import (
 // Topics are the full names of the topics the load test touches.
 type Topics struct {
 	Interactive, Batch, Results, DeadLetter string
+}
+
+// withPrefix returns t with the prefix from of every name replaced by to.
+func (t Topics) withPrefix(from, to string) Topics {
+	re := func(n string) string { return to + strings.TrimPrefix(n, from) }
+	return Topics{Interactive: re(t.Interactive), Batch: re(t.Batch), Results: re(t.Results), DeadLetter: re(t.DeadLetter)}
 }
 
 func (t Topics) requests(lane string) string {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
@@ -107,7 +108,7 @@ func Scenarios() []Scenario {
 					{Class: classBatch, Lane: envelope.LaneBatch, Users: p.BatchUsers},
 				}
 			}},
-		{Name: "chaos", Description: "baseline while router-worker, egress and devbroker are killed with SIGKILL and restarted, and the model backend goes down",
+		{Name: "chaos", Description: "baseline while router-worker, egress and devbroker (or one node of a local Apache Kafka cluster) are killed with SIGKILL and restarted, and the model backend goes down",
 			NeedsStack: true,
 			build: func(p Params, c *Config, st *Stack) {
 				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
@@ -119,7 +120,7 @@ func Scenarios() []Scenario {
 				c.Faults = []Fault{
 					{At: d * 2 / 10, Name: fmt.Sprintf("kill -9 router-worker, restart after %v", p.ChaosDown), Do: kill(ProcRouter)},
 					{At: d * 4 / 10, Name: fmt.Sprintf("kill -9 egress, restart after %v", p.ChaosDown), Do: kill(ProcEgress)},
-					{At: d * 6 / 10, Name: fmt.Sprintf("kill -9 devbroker, restart after %v", p.ChaosDown), Do: kill(ProcDevbroker)},
+					{At: d * 6 / 10, Name: fmt.Sprintf("kill -9 %s, restart after %v", st.BrokerProcess(), p.ChaosDown), Do: kill(st.BrokerProcess())},
 					{At: d * 8 / 10, Name: fmt.Sprintf("model backend down (kill -9 modelsim) for %v", 3*p.ChaosDown), Do: func(ctx context.Context) error {
 						return st.KillRestart(ctx, ProcModelsim, 3*p.ChaosDown)
 					}},
@@ -182,6 +183,9 @@ type SuiteConfig struct {
 	// under Dir/<scenario>. Otherwise External is used.
 	Stack    StackConfig
 	External Endpoints
+	// TopicPrefix is the prefix of External's topic names (topics.yaml's),
+	// replaced by a scenario's own on an external cluster.
+	TopicPrefix string
 	// ExternalPIDs are processes of an external stack to sample, by name.
 	ExternalPIDs map[string]int
 	// KafkaOpts builds client options for brokers (logging, client ID).
@@ -238,6 +242,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 	p := sc.Params
 	ep := sc.External
 	var st *Stack
+	group := ""
 	if sc.Stack.Bin != "" {
 		cfg := sc.Stack
 		cfg.Dir = sc.Stack.Dir + "/" + s.Name
@@ -245,13 +250,28 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		if s.stack != nil {
 			s.stack(p, &cfg)
 		}
+		topics := sc.External.Kafka.Topics
+		if cfg.Brokers != "" && cfg.TopicPrefix == "" {
+			// An external cluster outlives the scenario: its topics and
+			// group are the scenario's own, so earlier runs' records and
+			// offsets do not count.
+			run := fmt.Sprintf("lt%d-%s", time.Now().Unix(), s.Name)
+			cfg.TopicPrefix, cfg.RouterGroup = run+".", run+"-router"
+			topics = topics.withPrefix(sc.TopicPrefix, cfg.TopicPrefix)
+		}
 		var err error
 		if st, err = StartStack(ctx, cfg); err != nil {
 			return nil, err
 		}
 		defer st.Close()
+		if cfg.TopicPrefix != "" && sc.Stack.TopicPrefix == "" {
+			// The scenario's own topics on a cluster that outlives it:
+			// deleted after the stack stopped (defers run last first).
+			defer deleteTopics(ctx, sc.KafkaOpts(strings.Split(cfg.Brokers, ",")), topics)
+		}
+		group = cfg.RouterGroup
 		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey, Tenant: st.Tenant,
-			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: sc.External.Kafka.Topics}}
+			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: topics}}
 	} else if s.NeedsStack {
 		return nil, fmt.Errorf("%s acts on processes and needs a stack the load test starts (--stack)", s.Name)
 	}
@@ -271,7 +291,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 	cfg := Config{
 		Scenario: s.Name, Description: s.Description, Label: sc.Label, Command: sc.Command,
 		Driver: drv, Reader: rd, Duration: p.Duration, Warmup: p.Warmup, Drain: sc.Drain, Stream: p.Stream,
-		ModelURL: ep.ModelsimURL, KafkaOpts: kopts, Topics: ep.Kafka.Topics,
+		ModelURL: ep.ModelsimURL, KafkaOpts: kopts, Topics: ep.Kafka.Topics, Group: group,
 		Progress: sc.Progress.W, ProgressTTY: sc.Progress.TTY,
 	}
 	if s.Name == "malformed" && len(kopts) > 0 && sc.Driver != nameKafka {
@@ -390,3 +410,16 @@ func pct(a, b float64) float64 {
 
 // Names lists the scenario names.
 func Names() []string { return scenarioNames() }
+
+// deleteTopics deletes a scenario's topics, best effort (bounded to 30s,
+// also after ctx ended: the run is over, its topics still go).
+func deleteTopics(ctx context.Context, opts []kgo.Opt, t Topics) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	_, _ = kadm.NewClient(cl).DeleteTopics(ctx, t.Interactive, t.Batch, t.Results, t.DeadLetter)
+}

@@ -94,6 +94,12 @@ type Config struct {
 	// crashed worker, or a stopped static one) before giving its
 	// partitions to others. Default 20s (see keyorder.Config).
 	SessionTimeout time.Duration
+	// GroupProtocol is the consumer group protocol: "classic" (the default:
+	// JoinGroup/SyncGroup, cooperative-sticky assignment by the members)
+	// or "consumer" (KIP-848, Kafka 4.0+: the broker assigns partitions,
+	// incrementally; the session timeout is then the broker's
+	// group.consumer.session.timeout.ms, not SessionTimeout).
+	GroupProtocol string
 	// RebalanceTimeout is how long a rebalance waits for members to
 	// rejoin. Default RevokeTimeout + 20s.
 	RebalanceTimeout time.Duration
@@ -203,6 +209,9 @@ func (c *Config) Validate() error {
 	if c.MaxAttempts < 1 || c.PartitionHighMark < 2 || c.ChunkBytes < 1 || c.MaxInFlight < 1 || c.BatchMaxInFlight < 1 {
 		return errors.New("router: max attempts, in-flight budgets, high mark and chunk bytes must be positive")
 	}
+	if c.GroupProtocol != "" && c.GroupProtocol != "classic" && c.GroupProtocol != "consumer" {
+		return fmt.Errorf("router: group protocol %q: want classic or consumer", c.GroupProtocol)
+	}
 	return c.Kafka.Validate()
 }
 
@@ -259,6 +268,10 @@ func New(cfg Config) (*Router, error) {
 			txnID = "switchboard-router-" + uuid.NewString()
 		}
 	}
+	groupOpts := []kgo.Opt{kgo.FetchMinBytes(cfg.FetchMinBytes), kgo.FetchMaxWait(cfg.FetchMaxWait)}
+	if cfg.GroupProtocol == "consumer" {
+		groupOpts = append(groupOpts, kgo.ServerSideBalancer())
+	}
 	engine, err := keyorder.New(keyorder.Config{
 		TransactionalID:  txnID,
 		Group:            cfg.Group,
@@ -275,7 +288,7 @@ func New(cfg Config) (*Router, error) {
 		RetryBackoff:     cfg.RetryBackoff,
 		Handler:          r.process,
 		ClientOpts: append(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics, cfg.ProduceLinger)...),
-			kgo.FetchMinBytes(cfg.FetchMinBytes), kgo.FetchMaxWait(cfg.FetchMaxWait)),
+			groupOpts...),
 		MetricsPrefix: "switchboard_router",
 		Registry:      cfg.Registry,
 		Logger:        cfg.Logger,

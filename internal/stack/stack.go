@@ -1,0 +1,831 @@
+// Package stack is the one launcher of Switchboard's local stack: the Kafka
+// cluster (an embedded devbroker it starts, or an external cluster given by
+// address, such as the local Apache Kafka of internal/kafkalocal), topics
+// from topics.yaml, the model simulator, router-workers, egress and
+// ingress, each a process of the real binaries. `make run` (cmd/stack),
+// `loadtest --stack` and the end-to-end tests start stacks with it.
+//
+// Ports, readiness, logs, stop order and stopping by PID live here once: a
+// Stack stops, kills and restarts only processes it started, by PID, and
+// every wait is bounded. Supervise restarts a process that died on its own,
+// with backoff, for the interactive `make run`.
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-llm/switchboard/internal/kafkalocal"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
+)
+
+// DevKey is the development tenant's key (the repository's tenants.yaml):
+// the default key of a stack's generated tenants file.
+const DevKey = "sk-switchboard-dev"
+
+// Names of the stack's processes. Router-workers beyond the first are
+// router-worker-2, router-worker-3, …; the nodes of a local Apache Kafka
+// cluster (Config.Cluster) are kafka-1, kafka-2, kafka-3.
+const (
+	ProcDevbroker = "devbroker"
+	ProcModelsim  = "modelsim"
+	ProcRouter    = "router-worker"
+	ProcEgress    = "egress"
+	ProcIngress   = "ingress"
+)
+
+// Config shapes a stack. The zero value with Bin and Dir set is a stack on
+// a devbroker, every process on free loopback ports, logs in Dir.
+type Config struct {
+	// Bin is the directory holding the binaries (make build). Required.
+	Bin string
+	// Dir holds the devbroker's data, generated files and (without Output)
+	// every process's log. Required.
+	Dir string
+
+	// Brokers is an external Kafka cluster (comma-separated addresses);
+	// empty starts a devbroker. Cluster, when set, is that cluster's local
+	// nodes, which Kill and Start can then crash and restart by name
+	// (kafka-1, …) and PIDs reports.
+	Brokers string
+	Cluster *kafkalocal.Cluster
+	// DevbrokerPorts are the devbroker's three listeners; empty: free ports.
+	DevbrokerPorts []int
+	// DevbrokerDir is where the devbroker keeps its data. Default Dir/kafka.
+	DevbrokerDir string
+	// TopicsFile replaces the built-in topics.yaml for every binary.
+	TopicsFile string
+	// TopicPrefix replaces the topics file's prefix for every binary, so
+	// stacks sharing one cluster do not see each other's records.
+	TopicPrefix string
+	// RouterGroup is the router-workers' consumer group. Default
+	// switchboard-router.
+	RouterGroup string
+
+	// Ports of the services; 0 picks a free loopback port. RouterPort is
+	// router-worker's admin listener; EgressAdminPort and IngressAdminPort
+	// are the admin listeners (/metrics, /healthz, /readyz) apart from
+	// egress's and ingress's public APIs.
+	ModelsimPort, RouterPort, EgressPort, IngressPort, IngressGRPCPort int
+	EgressAdminPort, IngressAdminPort                                  int
+	// NoIngressGRPC starts ingress without its gRPC listener.
+	NoIngressGRPC bool
+
+	// ModelLatency, ModelJitter, LongTailFraction and LongTailLatency are
+	// modelsim's flags. Defaults 200ms, 0 jitter, 0, 1500ms.
+	ModelLatency, ModelJitter time.Duration
+	LongTailFraction          float64
+	LongTailLatency           time.Duration
+	// BackendsFile is router-worker's backends file; empty generates one
+	// with modelsim as the only backend of model "sim".
+	BackendsFile string
+	// BackendConcurrency is max_concurrency in the generated backends
+	// file. Default 2048.
+	BackendConcurrency int
+	// BackendTimeout is the timeout in the generated backends file.
+	// Default 60s.
+	BackendTimeout time.Duration
+	// TenantsFile is ingress's and egress's tenants file; empty generates
+	// one with a single tenant, Tenant, whose key is APIKey.
+	TenantsFile string
+	// APIKey and Tenant name the generated tenant. Defaults DevKey and
+	// "dev".
+	APIKey, Tenant string
+
+	// Routers is how many router-workers start. Default 1.
+	Routers int
+	// RouterArgs, EgressArgs and IngressArgs are extra flags of those
+	// services; CommonArgs are given to every service (e.g. logging).
+	RouterArgs, EgressArgs, IngressArgs, CommonArgs []string
+	// RouterInstanceArgs, when set, gives each router-worker (by index)
+	// flags of its own, e.g. a static-membership --instance-id.
+	RouterInstanceArgs func(i int) []string
+
+	// CursorSecret is egress's SWITCHBOARD_CURSOR_SECRET, given to every
+	// process of the stack (restarted ones too), so a cursor one egress
+	// made resumes on any other. Default: the environment's, else a random
+	// one per stack.
+	CursorSecret string
+
+	// ReadyTimeout bounds each process's start. Default 60s.
+	ReadyTimeout time.Duration
+	// Output, when set, receives each process's output (e.g. prefixed
+	// lines on a terminal) instead of Dir/<name>.log.
+	Output func(name string) io.Writer
+	// Logger receives the stack's own events (started, restarted). Default:
+	// discard.
+	Logger *slog.Logger
+}
+
+// Stack is a running stack.
+type Stack struct {
+	cfg Config
+	// Brokers are the Kafka addresses the services use.
+	Brokers string
+	// IngressURL, IngressGRPC (host:port, empty without gRPC), EgressURL and
+	// ModelsimURL reach the services; RouterURLs each router-worker's admin
+	// endpoints (/metrics, /healthz, /readyz), in start order.
+	IngressURL, IngressGRPC, EgressURL, ModelsimURL string
+	RouterURLs                                      []string
+	// IngressAdminURL and EgressAdminURL are their admin listeners
+	// (/metrics, /healthz, /readyz).
+	IngressAdminURL, EgressAdminURL string
+	// APIKey is a key ingress and egress accept; Tenant its tenant (empty
+	// with Config.TenantsFile).
+	APIKey, Tenant string
+	// TenantsFile and BackendsFile are the files the services use.
+	TenantsFile, BackendsFile string
+
+	mu       sync.Mutex
+	procs    map[string]*proc
+	order    []string
+	routerN  int
+	stopping bool
+}
+
+type proc struct {
+	name  string
+	args  []string
+	ready func(ctx context.Context) error
+	cmd   *exec.Cmd
+	done  chan struct{}
+	err   error // the exit error, set before done closes
+	// killed: the last exit was asked for (Kill, Stop), not a crash.
+	killed bool
+}
+
+// Binaries are the binaries a stack on devbroker runs, as named in Bin.
+func Binaries() []string {
+	return []string{ProcDevbroker, "topics", ProcModelsim, ProcRouter, ProcEgress, ProcIngress}
+}
+
+// Validate reports whether the configuration can start a stack.
+func (c Config) Validate() error {
+	if c.Bin == "" || c.Dir == "" {
+		return errors.New("stack: bin and dir are required")
+	}
+	for _, b := range Binaries() {
+		if b == ProcDevbroker && c.Brokers != "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(c.Bin, b)); err != nil {
+			return fmt.Errorf("stack: %w (run make build)", err)
+		}
+	}
+	if c.LongTailFraction < 0 || c.LongTailFraction > 1 {
+		return fmt.Errorf("stack: long tail fraction %v not in [0, 1]", c.LongTailFraction)
+	}
+	return nil
+}
+
+func (c *Config) defaults() {
+	if c.ModelLatency == 0 {
+		c.ModelLatency = 200 * time.Millisecond
+	}
+	if c.LongTailLatency == 0 {
+		c.LongTailLatency = 1500 * time.Millisecond
+	}
+	if c.BackendConcurrency == 0 {
+		c.BackendConcurrency = 2048
+	}
+	if c.BackendTimeout == 0 {
+		c.BackendTimeout = 60 * time.Second
+	}
+	if c.APIKey == "" {
+		c.APIKey = DevKey
+	}
+	if c.Tenant == "" {
+		c.Tenant = "dev"
+	}
+	if c.Routers == 0 {
+		c.Routers = 1
+	}
+	if c.RouterGroup == "" {
+		c.RouterGroup = "switchboard-router"
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 60 * time.Second
+	}
+	if c.DevbrokerDir == "" {
+		c.DevbrokerDir = filepath.Join(c.Dir, "kafka")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.CursorSecret == "" {
+		c.CursorSecret = os.Getenv("SWITCHBOARD_CURSOR_SECRET")
+	}
+	if c.CursorSecret == "" {
+		c.CursorSecret = rand.Text()
+	}
+}
+
+// topicArgs are the topics flags every Kafka-speaking binary gets.
+func (c Config) topicArgs() []string {
+	var a []string
+	if c.TopicsFile != "" {
+		a = append(a, "--topics-file", c.TopicsFile)
+	}
+	if c.TopicPrefix != "" {
+		a = append(a, "--topic-prefix", c.TopicPrefix)
+	}
+	return a
+}
+
+// Start starts the stack in order (Kafka, topics, modelsim, router-workers,
+// egress, ingress) and waits until each process is ready. On error it
+// stops what it started.
+func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.defaults()
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	s := &Stack{cfg: cfg, procs: map[string]*proc{}, APIKey: cfg.APIKey}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := s.startKafka(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.runTopics(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.startModelsim(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.writeFiles(); err != nil {
+		return nil, err
+	}
+	for range cfg.Routers {
+		if _, err := s.AddRouter(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.startEgress(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.startIngress(ctx); err != nil {
+		return nil, err
+	}
+	cfg.Logger.Info("stack ready", "brokers", s.Brokers, "ingress", s.IngressURL, "egress", s.EgressURL, "modelsim", s.ModelsimURL, "dir", cfg.Dir)
+	return s, nil
+}
+
+func (s *Stack) startKafka(ctx context.Context) error {
+	if s.cfg.Brokers != "" {
+		s.Brokers = s.cfg.Brokers
+		return nil
+	}
+	ports := s.cfg.DevbrokerPorts
+	if len(ports) == 0 {
+		var err error
+		if ports, err = FreePorts(3); err != nil {
+			return err
+		}
+	}
+	var addrs, ps []string
+	for _, p := range ports {
+		addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(p))
+		ps = append(ps, strconv.Itoa(p))
+	}
+	s.Brokers = strings.Join(addrs, ",")
+	readyFile := filepath.Join(s.cfg.Dir, "devbroker.ready")
+	s.add(ProcDevbroker, []string{"--ports", strings.Join(ps, ","), "--data-dir", s.cfg.DevbrokerDir, "--ready-file", readyFile},
+		func(ctx context.Context) error {
+			return waitFor(ctx, s.cfg.ReadyTimeout, func() error {
+				b, err := os.ReadFile(readyFile)
+				if err == nil && len(strings.TrimSpace(string(b))) == 0 {
+					err = errors.New("empty ready file")
+				}
+				return err
+			})
+		})
+	return s.Start(ctx, ProcDevbroker)
+}
+
+func (s *Stack) runTopics(ctx context.Context) error {
+	out, closeOut, err := s.output("topics")
+	if err != nil {
+		return err
+	}
+	defer closeOut()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(s.cfg.Bin, "topics"), append([]string{"--brokers", s.Brokers}, s.cfg.topicArgs()...)...)
+	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cfg.CursorSecret)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("stack: topics: %w%s", err, s.seeLog("topics"))
+	}
+	return nil
+}
+
+func (s *Stack) startModelsim(ctx context.Context) error {
+	addr, err := s.addr(s.cfg.ModelsimPort)
+	if err != nil {
+		return err
+	}
+	s.ModelsimURL = "http://" + addr
+	s.add(ProcModelsim, []string{"--addr", addr, "--latency", s.cfg.ModelLatency.String(), "--jitter", s.cfg.ModelJitter.String(),
+		"--long-tail-fraction", strconv.FormatFloat(s.cfg.LongTailFraction, 'f', -1, 64), "--long-tail-latency", s.cfg.LongTailLatency.String()},
+		httpReady(s.ModelsimURL+"/healthz", s.cfg.ReadyTimeout))
+	return s.Start(ctx, ProcModelsim)
+}
+
+// writeFiles writes the generated backends and tenants files.
+func (s *Stack) writeFiles() error {
+	s.BackendsFile = s.cfg.BackendsFile
+	if s.BackendsFile == "" {
+		s.BackendsFile = filepath.Join(s.cfg.Dir, "backends.yaml")
+		if err := os.WriteFile(s.BackendsFile, fmt.Appendf(nil, "backends:\n  - name: modelsim\n    base_url: %s/v1\n    models: [sim]\n    max_concurrency: %d\n    timeout: %s\n",
+			s.ModelsimURL, s.cfg.BackendConcurrency, s.cfg.BackendTimeout), 0o644); err != nil {
+			return err
+		}
+	}
+	s.TenantsFile = s.cfg.TenantsFile
+	if s.TenantsFile == "" {
+		s.Tenant = s.cfg.Tenant
+		s.TenantsFile = filepath.Join(s.cfg.Dir, "tenants.yaml")
+		// The generated tenant is shown everything a result can carry
+		// (the load test reads the model's time from the timings).
+		if err := os.WriteFile(s.TenantsFile, fmt.Appendf(nil, "tenants:\n  - name: %s\n    key_sha256: [%s]\n    show: [backend, timings, kafka_positions]\n",
+			s.Tenant, tenant.HashKey(s.cfg.APIKey)), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddRouter starts one more router-worker and waits until it is ready. It
+// returns its name (router-worker, router-worker-2, …).
+func (s *Stack) AddRouter(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	i := s.routerN
+	s.routerN++
+	s.mu.Unlock()
+	port := 0
+	if i == 0 {
+		port = s.cfg.RouterPort
+	}
+	addr, err := s.addr(port)
+	if err != nil {
+		return "", err
+	}
+	name := ProcRouter
+	if i > 0 {
+		name = ProcRouter + "-" + strconv.Itoa(i+1)
+	}
+	args := append([]string{"--admin-addr", addr, "--brokers", s.Brokers, "--backends", s.BackendsFile, "--group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
+	args = append(append(args, s.cfg.CommonArgs...), s.cfg.RouterArgs...)
+	if s.cfg.RouterInstanceArgs != nil {
+		args = append(args, s.cfg.RouterInstanceArgs(i)...)
+	}
+	s.mu.Lock()
+	s.RouterURLs = append(s.RouterURLs, "http://"+addr)
+	s.mu.Unlock()
+	s.add(name, args, httpReady("http://"+addr+"/readyz", s.cfg.ReadyTimeout))
+	return name, s.Start(ctx, name)
+}
+
+func (s *Stack) startEgress(ctx context.Context) error {
+	addr, err := s.addr(s.cfg.EgressPort)
+	if err != nil {
+		return err
+	}
+	admin, err := s.addr(s.cfg.EgressAdminPort)
+	if err != nil {
+		return err
+	}
+	s.EgressURL, s.EgressAdminURL = "http://"+addr, "http://"+admin
+	args := append([]string{"--addr", addr, "--admin-addr", admin, "--brokers", s.Brokers, "--tenants", s.TenantsFile}, s.cfg.topicArgs()...)
+	s.add(ProcEgress, append(append(args, s.cfg.CommonArgs...), s.cfg.EgressArgs...), httpReady(s.EgressAdminURL+"/readyz", s.cfg.ReadyTimeout))
+	return s.Start(ctx, ProcEgress)
+}
+
+func (s *Stack) startIngress(ctx context.Context) error {
+	addr, err := s.addr(s.cfg.IngressPort)
+	if err != nil {
+		return err
+	}
+	s.IngressURL = "http://" + addr
+	grpc := ""
+	if !s.cfg.NoIngressGRPC {
+		if grpc, err = s.addr(s.cfg.IngressGRPCPort); err != nil {
+			return err
+		}
+	}
+	s.IngressGRPC = grpc
+	admin, err := s.addr(s.cfg.IngressAdminPort)
+	if err != nil {
+		return err
+	}
+	s.IngressAdminURL = "http://" + admin
+	args := append([]string{"--addr", addr, "--admin-addr", admin, "--grpc-addr", grpc, "--brokers", s.Brokers, "--tenants", s.TenantsFile,
+		"--router-group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
+	s.add(ProcIngress, append(append(args, s.cfg.CommonArgs...), s.cfg.IngressArgs...), httpReady(s.IngressAdminURL+"/readyz", s.cfg.ReadyTimeout))
+	return s.Start(ctx, ProcIngress)
+}
+
+// addr returns 127.0.0.1:port, or a free loopback port's address for 0.
+func (s *Stack) addr(port int) (string, error) {
+	if port == 0 {
+		ps, err := FreePorts(1)
+		if err != nil {
+			return "", err
+		}
+		port = ps[0]
+	}
+	return "127.0.0.1:" + strconv.Itoa(port), nil
+}
+
+func (s *Stack) add(name string, args []string, ready func(context.Context) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.procs[name] = &proc{name: name, args: args, ready: ready}
+	s.order = append(s.order, name)
+}
+
+// output opens where name's output goes and returns a function that
+// closes it.
+func (s *Stack) output(name string) (io.Writer, func(), error) {
+	if s.cfg.Output != nil {
+		return s.cfg.Output(name), func() {}, nil
+	}
+	f, err := os.OpenFile(s.LogFile(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+// LogFile is where name's output goes without Config.Output.
+func (s *Stack) LogFile(name string) string { return filepath.Join(s.cfg.Dir, name+".log") }
+
+func (s *Stack) seeLog(name string) string {
+	if s.cfg.Output != nil {
+		return ""
+	}
+	return " (see " + s.LogFile(name) + ")"
+}
+
+// Start starts the named process (again) with its arguments and waits
+// until it is ready. For a node of Config.Cluster (kafka-N) it starts the
+// node and waits until the cluster has all its brokers again.
+func (s *Stack) Start(ctx context.Context, name string) error {
+	if i, ok := s.kafkaNode(name); ok {
+		if err := s.cfg.Cluster.StartNode(i); err != nil {
+			return err
+		}
+		return s.cfg.Cluster.WaitReady(ctx, s.cfg.Cluster.Nodes())
+	}
+	s.mu.Lock()
+	p := s.procs[name]
+	if p == nil {
+		s.mu.Unlock()
+		return fmt.Errorf("stack: no process %q", name)
+	}
+	if p.cmd != nil && !p.exited() {
+		s.mu.Unlock()
+		return fmt.Errorf("stack: %s is running", name)
+	}
+	if name == ProcDevbroker {
+		os.Remove(filepath.Join(s.cfg.Dir, "devbroker.ready"))
+	}
+	out, closeOut, err := s.output(name)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	// Never cancelled by a context: Stop, Kill and Close end it by PID.
+	cmd := exec.Command(filepath.Join(s.cfg.Bin, binaryOf(name)), p.args...) //nolint:noctx // see above
+	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cfg.CursorSecret)
+	cmd.Stdout, cmd.Stderr = out, out
+	// Its own process group: a Ctrl-C at the terminal reaches only the
+	// launcher, which stops the services in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		closeOut()
+		s.mu.Unlock()
+		return fmt.Errorf("stack: start %s: %w", name, err)
+	}
+	p.cmd, p.done, p.killed = cmd, make(chan struct{}), false
+	done := p.done
+	go func() { // owned by done: ends when the process does
+		err := cmd.Wait()
+		closeOut()
+		s.mu.Lock()
+		p.err = err
+		s.mu.Unlock()
+		close(done)
+	}()
+	s.mu.Unlock()
+	if err := p.ready(ctx); err != nil {
+		return fmt.Errorf("stack: %s not ready: %w%s", name, err, s.seeLog(name))
+	}
+	return nil
+}
+
+// binaryOf maps a process name to its binary (router-worker-2 runs
+// router-worker).
+func binaryOf(name string) string {
+	if strings.HasPrefix(name, ProcRouter) {
+		return ProcRouter
+	}
+	return name
+}
+
+func (s *Stack) kafkaNode(name string) (int, bool) {
+	if s.cfg.Cluster == nil {
+		return 0, false
+	}
+	n, ok := strings.CutPrefix(name, "kafka-")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(n)
+	if err != nil || i < 1 || i > s.cfg.Cluster.Nodes() {
+		return 0, false
+	}
+	return i - 1, true
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Stack) running(name string) (*proc, error) {
+	s.mu.Lock()
+	p := s.procs[name]
+	s.mu.Unlock()
+	if p == nil || p.cmd == nil {
+		return nil, fmt.Errorf("stack: %s was not started", name)
+	}
+	if p.exited() {
+		return nil, fmt.Errorf("stack: %s had already exited", name)
+	}
+	return p, nil
+}
+
+// Kill sends SIGKILL to the named process (by its PID) and waits for it.
+func (s *Stack) Kill(name string) error {
+	if i, ok := s.kafkaNode(name); ok {
+		return s.cfg.Cluster.Kill(i)
+	}
+	p, err := s.running(name)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	p.killed = true
+	s.mu.Unlock()
+	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		return err
+	}
+	<-p.done
+	return nil
+}
+
+// Stop sends SIGTERM to the named process and waits up to timeout for it to
+// exit (then kills it). It returns the process's exit error.
+func (s *Stack) Stop(name string, timeout time.Duration) error {
+	p, err := s.running(name)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	p.killed = true
+	s.mu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return p.err
+	case <-time.After(timeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("stack: %s did not exit within %v of SIGTERM", name, timeout)
+	}
+}
+
+// KillRestart kills the named process with SIGKILL, waits down, then
+// starts it again and waits until it is ready.
+func (s *Stack) KillRestart(ctx context.Context, name string, down time.Duration) error {
+	if err := s.Kill(name); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(down):
+	}
+	return s.Start(context.WithoutCancel(ctx), name)
+}
+
+// PIDs returns the running processes' PIDs by name, with the nodes of
+// Config.Cluster.
+func (s *Stack) PIDs() map[string]int {
+	out := map[string]int{}
+	if c := s.cfg.Cluster; c != nil {
+		for i := range c.Nodes() {
+			if pid := c.PID(i); pid > 0 {
+				out["kafka-"+strconv.Itoa(i+1)] = pid
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, p := range s.procs {
+		if p.cmd != nil && !p.exited() {
+			out[name] = p.cmd.Process.Pid
+		}
+	}
+	return out
+}
+
+// Exited returns the names of processes that were started and are not
+// running now.
+func (s *Stack) Exited() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, name := range s.order {
+		if p := s.procs[name]; p.cmd != nil && p.exited() {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// BrokerProcess names the process that is a Kafka broker and that Kill
+// can crash: devbroker, kafka-1 of Config.Cluster, or "" for an external
+// cluster the stack does not run.
+func (s *Stack) BrokerProcess() string {
+	switch {
+	case s.cfg.Brokers == "":
+		return ProcDevbroker
+	case s.cfg.Cluster != nil:
+		return "kafka-1"
+	}
+	return ""
+}
+
+// Names returns the stack's processes in start order.
+func (s *Stack) Names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.order...)
+}
+
+// Close stops every running process in reverse start order: SIGTERM, then
+// SIGKILL after 10 seconds. An external cluster is left running.
+func (s *Stack) Close() {
+	s.mu.Lock()
+	s.stopping = true
+	order := append([]string(nil), s.order...)
+	s.mu.Unlock()
+	for i := len(order) - 1; i >= 0; i-- {
+		if _, err := s.running(order[i]); err != nil {
+			continue
+		}
+		if err := s.Stop(order[i], 10*time.Second); err != nil {
+			s.cfg.Logger.Warn("stop", "process", order[i], "err", err)
+		}
+	}
+}
+
+// Supervise restarts every process that exits on its own (not by Kill,
+// Stop or Close) until ctx ends: after 1s, doubling up to 30s while it
+// keeps crashing within a minute of its start. Each exit and restart is
+// logged. It returns when ctx ends.
+func (s *Stack) Supervise(ctx context.Context) {
+	type state struct {
+		backoff time.Duration
+		started time.Time
+	}
+	states := map[string]*state{}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, name := range s.Names() {
+			s.mu.Lock()
+			p := s.procs[name]
+			crashed := p.cmd != nil && p.exited() && !p.killed && !s.stopping
+			exitErr := p.err
+			s.mu.Unlock()
+			if !crashed {
+				continue
+			}
+			st := states[name]
+			if st == nil {
+				st = &state{}
+				states[name] = st
+			}
+			if st.backoff == 0 || time.Since(st.started) > time.Minute {
+				st.backoff = time.Second
+			} else {
+				st.backoff = min(2*st.backoff, 30*time.Second)
+			}
+			s.cfg.Logger.Warn("process exited on its own; restarting", "process", name, "exit", fmt.Sprint(exitErr), "backoff", st.backoff.String())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(st.backoff):
+			}
+			st.started = time.Now()
+			if err := s.Start(ctx, name); err != nil {
+				s.cfg.Logger.Error("restart failed", "process", name, "err", err)
+				continue
+			}
+			s.cfg.Logger.Info("restarted", "process", name, "pid", s.PIDs()[name])
+		}
+	}
+}
+
+// FreePorts returns n loopback TCP ports that were free a moment ago (all
+// held open together, so they differ).
+func FreePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0") //nolint:noctx // a momentary bind to pick a free port
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func httpReady(url string, timeout time.Duration) func(context.Context) error {
+	return func(ctx context.Context) error {
+		return waitFor(ctx, timeout, func() error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", url, resp.Status)
+			}
+			return nil
+		})
+	}
+}
