@@ -12,6 +12,7 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -117,8 +118,8 @@ type Config struct {
 
 	// CursorSecret is egress's SWITCHBOARD_CURSOR_SECRET, given to every
 	// process of the stack (restarted ones too), so a cursor one egress
-	// made resumes on any other. Default: the environment's, else a random
-	// one per stack.
+	// made resumes on any other. Default: the environment's, else one kept
+	// in Dir/cursor-secret (made on the first start).
 	CursorSecret string
 
 	// ReadyTimeout bounds each process's start. Default 60s.
@@ -230,8 +231,23 @@ func (c *Config) defaults() {
 		c.CursorSecret = os.Getenv("SWITCHBOARD_CURSOR_SECRET")
 	}
 	if c.CursorSecret == "" {
-		c.CursorSecret = rand.Text()
+		c.CursorSecret = persistentSecret(filepath.Join(c.Dir, "cursor-secret"))
 	}
+}
+
+// persistentSecret returns the secret kept in path, making it on first use,
+// so that a stack started again on the same directory (make run) keeps its
+// clients' cursors valid. A file that cannot be read or written gives a
+// random secret for this start only.
+func persistentSecret(path string) string {
+	if b, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(b)) >= 16 {
+		return string(bytes.TrimSpace(b))
+	}
+	secret := rand.Text()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+		_ = os.WriteFile(path, []byte(secret+"\n"), 0o600) // best effort: without it, cursors last one start
+	}
+	return secret
 }
 
 // topicArgs are the topics flags every Kafka-speaking binary gets.
