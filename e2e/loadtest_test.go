@@ -13,23 +13,16 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
 
-// TestLoadtestSmoke runs a tiny baseline of the load-test tool against a
-// stack it starts itself from the built binaries (ingress HTTP in, egress
-// SSE out, direct model reference, lag and process sampling), and checks
-// that every request is accounted for and the reports render.
-func TestLoadtestSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the real binaries")
-	}
+// runScenario runs one scenario of the load-test tool, with the HTTP driver
+// and the SSE reader, on a stack it starts itself from the built binaries.
+func runScenario(t *testing.T, scenario string, p loadtest.Params) *loadtest.Suite {
+	t.Helper()
 	spec, err := topicspec.Load("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := loadtest.DefaultParams()
-	p.Duration, p.Warmup, p.Rate, p.Conversations = 2*time.Second, 500*time.Millisecond, 50, 10
-	p.ModelLatency, p.ModelJitter = 20*time.Millisecond, 5*time.Millisecond
 	suite, err := loadtest.RunSuite(t.Context(), loadtest.SuiteConfig{
-		Scenarios: []string{"baseline"}, Params: p, Driver: "http", Reader: "sse", Drain: 20 * time.Second,
+		Scenarios: []string{scenario}, Params: p, Driver: "http", Reader: "sse", Drain: 20 * time.Second,
 		Stack: loadtest.StackConfig{Bin: filepath.Dir(bin["devbroker"]), Dir: t.TempDir()},
 		External: loadtest.Endpoints{Kafka: loadtest.KafkaEndpoint{Topics: loadtest.Topics{
 			Interactive: spec.Name(topicspec.RequestsInteractive), Batch: spec.Name(topicspec.RequestsBatch),
@@ -39,6 +32,21 @@ func TestLoadtestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return suite
+}
+
+// TestLoadtestSmoke runs a tiny baseline of the load-test tool against a
+// stack it starts itself from the built binaries (ingress HTTP in, egress
+// SSE out, direct model reference, lag and process sampling), and checks
+// that every request is accounted for and the reports render.
+func TestLoadtestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real binaries")
+	}
+	p := loadtest.DefaultParams()
+	p.Duration, p.Warmup, p.Rate, p.Conversations = 2*time.Second, 500*time.Millisecond, 50, 10
+	p.ModelLatency, p.ModelJitter = 20*time.Millisecond, 5*time.Millisecond
+	suite := runScenario(t, "baseline", p)
 	r := suite.Reports[0]
 	c := r.Classes["interactive"]
 	if c == nil || c.Sent != 100 || c.Accepted != 100 || c.Lost != 0 || c.Duplicates != 0 || c.OrderViolations != 0 {
@@ -69,25 +77,10 @@ func TestLoadtestOrderedCalls(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
-	spec, err := topicspec.Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := loadtest.DefaultParams()
 	p.Duration, p.Warmup, p.Rate, p.Conversations = 3*time.Second, 500*time.Millisecond, 160, 20
 	p.ModelLatency, p.ModelJitter = 10*time.Millisecond, 2*time.Millisecond
-	suite, err := loadtest.RunSuite(t.Context(), loadtest.SuiteConfig{
-		Scenarios: []string{"ordered-calls"}, Params: p, Driver: "http", Reader: "sse", Drain: 20 * time.Second,
-		Stack: loadtest.StackConfig{Bin: filepath.Dir(bin["devbroker"]), Dir: t.TempDir()},
-		External: loadtest.Endpoints{Kafka: loadtest.KafkaEndpoint{Topics: loadtest.Topics{
-			Interactive: spec.Name(topicspec.RequestsInteractive), Batch: spec.Name(topicspec.RequestsBatch),
-			Results: spec.Name(topicspec.Results), DeadLetter: spec.Name(topicspec.DeadLetter)}}},
-		KafkaOpts: func(brokers []string) []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(brokers...)} },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := suite.Reports[0]
+	r := runScenario(t, "ordered-calls", p).Reports[0]
 	for _, class := range []string{"batch-calls", "stream-calls"} {
 		c := r.Classes[class]
 		if c == nil || c.Sent != 240 || c.Accepted != 240 || c.Stored != 240 || c.StoredOrderViolations != 0 || c.OrderViolations != 0 || c.Lost != 0 {
