@@ -78,13 +78,13 @@ func TestLoadtestOrderedCalls(t *testing.T) {
 		t.Skip("starts the real binaries")
 	}
 	p := loadtest.DefaultParams()
-	p.Duration, p.Warmup, p.Rate, p.Conversations = 3*time.Second, 500*time.Millisecond, 160, 20
+	p.Duration, p.Warmup, p.Rate, p.Conversations = 2*time.Second, 500*time.Millisecond, 160, 20
 	p.ModelLatency, p.ModelJitter = 10*time.Millisecond, 2*time.Millisecond
 	r := runScenario(t, "ordered-calls", p).Reports[0]
 	for _, class := range []string{"batch-calls", "stream-calls"} {
 		c := r.Classes[class]
-		if c == nil || c.Sent != 240 || c.Accepted != 240 || c.Stored != 240 || c.StoredOrderViolations != 0 || c.OrderViolations != 0 || c.Lost != 0 {
-			t.Errorf("%s %+v: want 240 sent, accepted and stored, in order, none lost", class, c)
+		if c == nil || c.Sent != 160 || c.Accepted != 160 || c.Stored != 160 || c.StoredOrderViolations != 0 || c.OrderViolations != 0 || c.Lost != 0 {
+			t.Errorf("%s %+v: want 160 sent, accepted and stored, in order, none lost", class, c)
 		}
 	}
 	for _, ch := range r.Checks {
