@@ -105,9 +105,12 @@ func (k *cursorCodec) open(tenant, conv, text string) (cursor, error) {
 	if len(text) > maxCursorLen || !strings.HasPrefix(text, cursorPrefix) {
 		return cursor{}, errCursor
 	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(text[len(cursorPrefix):])
+	enc := text[len(cursorPrefix):]
+	b, err := base64.RawURLEncoding.Strict().DecodeString(enc)
 	ns := k.aead.NonceSize()
-	if err != nil || len(b) < ns {
+	// The decoder skips line breaks: only the canonical text is a token,
+	// so that a position has exactly one.
+	if err != nil || len(b) < ns || base64.RawURLEncoding.EncodeToString(b) != enc {
 		return cursor{}, errCursor
 	}
 	plain, err := k.aead.Open(nil, b[:ns], b[ns:], cursorAAD(tenant, conv))
