@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -235,23 +234,9 @@ func Wait(timeout time.Duration, check func() error) error {
 	}
 }
 
-// WaitHTTP waits until url answers 200.
+// WaitHTTP waits until url answers 200 (stack.WaitHTTP).
 func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
-	return Wait(timeout, func() error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		return nil
-	})
+	return stack.WaitHTTP(ctx, url, timeout)
 }
 
 // WaitFile waits until path exists with content and returns the content.

@@ -827,21 +827,25 @@ func waitFor(ctx context.Context, timeout time.Duration, check func() error) err
 }
 
 func httpReady(url string, timeout time.Duration) func(context.Context) error {
-	return func(ctx context.Context) error {
-		return waitFor(ctx, timeout, func() error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			if err != nil {
-				return err
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: %s", url, resp.Status)
-			}
-			return nil
-		})
-	}
+	return func(ctx context.Context) error { return WaitHTTP(ctx, url, timeout) }
+}
+
+// WaitHTTP waits until url answers 200, at most timeout (or until ctx
+// ends), asking every 50 ms.
+func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	return waitFor(ctx, timeout, func() error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		return nil
+	})
 }
