@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -38,15 +37,7 @@ func TestCallsOrderCheckedWhereStored(t *testing.T) {
 		reverse bool
 	}{{"in order", false}, {"reversed", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "req", "req.batch", "res", "dlq"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan struct{})
-			go func() { defer close(done); fakeWorker(ctx, t, c.ListenAddrs(), time.Millisecond, 0, 0) }()
-			defer func() { cancel(); <-done }()
+			c := workerCluster(t, time.Millisecond, 0, 0)
 			opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
 			kd, err := newKafkaDriver(opts, testTopics, "")
 			if err != nil {

@@ -83,16 +83,23 @@ func kafkaRun(t *testing.T, c *kfake.Cluster, cfg Config) *Report {
 	return rep
 }
 
-func TestRunAccountsForEveryRequest(t *testing.T) {
+// workerCluster starts a cluster with the test topics and a fakeWorker
+// (delay, dupEvery, dropEvery) answering on it; both stop at cleanup.
+func workerCluster(t *testing.T, delay time.Duration, dupEvery, dropEvery int) *kfake.Cluster {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "req", "req.batch", "res", "dlq"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
-	go func() { defer close(done); fakeWorker(ctx, t, c.ListenAddrs(), time.Millisecond, 10, 25) }()
-	defer func() { cancel(); <-done }()
+	go func() { defer close(done); fakeWorker(ctx, t, c.ListenAddrs(), delay, dupEvery, dropEvery) }()
+	t.Cleanup(func() { cancel(); <-done; c.Close() })
+	return c
+}
+
+func TestRunAccountsForEveryRequest(t *testing.T) {
+	c := workerCluster(t, time.Millisecond, 10, 25)
 
 	rep := kafkaRun(t, c, Config{Scenario: "test", Loads: []Load{{Class: "interactive", Rate: 200, Conversations: 10}},
 		Duration: time.Second, Drain: 3 * time.Second})
@@ -182,15 +189,7 @@ func TestOrderViolationCounted(t *testing.T) {
 // TestClosedLoopWaitsForAnswers: a closed-loop user never has two
 // requests out at once, and sends again after each answer.
 func TestClosedLoopWaitsForAnswers(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "req", "req.batch", "res", "dlq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); fakeWorker(ctx, t, c.ListenAddrs(), 50*time.Millisecond, 0, 0) }()
-	defer func() { cancel(); <-done }()
+	c := workerCluster(t, 50*time.Millisecond, 0, 0)
 	rep := kafkaRun(t, c, Config{Scenario: "test", Loads: []Load{
 		{Class: "batch", Lane: "batch", Users: 4, Ramp: 100 * time.Millisecond},
 	}, Duration: time.Second, Drain: 3 * time.Second})
