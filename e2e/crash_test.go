@@ -199,6 +199,7 @@ func TestCrashedWorkerLosesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
+	t.Parallel() // waits more than it works: overlaps with the other waiting tests
 	c := crashUnderLoad(t, []string{"--max-in-flight", "64", "--commit-interval", "200ms"}, false)
 	checkCrashDuplicates(t, c)
 }
@@ -223,6 +224,7 @@ func TestCrashWithExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
+	t.Parallel() // waits more than it works: overlaps with the other waiting tests
 	if dups := crashUnderLoad(t, []string{"--max-in-flight", "64", "--exactly-once"}, true).duplicates; dups != 0 {
 		t.Errorf("%d duplicate answers in read_committed output, want 0", dups)
 	}
@@ -235,6 +237,7 @@ func TestScalingUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
+	t.Parallel() // waits more than it works: overlaps with the other waiting tests
 	scalingUnderLoad(t, apptest.StackOptions{})
 }
 

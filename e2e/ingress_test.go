@@ -244,6 +244,7 @@ func TestAdmissionWithRouterStopped(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
+	t.Parallel() // waits more than it works: overlaps with the other waiting tests
 	admissionWithRouterStopped(t, apptest.StackOptions{})
 }
 

@@ -201,7 +201,7 @@ func readSSE(ctx context.Context, t *testing.T, url string, header http.Header, 
 
 // parseSSE reads events from body until the stream ends or n events (0:
 // no bound) have arrived, calling each (when not nil) for every event.
-func parseSSE(t *testing.T, body io.Reader, n int, each func(got)) []got {
+func parseSSE(t testing.TB, body io.Reader, n int, each func(got)) []got {
 	t.Helper()
 	var out []got
 	sc := bufio.NewScanner(body)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -25,7 +24,7 @@ import (
 
 // dialNonReader opens an SSE stream on addr that never reads, with a
 // small receive buffer, so its backlog builds on the server's side.
-func dialNonReader(t *testing.T, addr, conv string) net.Conn {
+func dialNonReader(t testing.TB, addr, conv string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
@@ -50,7 +49,7 @@ type probe struct {
 	got  chan time.Duration
 }
 
-func startProbe(ctx context.Context, t *testing.T, url string) *probe {
+func startProbe(ctx context.Context, t testing.TB, url string) *probe {
 	p := &probe{sent: map[string]time.Time{}, got: make(chan time.Duration, 1024)}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/conversations/probe/events", nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -73,7 +72,7 @@ func startProbe(ctx context.Context, t *testing.T, url string) *probe {
 
 // measure produces n probe results, one every gap, and returns the p99
 // of their delivery latency.
-func (p *probe) measure(t *testing.T, h *harness, tag string, n int, gap time.Duration) time.Duration {
+func (p *probe) measure(t testing.TB, h *harness, tag string, n int, gap time.Duration) time.Duration {
 	t.Helper()
 	var lat []time.Duration
 	for i := range n {
@@ -102,25 +101,60 @@ func heapInUse() uint64 {
 	return ms.HeapInuse
 }
 
-// TestNonReadingClientsOverflow: 2,000 SSE clients that never read (1,000 under
-// the race detector)
-// are each closed with the end event "overflow" soon after their socket's
-// bounded backlog fills (not after gigabytes of kernel buffers), a
-// reading client keeps its latency meanwhile, and the streams' memory and
-// goroutines are returned.
+// TestNonReadingClientsOverflow: 2,000 SSE clients that never read (400
+// under the race detector, which make test uses) are each closed with the
+// end event "overflow" soon after their socket's bounded backlog fills
+// (not after gigabytes of kernel buffers), a reading client is still
+// served meanwhile, and the streams' memory and goroutines are returned.
+// What they cost the reading client's latency is a measurement, so it is
+// BenchmarkNonReadingClients's (a timed assertion here would only measure
+// the shared machine).
 func TestNonReadingClientsOverflow(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens 2,000 streams")
 	}
-	const nConv, events, eventBytes = 100, 6, 16 << 10
 	nSlow := 2000
 	if raceEnabled {
-		nSlow = 1000 // make test runs -race: keep it to a few seconds there
+		nSlow = 400
 	}
+	quiet, noisy := nonReadingClients(t, nSlow, 20, time.Second)
+	t.Logf("probe p99: quiet %v, with %d non-reading clients %v", quiet, nSlow, noisy)
+}
+
+// BenchmarkNonReadingClients measures what 2,000 SSE clients that never
+// read cost a reading client: the p99 of its delivery latency while they
+// sit stalled, against the same probe on a quiet egress. docs/BENCHMARKS.md
+// quotes the median ratio of
+//
+//	go test -run '^$' -bench NonReadingClients -benchtime 1x -count 5 ./internal/egress/
+func BenchmarkNonReadingClients(b *testing.B) {
+	var ratios []float64
+	var quiets, noisys []time.Duration
+	for b.Loop() {
+		quiet, noisy := nonReadingClients(b, 2000, 100, 2500*time.Millisecond)
+		quiets, noisys = append(quiets, quiet), append(noisys, noisy)
+		ratios = append(ratios, float64(noisy)/float64(quiet))
+	}
+	slices.Sort(ratios)
+	slices.Sort(quiets)
+	slices.Sort(noisys)
+	b.ReportMetric(float64(quiets[len(quiets)/2])/1e6, "quiet-p99-ms")
+	b.ReportMetric(float64(noisys[len(noisys)/2])/1e6, "stalled-p99-ms")
+	b.ReportMetric(ratios[len(ratios)/2], "p99-ratio")
+}
+
+// nonReadingClients opens nSlow SSE streams that never read over 100
+// conversations, floods them until every one overflows, and checks that
+// they all end with overflow and give back their goroutines and memory.
+// It returns the p99 delivery latency of a reading probe (probes results)
+// before the flood and while the slow clients sit stalled: writeTimeout
+// (egress's) must leave time for the probes.
+func nonReadingClients(t testing.TB, nSlow, probes int, writeTimeout time.Duration) (quiet, noisy time.Duration) {
+	const nConv, events, eventBytes = 100, 6, 16 << 10
 	h := newHarness(t)
 	eg := h.start(func(c *Config) {
-		c.WriteTimeout = 2500 * time.Millisecond // long enough to measure the probe while the slow clients are stalled
-		c.RecentBytes = -1                       // memory measured below is the streams', not the index's
+		c.WriteTimeout = writeTimeout
+		c.RecentBytes = -1 // memory measured below is the streams', not the index's
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -128,7 +162,7 @@ func TestNonReadingClientsOverflow(t *testing.T) {
 	p := startProbe(ctx, t, "http://"+addr)
 	waitFor(ctx, t, "the probe stream", func() bool { return eg.metric(t, "switchboard_egress_subscribers") == 1 })
 	p.measure(t, h, "warm", 20, 5*time.Millisecond)
-	quiet := p.measure(t, h, "quiet", 100, 5*time.Millisecond)
+	quiet = p.measure(t, h, "quiet", probes, 5*time.Millisecond)
 
 	goroutines, heap0 := runtime.NumGoroutine(), heapInUse()
 	conns := make([]net.Conn, 0, nSlow)
@@ -157,28 +191,16 @@ func TestNonReadingClientsOverflow(t *testing.T) {
 	if err := h.client.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	flooded := time.Now()
 	waitFor(ctx, t, "the flood to be written", func() bool {
 		sent := eg.metric(t, "switchboard_egress_events_sent_total")
 		time.Sleep(100 * time.Millisecond)
 		return eg.metric(t, "switchboard_egress_events_sent_total") == sent
 	})
-	noisy := p.measure(t, h, "noisy", 100, 5*time.Millisecond)
-	stalled := nSlow - int(eg.metric(t, "switchboard_egress_subscriber_overflows_total"))
+	noisy = p.measure(t, h, "noisy", probes, 5*time.Millisecond)
 	waitFor(ctx, t, "every slow stream to overflow", func() bool {
 		return int(eg.metric(t, "switchboard_egress_subscriber_overflows_total")) == nSlow
 	})
 	waitFor(ctx, t, "the slow streams to close", func() bool { return eg.metric(t, "switchboard_egress_subscribers") == 1 })
-	t.Logf("probe p99: quiet %v, with %d non-reading clients (%d still stalled at the end of the measurement) %v (ratio %.2f); all overflowed %v after the flood",
-		quiet, nSlow, stalled, noisy, float64(noisy)/float64(quiet), time.Since(flooded).Round(time.Millisecond))
-	// The latency is a measurement, not an assertion: on a shared machine
-	// (make test runs every package at once) one slow probe of a hundred
-	// can take a second whatever egress does. SWITCHBOARD_LATENCY_CHECK=1
-	// holds it to the bound, 2x the quiet p99 (plus 5ms of
-	// timer noise), for a run on a quiet machine.
-	if os.Getenv("SWITCHBOARD_LATENCY_CHECK") != "" && noisy > 2*quiet+5*time.Millisecond {
-		t.Errorf("probe p99 %v with non-reading clients, quiet %v: want within 2x", noisy, quiet)
-	}
 
 	// A slow client that finally reads finds its events, then end:overflow.
 	for _, c := range conns[:20] {
@@ -211,6 +233,7 @@ func TestNonReadingClientsOverflow(t *testing.T) {
 	if heap1 > heap0+uint64(nConv*events*eventBytes)*3+(heapOpen-heap0)/4 {
 		t.Errorf("heap in use %d MiB after the streams closed, %d MiB before: not returned", heap1>>20, heap0>>20)
 	}
+	return quiet, noisy
 }
 
 // TestStreamCaps: streams beyond the conversation's or the tenant's cap
@@ -262,7 +285,7 @@ func TestStreamCaps(t *testing.T) {
 	}
 }
 
-func mustEncode(t *testing.T, r *pb.Result) *kgo.Record {
+func mustEncode(t testing.TB, r *pb.Result) *kgo.Record {
 	t.Helper()
 	rec, err := envelope.EncodeResult(resultsTopic, r)
 	if err != nil {

@@ -104,7 +104,7 @@ func TestSlowSubscriberDoesNotDelayFast(t *testing.T) {
 func tailOf(evs []got) []got { return evs[max(0, len(evs)-3):] }
 
 // waitFor polls cond every 5ms until it holds or ctx ends.
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+func waitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for !cond() {
 		select {
