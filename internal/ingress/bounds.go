@@ -1,12 +1,17 @@
 package ingress
 
 import (
+	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/webhook/allowlist"
+	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
 // guard wraps an API route with the bounds one client can hold:
@@ -24,11 +29,7 @@ import (
 // same tenant.
 func (in *Ingress) guard(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		t, f := in.authenticate(r.Header.Get("Authorization"))
-		if f == nil && !in.tenantConns.acquire(t.Name) {
-			f = &failure{status: http.StatusTooManyRequests, code: "too_many_connections", retryAfter: time.Second,
-				message: "the tenant has too many open requests and WebSocket connections"}
-		}
+		t, f := in.admitConn(r.Header.Get("Authorization"))
 		if f != nil {
 			in.reject("http", f)
 			if r.ContentLength != 0 {
@@ -46,6 +47,51 @@ func (in *Ingress) guard(next http.HandlerFunc) http.HandlerFunc {
 		}
 		next(w, r)
 	}
+}
+
+// admitConn authenticates an Authorization header and takes one of the
+// tenant's MaxConnsPerTenant slots; the caller releases it.
+func (in *Ingress) admitConn(header string) (*tenant.Tenant, *failure) {
+	t, f := in.authenticate(header)
+	if f == nil && !in.tenantConns.acquire(t.Name) {
+		f = &failure{status: http.StatusTooManyRequests, code: "too_many_connections", retryAfter: time.Second,
+			message: "the tenant has too many open requests, WebSocket connections and gRPC calls"}
+	}
+	return t, f
+}
+
+// grpcGuardUnary and grpcGuardStream are guard for the gRPC API: a call of
+// switchboard.v1.Ingress is authenticated before its handler runs and
+// holds one of its tenant's slots while it runs (a SubmitStream for as
+// long as it is open). Reflection is not guarded.
+func (in *Ingress) grpcGuardUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+	release, err := in.grpcAdmit(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return next(ctx, req)
+}
+
+func (in *Ingress) grpcGuardStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
+	release, err := in.grpcAdmit(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return next(srv, ss)
+}
+
+func (in *Ingress) grpcAdmit(ctx context.Context, method string) (release func(), err error) {
+	if !strings.HasPrefix(method, "/"+pb.Ingress_ServiceDesc.ServiceName+"/") {
+		return func() {}, nil
+	}
+	t, f := in.admitConn(grpcAuthorization(ctx))
+	if f != nil {
+		in.reject("grpc", f)
+		return nil, grpcStatus(f)
+	}
+	return func() { in.tenantConns.release(t.Name) }, nil
 }
 
 // counter caps concurrent holders per name; limit 0 is no cap.

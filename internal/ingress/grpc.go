@@ -24,14 +24,21 @@ type grpcServer struct {
 	in *Ingress
 }
 
-func (g *grpcServer) authenticate(ctx context.Context) (*tenant.Tenant, error) {
-	var header string
+// grpcAuthorization is the call's authorization metadata, "" if none.
+func grpcAuthorization(ctx context.Context) string {
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get("authorization"); len(v) > 0 {
-			header = v[0]
+			return v[0]
 		}
 	}
-	t, f := g.in.authenticate(header)
+	return ""
+}
+
+// authenticate finds the call's tenant (grpcGuardUnary and
+// grpcGuardStream have already refused a call without a valid key; this
+// is one digest).
+func (g *grpcServer) authenticate(ctx context.Context) (*tenant.Tenant, error) {
+	t, f := g.in.authenticate(grpcAuthorization(ctx))
 	if f != nil {
 		g.in.reject("grpc", f)
 		return nil, grpcStatus(f)

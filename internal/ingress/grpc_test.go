@@ -214,3 +214,74 @@ func TestGRPCStreamShutdown(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 }
+
+// TestGRPCTenantCallCap: gRPC calls count against MaxConnsPerTenant like
+// HTTP requests: with two SubmitStreams of a tenant open, its third call
+// is refused with RESOURCE_EXHAUSTED too_many_connections, another tenant
+// is not, and a slot comes back when a stream ends.
+func TestGRPCTenantCallCap(t *testing.T) {
+	in := newIngress(t, newCluster(t), func(c *Config) { c.MaxConnsPerTenant = 2 })
+	cl := pb.NewIngressClient(grpcClient(t, in))
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	req := &pb.SubmitRequest{ConversationId: "cap", Model: "sim", Messages: []*pb.Message{{Role: "user", Content: "hi"}}}
+	var streams []grpc.BidiStreamingClient[pb.SubmitStreamRequest, pb.SubmitStreamResponse]
+	for i := range 2 {
+		s, err := cl.SubmitStream(withKey(ctx, devKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(&pb.SubmitStreamRequest{CorrelationId: fmt.Sprint(i), Request: req}); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := s.Recv(); err != nil || m.GetAck() == nil { // the stream holds its slot
+			t.Fatalf("stream %d: %v %v", i, m, err)
+		}
+		streams = append(streams, s)
+	}
+	reason := func(err error) string {
+		for _, d := range status.Convert(err).Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				return info.GetReason()
+			}
+		}
+		return ""
+	}
+	_, err := cl.Submit(withKey(ctx, devKey), req)
+	if status.Code(err) != codes.ResourceExhausted || reason(err) != "too_many_connections" {
+		t.Errorf("a third call of the tenant: %v, want RESOURCE_EXHAUSTED too_many_connections", err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+	defer scancel()
+	s, err := cl.SubmitStream(withKey(sctx, devKey))
+	if err == nil {
+		_, err = s.Recv()
+	}
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("a third stream of the tenant: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if _, err := cl.Submit(withKey(ctx, limitedKey), req); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("another tenant's call: %v, want its own answer (PERMISSION_DENIED for its lane), not the cap", err)
+	}
+	if _, err := cl.Submit(ctx, req); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a call without a key: %v, want UNAUTHENTICATED", err)
+	}
+	// Ending a stream gives its slot back.
+	_ = streams[0].CloseSend()
+	for {
+		if _, err := streams[0].Recv(); err != nil {
+			break
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := cl.Submit(withKey(ctx, devKey), req)
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
+			t.Fatalf("after a stream ended: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

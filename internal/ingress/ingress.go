@@ -102,13 +102,15 @@ type Config struct {
 	WriteTimeout time.Duration
 	// IdleTimeout closes a kept-alive connection idle this long. Default 60s.
 	IdleTimeout time.Duration
-	// MaxConnsPerAddr caps the open connections of one client IP address;
-	// more are closed as soon as they are accepted. Default 1024;
-	// negative: no cap.
+	// MaxConnsPerAddr caps the open connections of one client IP address,
+	// on the HTTP and the gRPC listener each; more are closed as soon as
+	// they are accepted. Default 1024; negative: no cap.
 	MaxConnsPerAddr int
-	// MaxConnsPerTenant caps one tenant's open HTTP requests and WebSocket
-	// connections, over every client address; beyond it requests get 429
-	// too_many_connections. Default 2048; negative: no cap.
+	// MaxConnsPerTenant caps one tenant's open HTTP requests, WebSocket
+	// connections and gRPC calls (a SubmitStream counts as one while it is
+	// open), over every client address; beyond it requests get 429
+	// too_many_connections (gRPC: RESOURCE_EXHAUSTED with that reason).
+	// Default 2048; negative: no cap.
 	MaxConnsPerTenant int
 	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -304,7 +306,8 @@ func New(cfg Config) (*Ingress, error) {
 		mux.HandleFunc(rt.method+" "+rt.path, h)
 	}
 	in.handler = cfg.Kafka.Tracing.HTTP(httpserve.CORS{Origins: cfg.CORSOrigins}.Handler(httpserve.JSONErrors(mux)))
-	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)))
+	in.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)),
+		grpc.ChainUnaryInterceptor(in.grpcGuardUnary), grpc.ChainStreamInterceptor(in.grpcGuardStream))
 	pb.RegisterIngressServer(in.grpc, &grpcServer{in: in})
 	reflection.Register(in.grpc)
 	return in, nil
@@ -367,7 +370,7 @@ func (in *Ingress) Run(ctx context.Context) error {
 	grpcErr := make(chan error, 1)
 	if gln != nil {
 		in.log.Info("grpc listening", "addr", gln.Addr().String())
-		go func() { grpcErr <- in.grpc.Serve(gln) }()
+		go func() { grpcErr <- in.grpc.Serve(httpserve.Limit(gln, max(0, in.cfg.MaxConnsPerAddr), 0)) }()
 	}
 	runDone := make(chan struct{})
 	defer close(runDone)
