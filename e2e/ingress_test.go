@@ -274,7 +274,9 @@ func admissionWithRouterStopped(t *testing.T, base apptest.StackOptions) {
 		}
 		waitAnswer(ctx, t, s.EgressURL, "warm-"+lane, a.RequestID)
 	}
-	time.Sleep(2 * time.Second) // a commit interval
+	for uncommitted(ctx, t, s) > 0 { // until the group has committed the warm-up
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err := s.Routers[0].Stop(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}

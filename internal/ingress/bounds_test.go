@@ -161,7 +161,7 @@ func TestTenantConnectionCap(t *testing.T) {
 			c.Close()
 		}
 	}()
-	time.Sleep(500 * time.Millisecond) // let both reach their handlers
+	waitHeld(t, in, "dev", 2) // both reached their handlers
 	c := partialPost(t, in.cfg.Addr, devKey)
 	st, body := answer(c, 5*time.Second)
 	c.Close()
@@ -251,4 +251,20 @@ func TestAddressConnectionCap(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	http.DefaultClient.CloseIdleConnections()
+}
+
+// waitHeld waits (5s at most) until tenant holds n of its connection slots.
+func waitHeld(t *testing.T, in *Ingress, tenant string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		in.tenantConns.mu.Lock()
+		held := in.tenantConns.n[tenant]
+		in.tenantConns.mu.Unlock()
+		if held == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tenant %s holds %d connection slots, want %d", tenant, held, n)
+		}
+	}
 }

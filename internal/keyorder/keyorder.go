@@ -51,6 +51,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// minTxnTimeout is the least transaction timeout of exactly-once mode
+// (tests that wait out an abandoned transaction lower it).
+var minTxnTimeout = 10 * time.Second
+
 // Handler processes one record; see the package documentation for its
 // contract.
 type Handler func(ctx context.Context, rec *kgo.Record) error
@@ -293,7 +297,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.TransactionalID != "" {
 		e.txn = &txnState{}
-		e.txnTimeout = max(10*time.Second, 4*cfg.CommitInterval)
+		e.txnTimeout = max(minTxnTimeout, 4*cfg.CommitInterval)
 		opts = append(opts,
 			kgo.TransactionalID(cfg.TransactionalID),
 			kgo.TransactionTimeout(e.txnTimeout),

@@ -42,7 +42,9 @@ func TestTxnNewOwnerWaitsForStableOffsets(t *testing.T) {
 
 	// First owner: offset 1 finishes (offset 0, another key, is slow) and
 	// commits with its output: watermark 0, metadata "1 finished".
-	e1 := txnEngineOn(t, c, "t1", time.Second) // transaction timeout 10 s
+	minTxnTimeout = 2 * time.Second // the abandoned transaction times out after that
+	t.Cleanup(func() { minTxnTimeout = 10 * time.Second })
+	e1 := txnEngineOn(t, c, "t1", 100*time.Millisecond) // transaction timeout 2 s
 	p0 := e1.testPart(0)
 	e1.testTake(p0, 0, 1, 2)
 	e1.testFinish(t, p0, 1, "out-0-1")
@@ -83,7 +85,7 @@ func TestTxnNewOwnerWaitsForStableOffsets(t *testing.T) {
 			return e2.Stage(rec, &kgo.Record{Topic: "out", Value: []byte(fmt.Sprintf("out-%d-%d", rec.Partition, rec.Offset))})
 		}}, func(e *Engine) { e2 = e })
 	for time.Since(start) < 60*time.Second {
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 		mu.Lock()
 		n := len(handled)
 		mu.Unlock()
