@@ -54,7 +54,7 @@ func define(f *daemon.Flags) (cfg *ingress.Config, tenantsFile *string) {
 	f.Duration(&cfg.WriteTimeout, "write-timeout", "time to answer a request, after its headers")
 	f.Duration(&cfg.IdleTimeout, "idle-timeout", "close kept-alive connections idle this long")
 	f.Int(&cfg.MaxConnsPerAddr, "max-conns-per-addr", "open connections of one client IP address; more are closed on accept (negative: no cap)")
-	f.Int(&cfg.MaxConnsPerTenant, "max-conns-per-tenant", "open requests and WebSocket connections of one tenant; more get 429 (negative: no cap)")
+	f.Int(&cfg.MaxConnsPerTenant, "max-conns-per-tenant", "open requests, WebSocket connections and gRPC calls of one tenant; more get 429 (negative: no cap)")
 	f.List(&cfg.WebhookAllow, "webhook-allow", "comma-separated webhook targets every tenant may name, besides the tenants file's lists (give egress's --webhook-allow; docs/WEBHOOKS.md)")
 	f.Bool(&a.Disabled, "no-admission", "turn off lag-driven admission")
 	f.String(&a.Group, "router-group", "router-worker consumer group whose lag drives admission")
