@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
@@ -327,77 +328,52 @@ func (e *Egress) Run(ctx context.Context) error {
 			return fmt.Errorf("egress: grpc listen: %w", err)
 		}
 	}
-	// Each goroutine below sends one value on done when it returns.
-	done := make(chan error, 3)
-	running := 1
-	go func() {
-		done <- httpserve.Serve(ctx, ln, e.handler, httpserve.Options{
+	// The servers, webhook delivery and the stream of results run until
+	// ctx is done or one of them fails, which stops the others.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return httpserve.Serve(gctx, ln, e.handler, httpserve.Options{
 			Grace:           2 * time.Second,
 			MaxConnsPerAddr: max(0, e.cfg.MaxConnsPerAddr),
 			SendBuffer:      max(0, e.cfg.SendBuffer),
 		}, e.log)
-	}()
+	})
 	if gln != nil {
-		running++
-		go func() { done <- e.serveGRPC(ctx, gln) }()
+		g.Go(func() error {
+			return httpserve.ServeGRPC(gctx, gln, e.grpc, httpserve.Options{Grace: 2 * time.Second, MaxConnsPerAddr: max(0, e.cfg.MaxConnsPerAddr)}, e.log)
+		})
 	}
 	if e.hooks != nil {
-		running++
-		go func() { done <- e.hooks.Run(ctx) }()
+		g.Go(func() error { return e.hooks.Run(gctx) })
 	}
-	wait := func(first error) error {
-		errs := []error{first}
-		for range running {
-			errs = append(errs, <-done)
-		}
-		return errors.Join(errs...)
-	}
+	g.Go(func() error { return e.consume(gctx) })
+	return g.Wait()
+}
 
-	if err := e.position(ctx); err != nil {
+// consume positions the hub, then publishes every result fetched until ctx
+// is done; then open streams end with an "end" event, reason "shutdown".
+func (e *Egress) consume(ctx context.Context) error {
+	defer func() {
 		close(e.stop)
+		e.hub.closeAll()
+	}()
+	if err := e.position(ctx); err != nil {
 		if ctx.Err() != nil {
-			return wait(nil)
+			return nil
 		}
-		return wait(err)
+		return err
 	}
 	close(e.ready)
 	for {
 		fetches := e.client.PollFetches(ctx)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
-			break
+			return nil
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
 			e.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
 		})
 		fetches.EachRecord(e.hub.publish)
 	}
-	close(e.stop) // open streams end with an "end" event, reason "shutdown"
-	e.hub.closeAll()
-	return wait(nil)
-}
-
-// serveGRPC serves the gRPC API until ctx is done, then stops it (open
-// streams have been told "shutdown" by then, or are cut after a grace).
-func (e *Egress) serveGRPC(ctx context.Context, ln net.Listener) error {
-	errc := make(chan error, 1)
-	go func() { errc <- e.grpc.Serve(ln) }()
-	e.log.Info("grpc listening", "addr", ln.Addr().String())
-	select {
-	case err := <-errc:
-		return fmt.Errorf("grpc serve: %w", err)
-	case <-ctx.Done():
-	}
-	stopped := make(chan struct{})
-	go func() { e.grpc.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(2 * time.Second):
-		e.grpc.Stop()
-	}
-	if err := <-errc; err != nil { // after a stop, Serve's error is the stop itself
-		e.log.Debug("grpc serve ended", "err", err)
-	}
-	return nil
 }
 
 // position finds where the live reader starts in every results partition

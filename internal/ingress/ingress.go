@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
@@ -367,34 +368,31 @@ func (in *Ingress) Run(ctx context.Context) error {
 			}
 		})
 	}
-	grpcErr := make(chan error, 1)
+	// The HTTP and gRPC servers run until ctx is done or one of them
+	// fails, which stops the other; submits stop being taken at once.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		<-gctx.Done()
+		in.stopOnce.Do(func() { close(in.stop) })
+		return nil
+	})
+	g.Go(func() error {
+		return httpserve.Serve(gctx, ln, in.handler, httpserve.Options{
+			Grace:             in.cfg.ShutdownGrace,
+			ReadHeaderTimeout: in.cfg.ReadHeaderTimeout,
+			IdleTimeout:       in.cfg.IdleTimeout,
+			MaxConnsPerAddr:   max(0, in.cfg.MaxConnsPerAddr),
+		}, in.log)
+	})
 	if gln != nil {
-		in.log.Info("grpc listening", "addr", gln.Addr().String())
-		go func() { grpcErr <- in.grpc.Serve(httpserve.Limit(gln, max(0, in.cfg.MaxConnsPerAddr), 0)) }()
+		g.Go(func() error {
+			if err := httpserve.ServeGRPC(gctx, gln, in.grpc, httpserve.Options{Grace: in.cfg.ShutdownGrace, MaxConnsPerAddr: max(0, in.cfg.MaxConnsPerAddr)}, in.log); err != nil {
+				return fmt.Errorf("ingress: %w", err)
+			}
+			return nil
+		})
 	}
-	runDone := make(chan struct{})
-	defer close(runDone)
-	go func() {
-		select {
-		case <-ctx.Done():
-			in.stopOnce.Do(func() { close(in.stop) })
-		case <-runDone:
-		}
-	}()
-
-	err = httpserve.Serve(ctx, ln, in.handler, httpserve.Options{
-		Grace:             in.cfg.ShutdownGrace,
-		ReadHeaderTimeout: in.cfg.ReadHeaderTimeout,
-		IdleTimeout:       in.cfg.IdleTimeout,
-		MaxConnsPerAddr:   max(0, in.cfg.MaxConnsPerAddr),
-	}, in.log)
-	in.stopOnce.Do(func() { close(in.stop) })
-	if gln != nil {
-		in.stopGRPC()
-		if gerr := <-grpcErr; gerr != nil && err == nil {
-			err = fmt.Errorf("ingress: grpc serve: %w", gerr)
-		}
-	}
+	err = g.Wait()
 	in.waitWS()
 	stopBg()
 	wg.Wait()
@@ -404,18 +402,6 @@ func (in *Ingress) Run(ctx context.Context) error {
 		err = fmt.Errorf("ingress: flush: %w", ferr)
 	}
 	return err
-}
-
-// stopGRPC stops the gRPC server gracefully within ShutdownGrace.
-func (in *Ingress) stopGRPC() {
-	done := make(chan struct{})
-	go func() { in.grpc.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(in.cfg.ShutdownGrace):
-		in.grpc.Stop()
-		<-done
-	}
 }
 
 // waitWS waits, within ShutdownGrace, for WebSocket handlers to answer

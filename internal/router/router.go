@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
@@ -317,19 +318,15 @@ func New(cfg Config) (*Router, error) {
 func (r *Router) Run(ctx context.Context) error {
 	r.log.Info("router consuming", "group", r.cfg.Group, "backends", len(r.cfg.Routing.Backends),
 		"max_in_flight", r.cfg.MaxInFlight, "batch_max_in_flight", r.cfg.BatchMaxInFlight)
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		r.watch(ctx)
-	}()
-	sysDone := make(chan struct{})
-	go func() {
-		defer close(sysDone)
-		r.bal.watchSystem(ctx, 250*time.Millisecond)
-	}()
+	// The watchers (backends file, system breaker) stop with the engine,
+	// also when it fails before ctx is done.
+	wctx, stopWatch := context.WithCancel(ctx)
+	var watchers errgroup.Group
+	watchers.Go(func() error { r.watch(wctx); return nil })
+	watchers.Go(func() error { r.bal.watchSystem(wctx, 250*time.Millisecond); return nil })
 	err := r.engine.Run(ctx)
-	<-watchDone
-	<-sysDone
+	stopWatch()
+	_ = watchers.Wait() // they return nil
 	if r.producer != r.client {
 		r.producer.Close()
 	}
