@@ -9,7 +9,6 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/ingress"
-	"github.com/switchboard-llm/switchboard/internal/tenant"
 )
 
 func main() {
@@ -19,11 +18,7 @@ func main() {
 		if *tenantsFile == "" {
 			return errors.New("--tenants is required: a file of API key digests (the local stack uses tenants.yaml)")
 		}
-		var err error
-		// nil getenv: ingress sends no webhooks and needs none of their secrets.
-		if cfg.Tenants, err = tenant.LoadEnv(*tenantsFile, nil); err != nil {
-			return err
-		}
+		cfg.TenantsFile, cfg.ReloadSignal = *tenantsFile, env.Reloads
 		cfg.Kafka, cfg.Topics, cfg.Logger, cfg.Registry = env.Kafka, env.Topics, env.Logger, env.Registry
 		in, err := ingress.New(*cfg)
 		if err != nil {
@@ -42,7 +37,8 @@ func define(f *daemon.Flags) (cfg *ingress.Config, tenantsFile *string) {
 	f.String(&cfg.Addr, "addr", "HTTP and WebSocket listen address (the public API)")
 	f.String(&cfg.GRPCAddr, "grpc-addr", "gRPC listen address (empty: no gRPC)")
 	f.List(&cfg.CORSOrigins, "cors-origins", "comma-separated origins (scheme://host[:port], or *) whose browser pages may call the HTTP API; empty: none")
-	f.String(tenantsFile, "tenants", "tenants file mapping API key digests to tenants (required; see tenants.yaml)")
+	f.String(tenantsFile, "tenants", "tenants file mapping API key digests to tenants (required; see tenants.yaml); reloaded on change and on SIGHUP")
+	f.Duration(&cfg.TenantsCheckInterval, "tenants-check-interval", "how often the tenants file is checked for changes (negative: only reload on SIGHUP)")
 	f.Int64(&cfg.MaxBodyBytes, "max-body-bytes", "largest accepted request body, WebSocket frame or gRPC message")
 	f.Int(&cfg.MaxBatchItems, "max-batch-items", "most requests in one POST /v1/messages:batch")
 	f.Int(&cfg.MaxInFlight, "max-in-flight", "most requests being produced at once (beyond: 503)")

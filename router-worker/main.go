@@ -4,9 +4,6 @@ package main
 
 import (
 	"context"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/router"
@@ -44,10 +41,7 @@ func main() {
 		if cfg.Routing, err = router.LoadBackends(cfg.BackendsFile); err != nil {
 			return err
 		}
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		cfg.ReloadSignal = hup
+		cfg.ReloadSignal = env.Reloads
 		cfg.Kafka, cfg.Topics, cfg.Logger, cfg.Registry = env.Kafka, env.Topics, env.Logger, env.Registry
 		r, err := router.New(cfg)
 		if err != nil {

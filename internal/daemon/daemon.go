@@ -92,6 +92,7 @@ type Daemon struct {
 	adminAddr           string
 	pprof               bool
 	stopTimeout         time.Duration
+	reloads             chan os.Signal // SIGHUP, under Main
 }
 
 // New returns the daemon of prog with the shared settings defined; the
@@ -163,6 +164,9 @@ type Env struct {
 	Getenv func(string) string
 	// AdminAddr is the admin listener's address, once bound ("" when off).
 	AdminAddr string
+	// Reloads receives SIGHUP, every service's signal to reload its
+	// files (backends, tenants); nil outside Main (tests).
+	Reloads <-chan os.Signal
 
 	ready atomic.Pointer[func(*http.Request) (string, error)]
 }
@@ -205,6 +209,8 @@ func (d *Daemon) Main(run RunFunc) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	context.AfterFunc(ctx, stop) // after the first signal, a second one kills the process
+	d.reloads = make(chan os.Signal, 1)
+	signal.Notify(d.reloads, syscall.SIGHUP)
 	err := d.Run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, run)
 	stop()
 	os.Exit(d.exitCode(err, os.Stderr))
@@ -264,7 +270,7 @@ func (d *Daemon) Run(ctx context.Context, args []string, getenv func(string) str
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	env := &Env{Logger: logger, Registry: telemetry.NewRegistry(), Kafka: d.kafka,
+	env := &Env{Logger: logger, Registry: telemetry.NewRegistry(), Kafka: d.kafka, Reloads: d.reloads,
 		TopicsFile: d.topicsFile, TopicPrefix: d.prefix, Stdout: stdout, Stderr: stderr, Getenv: getenv}
 	if d.prog.Kafka {
 		if err := env.Kafka.Validate(); err != nil {

@@ -94,6 +94,39 @@ func (in *Ingress) grpcAdmit(ctx context.Context, method string) (release func()
 	return func() { in.tenantConns.release(t.Name) }, nil
 }
 
+// openTenants is cfg's tenants: the file, kept current, or the fixed set.
+// Ingress sends no webhooks, so it reads none of their secrets.
+func openTenants(cfg Config, m *metrics) (*tenant.Live, error) {
+	if cfg.TenantsFile == "" {
+		return tenant.StaticLive(cfg.Tenants), nil
+	}
+	return tenant.OpenLive(cfg.TenantsFile, tenant.LiveOptions{
+		Logger: cfg.Logger,
+		Report: func(err error) {
+			if err != nil {
+				m.tenantsReloads.WithLabelValues("error").Inc()
+				return
+			}
+			m.tenantsReloads.WithLabelValues("ok").Inc()
+		},
+	})
+}
+
+// errRevoked is the failure of a stream whose API key a tenants reload
+// revoked.
+var errRevoked = &failure{status: http.StatusUnauthorized, code: "api_key_revoked", message: "the API key was revoked"}
+
+// stillValid re-authenticates an open stream's header after a tenants
+// reload: it returns the tenant as the new file has it, or errRevoked.
+func (in *Ingress) stillValid(header string) (*tenant.Tenant, *failure) {
+	t, f := in.authenticate(header)
+	if f != nil {
+		in.reject("stream", errRevoked)
+		return nil, errRevoked
+	}
+	return t, nil
+}
+
 // counter caps concurrent holders per name; limit 0 is no cap.
 type counter struct {
 	limit int
@@ -130,7 +163,7 @@ func (in *Ingress) checkWebhook(t *tenant.Tenant, target string) *failure {
 	if target == "" {
 		return nil
 	}
-	list := allowlist.Union(in.webhookAllow, in.cfg.Tenants.WebhookAllow(t.Name))
+	list := allowlist.Union(in.webhookAllow, in.tenants.Set().WebhookAllow(t.Name))
 	if err := list.CheckString(target); err != nil {
 		return &failure{status: http.StatusBadRequest, code: "webhook_not_allowed", field: "webhook_url", message: err.Error()}
 	}

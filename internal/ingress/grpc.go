@@ -132,6 +132,7 @@ func (g *grpcServer) Submit(ctx context.Context, r *pb.SubmitRequest) (*pb.Submi
 // the stream with UNAVAILABLE. Its receiving goroutine ends when the
 // stream does, which grpc-go guarantees once this method returns.
 func (g *grpcServer) SubmitStream(stream grpc.BidiStreamingServer[pb.SubmitStreamRequest, pb.SubmitStreamResponse]) error {
+	changed := g.in.tenants.Changed()
 	t, err := g.authenticate(stream.Context())
 	if err != nil {
 		return err
@@ -172,6 +173,15 @@ func (g *grpcServer) SubmitStream(stream grpc.BidiStreamingServer[pb.SubmitStrea
 		select {
 		case <-g.in.stop:
 			return status.Error(codes.Unavailable, "ingress is shutting down")
+		case <-ctx.Done(): // the client or its connection went away (the receiver may have left without a word)
+			return status.FromContextError(ctx.Err()).Err()
+		case <-changed: // a tenants reload: a revoked key ends the stream
+			changed = g.in.tenants.Changed()
+			var f *failure
+			if t, f = g.in.stillValid(grpcAuthorization(ctx)); f != nil {
+				return grpcStatus(f)
+			}
+			continue
 		case rc = <-recv:
 		}
 		if rc.err != nil {

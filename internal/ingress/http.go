@@ -114,7 +114,7 @@ func writeFailure(w http.ResponseWriter, f *failure) {
 
 // authenticate finds the tenant of the request's bearer token.
 func (in *Ingress) authenticate(header string) (*tenant.Tenant, *failure) {
-	t, err := in.cfg.Tenants.Authenticate(tenant.BearerToken(header))
+	t, err := in.tenants.Set().Authenticate(tenant.BearerToken(header))
 	switch {
 	case errors.Is(err, tenant.ErrNoKey):
 		return nil, &failure{status: http.StatusUnauthorized, code: "unauthenticated", message: "send an API key as Authorization: Bearer KEY"}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -38,7 +39,7 @@ import (
 )
 
 // Config configures an ingress. The zero value of every field but Topics
-// and Tenants is a working default.
+// and Tenants (or TenantsFile) is a working default.
 type Config struct {
 	// Addr is the HTTP (and WebSocket) listen address. Default 127.0.0.1:8080.
 	Addr string
@@ -51,8 +52,17 @@ type Config struct {
 	Kafka kafkaconf.Config
 	// Topics names the topics (from topics.yaml). Required.
 	Topics *topicspec.Spec
-	// Tenants maps API keys to tenants. Required.
-	Tenants *tenant.Set
+	// Tenants maps API keys to tenants, fixed for the ingress's life.
+	// TenantsFile, when set, is used instead: the tenants file, reloaded
+	// when it changes (checked every TenantsCheckInterval, default 1s;
+	// negative: never) and on every value from ReloadSignal. A revoked
+	// key is refused from the reload on, and its open WebSocket and gRPC
+	// streams are closed. A file that does not load is rejected with an
+	// error and the running tenants stay. One of the two is required.
+	Tenants              *tenant.Set
+	TenantsFile          string
+	TenantsCheckInterval time.Duration
+	ReloadSignal         <-chan os.Signal
 	// WebhookAllow lists webhook targets every tenant's requests may
 	// name, besides the tenants file's lists (package allowlist): give
 	// it egress's --webhook-allow. A request naming a target on no list
@@ -138,6 +148,9 @@ func (c *Config) setDefaults() {
 	if c.Addr == "" {
 		c.Addr = "127.0.0.1:8080"
 	}
+	if c.TenantsCheckInterval == 0 {
+		c.TenantsCheckInterval = time.Second
+	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
@@ -203,7 +216,7 @@ func (c *Config) Validate() error {
 	if c.Topics == nil {
 		return errors.New("ingress: topics spec is required")
 	}
-	if c.Tenants == nil {
+	if c.Tenants == nil && c.TenantsFile == "" {
 		return errors.New("ingress: tenants are required")
 	}
 	if c.MaxBodyBytes < 0 || c.MaxBatchBytes < 0 || c.MaxBatchItems < 0 || c.MaxInFlight < 0 || c.WSMaxInFlight < 0 ||
@@ -233,6 +246,7 @@ type Ingress struct {
 	health    *health
 	admission *admission // nil when disabled
 	models    catalog.Watcher
+	tenants   *tenant.Live
 	// webhookAllow is WebhookAllow, parsed.
 	webhookAllow *allowlist.List
 	// tenantConns counts each tenant's open requests and WebSockets.
@@ -286,6 +300,10 @@ func New(cfg Config) (*Ingress, error) {
 		webhookAllow: allow,
 	}
 	in.metrics = newMetrics(cfg.Registry, func() float64 { return float64(len(in.inFlight)) })
+	if in.tenants, err = openTenants(cfg, in.metrics); err != nil {
+		cl.Close()
+		return nil, err
+	}
 	in.health = newHealth(func(up bool) {
 		if up {
 			in.metrics.brokerReachable.Set(1)
@@ -353,6 +371,7 @@ func (in *Ingress) Run(ctx context.Context) error {
 	}
 	bg, stopBg := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	wg.Go(func() { in.tenants.Watch(bg, in.cfg.ReloadSignal, in.cfg.TenantsCheckInterval) })
 	wg.Go(func() {
 		in.health.probe(bg, in.cfg.ProbeInterval, min(2*in.cfg.ProbeInterval, time.Second), in.client.Ping)
 	})

@@ -22,6 +22,13 @@ type limits struct {
 type buckets struct {
 	mu               sync.Mutex // makes checking both and taking from both one step
 	requests, tokens *rate.Limiter
+	of               tenant.Tenant // the rates they were made with
+}
+
+// sameRates reports whether a and b have the same limits.
+func sameRates(a, b *tenant.Tenant) bool {
+	return a.RequestsPerSecond == b.RequestsPerSecond && a.RequestBurst == b.RequestBurst &&
+		a.TokensPerSecond == b.TokensPerSecond && a.TokenBurst == b.TokenBurst
 }
 
 func newLimits(now func() time.Time) *limits {
@@ -39,12 +46,26 @@ func (l *limits) bucketsOf(t *tenant.Tenant) *buckets {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.by[t.Name]
-	if !ok {
+	switch {
+	case !ok:
 		b = &buckets{
 			requests: rate.NewLimiter(limitOf(t.RequestsPerSecond), t.RequestBurst),
 			tokens:   rate.NewLimiter(limitOf(t.TokensPerSecond), t.TokenBurst),
+			of:       *t,
 		}
 		l.by[t.Name] = b
+	case !sameRates(&b.of, t):
+		// A reloaded tenants file changed the tenant's rates: the buckets
+		// keep what they hold (up to the new bursts) and fill at the new
+		// rates from now on.
+		b.mu.Lock()
+		now := l.now()
+		b.requests.SetLimitAt(now, limitOf(t.RequestsPerSecond))
+		b.requests.SetBurstAt(now, t.RequestBurst)
+		b.tokens.SetLimitAt(now, limitOf(t.TokensPerSecond))
+		b.tokens.SetBurstAt(now, t.TokenBurst)
+		b.of = *t
+		b.mu.Unlock()
 	}
 	return b
 }

@@ -16,6 +16,7 @@ import "github.com/prometheus/client_golang/prometheus"
 //	admission_changes_total{lane,state}      admission state changes, by lane and new state
 //	lag_read_errors_total                    lag reads that failed
 //	websocket_connections                    open WebSocket connections
+//	tenants_reloads_total{result}            reloads of the tenants file: ok, error (rejected)
 type metrics struct {
 	requests          *prometheus.CounterVec
 	latency           *prometheus.HistogramVec
@@ -28,6 +29,7 @@ type metrics struct {
 	admissionChanges  *prometheus.CounterVec
 	lagReadErrors     prometheus.Counter
 	wsConnections     prometheus.Gauge
+	tenantsReloads    *prometheus.CounterVec
 }
 
 // labelLane is the label of the lane (interactive or batch).
@@ -48,6 +50,10 @@ func newMetrics(reg prometheus.Registerer, inFlight func() float64) *metrics {
 			Name: "switchboard_ingress_rejected_total",
 			Help: "Rejected submissions, by error code.",
 		}, []string{"reason"}),
+		tenantsReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_ingress_tenants_reloads_total",
+			Help: "Reloads of the tenants file: ok, or error when the file was rejected and the running tenants stayed.",
+		}, []string{"result"}),
 		idempotentReplays: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_ingress_idempotent_replays_total",
 			Help: "Repeated Idempotency-Keys answered with the first request's ack, producing nothing.",
@@ -82,8 +88,10 @@ func newMetrics(reg prometheus.Registerer, inFlight func() float64) *metrics {
 		}),
 	}
 	m.brokerReachable.Set(1)
+	m.tenantsReloads.WithLabelValues("ok")
+	m.tenantsReloads.WithLabelValues("error")
 	reg.MustRegister(m.requests, m.latency, m.rejected, m.idempotentReplays, m.brokerReachable, m.lag, m.drain,
-		m.admissionShedding, m.admissionChanges, m.lagReadErrors, m.wsConnections,
+		m.admissionShedding, m.admissionChanges, m.lagReadErrors, m.wsConnections, m.tenantsReloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchboard_ingress_in_flight_requests",
 			Help: "Submissions being produced now (bounded by --max-in-flight).",

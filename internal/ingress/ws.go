@@ -67,7 +67,8 @@ func decodeFrame(data []byte) (wsFrame, *failure) {
 }
 
 func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
-	t, f := in.authenticate(r.Header.Get("Authorization"))
+	header, changed, set := r.Header.Get("Authorization"), in.tenants.Changed(), in.tenants.Set()
+	t, f := in.authenticate(header)
 	if f != nil {
 		in.reject("ws", f)
 		writeFailure(w, f)
@@ -99,6 +100,23 @@ func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
 		e := f.apiError()
 		write(wsReply{Type: "error", ID: id, Error: &e, Status: f.status, RetryAfterMS: f.retryAfter.Milliseconds()})
 	}
+	// A tenants reload that revokes the key closes the socket (policy
+	// violation) after an error frame saying so.
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+			changed = in.tenants.Changed()
+			if _, f := in.stillValid(header); f != nil {
+				fail("", f)
+				c.Close(websocket.StatusPolicyViolation, f.message)
+				return
+			}
+		}
+	}()
 	// On shutdown: wait for the submits in flight (by taking every slot),
 	// then close; the reader's Read then fails and the handler returns.
 	closed := make(chan struct{})
@@ -131,6 +149,13 @@ func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
 			in.reject("ws", f)
 			fail(fr.ID, f)
 			continue
+		}
+		if cur := in.tenants.Set(); cur != set { // reloaded: the tenant's limits may have changed
+			set = cur
+			if t, f = in.stillValid(header); f != nil {
+				fail(fr.ID, f)
+				continue
+			}
 		}
 		select {
 		case <-in.stop:
