@@ -8,7 +8,6 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/egress"
-	"github.com/switchboard-llm/switchboard/internal/tenant"
 )
 
 func main() {
@@ -29,6 +28,7 @@ func main() {
 	f.Int(&cfg.MaxUnsentBytes, "max-unsent-bytes", "unread bytes a stream's socket may hold before the stream waits and then ends with overflow (0: half of --send-buffer, or 1 MiB with the system's; negative: no check)")
 	f.Int(&cfg.MaxConnsPerAddr, "max-conns-per-addr", "open HTTP connections of one client IP address; more are closed on accept (0: no cap)")
 	f.String(&tenantsFile, "tenants", "tenants file, the same as ingress's (API key digests, webhook endpoints; see tenants.yaml): every stream needs an API key and sees only its tenant's results; required unless --allow-anonymous")
+	f.Duration(&cfg.TenantsCheckInterval, "tenants-check-interval", "how often the tenants file is checked for changes; also reloaded on SIGHUP (negative: only then)")
 	f.Bool(&cfg.AllowAnonymous, "allow-anonymous", "run without --tenants: every stream open to anyone who can reach egress (a warning at every start)")
 	f.List(&cfg.CORSOrigins, "cors-origins", "comma-separated origins (scheme://host[:port], or *) whose browser pages may read the SSE streams; empty: none")
 	f.List(&cfg.WSOriginPatterns, "ws-origins", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
@@ -44,14 +44,9 @@ func main() {
 				return err
 			}
 		}
-		if tenantsFile != "" {
-			getenv := env.Getenv // only webhook delivery needs the tenants' secrets
-			if !w.Enabled {
-				getenv = nil
-			}
-			if cfg.Tenants, err = tenant.LoadEnv(tenantsFile, getenv); err != nil {
-				return err
-			}
+		cfg.TenantsFile, cfg.ReloadSignal = tenantsFile, env.Reloads
+		if w.Enabled { // only webhook delivery needs the tenants' secrets
+			cfg.TenantsGetenv = env.Getenv
 		}
 		cfg.Kafka, cfg.Topics, cfg.Logger, cfg.Registry = env.Kafka, env.Topics, env.Logger, env.Registry
 		eg, err := egress.New(cfg)

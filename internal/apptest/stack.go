@@ -1,6 +1,7 @@
 package apptest
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"os"
@@ -44,6 +45,9 @@ type StackOptions struct {
 	// the router-workers' group, so tests sharing one cluster do not see
 	// each other's records and offsets.
 	TopicPrefix, RouterGroup string
+	// TenantsFile, when set, is ingress's and egress's tenants file instead
+	// of the repository's tenants.yaml (a test may rewrite it).
+	TenantsFile string
 }
 
 // Stack is a running local stack: devbroker (or an external cluster),
@@ -105,7 +109,7 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	if opts.RouterGroup != "" {
 		s.RouterGroup = opts.RouterGroup
 	}
-	s.TenantsFile = filepath.Join(root, "tenants.yaml")
+	s.TenantsFile = cmp.Or(opts.TenantsFile, filepath.Join(root, "tenants.yaml"))
 	if opts.TopicsFile != "" {
 		s.topicArgs = append(s.topicArgs, "--topics-file", opts.TopicsFile)
 	}

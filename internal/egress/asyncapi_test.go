@@ -80,7 +80,7 @@ func TestAsyncAPIMatchesTheCode(t *testing.T) {
 	}
 	reasons := s["End"].Properties["reason"].Enum
 	slices.Sort(reasons)
-	if want := []string{endDone, endOverflow, endReplayFailed, endShutdown}; !slices.Equal(reasons, want) {
+	if want := []string{endDone, endOverflow, endReplayFailed, endRevoked, endShutdown}; !slices.Equal(reasons, want) {
 		t.Errorf("end reasons %v, want %v", reasons, want)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,6 +124,16 @@ type Config struct {
 	// no keys, every result visible, only the requests' own webhooks; New
 	// refuses that unless AllowAnonymous is set.
 	Tenants *tenant.Set
+	// TenantsFile, when set, is used instead of Tenants: the tenants file,
+	// reloaded when it changes (checked every TenantsCheckInterval,
+	// default 1s; negative: never) and on every value from ReloadSignal,
+	// with webhook secrets read by TenantsGetenv (nil: none). A revoked
+	// key's open streams end with the end event "revoked"; a file that
+	// does not load is rejected with an error and the running tenants stay.
+	TenantsFile          string
+	TenantsGetenv        func(string) string
+	TenantsCheckInterval time.Duration
+	ReloadSignal         <-chan os.Signal
 	// AllowAnonymous lets egress run without Tenants, every stream open
 	// to anyone who can reach it (logged as a warning at every start).
 	AllowAnonymous bool
@@ -155,6 +166,9 @@ func Defaults() Config {
 func (c *Config) setDefaults() {
 	if c.Addr == "" {
 		c.Addr = "127.0.0.1:8081"
+	}
+	if c.TenantsCheckInterval == 0 {
+		c.TenantsCheckInterval = time.Second
 	}
 	if c.ReplayWindow == 0 {
 		c.ReplayWindow = 5 * time.Minute
@@ -206,7 +220,7 @@ func (c *Config) Validate() error {
 	if c.ReplayWindow < 0 || c.ReplayTimeout < 0 || c.SubscriberBuffer < 1 || c.Heartbeat < 0 || c.WriteTimeout < 0 {
 		return errors.New("egress: windows, timeouts and buffers must be positive")
 	}
-	if c.Tenants == nil && !c.AllowAnonymous {
+	if c.Tenants == nil && c.TenantsFile == "" && !c.AllowAnonymous {
 		return errors.New("egress: no tenants file: every stream would be open to anyone; give --tenants, or --allow-anonymous for a closed network")
 	}
 	if err := c.Webhooks.Validate(); err != nil {
@@ -224,6 +238,7 @@ type Egress struct {
 	adm     *kadm.Client
 	hub     *hub
 	caps    *streamCaps
+	tenants *tenant.Live // nil: no API keys (AllowAnonymous)
 	metrics *metrics
 	handler http.Handler
 	grpc    *grpc.Server       // nil without GRPCAddr
@@ -247,7 +262,7 @@ func New(cfg Config) (*Egress, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Tenants == nil {
+	if cfg.Tenants == nil && cfg.TenantsFile == "" {
 		cfg.Logger.Warn("egress runs without API keys (--allow-anonymous): every stream is open to anyone who can reach it")
 	}
 	secret := []byte(cfg.CursorSecret)
@@ -277,6 +292,10 @@ func New(cfg Config) (*Egress, error) {
 		ready:   make(chan struct{}),
 		stop:    make(chan struct{}),
 	}
+	if e.tenants, err = openTenants(cfg, e.metrics); err != nil {
+		cl.Close()
+		return nil, err
+	}
 	var rc *recent
 	if cfg.RecentBytes > 0 {
 		rc = newRecent(cfg.RecentBytes, cfg.ReplayWindow, e.metrics)
@@ -293,7 +312,7 @@ func New(cfg Config) (*Egress, error) {
 		reflection.Register(e.grpc) // so grpcurl and similar tools can list and call it
 	}
 	if cfg.Webhooks.Enabled {
-		e.hooks, err = webhook.New(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), cfg.Tenants,
+		e.hooks, err = webhook.New(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), e.tenantSet,
 			cfg.Kafka.Opts(cfg.Logger), cfg.Registry, cfg.Logger)
 		if err != nil {
 			cl.Close()
@@ -345,6 +364,9 @@ func (e *Egress) Run(ctx context.Context) error {
 	}
 	if e.hooks != nil {
 		g.Go(func() error { return e.hooks.Run(gctx) })
+	}
+	if e.tenants != nil {
+		g.Go(func() error { e.tenants.Watch(gctx, e.cfg.ReloadSignal, e.cfg.TenantsCheckInterval); return nil })
 	}
 	g.Go(func() error { return e.consume(gctx) })
 	return g.Wait()

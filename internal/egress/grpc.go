@@ -25,22 +25,21 @@ type grpcServer struct {
 func (g *grpcServer) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStreamingServer[pb.SubscribeResponse]) error {
 	e := g.e
 	ctx := stream.Context()
-	tenantName := ""
-	if e.cfg.Tenants != nil {
-		var key string
+	tenantName, key := "", ""
+	if e.tenants != nil {
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
 			if v := md.Get("authorization"); len(v) > 0 {
 				key = tenant.BearerToken(v[0])
 			}
 		}
-		t, err := e.cfg.Tenants.Authenticate(key)
+		t, err := e.tenants.Set().Authenticate(key)
 		if err != nil {
 			e.metrics.authFailed.Inc()
 			return status.Error(codes.Unauthenticated, "a valid API key is required (metadata authorization: Bearer KEY)")
 		}
 		tenantName = t.Name
 	}
-	s, aerr := e.open(ctx, subRequest{tenant: tenantName, conv: req.GetConversationId(), from: req.GetFrom(), until: req.GetRequestId()})
+	s, aerr := e.open(ctx, subRequest{tenant: tenantName, key: key, conv: req.GetConversationId(), from: req.GetFrom(), until: req.GetRequestId()})
 	if aerr != nil {
 		code := codes.InvalidArgument
 		switch aerr.status {

@@ -5,6 +5,8 @@ import (
 	"cmp"
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -130,5 +132,78 @@ func TestReplayEndsWhenRetentionEmptiedTheRange(t *testing.T) {
 	}
 	if n := eg.metric(t, "switchboard_egress_replay_gaps_total"); n != 1 {
 		t.Errorf("replay gaps = %v, want 1", n)
+	}
+}
+
+// TestTenantsReloadEndsRevokedStreams: egress with a tenants file reloads
+// it on change: an open stream of a revoked key ends with the end event
+// "revoked" within seconds, a new stream with that key gets 401, the other
+// tenant's streams go on; a broken file is rejected and counted.
+func TestTenantsReloadEndsRevokedStreams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tenants.yaml")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path+".tmp", []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entry := func(name, key string) string {
+		return "  - name: " + name + "\n    key_sha256: [" + tenant.HashKey(key) + "]\n"
+	}
+	write("tenants:\n" + entry("a", keyA) + entry("b", keyB))
+	h := newHarness(t)
+	eg := h.start(func(c *Config) { c.TenantsFile, c.TenantsCheckInterval = path, 20*time.Millisecond })
+	h.produce(res("rv", "a", "ra", "run", 1, 0, false), res("rv", "b", "rb", "run", 1, 0, false))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	type stream struct{ evs []got }
+	open := func(key string) chan stream {
+		out := make(chan stream, 1)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, eg.url+"/v1/conversations/rv/events", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream of %s: %v %v", key, resp, err)
+		}
+		go func() {
+			defer resp.Body.Close()
+			out <- stream{evs: parseSSE(t, resp.Body, 0, nil)}
+		}()
+		return out
+	}
+	a, b := open(keyA), open(keyB)
+	waitFor(ctx, t, "both streams", func() bool { return eg.metric(t, "switchboard_egress_subscribers", "transport", "sse") == 2 })
+
+	revokedAt := time.Now()
+	write("tenants:\n" + entry("b", keyB))
+	select {
+	case s := <-a:
+		if l := labels(s.evs); len(l) == 0 || l[len(l)-1] != "end:revoked" {
+			t.Errorf("the revoked key's stream: %v, want it to end with end:revoked", l)
+		}
+		t.Logf("revoked stream ended %v after the file changed", time.Since(revokedAt).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked key's stream still open 5s after the file changed")
+	}
+	if _, st := readSSE(ctx, t, eg.url+"/v1/conversations/rv/events", http.Header{"Authorization": {"Bearer " + keyA}}, 0); st != http.StatusUnauthorized {
+		t.Errorf("a new stream of the revoked key: %d, want 401", st)
+	}
+	select {
+	case s := <-b:
+		t.Errorf("the other tenant's stream ended: %v", labels(s.evs))
+	default:
+	}
+	write("tenants: [")
+	waitFor(ctx, t, "the broken file's rejection", func() bool {
+		return eg.metric(t, "switchboard_egress_tenants_reloads_total", "result", "error") == 1
+	})
+	if _, st := readSSE(ctx, t, eg.url+"/v1/conversations/rv/events?request_id=rb&access_token="+keyB, nil, 1); st != http.StatusOK {
+		t.Errorf("tenant b after a broken file: %d, want 200 (the running tenants stay)", st)
+	}
+	if n := eg.metric(t, "switchboard_egress_streams_revoked_total"); n != 1 {
+		t.Errorf("streams revoked = %v, want 1", n)
 	}
 }

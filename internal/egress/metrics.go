@@ -12,6 +12,8 @@ type metrics struct {
 	replayGaps    prometheus.Counter
 	latency       prometheus.Histogram
 	authFailed    prometheus.Counter
+	revoked       prometheus.Counter
+	reloads       *prometheus.CounterVec // result
 	refused       prometheus.Counter
 	replays       *prometheus.CounterVec // source
 	recentBytes   prometheus.Gauge
@@ -57,6 +59,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "switchboard_egress_auth_failures_total",
 			Help: "Stream requests refused for a missing or unknown API key.",
 		}),
+		revoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_egress_streams_revoked_total",
+			Help: "Streams ended with reason revoked: a tenants reload revoked their API key.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_egress_tenants_reloads_total",
+			Help: "Reloads of the tenants file: ok, or error when the file was rejected and the running tenants stayed.",
+		}, []string{"result"}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_egress_streams_refused_total",
 			Help: "Streams refused with 429 too_many_streams: their tenant or conversation had too many open.",
@@ -75,6 +85,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.subscribers, m.events, m.dropped, m.filtered, m.overflows, m.undecodable,
-		m.replayGaps, m.latency, m.authFailed, m.refused, m.replays, m.recentBytes, m.recentRecords)
+		m.replayGaps, m.latency, m.authFailed, m.revoked, m.reloads, m.refused, m.replays, m.recentBytes, m.recentRecords)
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
 	return m
 }

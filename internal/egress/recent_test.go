@@ -261,6 +261,10 @@ func TestReplayFallsBackToKafka(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	from := mem.token("", "fallback", cursors[5]) // every instance of the harness has the same secret
+	// The memory instance must have indexed the conversation, or its events come live, not replayed.
+	waitFor(ctx, t, "the index of recent results", func() bool {
+		return mem.metric(t, "switchboard_egress_recent_index_records") >= float64(len(want))
+	})
 	rest := append(slices.Clip(want[6:]), "end:done")
 	for name, eg := range map[string]*running{"memory": mem, "kafka": tiny} {
 		evs, status := readSSE(ctx, t, eg.url+"/v1/conversations/fallback/events?request_id=r2", http.Header{"Last-Event-Id": {from}}, 0)

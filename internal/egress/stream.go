@@ -21,6 +21,7 @@ const (
 	endShutdown     = "shutdown"      // this egress instance is stopping; resume elsewhere
 	endReplayFailed = "replay_failed" // Kafka did not answer the replay in time
 	endDone         = "done"          // the request named by request_id finished
+	endRevoked      = "revoked"       // a tenants reload revoked the stream's API key
 )
 
 // maxRequestIDLen bounds the request_id a stream may wait for.
@@ -29,6 +30,7 @@ const maxRequestIDLen = 256
 // subRequest is what a client asks for, whatever the transport.
 type subRequest struct {
 	tenant string // the caller's tenant; "" when egress runs without API keys
+	key    string // the caller's API key, checked again when the tenants are reloaded
 	conv   string
 	from   string // cursor text; "" replays the window
 	until  string // request ID whose terminal result ends the stream
@@ -147,7 +149,7 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	sub, liveFrom, memory, inMemory := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer, replayFrom)
 	return &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
 		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition, start - 1},
-		view: viewOf(e.cfg.Tenants.Tenant(req.tenant))}, nil
+		view: viewOf(e.tenantSet().Tenant(req.tenant))}, nil
 }
 
 // token is c's cursor token for this stream's client.
@@ -194,8 +196,19 @@ func (s *session) stream(ctx context.Context, out sink) error {
 	}
 	heartbeat := time.NewTicker(e.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	changed := e.tenantsChanged()
+	if !s.keyValid() { // revoked by a reload since the stream was opened
+		e.metrics.revoked.Inc()
+		return out.end(endRevoked, s.token(s.last))
+	}
 	for {
 		select {
+		case <-changed: // a tenants reload: a revoked key ends the stream
+			changed = e.tenantsChanged()
+			if !s.keyValid() {
+				e.metrics.revoked.Inc()
+				return out.end(endRevoked, s.token(s.last))
+			}
 		case ev := <-s.sub.ch:
 			if err := s.send(out, *ev); err != nil {
 				if errors.Is(err, errStreamDone) {
@@ -228,6 +241,16 @@ func (s *session) stream(ctx context.Context, out sink) error {
 			return out.end(endShutdown, s.token(s.last))
 		}
 	}
+}
+
+// keyValid reports whether the stream's API key is still one of the
+// current tenants' (always, without API keys).
+func (s *session) keyValid() bool {
+	if s.e.tenants == nil {
+		return true
+	}
+	_, err := s.e.tenants.Set().Authenticate(s.req.key)
+	return err == nil
 }
 
 // replay sends the range [replayFrom, liveFrom) from memory or Kafka.

@@ -22,13 +22,14 @@ import (
 // result. The server reads no messages: a client's data message closes the
 // connection with status 1008 (policy violation).
 func (e *Egress) handleWS(w http.ResponseWriter, r *http.Request) {
-	tenant, ok := e.authHTTP(w, r)
+	tenant, key, ok := e.authHTTP(w, r)
 	if !ok {
 		return
 	}
 	// Refusals are plain HTTP answers, before the upgrade.
 	s, aerr := e.open(r.Context(), subRequest{
 		tenant: tenant,
+		key:    key,
 		conv:   r.PathValue("conversation_id"),
 		from:   cmp.Or(r.URL.Query().Get("from"), r.Header.Get("Last-Event-ID")),
 		until:  r.URL.Query().Get("request_id"),
@@ -139,8 +140,11 @@ func (s *wsSink) end(reason string, cur string) error {
 		return err
 	}
 	code := websocket.StatusTryAgainLater
-	if reason == endDone {
+	switch reason {
+	case endDone:
 		code = websocket.StatusNormalClosure
+	case endRevoked:
+		code = websocket.StatusPolicyViolation
 	}
 	s.closed = true
 	return s.conn.Close(code, reason+"; resume from "+cur)

@@ -135,8 +135,8 @@ const (
 type Deliverer struct {
 	cfg     Config
 	log     *slog.Logger
-	tenants *tenant.Set
-	allow   *allowlist.List // Config.Allow
+	tenants func() *tenant.Set // the current tenants (they may be reloaded)
+	allow   *allowlist.List    // Config.Allow
 	engine  *keyorder.Engine
 	dlq     string
 	m       *webhookMetrics
@@ -197,9 +197,10 @@ func newWebhookMetrics(reg prometheus.Registerer) *webhookMetrics {
 }
 
 // New returns a Deliverer of cfg that reads topics in its consumer group
-// and dead-letters to dlq. tenants (nil: none) gives each tenant's
-// endpoint, secret and allowlist. Run starts it.
-func New(cfg Config, topics []string, dlq string, tenants *tenant.Set, clientOpts []kgo.Opt,
+// and dead-letters to dlq. tenants (nil: none) returns the current
+// tenants, each tenant's endpoint, secret and allowlist; a reload takes
+// effect at the next delivery. Run starts it.
+func New(cfg Config, topics []string, dlq string, tenants func() *tenant.Set, clientOpts []kgo.Opt,
 	reg prometheus.Registerer, log *slog.Logger) (*Deliverer, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -209,14 +210,11 @@ func New(cfg Config, topics []string, dlq string, tenants *tenant.Set, clientOpt
 	if err != nil {
 		return nil, err
 	}
-	if tenants != nil {
-		for _, t := range tenants.Tenants() {
-			if len(t.WebhookSecret) > 0 {
-				if _, err := ParseSecret(string(t.WebhookSecret)); err != nil {
-					return nil, fmt.Errorf("tenant %q: %s: %w", t.Name, t.WebhookSecretEnv, err)
-				}
-			}
-		}
+	if tenants == nil {
+		tenants = func() *tenant.Set { return nil }
+	}
+	if err := CheckSecrets(tenants()); err != nil {
+		return nil, err
 	}
 	w := &Deliverer{cfg: cfg, log: log, tenants: tenants, allow: allow, dlq: dlq, targets: map[string]*target{},
 		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}, floors: map[floorKey]time.Time{}}
@@ -266,6 +264,24 @@ type target struct {
 	allow *allowlist.List
 	key   []byte
 	http  *http.Client
+	of    *tenant.Set // the tenants it was made from: a reload makes it anew
+}
+
+// CheckSecrets checks the format of the tenants' own webhook secrets (nil
+// set: none); egress refuses a tenants file, at start or reload, that has
+// a malformed one.
+func CheckSecrets(set *tenant.Set) error {
+	if set == nil {
+		return nil
+	}
+	for _, t := range set.Tenants() {
+		if len(t.WebhookSecret) > 0 {
+			if _, err := ParseSecret(string(t.WebhookSecret)); err != nil {
+				return fmt.Errorf("tenant %q: %s: %w", t.Name, t.WebhookSecretEnv, err)
+			}
+		}
+	}
+	return nil
 }
 
 // target returns tenant name's allowlist (the global one and the tenants
@@ -276,7 +292,8 @@ type target struct {
 // not know (results written straight to Kafka) all have the same list and
 // share one, so records cannot grow the cache.
 func (w *Deliverer) target(name string) (*target, error) {
-	tn := w.tenants.Tenant(name)
+	set := w.tenants()
+	tn := set.Tenant(name)
 	cacheKey := name
 	if tn == nil {
 		cacheKey = "\x00unknown"
@@ -284,8 +301,12 @@ func (w *Deliverer) target(name string) (*target, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	t := w.targets[cacheKey]
+	if t != nil && t.of != set { // the tenants were reloaded: their lists or secrets may differ
+		t.http.CloseIdleConnections()
+		t = nil
+	}
 	if t == nil {
-		t = &target{allow: allowlist.Union(w.allow, w.tenants.WebhookAllow(name)), key: TenantKey(w.cfg.Secret, name)}
+		t = &target{allow: allowlist.Union(w.allow, set.WebhookAllow(name)), key: TenantKey(w.cfg.Secret, name), of: set}
 		if tn != nil && len(tn.WebhookSecret) > 0 {
 			key, err := ParseSecret(string(tn.WebhookSecret))
 			if err != nil {
@@ -370,7 +391,7 @@ func (w *Deliverer) handle(ctx context.Context, rec *kgo.Record) error {
 		return nil // webhooks carry terminal results only
 	}
 	dest := res.GetWebhookUrl()
-	if t := w.tenants.Tenant(res.GetTenant()); t != nil && dest == "" {
+	if t := w.tenants().Tenant(res.GetTenant()); t != nil && dest == "" {
 		dest = t.WebhookURL
 	}
 	if dest == "" {
@@ -392,7 +413,7 @@ func (w *Deliverer) handle(ctx context.Context, rec *kgo.Record) error {
 		return w.finish(ctx, rec, res, ReasonWebhookNotAllowed, err.Error(), 0)
 	}
 	var body bytes.Buffer
-	if err := appendAnswerJSON(&body, res, w.tenants.Tenant(res.GetTenant())); err != nil {
+	if err := appendAnswerJSON(&body, res, w.tenants().Tenant(res.GetTenant())); err != nil {
 		return w.finish(ctx, rec, res, ReasonWebhookDecode, err.Error(), 0)
 	}
 	delivery := deliveryID(tg.key, rec)
