@@ -134,6 +134,7 @@ func Start(t testing.TB, name, path string, args ...string) *Proc {
 	p.cmd.Env = processEnv()
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
+	p.cmd.WaitDelay = 5 * time.Second // a child it leaves behind holding the output must not hold Wait
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}

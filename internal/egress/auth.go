@@ -1,37 +1,93 @@
 package egress
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/webhook"
 )
 
 // authHTTP authenticates an HTTP stream request against the tenants file
-// ingress also uses: the key comes from the Authorization header or, for
-// browsers' EventSource and WebSocket, which cannot set headers, from
-// ?access_token=. It writes the 401 itself. Without Config.Tenants every
-// stream is open and ok is always true.
-// The key is kept in the stream's request, so that a tenants reload that
-// revokes it can end the stream (session.stillValid).
-func (e *Egress) authHTTP(w http.ResponseWriter, r *http.Request) (tenantName, key string, ok bool) {
+// ingress also uses: an API key in the Authorization header, or, for
+// browsers' EventSource and WebSocket, which cannot set headers, a stream
+// token (streamtoken.go) in ?token= or the WebSocket subprotocol
+// "switchboard.token.TOKEN". API keys are never taken from the URL. It
+// writes the 401 itself. Without tenants every stream is open and ok is
+// always true.
+func (e *Egress) authHTTP(w http.ResponseWriter, r *http.Request) (tenantName string, cred credential, ok bool) {
 	if e.tenants == nil {
-		return "", "", true
+		return "", credential{}, true
 	}
-	key = tenant.BearerToken(r.Header.Get("Authorization"))
-	if key == "" {
-		key = r.URL.Query().Get("access_token")
-	}
-	t, err := e.tenants.Set().Authenticate(key)
-	if err != nil {
+	fail := func(code, msg string) (string, credential, bool) {
 		e.metrics.authFailed.Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
-		code, msg := authError(err)
 		httpError(w, http.StatusUnauthorized, code, msg)
-		return "", "", false
+		return "", credential{}, false
 	}
-	return t.Name, key, true
+	set := e.tenants.Set()
+	key := tenant.BearerToken(r.Header.Get("Authorization"))
+	text := cmp.Or(r.URL.Query().Get("token"), tokenProtocol(r))
+	if key != "" || text == "" {
+		t, err := set.Authenticate(key)
+		if err != nil {
+			return fail(authError(err))
+		}
+		return t.Name, credential{key: key}, true
+	}
+	tok, err := e.tokens.open(text)
+	switch {
+	case err != nil:
+		return fail("invalid_token", "the stream token is not valid")
+	case !tok.allows(r.PathValue("conversation_id"), time.Now()):
+		return fail("invalid_token", "the stream token has expired or is not for this conversation")
+	case !set.HasKeyTag(tok.tenant, tok.keyTag):
+		return fail("invalid_token", "the API key that made the stream token was revoked")
+	}
+	return tok.tenant, credential{token: &tok}, true
+}
+
+// tokenProtocol returns the stream token offered as the WebSocket
+// subprotocol "switchboard.token.TOKEN", or "".
+func tokenProtocol(r *http.Request) string {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(h, ",") {
+			if tok, ok := strings.CutPrefix(strings.TrimSpace(p), tokenProtocolPrefix); ok {
+				return tok
+			}
+		}
+	}
+	return ""
+}
+
+// credential is how a stream authenticated: an API key, or a stream token
+// (nil without API keys).
+type credential struct {
+	key   string
+	token *streamToken
+}
+
+// valid reports whether the credential still holds under set, after a
+// tenants reload: the key is still a tenant's, or the token's key is.
+func (c credential) valid(set *tenant.Set) bool {
+	if c.token != nil {
+		return set.HasKeyTag(c.token.tenant, c.token.keyTag)
+	}
+	_, err := set.Authenticate(c.key)
+	return err == nil
+}
+
+// authError is the code and message of a failed authentication, the same
+// as ingress's: unauthenticated without a key, invalid_api_key with a key
+// no tenant has.
+func authError(err error) (code, msg string) {
+	if errors.Is(err, tenant.ErrNoKey) {
+		return "unauthenticated", "send an API key as Authorization: Bearer KEY"
+	}
+	return "invalid_api_key", "the API key is not valid"
 }
 
 // openTenants is cfg's tenants: the file, kept current, the fixed set, or
@@ -72,14 +128,4 @@ func (e *Egress) tenantsChanged() <-chan struct{} {
 		return nil
 	}
 	return e.tenants.Changed()
-}
-
-// authError is the code and message of a failed authentication, the same
-// as ingress's: unauthenticated without a key, invalid_api_key with a key
-// no tenant has.
-func authError(err error) (code, msg string) {
-	if errors.Is(err, tenant.ErrNoKey) {
-		return "unauthenticated", "send an API key as Authorization: Bearer KEY"
-	}
-	return "invalid_api_key", "the API key is not valid"
 }

@@ -244,6 +244,7 @@ type Egress struct {
 	grpc    *grpc.Server       // nil without GRPCAddr
 	hooks   *webhook.Deliverer // nil without webhooks
 	cursors *cursorCodec
+	tokens  *tokenCodec
 	ready   chan struct{} // closed once the live reader is positioned
 	stop    chan struct{} // closed when Run begins to stop
 }
@@ -275,6 +276,10 @@ func New(cfg Config) (*Egress, error) {
 	if err != nil {
 		return nil, fmt.Errorf("egress: cursors: %w", err)
 	}
+	tokens, err := newTokenCodec(secret) // the same secret: instances that resume each other's cursors take each other's tokens
+	if err != nil {
+		return nil, fmt.Errorf("egress: stream tokens: %w", err)
+	}
 	cfg.Kafka = cfg.Kafka.Instrument("egress", cfg.Registry)
 	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), cfg.isolation()...)...)
 	if err != nil {
@@ -288,6 +293,7 @@ func New(cfg Config) (*Egress, error) {
 		adm:     kadm.NewClient(cl),
 		metrics: newMetrics(cfg.Registry),
 		cursors: cursors,
+		tokens:  tokens,
 		caps:    newStreamCaps(cfg.MaxStreamsPerTenant, cfg.MaxStreamsPerConversation),
 		ready:   make(chan struct{}),
 		stop:    make(chan struct{}),
@@ -304,6 +310,7 @@ func New(cfg Config) (*Egress, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
+	mux.HandleFunc("POST /v1/stream-tokens", e.handleStreamToken)
 	mux.HandleFunc("GET /asyncapi.yaml", serveAsyncAPI)
 	e.handler = httpserve.CORS{Origins: cfg.CORSOrigins, Methods: []string{http.MethodGet}}.Handler(httpserve.JSONErrors(mux))
 	if cfg.GRPCAddr != "" {

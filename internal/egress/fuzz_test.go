@@ -1,7 +1,9 @@
 package egress
 
 import (
+	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzCursorToken: any client text either is refused or opens to a
@@ -24,6 +26,28 @@ func FuzzCursorToken(f *testing.F) {
 		}
 		if back := k.seal("t", "c", c); back != s {
 			t.Fatalf("a second token %q for %v (sealed %q)", s, c, back)
+		}
+	})
+}
+
+// FuzzStreamToken: any text either fails to open or is a token that seals
+// back to itself (one spelling per grant; no forgery without the key).
+func FuzzStreamToken(f *testing.F) {
+	k, err := newTokenCodec([]byte("fuzz secret"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	ok := k.seal(streamToken{tenant: "t", keyTag: [8]byte{1, 2, 3}, expires: time.Unix(1900000000, 0), convs: []string{"a", "b"}})
+	for _, s := range []string{"", "st1.", "st1.AAAA.AAAA", ok, ok + "x", strings.Replace(ok, "st1.", "st2.", 1)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := k.open(s)
+		if err != nil {
+			return
+		}
+		if back := k.seal(tok); back != s {
+			t.Fatalf("a second token %q for %+v (sealed %q)", s, tok, back)
 		}
 	})
 }

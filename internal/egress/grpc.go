@@ -39,7 +39,7 @@ func (g *grpcServer) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStrea
 		}
 		tenantName = t.Name
 	}
-	s, aerr := e.open(ctx, subRequest{tenant: tenantName, key: key, conv: req.GetConversationId(), from: req.GetFrom(), until: req.GetRequestId()})
+	s, aerr := e.open(ctx, subRequest{tenant: tenantName, cred: credential{key: key}, conv: req.GetConversationId(), from: req.GetFrom(), until: req.GetRequestId()})
 	if aerr != nil {
 		code := codes.InvalidArgument
 		switch aerr.status {

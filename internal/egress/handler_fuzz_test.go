@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
@@ -36,7 +37,6 @@ func FuzzEventsHandler(f *testing.F) {
 	const key = "sk-fuzz-0123456789"
 	f.Add("conv-1", "", "", "Bearer "+key)
 	f.Add("conv-1", "0:5", "request_id=r1", "Bearer "+key)
-	f.Add("conv-1", "", "from=3:-1&access_token="+key, "")
 	f.Add("../..", "1:2:3", "from=%zz", "Bearer "+key)
 	f.Add("c", "99999999999:1", "", "Bearer wrong")
 	f.Add(strings.Repeat("x", 129), "", "request_id="+strings.Repeat("r", 300), "Bearer "+key)
@@ -46,6 +46,8 @@ func FuzzEventsHandler(f *testing.F) {
 	}
 	h := newHarness(f)
 	eg := h.start(func(c *Config) { c.Tenants = tenants })
+	f.Add("conv-1", "", "from=3:-1&token="+eg.e.tokens.seal(streamToken{tenant: "fuzz", keyTag: tenant.KeyTag(key),
+		expires: time.Now().Add(time.Hour), convs: []string{"conv-1"}}), "")
 	f.Fuzz(func(t *testing.T, conv, lastEventID, rawQuery, auth string) {
 		if _, err := url.ParseQuery(rawQuery); err != nil {
 			rawQuery = url.QueryEscape(rawQuery)

@@ -56,7 +56,8 @@ func TestTenantSeesOnlyItsOwnResults(t *testing.T) {
 		{"a key's digest", http.Header{"Authorization": {"Bearer " + tenant.HashKey(keyA)}}, "", "ra", http.StatusUnauthorized, nil},
 		{"tenant a", http.Header{"Authorization": {"Bearer " + keyA}}, "", "ra",
 			http.StatusOK, []string{"chunk:ra/run/1/0", "result:done ra", "end:done"}},
-		{"tenant b by access_token", nil, "&access_token=" + keyB, "rb",
+		{"a key in the URL", nil, "&access_token=" + keyB, "rb", http.StatusUnauthorized, nil},
+		{"tenant b", http.Header{"Authorization": {"Bearer " + keyB}}, "", "rb",
 			http.StatusOK, []string{"chunk:rb/run/1/0", "result:done rb", "end:done"}},
 	} {
 		evs, status := readSSE(ctx, t, url+tc.until+tc.query, tc.header, 0)
@@ -200,7 +201,7 @@ func TestTenantsReloadEndsRevokedStreams(t *testing.T) {
 	waitFor(ctx, t, "the broken file's rejection", func() bool {
 		return eg.metric(t, "switchboard_egress_tenants_reloads_total", "result", "error") == 1
 	})
-	if _, st := readSSE(ctx, t, eg.url+"/v1/conversations/rv/events?request_id=rb&access_token="+keyB, nil, 1); st != http.StatusOK {
+	if _, st := readSSE(ctx, t, eg.url+"/v1/conversations/rv/events?request_id=rb", http.Header{"Authorization": {"Bearer " + keyB}}, 1); st != http.StatusOK {
 		t.Errorf("tenant b after a broken file: %d, want 200 (the running tenants stay)", st)
 	}
 	if n := eg.metric(t, "switchboard_egress_streams_revoked_total"); n != 1 {

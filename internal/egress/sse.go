@@ -31,7 +31,7 @@ func writeAPIError(w http.ResponseWriter, err *apiError) {
 // resumes after that cursor; ?request_id= ends the stream after that
 // request's terminal event.
 func (e *Egress) handleEvents(w http.ResponseWriter, r *http.Request) {
-	tenant, key, ok := e.authHTTP(w, r)
+	tenant, cred, ok := e.authHTTP(w, r)
 	if !ok {
 		return
 	}
@@ -42,7 +42,7 @@ func (e *Egress) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	s, aerr := e.open(r.Context(), subRequest{
 		tenant: tenant,
-		key:    key,
+		cred:   cred,
 		conv:   r.PathValue("conversation_id"),
 		from:   cmp.Or(r.Header.Get("Last-Event-ID"), r.URL.Query().Get("from")),
 		until:  r.URL.Query().Get("request_id"),

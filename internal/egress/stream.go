@@ -29,8 +29,8 @@ const maxRequestIDLen = 256
 
 // subRequest is what a client asks for, whatever the transport.
 type subRequest struct {
-	tenant string // the caller's tenant; "" when egress runs without API keys
-	key    string // the caller's API key, checked again when the tenants are reloaded
+	tenant string     // the caller's tenant; "" when egress runs without API keys
+	cred   credential // how the caller authenticated, checked again when the tenants are reloaded
 	conv   string
 	from   string // cursor text; "" replays the window
 	until  string // request ID whose terminal result ends the stream
@@ -249,8 +249,7 @@ func (s *session) keyValid() bool {
 	if s.e.tenants == nil {
 		return true
 	}
-	_, err := s.e.tenants.Set().Authenticate(s.req.key)
-	return err == nil
+	return s.req.cred.valid(s.e.tenants.Set())
 }
 
 // replay sends the range [replayFrom, liveFrom) from memory or Kafka.

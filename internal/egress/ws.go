@@ -22,14 +22,14 @@ import (
 // result. The server reads no messages: a client's data message closes the
 // connection with status 1008 (policy violation).
 func (e *Egress) handleWS(w http.ResponseWriter, r *http.Request) {
-	tenant, key, ok := e.authHTTP(w, r)
+	tenant, cred, ok := e.authHTTP(w, r)
 	if !ok {
 		return
 	}
 	// Refusals are plain HTTP answers, before the upgrade.
 	s, aerr := e.open(r.Context(), subRequest{
 		tenant: tenant,
-		key:    key,
+		cred:   cred,
 		conv:   r.PathValue("conversation_id"),
 		from:   cmp.Or(r.URL.Query().Get("from"), r.Header.Get("Last-Event-ID")),
 		until:  r.URL.Query().Get("request_id"),
@@ -39,7 +39,11 @@ func (e *Egress) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.close()
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: e.cfg.WSOriginPatterns})
+	opts := &websocket.AcceptOptions{OriginPatterns: e.cfg.WSOriginPatterns}
+	if tok := tokenProtocol(r); tok != "" {
+		opts.Subprotocols = []string{tokenProtocolPrefix + tok} // a browser fails the upgrade unless its protocol is echoed
+	}
+	conn, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		return // Accept has answered the client
 	}

@@ -298,3 +298,27 @@ func (s *Set) WebhookAllow(name string) *allowlist.List {
 
 // Tenants returns the tenants in file order.
 func (s *Set) Tenants() []*Tenant { return slices.Clone(s.tenants) }
+
+// KeyTag is a short tag of an API key: the first 8 bytes of its SHA-256
+// digest. A stream token carries it, so that the token stops working when
+// its key is removed from the file (HasKeyTag).
+func KeyTag(key string) [8]byte {
+	d := sha256.Sum256([]byte(key))
+	return [8]byte(d[:8])
+}
+
+// HasKeyTag reports whether tenant name still has a key with tag (false
+// for a nil Set or an unknown tenant).
+func (s *Set) HasKeyTag(name string, tag [8]byte) bool {
+	t := s.Tenant(name)
+	if t == nil {
+		return false
+	}
+	want := hex.EncodeToString(tag[:])
+	for _, d := range t.KeySHA256 {
+		if strings.HasPrefix(strings.ToLower(d), want) {
+			return true
+		}
+	}
+	return false
+}
