@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -62,6 +63,9 @@ func TestIdleRecordIsPrompt(t *testing.T) {
 		if !ok || got > promptBound {
 			t.Errorf("partition %d: record handled %v after it was produced (handled: %v), want within %v (fetch wait %v)", part, got, ok, promptBound, longWait)
 		}
+	}
+	if got := testutil.CollectAndCount(e.m.fetchDelay); got != 1 {
+		t.Errorf("fetch delay series: got %d, want 1 (topic t)", got)
 	}
 }
 

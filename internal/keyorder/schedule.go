@@ -66,6 +66,7 @@ func (e *Engine) add(topic string, partition int32, recs []*kgo.Record) {
 		return // revoked meanwhile: the next owner reads them again
 	}
 	skipped := 0
+	now, delay := time.Now(), e.m.fetchDelay.WithLabelValues(topic)
 	for _, rec := range recs {
 		if p.track == nil {
 			p.track = newTracker(rec.Offset)
@@ -73,6 +74,9 @@ func (e *Engine) add(topic string, partition int32, recs []*kgo.Record) {
 		}
 		if rec.Offset < p.track.end {
 			continue // already taken
+		}
+		if !rec.Timestamp.IsZero() {
+			delay.Observe(max(0, now.Sub(rec.Timestamp).Seconds()))
 		}
 		from := p.track.take(rec.Offset)
 		if p.skip != nil && p.skip.contains(rec.Offset) {
