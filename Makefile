@@ -8,7 +8,7 @@ BROKERS ?= 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 # local cluster of make kafka-up) or host:port,... of another cluster.
 KAFKA   ?= devbroker
 
-.PHONY: all build run test test-short test-integration test-kafka kafka-up kafka-down bench fuzz check check-deploy fmt-check vet lint tidy-check proto proto-check topics clean
+.PHONY: all build run test test-short test-integration test-kafka kafka-up kafka-down bench bench-go fuzz check check-deploy fmt-check vet lint tidy-check proto proto-check topics clean
 
 all: build
 
@@ -57,6 +57,19 @@ BENCH_FLAGS ?=
 bench: build
 	$(BIN)/loadtest --stack --bin $(BIN) --scenarios all --out $(BENCH_OUT) $(BENCH_FLAGS)
 
+## bench-go: the Go benchmarks of the hot paths (keyorder scheduling and commit bookkeeping, record
+## encoding, ingress's handler, router-worker's handling, egress's hub and SSE events), BENCH_COUNT
+## times each with allocations; raw output in BENCH_GO_OUT, then benchstat's table of it (medians)
+BENCH_COUNT  ?= 6
+BENCH_GO_OUT ?= bench/go-$(shell date -u +%Y%m%dT%H%M%SZ).txt
+BENCH_GO     ?= Benchmark(Schedule|Tracker|Metadata|CommitSnapshot|EncodeRequest|DecodeRequest|DecodeRequestJSON|EncodeResult|DecodeResult|ResultJSON|HandleMessage|Process|HubPublish|SSEEvent)$$
+bench-go: $(BIN)/benchstat
+	@mkdir -p $(dir $(BENCH_GO_OUT))
+	$(GO) test -run '^$$' -bench '$(BENCH_GO)' -benchmem -count $(BENCH_COUNT) \
+		./internal/keyorder ./internal/envelope ./internal/ingress ./internal/router ./internal/egress \
+		> $(BENCH_GO_OUT); status=$$?; cat $(BENCH_GO_OUT); exit $$status
+	$(BIN)/benchstat $(BENCH_GO_OUT)
+
 ## fuzz: run every fuzz target (decoders, ingress and egress HTTP handlers) for FUZZTIME each (default 10s; CI: 5s); failing inputs are kept in testdata/fuzz/ as regression tests
 FUZZTIME ?= 10s
 fuzz:
@@ -100,6 +113,9 @@ proto-check: proto
 
 $(BIN)/buf: tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o ../$(BIN)/buf github.com/bufbuild/buf/cmd/buf
+
+$(BIN)/benchstat: tools/go.mod tools/go.sum
+	cd tools && $(GO) build -o ../$(BIN)/benchstat golang.org/x/perf/cmd/benchstat
 
 $(BIN)/golangci-lint: tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o ../$(BIN)/golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint

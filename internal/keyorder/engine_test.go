@@ -204,9 +204,11 @@ func startEngine(t *testing.T, c *kfake.Cluster, cfg Config) (stop func()) {
 // runs.
 func startEngineWith(t *testing.T, c *kfake.Cluster, cfg Config, created func(*Engine)) (stop func()) {
 	t.Helper()
+	// A short fetch wait unless the test sets its own (a later option wins).
+	cfg.ClientOpts = append([]kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond)}, cfg.ClientOpts...)
 	cfg.ClientOpts = append(cfg.ClientOpts, kgo.SeedBrokers(c.ListenAddrs()...),
 		kgo.SessionTimeout(2*time.Second), kgo.HeartbeatInterval(200*time.Millisecond),
-		kgo.RebalanceTimeout(5*time.Second), kgo.FetchMaxWait(100*time.Millisecond))
+		kgo.RebalanceTimeout(5*time.Second))
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -314,9 +316,9 @@ func TestRandomised(t *testing.T) {
 	}
 }
 
-func mustClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
+func mustClient(t *testing.T, c *kfake.Cluster, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -244,6 +244,11 @@ type Engine struct {
 	laneOrder []*lane
 	rr        int // next lane to look at first
 	inflight  int
+	// resumes are the paused partitions due to be resumed by the poll
+	// loop, and wake ends the poll under way so that it does so at once
+	// (resume.go).
+	resumes []*partition
+	wake    context.CancelFunc
 }
 
 type topicPartition struct {
@@ -339,11 +344,16 @@ func (e *Engine) Run(ctx context.Context) error {
 	}()
 
 	for {
-		fetches := e.cl.PollRecords(ctx, 4096)
+		pollCtx := e.pollContext(ctx)
+		fetches := e.cl.PollRecords(pollCtx, 4096)
+		woken := e.endPoll()
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			break
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
+			if woken && topic == "" && errors.Is(err, context.Canceled) {
+				return // resumeSoon ended the poll
+			}
 			e.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
 		})
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -351,6 +361,9 @@ func (e *Engine) Run(ctx context.Context) error {
 				e.add(p.Topic, p.Partition, p.Records)
 			}
 		})
+		// Before AllowRebalance: no rebalance runs while the poll's
+		// records are taken, nor while partitions are resumed.
+		e.resumeDuePartitions()
 		e.cl.AllowRebalance()
 	}
 	e.cl.AllowRebalance()

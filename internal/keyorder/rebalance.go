@@ -174,7 +174,7 @@ func (e *Engine) release(parts map[string][]int32, wait time.Duration, commit bo
 				p.idle = make(chan struct{})
 			}
 			if p.paused {
-				p.paused = false
+				p.paused, p.resumeDue = false, false
 				e.cl.ResumeFetchPartitions(map[string][]int32{topic: {part}})
 				e.m.paused.Dec()
 			}

@@ -16,12 +16,15 @@ type partition struct {
 	convs    map[string]*conv
 	buffered int // records waiting or in flight
 	inflight int
-	paused   bool
-	parked   []*conv // ready, but held back by the metadata bound
-	closing  bool    // revoked, lost or stopping: nothing new starts
-	idle     chan struct{}
-	ctx      context.Context // parent of the partition's handler calls
-	cancel   context.CancelFunc
+	paused   bool // paused in the client (see resume.go)
+	// resumeDue: the backlog fell to the low mark; the poll loop resumes
+	// the partition (resume.go). It stays paused in the client until then.
+	resumeDue bool
+	parked    []*conv // ready, but held back by the metadata bound
+	closing   bool    // revoked, lost or stopping: nothing new starts
+	idle      chan struct{}
+	ctx       context.Context // parent of the partition's handler calls
+	cancel    context.CancelFunc
 
 	committed   int64 // last committed offset and metadata
 	committedMD string
@@ -63,6 +66,7 @@ func (e *Engine) add(topic string, partition int32, recs []*kgo.Record) {
 		return // revoked meanwhile: the next owner reads them again
 	}
 	skipped := 0
+	now, delay := time.Now(), e.m.fetchDelay.WithLabelValues(topic)
 	for _, rec := range recs {
 		if p.track == nil {
 			p.track = newTracker(rec.Offset)
@@ -70,6 +74,9 @@ func (e *Engine) add(topic string, partition int32, recs []*kgo.Record) {
 		}
 		if rec.Offset < p.track.end {
 			continue // already taken
+		}
+		if !rec.Timestamp.IsZero() {
+			delay.Observe(max(0, now.Sub(rec.Timestamp).Seconds()))
 		}
 		from := p.track.take(rec.Offset)
 		if p.skip != nil && p.skip.contains(rec.Offset) {
@@ -240,10 +247,8 @@ func (e *Engine) done(c *conv, it item, finished bool) {
 		p.lane.ready = append(p.lane.ready, p.parked...) // still queued
 		p.parked = p.parked[:0]
 	}
-	if p.paused && p.buffered <= e.cfg.LowMark {
-		p.paused = false
-		e.cl.ResumeFetchPartitions(map[string][]int32{p.tp.topic: {p.tp.partition}})
-		e.m.paused.Dec()
+	if p.paused && !p.resumeDue && p.buffered <= e.cfg.LowMark {
+		e.resumeSoon(p)
 	}
 	e.m.queued.WithLabelValues(p.tp.topic, itoa(p.tp.partition)).Set(float64(p.buffered - p.inflight))
 	e.dispatch()

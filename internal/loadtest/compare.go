@@ -96,6 +96,8 @@ func classMetrics(ra, rb *Report, a, b *ClassReport) []Metric {
 		{"first chunk p99 ms", a.TTFCMS.P99, b.TTFCMS.P99, false},
 		{"overhead p50 ms", a.OverheadMS.P50, b.OverheadMS.P50, false},
 		{"overhead p99 ms", a.OverheadMS.P99, b.OverheadMS.P99, false},
+		{"over ordered limit p50 ms", a.OverLimitMS.P50, b.OverLimitMS.P50, false},
+		{"over ordered limit p99 ms", a.OverLimitMS.P99, b.OverLimitMS.P99, false},
 		{"lost", float64(a.Lost), float64(b.Lost), false},
 		{"duplicates", float64(a.Duplicates), float64(b.Duplicates), false},
 		{"order violations", float64(a.OrderViolations), float64(b.OrderViolations), false},

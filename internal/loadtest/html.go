@@ -92,6 +92,8 @@ func writeReportHTML(b *strings.Builder, r *Report) {
 		row(name, "time to first chunk", c.TTFCMS)
 		row(name, "model (router's timing)", c.ModelMS)
 		row(name, "overhead (e2e − model, per request)", c.OverheadMS)
+		row(name, "ordered limit (earliest answer in any order-keeping system)", c.OrderedLimitMS)
+		row(name, "overhead over the ordered limit (answer − earliest)", c.OverLimitMS)
 		if c.OverheadVsDirectMS != nil {
 			row(name, "e2e − direct model calls (same run)", *c.OverheadVsDirectMS)
 		}

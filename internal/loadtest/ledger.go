@@ -45,12 +45,18 @@ type entry struct {
 	stored     int // times seen in the requests topic
 	firstChunk bool
 	done       chan struct{} // closed at the first terminal answer
+	// The first terminal answer, for the ordered limit (limit.go): when it
+	// came, whether it was a final result, and its model time.
+	answeredAt time.Time
+	final      bool
+	modelTime  time.Duration
 }
 
 type convState struct {
 	id                string
-	next              int // sequence number of the next message
-	expect            int // one past the highest answered sequence number
+	entries           []*entry // in send order (by seq)
+	next              int      // sequence number of the next message
+	expect            int      // one past the highest answered sequence number
 	lost, dups, order int
 	storedExpect      int // one past the highest sequence number seen in the requests topic
 	storedOrder       int
@@ -64,6 +70,7 @@ type classStats struct {
 	stored, storedOrder, convStoredOrder int
 	convLost, convDups, convOrder, convs int
 	e2e, ttfc, model, overhead           *hdrhistogram.Histogram
+	limit, overLimit                     *hdrhistogram.Histogram // ordered limit (limit.go)
 	firstIntended, lastIntended          time.Time
 	firstAnswer, lastAnswer              time.Time
 	sendLagMax                           time.Duration
@@ -102,7 +109,8 @@ func newLedger(begin time.Time, warmup time.Duration) *ledger {
 func (l *ledger) class(name string) *classStats {
 	c := l.classes[name]
 	if c == nil {
-		c = &classStats{name: name, e2e: newHist(), ttfc: newHist(), model: newHist(), overhead: newHist(), series: map[int]*second{}}
+		c = &classStats{name: name, e2e: newHist(), ttfc: newHist(), model: newHist(), overhead: newHist(),
+			limit: newHist(), overLimit: newHist(), series: map[int]*second{}}
 		l.classes[name] = c
 	}
 	return c
@@ -136,6 +144,7 @@ func (l *ledger) register(class, conv, id string, intended time.Time) *entry {
 	}
 	e := &entry{class: c, conv: cs, seq: cs.next, intended: intended, measured: intended.Sub(l.begin) >= l.warmup, done: make(chan struct{})}
 	cs.next++
+	cs.entries = append(cs.entries, e)
 	l.entries[id] = e
 	c.sent++
 	l.total.sent++
@@ -208,6 +217,7 @@ func (l *ledger) observe(a Answer) {
 		return
 	}
 	close(e.done)
+	e.answeredAt, e.final, e.modelTime = a.At, a.Kind == Final, a.ModelTime
 	l.total.answered++
 	if e.accepted {
 		l.pending--
@@ -376,6 +386,9 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 			e.class.convStoredOrder++
 		}
 	}
+	for cs := range seen {
+		l.recordLimit(cs)
+	}
 	out := map[string]*ClassReport{}
 	series := map[string]*ClassSeries{}
 	for name, c := range l.classes {
@@ -387,6 +400,7 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 			ConversationsWithOrderViolations: c.convOrder,
 			Stored:                           c.stored, StoredOrderViolations: c.storedOrder, ConversationsWithStoredOrderViolations: c.convStoredOrder,
 			LatencyMS: percentiles(c.e2e), TTFCMS: percentiles(c.ttfc), ModelMS: percentiles(c.model), OverheadMS: percentiles(c.overhead),
+			OrderedLimitMS: percentiles(c.limit), OverLimitMS: percentiles(c.overLimit),
 			SendLagMaxMS: ms(c.sendLagMax),
 		}
 		r.WorstConversations = worstOf(worst[c])
@@ -408,6 +422,25 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 		errs[k] = v
 	}
 	return out, d, errs, series
+}
+
+// recordLimit computes the ordered limit (limit.go) of a conversation's
+// requests and records, for each measured successful one whose limit is
+// known, the limit from its intended send time and its overhead over it.
+func (l *ledger) recordLimit(cs *convState) {
+	steps := make([]limitStep, len(cs.entries))
+	for i, e := range cs.entries {
+		steps[i] = limitStep{send: e.intended, skip: e.sendFailed || e.terminals == 0, model: e.modelTime,
+			unknown: e.final && e.modelTime <= 0}
+	}
+	for i, done := range orderedLimit(steps) {
+		e := cs.entries[i]
+		if done.IsZero() || !e.final || !e.measured {
+			continue
+		}
+		_ = e.class.limit.RecordValue(micros(done.Sub(e.intended)))
+		_ = e.class.overLimit.RecordValue(micros(e.answeredAt.Sub(done)))
+	}
 }
 
 // maxWorst is how many conversations a report names.

@@ -9,7 +9,10 @@
 // samples consumer lag (kadm) and the CPU and memory of the stack's
 // processes (/proc), can inject faults (kill -9 and restart) and bad
 // inputs, and reports offered and achieved throughput, latency percentiles
-// (HdrHistogram), time to first chunk, errors by code, and lost, duplicated
+// (HdrHistogram), time to first chunk, the overhead over the ordered limit
+// (the earliest each answer could come in any system that keeps
+// conversation order, from the run's own send times and model times;
+// limit.go), errors by code, and lost, duplicated
 // and out-of-order answers per conversation, as a terminal summary, JSON,
 // and an HTML page that opens offline. Scenarios (scenario.go) put runs
 // together; Stack (stack.go) starts a local stack of the real binaries.

@@ -91,6 +91,14 @@ type ClassReport struct {
 	// end to end minus that, per request.
 	ModelMS    Percentiles `json:"model_ms"`
 	OverheadMS Percentiles `json:"overhead_ms"`
+	// OrderedLimitMS is, per request, the earliest its final answer could
+	// have come in any system that keeps conversation order, from its
+	// intended send time: its model time plus the model times of the
+	// earlier requests of its conversation it had to wait for. OverLimitMS
+	// is the answer's arrival minus that earliest time: the overhead over
+	// the ordered limit (limit.go has the formula).
+	OrderedLimitMS Percentiles `json:"ordered_limit_ms"`
+	OverLimitMS    Percentiles `json:"overhead_over_ordered_limit_ms"`
 	// OverheadVsDirectMS is each end-to-end percentile minus the same
 	// percentile of the direct model calls of the same run.
 	OverheadVsDirectMS *Percentiles `json:"overhead_vs_direct_ms,omitempty"`
@@ -298,7 +306,8 @@ func (r *Report) WriteSummary(w io.Writer) {
 		rows := []struct {
 			name string
 			p    Percentiles
-		}{{"end-to-end", c.LatencyMS}, {"first chunk", c.TTFCMS}, {"model", c.ModelMS}, {"overhead", c.OverheadMS}}
+		}{{"end-to-end", c.LatencyMS}, {"first chunk", c.TTFCMS}, {"model", c.ModelMS}, {"overhead", c.OverheadMS},
+			{"limit", c.OrderedLimitMS}, {"over limit", c.OverLimitMS}}
 		if c.OverheadVsDirectMS != nil {
 			rows = append(rows, struct {
 				name string

@@ -16,7 +16,8 @@ func sampleReport(scenario string, p99 float64, lost int) *Report {
 		Driver: "http", Reader: "sse", DurationS: 20, WarmupS: 3, Settings: map[string]string{"rate": "1000"},
 		Classes: map[string]*ClassReport{
 			"interactive": {Lane: "interactive", Mode: "open", OfferedRate: 1000, AchievedRate: 998, Sent: 20000, Measured: 17000, Accepted: 17000,
-				Succeeded: 17000, Lost: lost, SuccessRate: 1, LatencyMS: Percentiles{Count: 17000, P50: 210, P90: 220, P99: p99, P999: p99 + 5, Max: p99 + 10}},
+				Succeeded: 17000, Lost: lost, SuccessRate: 1, LatencyMS: Percentiles{Count: 17000, P50: 210, P90: 220, P99: p99, P999: p99 + 5, Max: p99 + 10},
+				OverLimitMS: Percentiles{Count: 17000, P50: 4, P90: 6, P99: 9, P999: 12, Max: 15}},
 			"batch": {Lane: "batch", Mode: "closed", Users: 10},
 		},
 		Errors:    map[string]int{"http_503_unavailable": 2},
@@ -127,7 +128,7 @@ func TestSummaryMentionsEverything(t *testing.T) {
 	var buf bytes.Buffer
 	sampleReport("baseline", 230, 1).WriteSummary(&buf)
 	for _, want := range []string{"== baseline", "loaded machine", "offered 1000.0/s", "p99    230.0", "lost 1", "http_503_unavailable=2",
-		"router-worker", "[FAIL] interactive: nothing lost", "lag switchboard.requests.interactive: peak 300"} {
+		"router-worker", "[FAIL] interactive: nothing lost", "lag switchboard.requests.interactive: peak 300", "over limit"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, buf.String())
 		}
