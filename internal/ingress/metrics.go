@@ -16,6 +16,8 @@ import "github.com/prometheus/client_golang/prometheus"
 //	admission_changes_total{lane,state}      admission state changes, by lane and new state
 //	lag_read_errors_total                    lag reads that failed
 //	websocket_connections                    open WebSocket connections
+//	openai_waiting_requests                  OpenAI-compatible calls waiting for their answers
+//	openai_answers_total{outcome}            OpenAI-compatible calls after their ack, by outcome (answered, error, timeout, client_gone, shutdown, restarted)
 type metrics struct {
 	requests          *prometheus.CounterVec
 	latency           *prometheus.HistogramVec
@@ -28,6 +30,8 @@ type metrics struct {
 	admissionChanges  *prometheus.CounterVec
 	lagReadErrors     prometheus.Counter
 	wsConnections     prometheus.Gauge
+	openaiWaiting     prometheus.Gauge
+	openaiAnswers     *prometheus.CounterVec
 }
 
 // labelLane is the label of the lane (interactive or batch).
@@ -80,10 +84,18 @@ func newMetrics(reg prometheus.Registerer, inFlight func() float64) *metrics {
 			Name: "switchboard_ingress_websocket_connections",
 			Help: "Open WebSocket connections.",
 		}),
+		openaiWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_openai_waiting_requests",
+			Help: "OpenAI-compatible calls waiting for their answers from the results topic (bounded by --openai-max-waiting).",
+		}),
+		openaiAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_ingress_openai_answers_total",
+			Help: "OpenAI-compatible calls whose request Kafka acknowledged, by outcome: answered, error (an error result), timeout, client_gone, shutdown, restarted.",
+		}, []string{"outcome"}),
 	}
 	m.brokerReachable.Set(1)
 	reg.MustRegister(m.requests, m.latency, m.rejected, m.idempotentReplays, m.brokerReachable, m.lag, m.drain,
-		m.admissionShedding, m.admissionChanges, m.lagReadErrors, m.wsConnections,
+		m.admissionShedding, m.admissionChanges, m.lagReadErrors, m.wsConnections, m.openaiWaiting, m.openaiAnswers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchboard_ingress_in_flight_requests",
 			Help: "Submissions being produced now (bounded by --max-in-flight).",

@@ -28,12 +28,16 @@ const MaxTimeoutMS = 24 * 60 * 60 * 1000
 // goes through submit, so every request meets the same checks and becomes
 // the same record.
 type submission struct {
-	protocol       string // "http", "ws", "grpc": a metric label
+	protocol       string // "http", "ws", "grpc", "openai": a metric label
 	tenant         *tenant.Tenant
 	conversationID string
 	idempotencyKey string
 	derivedKey     bool // idempotencyKey was derived by ingress (a batch's key and an index), not given
-	body           messageBody
+	// requestID, when set, is the request's ID (it must be what
+	// RequestIDForKey gives when idempotencyKey is set): the OpenAI
+	// adapter waits for the answer under it before the record exists.
+	requestID string
+	body      messageBody
 }
 
 // failure is a rejected submission. Adapters turn it into their protocol's
@@ -115,9 +119,12 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 		WebhookUrl:     b.WebhookURL,
 		AcceptedAt:     timestamppb.New(now),
 	}
-	if s.idempotencyKey != "" {
+	switch {
+	case s.requestID != "":
+		req.RequestId = s.requestID
+	case s.idempotencyKey != "":
 		req.RequestId = RequestIDForKey(s.tenant.Name, s.idempotencyKey)
-	} else {
+	default:
 		req.RequestId = uuid.Must(uuid.NewV7()).String()
 	}
 	if b.TimeoutMS > 0 {
@@ -347,6 +354,7 @@ func (in *Ingress) awaitProduce(pr *production) (ack, *failure) {
 		Lane:           req.GetLane(),
 		Partition:      rec.Partition,
 		Offset:         rec.Offset,
+		acceptedAt:     req.GetAcceptedAt().AsTime(),
 	}, nil
 }
 
