@@ -327,9 +327,14 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *fai
 			w.Header().Set("Connection", "close")
 			return nil, &failure{status: http.StatusRequestTimeout, code: "request_timeout", message: "the body did not arrive in time"}
 		}
-		return nil, &failure{status: http.StatusBadRequest, code: "invalid_json", message: "reading the body: " + err.Error()}
+		return nil, invalidJSON("", "reading the body: %v", err)
 	}
 	return b, nil
+}
+
+// invalidJSON is a 400 invalid_json failure; param names the field, if one.
+func invalidJSON(param, format string, args ...any) *failure {
+	return &failure{status: http.StatusBadRequest, code: "invalid_json", field: param, message: fmt.Sprintf(format, args...)}
 }
 
 // decodeJSON decodes exactly one JSON object from b into v, strictly: valid
@@ -337,18 +342,18 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *fai
 // object.
 func decodeJSON(b []byte, v any) *failure {
 	if !utf8.Valid(b) {
-		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body is not valid UTF-8"}
+		return invalidJSON("", "the body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: jsonMessage(err)}
+		return invalidJSON("", "%s", jsonMessage(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body must hold one JSON object and nothing after it"}
+		return invalidJSON("", "the body must hold one JSON object and nothing after it")
 	}
 	if k, dup := duplicateKey(b); dup {
-		return &failure{status: http.StatusBadRequest, code: "invalid_json", field: k, message: fmt.Sprintf("key %q appears twice in one object", k)}
+		return invalidJSON(k, "key %q appears twice in one object", k)
 	}
 	return nil
 }

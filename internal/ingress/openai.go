@@ -63,7 +63,7 @@ func openAIError(f *failure) (int, oaiError) {
 	status, code, param := f.status, f.code, f.field
 	switch code {
 	case "unknown_model", "model_not_allowed":
-		status, code, param = http.StatusNotFound, "model_not_found", "model"
+		status, code, param = http.StatusNotFound, "model_not_found", fieldModel
 	}
 	switch param {
 	case "conversation_id":
@@ -529,7 +529,7 @@ func (in *Ingress) servedModels(w http.ResponseWriter, r *http.Request) ([]oaiMo
 	out := []oaiModel{}
 	for _, name := range slices.Compact(names) {
 		if t.AllowsModel(name) {
-			out = append(out, oaiModel{ID: name, Object: "model", Created: l.PublishedAt.Unix(), OwnedBy: "switchboard"})
+			out = append(out, oaiModel{ID: name, Object: fieldModel, Created: l.PublishedAt.Unix(), OwnedBy: "switchboard"})
 		}
 	}
 	return out, true
@@ -553,14 +553,14 @@ func (in *Ingress) handleModel(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	name := r.PathValue("model")
+	name := r.PathValue(fieldModel)
 	for _, m := range models {
 		if m.ID == name {
 			writeJSON(w, http.StatusOK, m)
 			return
 		}
 	}
-	f := &failure{status: http.StatusNotFound, code: "unknown_model", field: "model",
+	f := &failure{status: http.StatusNotFound, code: "unknown_model", field: fieldModel,
 		message: fmt.Sprintf("the model %q does not exist or you do not have access to it", name)}
 	in.reject("openai", f)
 	writeOpenAIFailure(w, f)

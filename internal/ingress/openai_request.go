@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -24,17 +25,13 @@ type chatRequest struct {
 // nothing. Every other parameter (tools, top_p, stop, seed, ...) is
 // refused with 400 unsupported_parameter, unless it is null.
 var (
-	oaiMapped  = []string{"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "metadata"}
+	oaiMapped  = []string{fieldModel, "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "metadata"}
 	oaiNeutral = map[string]string{"n": "1", "logprobs": "false", "store": "false"}
 )
 
 // unsupported refuses a parameter the API does not implement.
 func unsupported(param, format string, args ...any) *failure {
 	return &failure{status: http.StatusBadRequest, code: "unsupported_parameter", field: param, message: fmt.Sprintf(format, args...)}
-}
-
-func invalidJSON(param, format string, args ...any) *failure {
-	return &failure{status: http.StatusBadRequest, code: "invalid_json", field: param, message: fmt.Sprintf(format, args...)}
 }
 
 // decodeChatRequest decodes a chat completions body strictly (valid UTF-8,
@@ -59,17 +56,8 @@ func decodeChatRequest(b []byte) (chatRequest, *failure) {
 	if k, dup := duplicateKey(b); dup {
 		return cr, invalidJSON(k, "key %q appears twice in one object", k)
 	}
-	for k, v := range top {
-		if isNull(v) || slices.Contains(oaiMapped, k) {
-			continue
-		}
-		if want, ok := oaiNeutral[k]; ok {
-			if string(bytes.TrimSpace(v)) != want {
-				return cr, unsupported(k, "%s must be %s (or left out): Switchboard's OpenAI-compatible API does not support other values", k, want)
-			}
-			continue
-		}
-		return cr, unsupported(k, "parameter %q is not supported by Switchboard's OpenAI-compatible API", k)
+	if f := checkParams(top); f != nil {
+		return cr, f
 	}
 	field := func(name string, v any) *failure {
 		raw, ok := top[name]
@@ -88,7 +76,7 @@ func decodeChatRequest(b []byte) (chatRequest, *failure) {
 		IncludeObfuscation *bool `json:"include_obfuscation"`
 	}
 	for _, f := range []*failure{
-		field("model", &body.Model),
+		field(fieldModel, &body.Model),
 		field("stream", &body.Stream),
 		field("max_tokens", &maxTokens),
 		field("max_completion_tokens", &maxCompletion),
@@ -108,20 +96,11 @@ func decodeChatRequest(b []byte) (chatRequest, *failure) {
 	if opts.IncludeUsage != nil {
 		cr.includeUsage = *opts.IncludeUsage
 	}
-	switch {
-	case maxTokens != nil && maxCompletion != nil && *maxTokens != *maxCompletion:
-		return cr, badRequest("max_completion_tokens", "max_tokens and max_completion_tokens differ; send one of them")
-	case maxCompletion != nil:
-		maxTokens = maxCompletion
-	}
-	if maxTokens != nil {
-		if *maxTokens < 1 {
-			return cr, badRequest("max_tokens", "must be at least 1")
-		}
-		body.MaxTokens = *maxTokens
+	if f := mapMaxTokens(body, maxTokens, maxCompletion); f != nil {
+		return cr, f
 	}
 	if body.Model == "" {
-		return cr, badRequest("model", "is required")
+		return cr, badRequest(fieldModel, "is required")
 	}
 	raw, ok := top["messages"]
 	if !ok || isNull(raw) {
@@ -142,6 +121,42 @@ func decodeChatRequest(b []byte) (chatRequest, *failure) {
 	return cr, nil
 }
 
+// mapMaxTokens maps max_tokens or max_completion_tokens (equal if both).
+func mapMaxTokens(body *messageBody, maxTokens, maxCompletion *int32) *failure {
+	switch {
+	case maxTokens != nil && maxCompletion != nil && *maxTokens != *maxCompletion:
+		return badRequest("max_completion_tokens", "max_tokens and max_completion_tokens differ; send one of them")
+	case maxCompletion != nil:
+		maxTokens = maxCompletion
+	}
+	if maxTokens != nil {
+		if *maxTokens < 1 {
+			return badRequest("max_tokens", "must be at least 1")
+		}
+		body.MaxTokens = *maxTokens
+	}
+	return nil
+}
+
+// checkParams refuses the parameters that are neither mapped nor neutral
+// (null ones aside), the first in name order.
+func checkParams(top map[string]json.RawMessage) *failure {
+	for _, k := range slices.Sorted(maps.Keys(top)) {
+		v := top[k]
+		if isNull(v) || slices.Contains(oaiMapped, k) {
+			continue
+		}
+		if want, ok := oaiNeutral[k]; ok {
+			if string(bytes.TrimSpace(v)) != want {
+				return unsupported(k, "%s must be %s (or left out): Switchboard's OpenAI-compatible API does not support other values", k, want)
+			}
+			continue
+		}
+		return unsupported(k, "parameter %q is not supported by Switchboard's OpenAI-compatible API", k)
+	}
+	return nil
+}
+
 // decodeChatMessage maps one message: a role and a content that is a
 // string or an array of text parts (joined with newlines). Names, tool
 // calls and non-text parts are refused.
@@ -151,8 +166,8 @@ func decodeChatMessage(raw json.RawMessage, param string) (messageJSON, *failure
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
 		return m, invalidJSON(param, "%s must be an object with role and content", param)
 	}
-	for k, v := range obj {
-		if k != "role" && k != "content" && !isNull(v) {
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		if v := obj[k]; k != "role" && k != "content" && !isNull(v) {
 			return m, unsupported(param+"."+k, "%s.%s is not supported by Switchboard's OpenAI-compatible API (only role and text content)", param, k)
 		}
 	}
@@ -180,8 +195,8 @@ func decodeChatMessage(raw json.RawMessage, param string) (messageJSON, *failure
 		if json.Unmarshal(p["text"], &text) != nil {
 			return m, invalidJSON(pp+".text", "%s.text must be a string", pp)
 		}
-		for k, v := range p {
-			if k != "type" && k != "text" && !isNull(v) {
+		for _, k := range slices.Sorted(maps.Keys(p)) {
+			if v := p[k]; k != "type" && k != "text" && !isNull(v) {
 				return m, unsupported(pp+"."+k, "%s.%s is not supported", pp, k)
 			}
 		}
@@ -197,8 +212,8 @@ func onlyKeys(raw json.RawMessage, param string, allowed ...string) *failure {
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return invalidJSON(param, "%s must be an object", param)
 	}
-	for k, v := range obj {
-		if !slices.Contains(allowed, k) && !isNull(v) {
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		if v := obj[k]; !slices.Contains(allowed, k) && !isNull(v) {
 			return unsupported(param+"."+k, "%s.%s is not supported", param, k)
 		}
 	}

@@ -20,6 +20,9 @@ import (
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
+// fieldModel is the model field (and parameter) of a request.
+const fieldModel = "model"
+
 // MaxTimeoutMS bounds a request's timeout_ms: a day.
 const MaxTimeoutMS = 24 * 60 * 60 * 1000
 
@@ -143,14 +146,14 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 		return nil, f
 	}
 	if !in.models.Allows(req.Model) {
-		return nil, &failure{status: http.StatusBadRequest, code: "unknown_model", field: "model",
+		return nil, &failure{status: http.StatusBadRequest, code: "unknown_model", field: fieldModel,
 			message: fmt.Sprintf("no backend serves model %q", req.Model)}
 	}
 	if f := in.checkWebhook(s.tenant, req.GetWebhookUrl()); f != nil {
 		return nil, f
 	}
 	if !s.tenant.AllowsModel(req.Model) {
-		return nil, &failure{status: http.StatusForbidden, code: "model_not_allowed", field: "model",
+		return nil, &failure{status: http.StatusForbidden, code: "model_not_allowed", field: fieldModel,
 			message: fmt.Sprintf("tenant %q may not use model %q", s.tenant.Name, req.Model)}
 	}
 	if !s.tenant.AllowsLane(req.Lane) {
