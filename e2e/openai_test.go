@@ -140,7 +140,8 @@ func TestOpenAISSEFraming(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
-	s := apptest.StartStack(t, bin, apptest.StackOptions{})
+	// A model slow enough that the answer comes in several chunks.
+	s := apptest.StartStack(t, bin, apptest.StackOptions{ModelLatency: 300 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	waitModels(ctx, t, s)
@@ -173,6 +174,9 @@ func TestOpenAISSEFraming(t *testing.T) {
 		}
 	}
 	n := len(lines)
+	if deltas := n/2 - 4; deltas < 2 {
+		t.Errorf("%d deltas, want several: %q", deltas, lines)
+	}
 	if lines[n-2] != "data: [DONE]" || !strings.Contains(lines[n-4], `"usage":{"prompt_tokens"`) ||
 		!strings.Contains(lines[n-6], `"finish_reason":"stop"`) || !strings.Contains(lines[0], `"role":"assistant"`) {
 		t.Errorf("events:\n%s", strings.Join(lines, "\n"))
