@@ -302,7 +302,11 @@ func New(cfg Config) (*Ingress, error) {
 	if !cfg.Admission.Disabled {
 		in.admission = newAdmission(cfg.Admission, in.topics, in.log, in.metrics)
 	}
-	in.answers = newAnswers(cfg.Kafka.Opts(cfg.Logger), cfg.Topics.Name(topicspec.Results), cfg.OpenAI.MaxWaiting, cfg.Logger, in.metrics)
+	// The results reader fetches every result, mostly others': no trace
+	// spans for them (the calls' own spans cover the wait).
+	untraced := cfg.Kafka
+	untraced.Tracing = nil
+	in.answers = newAnswers(untraced.Opts(cfg.Logger), cfg.Topics.Name(topicspec.Results), cfg.OpenAI.MaxWaiting, cfg.Logger, in.metrics)
 	mux := http.NewServeMux()
 	for _, rt := range in.routes() {
 		h := rt.handler
