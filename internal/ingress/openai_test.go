@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/catalog"
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/tenant"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -137,6 +138,7 @@ func TestResultFailure(t *testing.T) {
 // openAIStack is an ingress served by Run on a kfake cluster with a fake
 // worker that answers its requests on the results topic.
 type openAIStack struct {
+	stop    func() error
 	url     string
 	in      *Ingress
 	cluster *kfake.Cluster
@@ -228,7 +230,7 @@ func startOpenAI(t *testing.T, mod func(*Config)) *openAIStack {
 	in.models.Set(catalog.List{Models: []string{"sim", "fail", "restart", "silent"}, PublishedAt: time.Unix(1700000000, 0)})
 	fakeWorker(t, cluster.ListenAddrs())
 	r := runIngress(t, in)
-	return &openAIStack{url: r.url, in: in, cluster: cluster}
+	return &openAIStack{url: r.url, in: in, cluster: cluster, stop: r.stop}
 }
 
 func chat(t *testing.T, url, body string, headers map[string]string) (*http.Response, []byte) {
@@ -372,6 +374,34 @@ func TestChatCompletionStream(t *testing.T) {
 	}
 }
 
+// TestChatCompletionLimits: the native limits answer in OpenAI's shape: a
+// tenant's empty request bucket is 429 rate_limited with Retry-After.
+func TestChatCompletionLimits(t *testing.T) {
+	s := startOpenAI(t, func(c *Config) {
+		set, err := tenant.Parse([]byte(`
+tenants:
+  - name: dev
+    key_sha256: [` + tenant.HashKey(devKey) + `]
+    requests_per_second: 0.01
+    request_burst: 1
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Tenants = set
+	})
+	body := `{"model":"sim","messages":[{"role":"user","content":"hi"}]}`
+	if res, b := chat(t, s.url, body, nil); res.StatusCode != 200 {
+		t.Fatalf("first call: %d %s", res.StatusCode, b)
+	}
+	res, b := chat(t, s.url, body, nil)
+	if res.StatusCode != 429 || res.Header.Get("Retry-After") == "" ||
+		!strings.Contains(string(b), `"type":"rate_limit_error"`) || !strings.Contains(string(b), `"code":"rate_limited"`) {
+		t.Errorf("second call: %d Retry-After %q %s, want 429 rate_limited with Retry-After", res.StatusCode, res.Header.Get("Retry-After"), b)
+	}
+	waitNoWaiters(t, s.in.answers)
+}
+
 func TestChatCompletionTimeout(t *testing.T) {
 	s := startOpenAI(t, func(c *Config) { c.OpenAI.Timeout = 300 * time.Millisecond })
 	res, body := chat(t, s.url, `{"model":"silent","messages":[{"role":"user","content":"hi"}]}`, nil)
@@ -409,6 +439,53 @@ func waitNoWaiters(t *testing.T, a *answers) {
 			t.Fatalf("%d waiters left after the calls ended", n)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestChatCompletionShutdown: a call waiting when ingress stops gets 503
+// within half the shutdown grace, and Run returns.
+func TestChatCompletionShutdown(t *testing.T) {
+	s := startOpenAI(t, func(c *Config) { c.ShutdownGrace = 2 * time.Second })
+	type answer struct {
+		status int
+		body   []byte
+	}
+	done := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", s.url+"/v1/chat/completions",
+			strings.NewReader(`{"model":"silent","messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("Authorization", "Bearer "+devKey)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{}
+			return
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		done <- answer{res.StatusCode, b}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.in.answers.mu.Lock()
+		n := s.in.answers.n
+		s.in.answers.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the call never waited")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // past the ack
+	start := time.Now()
+	if err := s.stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	a := <-done
+	if a.status != 503 || !strings.Contains(string(a.body), "Idempotency-Key") || time.Since(start) > 3*time.Second {
+		t.Errorf("after %v: %d %s, want 503 within the grace", time.Since(start), a.status, a.body)
 	}
 }
 
