@@ -17,18 +17,18 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/apptest"
 )
 
-// openAIClient is the official client, pointed at ingress, without its
+// openAIClient is the official client, pointed at an ingress, without its
 // own retries (a retry would hide a wrong answer).
-func openAIClient(s *apptest.Stack, key string) openai.Client {
-	return openai.NewClient(option.WithBaseURL(s.IngressURL+"/v1/"), option.WithAPIKey(key), option.WithMaxRetries(0))
+func openAIClient(ingressURL, key string) openai.Client {
+	return openai.NewClient(option.WithBaseURL(ingressURL+"/v1/"), option.WithAPIKey(key), option.WithMaxRetries(0))
 }
 
-// waitModels waits until ingress has read the models catalog the
+// waitModels waits until an ingress has read the models catalog the
 // router-worker publishes.
-func waitModels(ctx context.Context, t *testing.T, s *apptest.Stack) {
+func waitModels(ctx context.Context, t *testing.T, ingressURL string) {
 	t.Helper()
 	err := apptest.Wait(30*time.Second, func() error {
-		code, _, body := send(ctx, t, "GET", s.IngressURL+"/v1/models", "", nil)
+		code, _, body := send(ctx, t, "GET", ingressURL+"/v1/models", "", nil)
 		if code != 200 {
 			return fmt.Errorf("GET /v1/models: %d %s", code, body)
 		}
@@ -50,8 +50,8 @@ func TestOpenAIClient(t *testing.T) {
 	s := apptest.StartStack(t, bin, apptest.StackOptions{})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	waitModels(ctx, t, s)
-	client := openAIClient(s, apptest.DevKey)
+	waitModels(ctx, t, s.IngressURL)
+	client := openAIClient(s.IngressURL, apptest.DevKey)
 
 	page, err := client.Models.List(ctx)
 	if err != nil {
@@ -106,7 +106,7 @@ func TestOpenAIClient(t *testing.T) {
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || apiErr.Code != "model_not_found" || apiErr.Param != "model" {
 		t.Errorf("unknown model: %v, want 404 model_not_found", err)
 	}
-	wrong := openAIClient(s, "sk-wrong")
+	wrong := openAIClient(s.IngressURL, "sk-wrong")
 	_, err = wrong.Chat.Completions.New(ctx, params)
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 401 || apiErr.Code != "invalid_api_key" {
 		t.Errorf("bad key: %v, want 401 invalid_api_key", err)
@@ -134,6 +134,48 @@ func TestOpenAIClient(t *testing.T) {
 	}
 }
 
+// TestOpenAIAnyInstance: a second ingress, sharing nothing with the first
+// but Kafka, answers calls, and answers an Idempotency-Key repeat of a call
+// the first answered with the same completion.
+func TestOpenAIAnyInstance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real binaries")
+	}
+	s := apptest.StartStack(t, bin, apptest.StackOptions{})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	waitModels(ctx, t, s.IngressURL)
+	addr := fmt.Sprintf("127.0.0.1:%d", apptest.FreePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", apptest.FreePort(t))
+	apptest.Start(t, "ingress-2", bin["ingress"], append([]string{"--addr", addr, "--admin-addr", admin, "--grpc-addr", "",
+		"--brokers", s.Brokers, "--tenants", s.TenantsFile}, s.TopicArgs()...)...)
+	if err := apptest.WaitHTTP(ctx, "http://"+admin+"/readyz", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	otherURL := "http://" + addr
+	waitModels(ctx, t, otherURL)
+
+	params := openai.ChatCompletionNewParams{Model: "sim",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Which instance?")}}
+	key := option.WithHeader("Idempotency-Key", "openai-any-instance")
+	one, two := openAIClient(s.IngressURL, apptest.DevKey), openAIClient(otherURL, apptest.DevKey)
+	first, err := one.Chat.Completions.New(ctx, params, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := two.Chat.Completions.New(ctx, params, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != first.ID || again.Choices[0].Message.Content != first.Choices[0].Message.Content {
+		t.Errorf("repeat on the other instance: %s %q, want %s %q", again.ID, again.Choices[0].Message.Content,
+			first.ID, first.Choices[0].Message.Content)
+	}
+	if c, err := two.Chat.Completions.New(ctx, params); err != nil || c.Choices[0].Message.Content != first.Choices[0].Message.Content {
+		t.Errorf("a call on the other instance: %v %v", c, err)
+	}
+}
+
 // TestOpenAISSEFraming reads a streamed completion as curl shows it: every
 // event one "data: " line and a blank line, the last "data: [DONE]".
 func TestOpenAISSEFraming(t *testing.T) {
@@ -144,7 +186,7 @@ func TestOpenAISSEFraming(t *testing.T) {
 	s := apptest.StartStack(t, bin, apptest.StackOptions{ModelLatency: 300 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	waitModels(ctx, t, s)
+	waitModels(ctx, t, s.IngressURL)
 	req, _ := http.NewRequestWithContext(ctx, "POST", s.IngressURL+"/v1/chat/completions", strings.NewReader(
 		`{"model":"sim","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}`))
 	req.Header.Set("Authorization", "Bearer "+apptest.DevKey)
