@@ -172,6 +172,10 @@ func (g *grpcServer) SubmitStream(stream grpc.BidiStreamingServer[pb.SubmitStrea
 		select {
 		case <-g.in.stop:
 			return status.Error(codes.Unavailable, "ingress is shutting down")
+		case <-ctx.Done():
+			// The stream ended; the receiving goroutine may have seen
+			// it first and returned without handing over its error.
+			return status.FromContextError(ctx.Err()).Err()
 		case rc = <-recv:
 		}
 		if rc.err != nil {
