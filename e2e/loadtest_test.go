@@ -17,12 +17,18 @@ import (
 // and the SSE reader, on a stack it starts itself from the built binaries.
 func runScenario(t *testing.T, scenario string, p loadtest.Params) *loadtest.Suite {
 	t.Helper()
+	return runScenarioWith(t, scenario, p, "http", "sse")
+}
+
+// runScenarioWith runs one scenario with the given driver and reader.
+func runScenarioWith(t *testing.T, scenario string, p loadtest.Params, driver, reader string) *loadtest.Suite {
+	t.Helper()
 	spec, err := topicspec.Load("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	suite, err := loadtest.RunSuite(t.Context(), loadtest.SuiteConfig{
-		Scenarios: []string{scenario}, Params: p, Driver: "http", Reader: "sse", Drain: 20 * time.Second,
+		Scenarios: []string{scenario}, Params: p, Driver: driver, Reader: reader, Drain: 20 * time.Second,
 		Stack: loadtest.StackConfig{Bin: filepath.Dir(bin["devbroker"]), Dir: t.TempDir()},
 		External: loadtest.Endpoints{Kafka: loadtest.KafkaEndpoint{Topics: loadtest.Topics{
 			Interactive: spec.Name(topicspec.RequestsInteractive), Batch: spec.Name(topicspec.RequestsBatch),
@@ -66,6 +72,26 @@ func TestLoadtestSmoke(t *testing.T) {
 	var html bytes.Buffer
 	if err := loadtest.WriteHTML(&html, suite); err != nil || !strings.Contains(html.String(), "<svg") {
 		t.Errorf("HTML report: %v", err)
+	}
+}
+
+// TestLoadtestOpenAI runs a tiny baseline through ingress's
+// OpenAI-compatible API, answers read from the calls themselves, into the
+// same ledger.
+func TestLoadtestOpenAI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real binaries")
+	}
+	p := loadtest.DefaultParams()
+	p.Duration, p.Warmup, p.Rate, p.Conversations = 2*time.Second, 500*time.Millisecond, 50, 10
+	p.ModelLatency, p.ModelJitter = 20*time.Millisecond, 5*time.Millisecond
+	r := runScenarioWith(t, "baseline", p, "openai", "openai").Reports[0]
+	c := r.Classes["interactive"]
+	if c == nil || c.Sent != 100 || c.Accepted != 100 || c.Lost != 0 || c.Duplicates != 0 || c.OrderViolations != 0 {
+		t.Fatalf("interactive %+v: want 100 sent and accepted, none lost, duplicated or out of order", c)
+	}
+	if c.LatencyMS.Count == 0 || c.TTFCMS.Count == 0 || r.Driver != "openai" || r.Reader != "openai" {
+		t.Errorf("missing distributions or names: latency %v ttfc %v driver %s reader %s", c.LatencyMS, c.TTFCMS, r.Driver, r.Reader)
 	}
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of the module for the given time each (default
-# 10s): the decoders' targets and the HTTP handlers' (ingress, egress).
+# 10s): the decoders' targets (among them FuzzChatRequest, the OpenAI-compatible
+# API's body decoder) and the HTTP handlers' (ingress, egress).
 # CI (.ci/run) runs it with 5s each. A failing input is written by Go to
 # the package's testdata/fuzz/<Target>/ directory; commit it with the fix,
 # and plain `go test` replays it as a regression test from then on.

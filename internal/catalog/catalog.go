@@ -83,6 +83,7 @@ func Publish(ctx context.Context, opts []kgo.Opt, topic string, models []string)
 type Watcher struct {
 	mu     sync.RWMutex
 	models map[string]bool // nil until a list was read
+	list   List            // the latest list read
 }
 
 // Allows reports whether a request may ask for model: true when the
@@ -107,8 +108,16 @@ func (w *Watcher) Set(l List) {
 		m[name] = true
 	}
 	w.mu.Lock()
-	w.models = m
+	w.models, w.list = m, l
 	w.mu.Unlock()
+}
+
+// Latest returns the latest list read (its Models sorted, as published)
+// and whether one was read.
+func (w *Watcher) Latest() (List, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.list, w.models != nil
 }
 
 // Run reads topic from its start with a client made from opts (no

@@ -26,8 +26,9 @@ import (
 //     WebSocket keeps its own limits once upgraded).
 //
 // The handler authenticates again (cheaply: one digest) and finds the
-// same tenant.
-func (in *Ingress) guard(next http.HandlerFunc) http.HandlerFunc {
+// same tenant. write answers the guard's own failures (in the native or
+// the OpenAI shape).
+func (in *Ingress) guard(next http.HandlerFunc, write func(http.ResponseWriter, *failure)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		t, f := in.admitConn(r.Header.Get("Authorization"))
 		if f != nil {
@@ -35,7 +36,7 @@ func (in *Ingress) guard(next http.HandlerFunc) http.HandlerFunc {
 			if r.ContentLength != 0 {
 				w.Header().Set("Connection", "close") // do not wait for a body nobody reads
 			}
-			writeFailure(w, f)
+			write(w, f)
 			return
 		}
 		defer in.tenantConns.release(t.Name)

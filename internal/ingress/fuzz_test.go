@@ -86,3 +86,35 @@ func FuzzWebSocketFrame(f *testing.F) {
 		checkSubmission(t, in, submission{tenant: fuzzTenant, conversationID: fr.ConversationID, idempotencyKey: fr.IdempotencyKey, body: fr.messageBody})
 	})
 }
+
+// FuzzChatRequest decodes OpenAI chat completions bodies: each either maps
+// to a request the record contract accepts, or is refused with a 400 that
+// OpenAI's error shape can carry.
+func FuzzChatRequest(f *testing.F) {
+	f.Add([]byte(`{"model":"sim","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`))
+	f.Add([]byte(`{"model":"sim","messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"max_completion_tokens":5,"temperature":2,"metadata":{"a":"b"}}`))
+	f.Add([]byte(`{"model":"sim","messages":[{"role":"user","content":"hi","name":null}],"tools":null,"n":1,"max_tokens":3}`))
+	f.Add([]byte(`{"model":"sim","messages":[{"role":"user","content":[{"type":"image_url"}]}],"top_p":1}`))
+	f.Add([]byte(`{"model":"sim","model":"x"}`))
+	f.Add([]byte(`null`))
+	in := fuzzIngress()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cr, fl := decodeChatRequest(b)
+		if fl != nil {
+			switch {
+			case fl.status != 400 || fl.message == "":
+				t.Fatalf("failure %+v, want a 400 with a message", fl)
+			case fl.code != "invalid_json" && fl.code != "invalid_request" && fl.code != "unsupported_parameter":
+				t.Fatalf("failure code %q", fl.code)
+			}
+			if status, e := openAIError(fl); status != 400 || e.Code == nil || e.Type != "invalid_request_error" {
+				t.Fatalf("OpenAI error %d %+v", status, e)
+			}
+			return
+		}
+		if cr.body.Model == "" || cr.body.Messages == nil {
+			t.Fatalf("accepted without model or messages: %+v", cr.body)
+		}
+		checkSubmission(t, in, submission{tenant: fuzzTenant, conversationID: "conv", body: cr.body})
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/switchboard-llm/switchboard/internal/tenant"
@@ -72,6 +73,9 @@ type ack struct {
 	Lane           string `json:"lane"`
 	Partition      int32  `json:"partition"`
 	Offset         int64  `json:"offset"`
+	// acceptedAt is when the request was accepted (its record's
+	// accepted_at): the OpenAI API's "created".
+	acceptedAt time.Time
 	// hidePositions leaves partition and offset out of the answer: they
 	// would let a tenant count other tenants' traffic.
 	hidePositions bool
@@ -298,24 +302,39 @@ func checkBatch(n, maxItems int) *failure {
 // readJSON reads r's body, at most limit bytes, into v (415 unless the
 // Content-Type is application/json, 413, 400).
 func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *failure {
+	b, f := readBody(w, r, limit)
+	if f != nil {
+		return f
+	}
+	return decodeJSON(b, v)
+}
+
+// readBody reads r's JSON body, at most limit bytes (415 unless the
+// Content-Type is application/json, 413, 408, 400).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *failure) {
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return &failure{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type",
+		return nil, &failure{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type",
 			message: "send the body as JSON with Content-Type: application/json"}
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return &failure{status: http.StatusRequestEntityTooLarge, code: "body_too_large",
+			return nil, &failure{status: http.StatusRequestEntityTooLarge, code: "body_too_large",
 				message: fmt.Sprintf("the body is larger than %d bytes", limit)}
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			w.Header().Set("Connection", "close")
-			return &failure{status: http.StatusRequestTimeout, code: "request_timeout", message: "the body did not arrive in time"}
+			return nil, &failure{status: http.StatusRequestTimeout, code: "request_timeout", message: "the body did not arrive in time"}
 		}
-		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "reading the body: " + err.Error()}
+		return nil, invalidJSON("", "reading the body: %v", err)
 	}
-	return decodeJSON(b, v)
+	return b, nil
+}
+
+// invalidJSON is a 400 invalid_json failure; param names the field, if one.
+func invalidJSON(param, format string, args ...any) *failure {
+	return &failure{status: http.StatusBadRequest, code: "invalid_json", field: param, message: fmt.Sprintf(format, args...)}
 }
 
 // decodeJSON decodes exactly one JSON object from b into v, strictly: valid
@@ -323,18 +342,18 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *failu
 // object.
 func decodeJSON(b []byte, v any) *failure {
 	if !utf8.Valid(b) {
-		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body is not valid UTF-8"}
+		return invalidJSON("", "the body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: jsonMessage(err)}
+		return invalidJSON("", "%s", jsonMessage(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return &failure{status: http.StatusBadRequest, code: "invalid_json", message: "the body must hold one JSON object and nothing after it"}
+		return invalidJSON("", "the body must hold one JSON object and nothing after it")
 	}
 	if k, dup := duplicateKey(b); dup {
-		return &failure{status: http.StatusBadRequest, code: "invalid_json", field: k, message: fmt.Sprintf("key %q appears twice in one object", k)}
+		return invalidJSON(k, "key %q appears twice in one object", k)
 	}
 	return nil
 }

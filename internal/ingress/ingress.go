@@ -100,6 +100,8 @@ type Config struct {
 	ProbeInterval time.Duration
 	// Admission configures lag-driven admission.
 	Admission AdmissionConfig
+	// OpenAI configures the OpenAI-compatible API.
+	OpenAI OpenAIConfig
 	// ShutdownGrace bounds how long open requests may finish after a stop.
 	// Default 10s.
 	ShutdownGrace time.Duration
@@ -209,6 +211,7 @@ func (c *Config) setDefaults() {
 		c.Now = time.Now
 	}
 	c.Admission.setDefaults()
+	c.OpenAI.setDefaults()
 }
 
 // Validate reports the first configuration error.
@@ -222,7 +225,7 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes < 0 || c.MaxBatchBytes < 0 || c.MaxBatchItems < 0 || c.MaxInFlight < 0 || c.WSMaxInFlight < 0 ||
 		c.IdempotencyWindow < 0 || c.IdempotencyMaxKeys < 0 || c.ProduceTimeout < 0 || c.ProduceLinger < 0 ||
 		c.ProbeInterval < 0 || c.ShutdownGrace < 0 || c.ReadHeaderTimeout < 0 || c.BodyTimeout < 0 ||
-		c.WriteTimeout < 0 || c.IdleTimeout < 0 {
+		c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.OpenAI.Timeout < 0 || c.OpenAI.MaxWaiting < 0 {
 		return errors.New("ingress: limits and timeouts must not be negative")
 	}
 	if err := c.Admission.validate(); err != nil {
@@ -247,6 +250,7 @@ type Ingress struct {
 	admission *admission // nil when disabled
 	models    catalog.Watcher
 	tenants   *tenant.Live
+	answers   *answers // reads answers back for the OpenAI-compatible API
 	// webhookAllow is WebhookAllow, parsed.
 	webhookAllow *allowlist.List
 	// tenantConns counts each tenant's open requests and WebSockets.
@@ -316,11 +320,20 @@ func New(cfg Config) (*Ingress, error) {
 	if !cfg.Admission.Disabled {
 		in.admission = newAdmission(cfg.Admission, in.topics, in.log, in.metrics)
 	}
+	// The results reader fetches every result, mostly others': no trace
+	// spans for them (the calls' own spans cover the wait).
+	untraced := cfg.Kafka
+	untraced.Tracing = nil
+	in.answers = newAnswers(untraced.Opts(cfg.Logger), cfg.Topics.Name(topicspec.Results), cfg.OpenAI.MaxWaiting, cfg.Logger, in.metrics)
 	mux := http.NewServeMux()
 	for _, rt := range in.routes() {
 		h := rt.handler
 		if strings.HasPrefix(rt.path, "/v1/") {
-			h = in.guard(h)
+			write := writeFailure
+			if rt.openai {
+				write = writeOpenAIFailure
+			}
+			h = in.guard(h, write)
 		}
 		mux.HandleFunc(rt.method+" "+rt.path, h)
 	}
@@ -337,15 +350,23 @@ func New(cfg Config) (*Ingress, error) {
 type route struct {
 	method, path string
 	handler      http.HandlerFunc
+	openai       bool // answers errors in OpenAI's shape
 }
 
 func (in *Ingress) routes() []route {
-	return []route{
-		{"POST", "/v1/conversations/{conversation_id}/messages", in.handleMessage},
-		{"POST", "/v1/messages:batch", in.handleBatch},
-		{"GET", "/v1/ws", in.handleWS},
-		{"GET", "/openapi.json", serveOpenAPI},
+	rts := []route{
+		{"POST", "/v1/conversations/{conversation_id}/messages", in.handleMessage, false},
+		{"POST", "/v1/messages:batch", in.handleBatch, false},
+		{"GET", "/v1/ws", in.handleWS, false},
+		{"GET", "/openapi.json", serveOpenAPI, false},
 	}
+	if !in.cfg.OpenAI.Disabled {
+		rts = append(rts,
+			route{"POST", "/v1/chat/completions", in.handleChatCompletions, true},
+			route{"GET", "/v1/models", in.handleModels, true},
+			route{"GET", "/v1/models/{model}", in.handleModel, true})
+	}
+	return rts
 }
 
 // Handler returns the HTTP API, for tests that serve it themselves.
@@ -386,6 +407,9 @@ func (in *Ingress) Run(ctx context.Context) error {
 				in.log.Warn("not reading the models catalog: every model is accepted", "err", err)
 			}
 		})
+	}
+	if !in.cfg.OpenAI.Disabled {
+		wg.Go(func() { in.answers.run(bg) })
 	}
 	// The HTTP and gRPC servers run until ctx is done or one of them
 	// fails, which stops the other; submits stop being taken at once.

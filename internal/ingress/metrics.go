@@ -17,6 +17,8 @@ import "github.com/prometheus/client_golang/prometheus"
 //	lag_read_errors_total                    lag reads that failed
 //	websocket_connections                    open WebSocket connections
 //	tenants_reloads_total{result}            reloads of the tenants file: ok, error (rejected)
+//	openai_waiting_requests                  OpenAI-compatible calls waiting for their answers
+//	openai_answers_total{outcome}            OpenAI-compatible calls after their ack, by outcome (answered, error, timeout, client_gone, shutdown, restarted)
 type metrics struct {
 	requests          *prometheus.CounterVec
 	latency           *prometheus.HistogramVec
@@ -30,6 +32,8 @@ type metrics struct {
 	lagReadErrors     prometheus.Counter
 	wsConnections     prometheus.Gauge
 	tenantsReloads    *prometheus.CounterVec
+	openaiWaiting     prometheus.Gauge
+	openaiAnswers     *prometheus.CounterVec
 }
 
 // labelLane is the label of the lane (interactive or batch).
@@ -86,12 +90,20 @@ func newMetrics(reg prometheus.Registerer, inFlight func() float64) *metrics {
 			Name: "switchboard_ingress_websocket_connections",
 			Help: "Open WebSocket connections.",
 		}),
+		openaiWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_openai_waiting_requests",
+			Help: "OpenAI-compatible calls waiting for their answers from the results topic (bounded by --openai-max-waiting).",
+		}),
+		openaiAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_ingress_openai_answers_total",
+			Help: "OpenAI-compatible calls whose request Kafka acknowledged, by outcome: answered, error (an error result), timeout, client_gone, shutdown, restarted.",
+		}, []string{"outcome"}),
 	}
 	m.brokerReachable.Set(1)
 	m.tenantsReloads.WithLabelValues("ok")
 	m.tenantsReloads.WithLabelValues("error")
 	reg.MustRegister(m.requests, m.latency, m.rejected, m.idempotentReplays, m.brokerReachable, m.lag, m.drain,
-		m.admissionShedding, m.admissionChanges, m.lagReadErrors, m.wsConnections, m.tenantsReloads,
+		m.admissionShedding, m.admissionChanges, m.lagReadErrors, m.wsConnections, m.tenantsReloads, m.openaiWaiting, m.openaiAnswers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchboard_ingress_in_flight_requests",
 			Help: "Submissions being produced now (bounded by --max-in-flight).",

@@ -56,7 +56,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	// Each documented route answers (not 404/405) on the real handler.
 	for _, r := range served {
 		method, path, _ := strings.Cut(r, " ")
-		path = strings.ReplaceAll(path, "{conversation_id}", "c")
+		path = strings.ReplaceAll(strings.ReplaceAll(path, "{conversation_id}", "c"), "{model}", "sim")
 		res, _ := do(t, in.Handler(), method, path, "application/json", "{}")
 		if res.StatusCode == 404 || res.StatusCode == 405 {
 			t.Errorf("%s %s: %d", method, path, res.StatusCode)
@@ -100,6 +100,12 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		"BatchAnswer": reflect.TypeFor[batchAnswer](),
 		"Ack":         reflect.TypeFor[ack](),
 		"Error":       reflect.TypeFor[apiError](),
+		// The OpenAI-compatible API's.
+		"ChatCompletion": reflect.TypeFor[oaiCompletion](),
+		"Usage":          reflect.TypeFor[oaiUsage](),
+		"Model":          reflect.TypeFor[oaiModel](),
+		"ModelList":      reflect.TypeFor[oaiModelList](),
+		"OpenAIError":    reflect.TypeFor[oaiError](),
 	}
 	for name, typ := range types {
 		s, ok := doc.Comps.Schemas[name]
@@ -116,18 +122,43 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 			t.Errorf("schema %s has %v, type %v has %v", name, props, typ, want)
 		}
 	}
-	// Error codes: every `code: "..."` literal in the package's code.
+	// The chat completions body: the parameters the decoder maps or
+	// accepts.
+	var params []string
+	for p := range doc.Comps.Schemas["ChatCompletionRequest"].Properties {
+		params = append(params, p)
+	}
+	want := slices.Clone(oaiMapped)
+	for p := range oaiNeutral {
+		want = append(want, p)
+	}
+	sort.Strings(params)
+	sort.Strings(want)
+	if !slices.Equal(params, want) {
+		t.Errorf("schema ChatCompletionRequest has %v, the decoder takes %v", params, want)
+	}
+	// Error codes: every `code: "..."` literal in the package's code, in
+	// Error.code's enum, or OpenAIError.code's for the OpenAI API's files.
 	files, _ := filepath.Glob("*.go")
 	re := regexp.MustCompile(`code: +"([a-z_]+)"`)
-	enum := map[string]bool{}
-	var enumVals []string
-	if err := json.Unmarshal(doc.Comps.Schemas["Error"].Properties["code"], &struct {
-		Enum *[]string `json:"enum"`
-	}{&enumVals}); err != nil {
-		t.Fatal(err)
+	enumOf := func(schema string) map[string]bool {
+		var vals []string
+		if err := json.Unmarshal(doc.Comps.Schemas[schema].Properties["code"], &struct {
+			Enum *[]string `json:"enum"`
+		}{&vals}); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, v := range vals {
+			m[v] = true
+		}
+		return m
 	}
-	for _, v := range enumVals {
-		enum[v] = true
+	native, openai := enumOf("Error"), enumOf("OpenAIError")
+	for c := range native {
+		if !openai[c] {
+			t.Errorf("OpenAIError.code's enum lacks %q: every native code can reach the OpenAI API", c)
+		}
 	}
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
@@ -137,9 +168,13 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		enum, schema := native, "Error"
+		if strings.HasPrefix(f, "openai") {
+			enum, schema = openai, "OpenAIError"
+		}
 		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
 			if !enum[m[1]] {
-				t.Errorf("%s answers error code %q, not in openapi.json's Error.code enum", f, m[1])
+				t.Errorf("%s answers error code %q, not in openapi.json's %s.code enum", f, m[1], schema)
 			}
 		}
 	}

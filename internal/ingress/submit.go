@@ -20,6 +20,9 @@ import (
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
+// fieldModel is the model field (and parameter) of a request.
+const fieldModel = "model"
+
 // MaxTimeoutMS bounds a request's timeout_ms: a day.
 const MaxTimeoutMS = 24 * 60 * 60 * 1000
 
@@ -28,12 +31,16 @@ const MaxTimeoutMS = 24 * 60 * 60 * 1000
 // goes through submit, so every request meets the same checks and becomes
 // the same record.
 type submission struct {
-	protocol       string // "http", "ws", "grpc": a metric label
+	protocol       string // "http", "ws", "grpc", "openai": a metric label
 	tenant         *tenant.Tenant
 	conversationID string
 	idempotencyKey string
 	derivedKey     bool // idempotencyKey was derived by ingress (a batch's key and an index), not given
-	body           messageBody
+	// requestID, when set, is the request's ID (it must be what
+	// RequestIDForKey gives when idempotencyKey is set): the OpenAI
+	// adapter waits for the answer under it before the record exists.
+	requestID string
+	body      messageBody
 }
 
 // failure is a rejected submission. Adapters turn it into their protocol's
@@ -115,9 +122,12 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 		WebhookUrl:     b.WebhookURL,
 		AcceptedAt:     timestamppb.New(now),
 	}
-	if s.idempotencyKey != "" {
+	switch {
+	case s.requestID != "":
+		req.RequestId = s.requestID
+	case s.idempotencyKey != "":
 		req.RequestId = RequestIDForKey(s.tenant.Name, s.idempotencyKey)
-	} else {
+	default:
 		req.RequestId = uuid.Must(uuid.NewV7()).String()
 	}
 	if b.TimeoutMS > 0 {
@@ -136,14 +146,14 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 		return nil, f
 	}
 	if !in.models.Allows(req.Model) {
-		return nil, &failure{status: http.StatusBadRequest, code: "unknown_model", field: "model",
+		return nil, &failure{status: http.StatusBadRequest, code: "unknown_model", field: fieldModel,
 			message: fmt.Sprintf("no backend serves model %q", req.Model)}
 	}
 	if f := in.checkWebhook(s.tenant, req.GetWebhookUrl()); f != nil {
 		return nil, f
 	}
 	if !s.tenant.AllowsModel(req.Model) {
-		return nil, &failure{status: http.StatusForbidden, code: "model_not_allowed", field: "model",
+		return nil, &failure{status: http.StatusForbidden, code: "model_not_allowed", field: fieldModel,
 			message: fmt.Sprintf("tenant %q may not use model %q", s.tenant.Name, req.Model)}
 	}
 	if !s.tenant.AllowsLane(req.Lane) {
@@ -347,6 +357,7 @@ func (in *Ingress) awaitProduce(pr *production) (ack, *failure) {
 		Lane:           req.GetLane(),
 		Partition:      rec.Partition,
 		Offset:         rec.Offset,
+		acceptedAt:     req.GetAcceptedAt().AsTime(),
 	}, nil
 }
 

@@ -155,12 +155,13 @@ const (
 
 // Driver and reader names NewDriver and NewReader know.
 var (
-	DriverNames = []string{"http", "ws", nameKafka}
-	ReaderNames = []string{"sse", nameKafka}
+	DriverNames = []string{"http", "ws", nameKafka, nameOpenAI}
+	ReaderNames = []string{"sse", nameKafka, nameOpenAI}
 )
 
 // NewDriver returns the named driver: "http" posts to ingress, "kafka"
-// produces straight to the requests topics.
+// produces straight to the requests topics, "openai" calls ingress's
+// OpenAI-compatible API (and can be the reader of its own answers).
 func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 	switch name {
 	case "http":
@@ -175,6 +176,11 @@ func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 			return nil, errors.New("driver kafka: no brokers")
 		}
 		return newKafkaDriver(kafkaOpts, ep.Kafka.Topics, ep.Tenant)
+	case nameOpenAI:
+		if ep.IngressURL == "" {
+			return nil, errors.New("driver openai: no ingress URL")
+		}
+		return newOpenAIDriver(ep.IngressURL, ep.APIKey, 3*time.Minute), nil
 	}
 	return nil, fmt.Errorf("unknown driver %q (have %v; gRPC is not built yet)", name, DriverNames)
 }
@@ -195,6 +201,19 @@ func NewCallSender(name string, ep Endpoints) (CallSender, error) {
 	return nil, fmt.Errorf("unknown call driver %q (have http-batch, ws)", name)
 }
 
+// ReaderFor returns the named reader for a run whose driver is drv:
+// "openai" is drv itself (the answers its calls return), which must then
+// be the openai driver; other names are NewReader's.
+func ReaderFor(name string, drv Driver, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
+	if name != nameOpenAI {
+		return NewReader(name, ep, kafkaOpts)
+	}
+	if r, ok := drv.(*openaiDriver); ok {
+		return r, nil
+	}
+	return nil, fmt.Errorf("reader openai reads the answers of the openai driver's calls; the driver is %s", drv.Name())
+}
+
 // NewReader returns the named reader: "sse" follows egress's event
 // streams, "kafka" reads the results topic.
 func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
@@ -209,6 +228,8 @@ func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
 			return nil, errors.New("reader kafka: no brokers")
 		}
 		return newKafkaReader(kafkaOpts, ep.Kafka.Topics), nil
+	case nameOpenAI:
+		return nil, errors.New("reader openai: the answers of the openai driver's calls; use it with --driver openai (ReaderFor)")
 	}
 	return nil, fmt.Errorf("unknown reader %q (have %v; WebSocket and gRPC are not built yet)", name, ReaderNames)
 }

@@ -284,7 +284,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		return nil, err
 	}
 	defer drv.Close()
-	rd, err := NewReader(sc.Reader, ep, kopts)
+	rd, err := ReaderFor(sc.Reader, drv, ep, kopts)
 	if err != nil {
 		return nil, err
 	}
