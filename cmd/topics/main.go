@@ -66,7 +66,7 @@ func (s *settings) run(ctx context.Context, env *daemon.Env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	report, err := topicspec.Provision(ctx, env.Kafka.Brokers, spec, env.Logger)
+	report, err := topicspec.Provision(ctx, env.Kafka, spec, env.Logger)
 	fmt.Fprint(env.Stdout, report)
 	return err
 }
