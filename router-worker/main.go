@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/acl"
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/router"
 )
@@ -49,6 +51,10 @@ func main() {
 		defer signal.Stop(hup)
 		cfg.ReloadSignal = hup
 		cfg.Kafka, cfg.Topics, cfg.Logger, cfg.Registry = env.Kafka, env.Topics, env.Logger, env.Registry
+		if err := acl.CheckStart(ctx, env.Kafka, acl.RoleRouter, acl.Params{Topics: env.Topics, RouterGroup: cfg.Group,
+			ExactlyOnce: cfg.ExactlyOnce, TransactionalID: cfg.TransactionalID}, 20*time.Second); err != nil {
+			return err
+		}
 		r, err := router.New(cfg)
 		if err != nil {
 			return err

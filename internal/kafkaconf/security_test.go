@@ -3,14 +3,20 @@ package kafkaconf
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/aws"
 
@@ -262,5 +268,55 @@ func TestMSKIAMSigning(t *testing.T) {
 	}
 	if strings.Contains(string(msg), "wJalrXUtnFEMI") {
 		t.Error("the secret key is in the authentication message")
+	}
+}
+
+// TestCheck: the right password passes; a cluster that does not answer is
+// no error (the clients keep trying). kfake closes the connection on a
+// wrong password instead of answering SASL_AUTHENTICATION_FAILED as Kafka
+// does, so the refused password is tested on Apache Kafka
+// (e2e TestRealKafkaSecured) and its classification here.
+func TestCheck(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "ingress", testPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := Config{Brokers: c.ListenAddrs(), SASL: SASL{Mechanism: "SCRAM-SHA-512", Username: "ingress", Password: testPassword}}
+	if err := cfg.Check(t.Context(), 30*time.Second, nil); err != nil {
+		t.Errorf("right password: Check = %v", err)
+	}
+	cfg.Brokers = []string{"127.0.0.1:1"}
+	if err := cfg.Check(t.Context(), 300*time.Millisecond, nil); err != nil {
+		t.Errorf("no cluster: Check = %v, want nil", err)
+	}
+}
+
+// TestClassify: the errors no retry fixes are ErrConnection, with a hint
+// naming the setting; others (a refused dial) are not.
+func TestClassify(t *testing.T) {
+	cfg := Config{SASL: SASL{Mechanism: "SCRAM-SHA-512", Username: "ingress", Password: testPassword}}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("sasl: %w", kerr.SaslAuthenticationFailed), `SASL SCRAM-SHA-512 authentication as user "ingress" failed`},
+		{kerr.UnsupportedSaslMechanism, "does not offer SASL SCRAM-SHA-512"},
+		{&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, "--kafka-tls-ca-file"},
+		{x509.HostnameError{Certificate: &x509.Certificate{}, Host: "k"}, "--kafka-tls-server-name"},
+		{tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, "listener without TLS"},
+		{tls.AlertError(42), "--kafka-tls-cert-file"},
+		{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), ""},
+	} {
+		got := cfg.classify(tc.err)
+		switch {
+		case tc.want == "" && got != nil:
+			t.Errorf("classify(%v) = %v, want nil", tc.err, got)
+		case tc.want != "" && (!errors.Is(got, ErrConnection) || !strings.Contains(got.Error(), tc.want)):
+			t.Errorf("classify(%v) = %v, want ErrConnection with %q", tc.err, got, tc.want)
+		}
+		if got != nil && strings.Contains(got.Error(), testPassword) {
+			t.Errorf("shows the password: %v", got)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/switchboard-llm/switchboard/internal/kafkalocal"
 )
 
 func TestValidate(t *testing.T) {
@@ -27,7 +29,7 @@ func TestUseKafka(t *testing.T) {
 		{"kafka", "", false},
 	} {
 		cfg := Config{Brokers: "stale"}
-		err := UseKafka(context.Background(), &cfg, tc.choice, ".")
+		err := UseKafka(context.Background(), &cfg, tc.choice, ".", kafkalocal.Config{})
 		if (err == nil) != tc.ok {
 			t.Errorf("UseKafka(%q): err = %v, want ok %v", tc.choice, err, tc.ok)
 			continue
