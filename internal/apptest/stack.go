@@ -44,6 +44,11 @@ type StackOptions struct {
 	// the router-workers' group, so tests sharing one cluster do not see
 	// each other's records and offsets.
 	TopicPrefix, RouterGroup string
+	// KafkaEnv and ACLs are the launcher's (stack.Config): each binary's
+	// connection settings on a secured cluster, and the least-privilege
+	// ACLs the topics step gives the services' principals.
+	KafkaEnv map[string][]string
+	ACLs     map[string]string
 }
 
 // Stack is a running local stack: devbroker (or an external cluster),
@@ -120,6 +125,7 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 		Routers:    opts.Routers,
 		RouterArgs: append([]string{"--shutdown-timeout", "10s"}, opts.RouterArgs...), IngressArgs: opts.IngressArgs, EgressArgs: opts.EgressArgs,
 		ReadyTimeout: opts.ReadyTimeout, Output: s.output, CursorSecret: cursorSecret(),
+		KafkaEnv: opts.KafkaEnv, ACLs: opts.ACLs,
 	}
 	st, err := stack.Start(context.WithoutCancel(t.Context()), cfg)
 	t.Cleanup(func() {
@@ -151,6 +157,18 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	}
 	s.RouterURLs = append(s.RouterURLs, st.RouterURLs...)
 	return s
+}
+
+// Outputs returns every process's output so far (the topics runs
+// included), by name.
+func (s *Stack) Outputs() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.outs))
+	for name, b := range s.outs {
+		out[name] = b.String()
+	}
+	return out
 }
 
 func (s *Stack) output(name string) io.Writer {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -67,6 +68,7 @@ func (c Config) classify(err error) error {
 		verify    *tls.CertificateVerificationError
 		header    tls.RecordHeaderError
 		alert     tls.AlertError
+		op        *net.OpError
 	)
 	switch {
 	case errors.Is(err, kerr.SaslAuthenticationFailed):
@@ -83,7 +85,7 @@ func (c Config) classify(err error) error {
 		return fmt.Errorf("%w: the broker's TLS certificate is invalid: %w", ErrConnection, err)
 	case errors.As(err, &header):
 		return fmt.Errorf("%w: TLS spoken to a listener without TLS (turn off --kafka-tls, or use the TLS listener's port): %w", ErrConnection, err)
-	case errors.As(err, &alert):
+	case errors.As(err, &alert), errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the broker
 		return fmt.Errorf("%w: the broker refused the TLS handshake (a client certificate it does not trust or none: --kafka-tls-cert-file): %w", ErrConnection, err)
 	}
 	return nil

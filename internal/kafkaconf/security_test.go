@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -306,6 +307,7 @@ func TestClassify(t *testing.T) {
 		{x509.HostnameError{Certificate: &x509.Certificate{}, Host: "k"}, "--kafka-tls-server-name"},
 		{tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, "listener without TLS"},
 		{tls.AlertError(42), "--kafka-tls-cert-file"},
+		{&net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}, "--kafka-tls-cert-file"},
 		{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), ""},
 	} {
 		got := cfg.classify(tc.err)
