@@ -31,15 +31,6 @@ var ErrMissing = errors.New("missing Kafka ACLs")
 // an ACL matter and is skipped; so is a resource the cluster does not
 // report operations for.
 func Check(ctx context.Context, cl *kgo.Client, grants []Grant, who string) error {
-	var missing []Grant
-	allowed := func(g Grant, ops int32) {
-		if ops == math.MinInt32 { // not reported
-			return
-		}
-		if !slices.Contains(kadm.DecodeACLOperations(ops), g.Operation) {
-			missing = append(missing, g)
-		}
-	}
 	byRes := map[kmsg.ACLResourceType]map[string][]Grant{}
 	for _, g := range grants {
 		if byRes[g.Resource] == nil {
@@ -47,81 +38,138 @@ func Check(ctx context.Context, cl *kgo.Client, grants []Grant, who string) erro
 		}
 		byRes[g.Resource][g.Name] = append(byRes[g.Resource][g.Name], g)
 	}
-	if topics := byRes[Topic]; len(topics) > 0 {
-		req := kmsg.NewPtrMetadataRequest()
-		req.IncludeTopicAuthorizedOperations = true
-		for name := range topics {
-			rt := kmsg.NewMetadataRequestTopic()
-			rt.Topic = kmsg.StringPtr(name)
-			req.Topics = append(req.Topics, rt)
-		}
-		resp, err := req.RequestWith(ctx, cl)
+	var missing []Grant
+	for _, c := range []struct {
+		res   kmsg.ACLResourceType
+		check func(context.Context, *kgo.Client, map[string][]Grant) ([]Grant, error)
+	}{{Topic, checkTopics}, {Group, checkGroups}, {Cluster, checkCluster}, {TransactionalID, checkTransactionalIDs}} {
+		m, err := c.check(ctx, cl, byRes[c.res])
 		if err != nil {
-			return fmt.Errorf("check ACLs: metadata: %w", err)
+			return err
 		}
-		for _, t := range resp.Topics {
-			var name string
-			if t.Topic != nil {
-				name = *t.Topic
+		missing = append(missing, m...)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.SortFunc(missing, func(a, b Grant) int { return strings.Compare(a.String(), b.String()) })
+	list := make([]string, len(missing))
+	for i, g := range missing {
+		list[i] = g.String()
+	}
+	return fmt.Errorf("%w: %s may not %s (grant them: docs/OPERATIONS.md, or topics --apply-acls)", ErrMissing, who, strings.Join(slices.Compact(list), "; "))
+}
+
+// notAllowed returns gs's grants whose operation ops (a KIP-430 bit field)
+// does not hold; none when ops is not reported.
+func notAllowed(gs []Grant, ops int32) []Grant {
+	if ops == math.MinInt32 {
+		return nil
+	}
+	var out []Grant
+	for _, g := range gs {
+		if !slices.Contains(kadm.DecodeACLOperations(ops), g.Operation) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// checkTopics asks Metadata for the topics' authorized operations.
+func checkTopics(ctx context.Context, cl *kgo.Client, topics map[string][]Grant) ([]Grant, error) {
+	if len(topics) == 0 {
+		return nil, nil
+	}
+	req := kmsg.NewPtrMetadataRequest()
+	req.IncludeTopicAuthorizedOperations = true
+	for name := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(name)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, fmt.Errorf("check ACLs: metadata: %w", err)
+	}
+	var missing []Grant
+	for _, t := range resp.Topics {
+		var name string
+		if t.Topic != nil {
+			name = *t.Topic
+		}
+		switch err := kerr.ErrorForCode(t.ErrorCode); {
+		case errors.Is(err, kerr.TopicAuthorizationFailed):
+			missing = append(missing, topics[name]...)
+		case err == nil:
+			missing = append(missing, notAllowed(topics[name], t.AuthorizedOperations)...)
+		}
+	}
+	return missing, nil
+}
+
+// checkGroups asks DescribeGroups (at each group's coordinator) for the
+// groups' authorized operations; a group whose coordinator cannot even be
+// asked lacks every grant.
+func checkGroups(ctx context.Context, cl *kgo.Client, groups map[string][]Grant) ([]Grant, error) {
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	req := kmsg.NewPtrDescribeGroupsRequest()
+	req.IncludeAuthorizedOperations = true
+	for name := range groups {
+		req.Groups = append(req.Groups, name)
+	}
+	var missing []Grant
+	seen := map[string]bool{}
+	for _, sh := range cl.RequestSharded(ctx, req) {
+		if sh.Err != nil {
+			if errors.Is(sh.Err, kerr.GroupAuthorizationFailed) {
+				continue // its groups are unseen, below
 			}
-			gs := topics[name]
-			switch err := kerr.ErrorForCode(t.ErrorCode); {
-			case errors.Is(err, kerr.TopicAuthorizationFailed):
-				missing = append(missing, gs...)
+			return nil, fmt.Errorf("check ACLs: describe groups: %w", sh.Err)
+		}
+		for _, g := range sh.Resp.(*kmsg.DescribeGroupsResponse).Groups {
+			seen[g.Group] = true
+			switch err := kerr.ErrorForCode(g.ErrorCode); {
+			case errors.Is(err, kerr.GroupAuthorizationFailed):
+				missing = append(missing, groups[g.Group]...)
 			case err == nil:
-				for _, g := range gs {
-					allowed(g, t.AuthorizedOperations)
-				}
+				missing = append(missing, notAllowed(groups[g.Group], g.AuthorizedOperations)...)
 			}
 		}
 	}
-	if groups := byRes[Group]; len(groups) > 0 {
-		req := kmsg.NewPtrDescribeGroupsRequest()
-		req.IncludeAuthorizedOperations = true
-		for name := range groups {
-			req.Groups = append(req.Groups, name)
-		}
-		seen := map[string]bool{}
-		for _, sh := range cl.RequestSharded(ctx, req) {
-			if sh.Err != nil {
-				if errors.Is(sh.Err, kerr.GroupAuthorizationFailed) {
-					continue // the groups of this shard are listed below as unseen
-				}
-				return fmt.Errorf("check ACLs: describe groups: %w", sh.Err)
-			}
-			for _, g := range sh.Resp.(*kmsg.DescribeGroupsResponse).Groups {
-				seen[g.Group] = true
-				gs := groups[g.Group]
-				switch err := kerr.ErrorForCode(g.ErrorCode); {
-				case errors.Is(err, kerr.GroupAuthorizationFailed):
-					missing = append(missing, gs...)
-				case err == nil:
-					for _, gr := range gs {
-						allowed(gr, g.AuthorizedOperations)
-					}
-				}
-			}
-		}
-		for name, gs := range groups {
-			if !seen[name] {
-				missing = append(missing, gs...)
-			}
+	for name, gs := range groups {
+		if !seen[name] {
+			missing = append(missing, gs...)
 		}
 	}
-	if cluster := byRes[Cluster]; len(cluster) > 0 {
-		req := kmsg.NewPtrDescribeClusterRequest()
-		req.IncludeClusterAuthorizedOperations = true
-		resp, err := req.RequestWith(ctx, cl)
-		if err != nil {
-			return fmt.Errorf("check ACLs: describe cluster: %w", err)
-		}
-		for _, gs := range cluster {
-			for _, g := range gs {
-				allowed(g, resp.ClusterAuthorizedOperations)
-			}
-		}
+	return missing, nil
+}
+
+// checkCluster asks DescribeCluster for the cluster's authorized
+// operations.
+func checkCluster(ctx context.Context, cl *kgo.Client, cluster map[string][]Grant) ([]Grant, error) {
+	if len(cluster) == 0 {
+		return nil, nil
 	}
-	for name, gs := range byRes[TransactionalID] {
+	req := kmsg.NewPtrDescribeClusterRequest()
+	req.IncludeClusterAuthorizedOperations = true
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, fmt.Errorf("check ACLs: describe cluster: %w", err)
+	}
+	var missing []Grant
+	for _, gs := range cluster {
+		missing = append(missing, notAllowed(gs, resp.ClusterAuthorizedOperations)...)
+	}
+	return missing, nil
+}
+
+// checkTransactionalIDs asks DescribeTransactions, which needs Describe on
+// the ID (implied by Write); for a prefix, an ID under it.
+func checkTransactionalIDs(ctx context.Context, cl *kgo.Client, ids map[string][]Grant) ([]Grant, error) {
+	var missing []Grant
+	for name, gs := range ids {
 		id := name
 		if gs[0].Prefixed {
 			id += "acl-check"
@@ -141,15 +189,7 @@ func Check(ctx context.Context, cl *kgo.Client, grants []Grant, who string) erro
 			}
 		}
 	}
-	if len(missing) == 0 {
-		return nil
-	}
-	slices.SortFunc(missing, func(a, b Grant) int { return strings.Compare(a.String(), b.String()) })
-	list := make([]string, len(missing))
-	for i, g := range missing {
-		list[i] = g.String()
-	}
-	return fmt.Errorf("%w: %s may not %s (grant them: docs/OPERATIONS.md, or topics --apply-acls)", ErrMissing, who, strings.Join(slices.Compact(list), "; "))
+	return missing, nil
 }
 
 // CheckStart is a service's check at start: on a secured connection (TLS
