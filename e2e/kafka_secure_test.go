@@ -85,12 +85,19 @@ func securedStack(t *testing.T, c *kafkalocal.Cluster, auth string) apptest.Stac
 // securedStackFlow: the whole stack on the secured cluster, once
 // per way of authenticating (SCRAM-SHA-512, PLAIN and OAUTHBEARER over TLS,
 // and mTLS), each service as its own principal holding only the ACLs
-// internal/acl gives its role: requests go in, streamed answers come out.
+// internal/acl gives its role (with SCRAM, router-worker runs
+// --exactly-once, so its transactional-ID grant is tested too): requests go
+// in, streamed answers come out.
 // The services' logs never show a password (the SCRAM run's).
 func securedStackFlow(t *testing.T, c *kafkalocal.Cluster) {
 	for _, auth := range kafkalocal.Auths {
 		t.Run(auth, func(t *testing.T) {
-			s := apptest.StartStack(t, bin, securedStack(t, c, auth))
+			opts := securedStack(t, c, auth)
+			if auth == kafkalocal.AuthSCRAM {
+				// Exactly-once needs the transactional-ID grant too.
+				opts.RouterArgs = []string{"--exactly-once"}
+			}
+			s := apptest.StartStack(t, bin, opts)
 			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 			defer cancel()
 			for i := range 3 {

@@ -2,6 +2,7 @@ package acl
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -150,5 +151,40 @@ func TestApplyThenCheck(t *testing.T) {
 	err = Check(t.Context(), ingress, grants, "User:ingress")
 	if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "User:ingress may not WRITE on topic p.requests.batch (") {
 		t.Errorf("one grant deleted: Check = %v, want ErrMissing naming WRITE on topic p.requests.batch only", err)
+	}
+}
+
+// TestDocsCommands: the kafka-acls lines of docs/OPERATIONS.md are what the
+// code grants, with the default names.
+func TestDocsCommands(t *testing.T) {
+	b, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := string(b)
+	s, err := topicspec.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		role, principal string
+		p               Params
+	}{
+		{RoleIngress, "User:ingress", Params{}},
+		{RoleRouter, "User:router", Params{ExactlyOnce: true}},
+		{RoleEgress, "User:egress", Params{Webhooks: true}},
+		{RoleRedrive, "User:redrive", Params{}},
+	} {
+		tc.p.Topics = s
+		g, err := For(tc.role, tc.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range Commands(tc.principal, g, "B", "C") {
+			c = strings.Replace(c, "--bootstrap-server B --command-config C", "$ADMIN", 1)
+			if !strings.Contains(docs, c+"\n") {
+				t.Errorf("docs/OPERATIONS.md lacks\n%s", c)
+			}
+		}
 	}
 }

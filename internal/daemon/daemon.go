@@ -160,6 +160,15 @@ func kafkaFlags(f *Flags, c *kafkaconf.Config) {
 		func(v string) error { s.Password = kafkaconf.Secret(v); return nil }, env("kafka-sasl-password"))
 	f.String(&s.PasswordFile, "kafka-sasl-password-file", "file holding the SASL password, read at every authentication", env("kafka-sasl-password-file"))
 	f.String(&s.OAuthTokenFile, "kafka-sasl-oauth-token-file", "file holding the OAUTHBEARER token, read at every authentication", env("kafka-sasl-oauth-token-file"))
+	f.Func("kafka-acl-check", "on", "on a secured connection, check at start that the cluster allows what this binary does (on or off)",
+		func(v string) error {
+			var on onOffValue
+			if err := on.Set(v); err != nil {
+				return err
+			}
+			c.NoACLCheck = !bool(on)
+			return nil
+		}, env("kafka-acl-check"))
 }
 
 // Env is what the daemon hands a run: the parsed shared settings and the

@@ -42,6 +42,10 @@ type Config struct {
 	TLS TLS
 	// SASL authenticates the client. None by default.
 	SASL SASL
+	// NoACLCheck turns off the services' check of their ACLs at start
+	// (internal/acl), for an authorizer that does not report authorized
+	// operations faithfully.
+	NoACLCheck bool
 	// Tracing, when not nil, traces every record produced and fetched by
 	// the clients built from Opts. Nil: no tracing, no cost.
 	Tracing *telemetry.Tracing
