@@ -322,3 +322,21 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// TestAWSCredentialsFromEnvironment: with no callback, AWS_MSK_IAM takes
+// the standard AWS sources; the environment comes first.
+func TestAWSCredentialsFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDENV")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret-from-env")
+	t.Setenv("AWS_SESSION_TOKEN", "token-from-env")
+	got, err := awsCredentials()(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AccessKey != "AKIDENV" || got.SecretKey != "secret-from-env" || got.SessionToken != "token-from-env" {
+		t.Errorf("credentials %+v, want the environment's", got)
+	}
+}
