@@ -133,9 +133,10 @@ func securedStackFlow(t *testing.T, c *kafkalocal.Cluster) {
 // securedRefusals: what the secured cluster refuses, and how
 // the binaries say so: a wrong password ends the start at once with a clear
 // message (no retry loop); a client without TLS, or without its
-// certificate on the mTLS listener, cannot connect; each service with one
-// of its ACLs removed stops at start naming the missing operation and
-// resource.
+// certificate on the mTLS listener, cannot connect; ingress, router-worker,
+// egress and redrive, each with one of its ACLs removed, stop at start
+// naming the missing operation and resource (and redrive, given it back,
+// runs with only its ACLs).
 func securedRefusals(t *testing.T, c *kafkalocal.Cluster) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
@@ -202,6 +203,7 @@ func securedRefusals(t *testing.T, c *kafkalocal.Cluster) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
+	redriveGroup := group + "-redrive"
 	for _, tc := range []struct {
 		role, principal string
 		remove          int // index of the grant removed
@@ -210,9 +212,10 @@ func securedRefusals(t *testing.T, c *kafkalocal.Cluster) {
 		{acl.RoleIngress, kafkalocal.PrincipalIngress, 1, []string{"--addr", "127.0.0.1:0", "--grpc-addr", "", "--tenants", filepath.Join("..", "tenants.yaml"), "--router-group", group}},
 		{acl.RoleRouter, kafkalocal.PrincipalRouter, 2, []string{"--group", group, "--backends", filepath.Join("..", "backends.yaml")}},
 		{acl.RoleEgress, kafkalocal.PrincipalEgress, 0, []string{"--addr", "127.0.0.1:0", "--tenants", filepath.Join("..", "tenants.yaml")}},
+		{acl.RoleRedrive, kafkalocal.PrincipalRedrive, 1, []string{"--group", redriveGroup}},
 	} {
 		t.Run("missing ACL "+tc.role, func(t *testing.T) {
-			grants, err := acl.For(tc.role, acl.Params{Topics: spec, RouterGroup: group})
+			grants, err := acl.For(tc.role, acl.Params{Topics: spec, RouterGroup: group, RedriveGroup: redriveGroup})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -239,7 +242,10 @@ func securedRefusals(t *testing.T, c *kafkalocal.Cluster) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			args := append([]string{"--topic-prefix", prefix, "--admin-addr", "127.0.0.1:0"}, tc.args...)
+			args := append([]string{"--topic-prefix", prefix}, tc.args...)
+			if tc.role != acl.RoleRedrive { // redrive has no admin listener
+				args = append(args, "--admin-addr", "127.0.0.1:0")
+			}
 			out, err, took := runBin(tc.role, c.Env(tc.principal, kafkalocal.AuthSCRAM), args...)
 			want := principal + " may not " + removed.String()
 			if err == nil || !strings.Contains(out, want) {
@@ -247,6 +253,20 @@ func securedRefusals(t *testing.T, c *kafkalocal.Cluster) {
 			}
 			if took > 30*time.Second {
 				t.Errorf("%s without %s failed after %v, want a fast failure", tc.role, removed, took)
+			}
+			if tc.role != acl.RoleRedrive {
+				return
+			}
+			// With the grant back, redrive (a one-shot tool) runs with
+			// only its ACLs.
+			if err := acl.Apply(ctx, adm, principal, []acl.Grant{removed}); err != nil {
+				t.Fatal(err)
+			}
+			if err := apptest.Wait(30*time.Second, func() error { return acl.Check(ctx, pcl, grants, principal) }); err != nil {
+				t.Fatal(err)
+			}
+			if out, err, _ := runBin(tc.role, c.Env(tc.principal, kafkalocal.AuthSCRAM), args...); err != nil {
+				t.Errorf("redrive with its ACLs: %v\n%s", err, out)
 			}
 		})
 	}
