@@ -7,6 +7,11 @@ BROKERS ?= 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 # KAFKA: the Kafka of make run: devbroker (embedded, the default), apache (the
 # local cluster of make kafka-up) or host:port,... of another cluster.
 KAFKA   ?= devbroker
+# KAFKA_SECURITY: the local cluster of make kafka-up (and make run KAFKA=apache):
+# plaintext, or sasl_ssl (TLS, SASL, mTLS, ACLs; docs/OPERATIONS.md).
+# KAFKA_PORT_OFFSET moves its ports, for a second checkout on the same machine.
+KAFKA_SECURITY    ?= plaintext
+KAFKA_PORT_OFFSET ?= 0
 
 .PHONY: all build run test test-short test-integration test-kafka kafka-up kafka-down bench bench-go fuzz check check-deploy fmt-check vet lint tidy-check proto proto-check topics clean
 
@@ -19,17 +24,18 @@ build:
 ## run: build, then start Kafka (devbroker, or KAFKA=apache for make kafka-up's cluster), topics, modelsim,
 ## router-worker, ingress and egress (a crashed service is restarted; Ctrl-C stops all)
 run: build
-	$(BIN)/stack run --bin $(BIN) --kafka $(KAFKA)
+	$(BIN)/stack run --bin $(BIN) --kafka $(KAFKA) --kafka-security $(KAFKA_SECURITY) --kafka-port-offset $(KAFKA_PORT_OFFSET)
 
-## kafka-up: fetch Apache Kafka's jars once (Maven), then start three KRaft nodes on 127.0.0.1:29092-29094 (data/kafka)
+## kafka-up: fetch Apache Kafka's jars once (Maven), then start three KRaft nodes on 127.0.0.1:29092-29094 (data/kafka);
+## KAFKA_SECURITY=sasl_ssl: the secured cluster (SASL_SSL on 29292-29294, mTLS on 29392-29394, ACLs, env files in data/kafka)
 kafka-up:
 	$(GO) build -o $(BIN)/ ./cmd/stack
-	$(BIN)/stack kafka up
+	$(BIN)/stack kafka up --security $(KAFKA_SECURITY) --port-offset $(KAFKA_PORT_OFFSET)
 
 ## kafka-down: stop the local Kafka nodes (by the PIDs in data/kafka); data kept
 kafka-down:
 	$(GO) build -o $(BIN)/ ./cmd/stack
-	$(BIN)/stack kafka down
+	$(BIN)/stack kafka down --security $(KAFKA_SECURITY) --port-offset $(KAFKA_PORT_OFFSET)
 
 ## test: unit tests with the race detector plus the end-to-end test of the real binaries
 test:
@@ -44,7 +50,7 @@ test-integration:
 ## three-node cluster (make kafka-up), started and stopped again by the tests when it is not running; needs Java and
 ## Maven then. Without a cluster the tests skip, saying why; with CI=true that is a failure.
 test-kafka:
-	$(GO) test -tags kafka -count=1 -timeout 25m -run RealKafka -v ./e2e/
+	KAFKA_PORT_OFFSET=$(KAFKA_PORT_OFFSET) $(GO) test -tags kafka -count=1 -timeout 25m -run RealKafka -v ./e2e/
 
 ## test-short: unit tests only (skips the process-level tests)
 test-short:

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -45,7 +46,7 @@ func localKafka(t *testing.T) (string, *kafkalocal.Cluster) {
 			return
 		}
 		c, err := kafkalocal.New(kafkalocal.Config{Dir: filepath.Join("..", "data", "kafka"),
-			POM: filepath.Join("..", "deploy", "kafka-local", "pom.xml"), Out: os.Stderr})
+			POM: filepath.Join("..", "deploy", "kafka-local", "pom.xml"), Out: os.Stderr, PortOffset: portOffset()})
 		if err != nil {
 			localErr = err
 			return
@@ -72,6 +73,13 @@ func localKafka(t *testing.T) (string, *kafkalocal.Cluster) {
 		t.Skipf("no Apache Kafka cluster (%v): the real-Kafka test did not run; make kafka-up, or set SWITCHBOARD_TEST_BROKERS", localErr)
 	}
 	return localBrokers, localCluster
+}
+
+// portOffset is KAFKA_PORT_OFFSET (make test-kafka KAFKA_PORT_OFFSET=1000):
+// the local clusters' ports moved, for a second checkout on one machine.
+func portOffset() int {
+	n, _ := strconv.Atoi(os.Getenv("KAFKA_PORT_OFFSET"))
+	return n
 }
 
 var nameRE = regexp.MustCompile(`[^a-z0-9]+`)

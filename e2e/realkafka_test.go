@@ -29,6 +29,7 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/apptest"
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
@@ -590,9 +591,14 @@ func TestRealKafkaCommitMetadataLimit(t *testing.T) {
 // deleteTopics deletes the topics whose names start with prefix (best
 // effort: a shared cluster should not fill up with test topics).
 func deleteTopics(t *testing.T, brokers, prefix string) {
+	deleteTopicsWith(t, kafkaconf.Config{Brokers: strings.Split(brokers, ",")}, prefix)
+}
+
+// deleteTopicsWith is deleteTopics on the cluster of kafka (TLS, SASL).
+func deleteTopicsWith(t *testing.T, kafka kafkaconf.Config, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
+	cl, err := kgo.NewClient(kafka.Opts(nil)...)
 	if err != nil {
 		return
 	}

@@ -5,7 +5,9 @@ package main
 
 import (
 	"context"
+	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/acl"
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/egress"
 )
@@ -49,6 +51,10 @@ func main() {
 			cfg.TenantsGetenv = env.Getenv
 		}
 		cfg.Kafka, cfg.Topics, cfg.Logger, cfg.Registry = env.Kafka, env.Topics, env.Logger, env.Registry
+		if err := acl.CheckStart(ctx, env.Kafka, acl.RoleEgress, acl.Params{Topics: env.Topics, Webhooks: w.Enabled,
+			WebhookGroup: w.Group}, 20*time.Second); err != nil {
+			return err
+		}
 		eg, err := egress.New(cfg)
 		if err != nil {
 			return err

@@ -6,7 +6,9 @@ package main
 import (
 	"context"
 	"errors"
+	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/acl"
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/ingress"
 )
@@ -20,6 +22,10 @@ func main() {
 		}
 		cfg.TenantsFile, cfg.ReloadSignal = *tenantsFile, env.Reloads
 		cfg.Kafka, cfg.Topics, cfg.Logger, cfg.Registry = env.Kafka, env.Topics, env.Logger, env.Registry
+		if err := acl.CheckStart(ctx, env.Kafka, acl.RoleIngress, acl.Params{Topics: env.Topics, RouterGroup: cfg.Admission.Group,
+			NoAdmission: cfg.Admission.Disabled}, 20*time.Second); err != nil {
+			return err
+		}
 		in, err := ingress.New(*cfg)
 		if err != nil {
 			return err

@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/daemon"
-	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
+	"github.com/switchboard-llm/switchboard/internal/kafkalocal"
 	"github.com/switchboard-llm/switchboard/internal/loadtest"
 	"github.com/switchboard-llm/switchboard/internal/stack"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
@@ -124,7 +124,9 @@ func (o *options) suiteConfig(ctx context.Context, env *daemon.Env) (loadtest.Su
 		Interactive: spec.Name(topicspec.RequestsInteractive), Batch: spec.Name(topicspec.RequestsBatch),
 		Results: spec.Name(topicspec.Results), DeadLetter: spec.Name(topicspec.DeadLetter)}}
 	sc.KafkaOpts = func(brokers []string) []kgo.Opt {
-		return kafkaconf.Config{Brokers: brokers, ClientID: env.Kafka.ClientID}.Opts(env.Logger)
+		kc := env.Kafka // the shared connection settings (TLS, SASL), on these brokers
+		kc.Brokers = brokers
+		return kc.Opts(env.Logger)
 	}
 	fi, err := os.Stderr.Stat()
 	sc.Progress = loadtest.ProgressSink{W: env.Stderr, TTY: err == nil && fi.Mode()&os.ModeCharDevice != 0}
@@ -159,9 +161,15 @@ func (o *options) suiteConfig(ctx context.Context, env *daemon.Env) (loadtest.Su
 		return sc, cleanup, err
 	}
 	sc.Stack = loadtest.StackConfig{Bin: o.bin, Dir: abs, Logger: env.Logger}
-	if err := stack.UseKafka(ctx, &sc.Stack, o.stackKafka, "."); err != nil {
+	if err := stack.UseKafka(ctx, &sc.Stack, o.stackKafka, ".", kafkalocal.Config{Security: os.Getenv("KAFKA_SECURITY"), PortOffset: envInt("KAFKA_PORT_OFFSET")}); err != nil {
 		return sc, cleanup, err
 	}
 	sc.TopicPrefix = spec.Prefix
 	return sc, cleanup, nil
+}
+
+// envInt reads an integer environment variable (0 when unset or bad).
+func envInt(name string) int {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return n
 }

@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/acl"
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/router"
 )
@@ -43,6 +45,10 @@ func main() {
 		}
 		cfg.ReloadSignal = env.Reloads
 		cfg.Kafka, cfg.Topics, cfg.Logger, cfg.Registry = env.Kafka, env.Topics, env.Logger, env.Registry
+		if err := acl.CheckStart(ctx, env.Kafka, acl.RoleRouter, acl.Params{Topics: env.Topics, RouterGroup: cfg.Group,
+			ExactlyOnce: cfg.ExactlyOnce, TransactionalID: cfg.TransactionalID}, 20*time.Second); err != nil {
+			return err
+		}
 		r, err := router.New(cfg)
 		if err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/acl"
 	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/redrive"
 )
@@ -53,6 +54,9 @@ func (s *settings) run(ctx context.Context, env *daemon.Env) error {
 	defer cancel()
 	cfg := s.cfg
 	cfg.Kafka, cfg.Topics, cfg.Out, cfg.Logger = env.Kafka, env.Topics, env.Stdout, env.Logger
+	if err := acl.CheckStart(ctx, env.Kafka, acl.RoleRedrive, acl.Params{Topics: env.Topics, RedriveGroup: cfg.Group}, 20*time.Second); err != nil {
+		return err
+	}
 	rep, err := redrive.Run(ctx, cfg)
 	fmt.Fprintln(env.Stderr, rep)
 	if err == nil && !cfg.Execute && rep.WouldRedrive > 0 {

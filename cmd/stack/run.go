@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/kafkalocal"
 	"github.com/switchboard-llm/switchboard/internal/stack"
 )
 
@@ -26,6 +27,8 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("stack run", flag.ContinueOnError)
 	bin := fs.String("bin", envOr("BIN", "bin"), "directory of the binaries (make build)")
 	kafka := fs.String("kafka", envOr("KAFKA", stack.KafkaDevbroker), "devbroker (embedded, started here), apache (the local cluster of make kafka-up) or host:port,... of another cluster (env KAFKA)")
+	security := fs.String("kafka-security", envOr("KAFKA_SECURITY", kafkalocal.SecurityPlaintext), "with --kafka apache: plaintext, or sasl_ssl for the secured cluster of make kafka-up KAFKA_SECURITY=sasl_ssl, each service its own principal (env KAFKA_SECURITY)")
+	portOffset := fs.Int("kafka-port-offset", envInt("KAFKA_PORT_OFFSET", 0), "with --kafka apache: the cluster's port offset (env KAFKA_PORT_OFFSET)")
 	dataDir := fs.String("data-dir", envOr("DATA_DIR", "data"), "devbroker's data and generated files (env DATA_DIR)")
 	brokerPorts := fs.String("broker-ports", envOr("BROKER_PORTS", "19092,19093,19094"), "devbroker's three listeners (env BROKER_PORTS)")
 	ingressPort := fs.Int("ingress-port", envInt("INGRESS_PORT", 8080), "ingress HTTP and WebSocket (env INGRESS_PORT)")
@@ -76,7 +79,7 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 		CommonArgs: []string{"--log-format", *logFormat, "--log-level", *logLevel},
 		Output:     prefixed.For, Logger: logger,
 	}
-	if err := stack.UseKafka(ctx, &cfg, *kafka, "."); err != nil {
+	if err := stack.UseKafka(ctx, &cfg, *kafka, ".", kafkalocal.Config{Security: *security, PortOffset: *portOffset}); err != nil {
 		return err
 	}
 	if cfg.CursorSecret, err = cursorSecret(dir); err != nil {

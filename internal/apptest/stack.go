@@ -48,6 +48,11 @@ type StackOptions struct {
 	// TenantsFile, when set, is ingress's and egress's tenants file instead
 	// of the repository's tenants.yaml (a test may rewrite it).
 	TenantsFile string
+	// KafkaEnv and ACLs are the launcher's (stack.Config): each binary's
+	// connection settings on a secured cluster, and the least-privilege
+	// ACLs the topics step gives the services' principals.
+	KafkaEnv map[string][]string
+	ACLs     map[string]string
 }
 
 // Stack is a running local stack: devbroker (or an external cluster),
@@ -124,6 +129,7 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 		Routers:    opts.Routers,
 		RouterArgs: append([]string{"--shutdown-timeout", "10s"}, opts.RouterArgs...), IngressArgs: opts.IngressArgs, EgressArgs: opts.EgressArgs,
 		ReadyTimeout: opts.ReadyTimeout, Output: s.output, CursorSecret: cursorSecret(),
+		KafkaEnv: opts.KafkaEnv, ACLs: opts.ACLs,
 	}
 	st, err := stack.Start(context.WithoutCancel(t.Context()), cfg)
 	t.Cleanup(func() {
@@ -155,6 +161,18 @@ func StartStack(t testing.TB, bin map[string]string, opts StackOptions) *Stack {
 	}
 	s.RouterURLs = append(s.RouterURLs, st.RouterURLs...)
 	return s
+}
+
+// Outputs returns every process's output so far (the topics runs
+// included), by name.
+func (s *Stack) Outputs() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.outs))
+	for name, b := range s.outs {
+		out[name] = b.String()
+	}
+	return out
 }
 
 func (s *Stack) output(name string) io.Writer {

@@ -7,7 +7,9 @@
 //
 //   - settings shared by every binary, each defined once here: --log-format,
 //     --log-level, --version, and as the program asks for them the Kafka
-//     connection (--brokers, env SWITCHBOARD_BROKERS), the topics file
+//     connection (--brokers, TLS --kafka-tls*, SASL --kafka-sasl-*, each
+//     with its environment variable SWITCHBOARD_BROKERS,
+//     SWITCHBOARD_KAFKA_TLS, …; checked at start, see kafkaconf.Check), the topics file
 //     (--topics-file, --topic-prefix, --provision-topics) and the admin
 //     listener (--admin-addr, --pprof);
 //   - a slog logger, a Prometheus registry, OpenTelemetry tracing (from the
@@ -93,6 +95,7 @@ type Daemon struct {
 	pprof               bool
 	stopTimeout         time.Duration
 	reloads             chan os.Signal // SIGHUP, under Main
+	kafkaWait           time.Duration
 }
 
 // New returns the daemon of prog with the shared settings defined; the
@@ -120,6 +123,7 @@ func New(prog Program) *Daemon {
 	f.Duration(&d.stopTimeout, "stop-timeout", "after a stop signal, exit with an error if still running after this long")
 	if prog.Kafka {
 		d.kafka = kafkaconf.Config{Brokers: kafkaconf.DefaultBrokers, ClientID: prog.ClientID}
+		d.kafkaWait = 10 * time.Second
 		kafkaFlags(f, &d.kafka)
 	}
 	if prog.Topics {
@@ -137,9 +141,35 @@ func New(prog Program) *Daemon {
 }
 
 // kafkaFlags defines the settings of the Kafka connection, once for every
-// binary. (TLS and SASL settings join here.)
+// binary: each flag --kafka-x-y has the environment variable
+// SWITCHBOARD_KAFKA_X_Y (docs/OPERATIONS.md lists them all).
 func kafkaFlags(f *Flags, c *kafkaconf.Config) {
-	f.List(&c.Brokers, "brokers", "Kafka seed brokers, comma-separated host:port", FromEnv("SWITCHBOARD_BROKERS"))
+	env := func(flag string) Option {
+		return FromEnv("SWITCHBOARD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_")))
+	}
+	f.List(&c.Brokers, "brokers", "Kafka seed brokers, comma-separated host:port", env("brokers"))
+	t, s := &c.TLS, &c.SASL
+	f.OnOff(&t.Enabled, "kafka-tls", "connect to Kafka with TLS (on or off)", env("kafka-tls"))
+	f.String(&t.CAFile, "kafka-tls-ca-file", "PEM file of the CAs that sign the brokers' certificates (empty: the system's)", env("kafka-tls-ca-file"))
+	f.String(&t.CertFile, "kafka-tls-cert-file", "client certificate (PEM) for mTLS; needs --kafka-tls-key-file", env("kafka-tls-cert-file"))
+	f.String(&t.KeyFile, "kafka-tls-key-file", "client private key (PEM) for mTLS", env("kafka-tls-key-file"))
+	f.String(&t.ServerName, "kafka-tls-server-name", "name the brokers' certificates must carry (empty: each broker's host)", env("kafka-tls-server-name"))
+	f.OnOff(&t.InsecureSkipVerify, "kafka-tls-insecure-skip-verify", "accept any broker certificate (tests only; logged as a warning)", env("kafka-tls-insecure-skip-verify"))
+	f.String(&s.Mechanism, "kafka-sasl-mechanism", "SASL mechanism: "+strings.Join(kafkaconf.Mechanisms, ", ")+" (empty: no SASL)", env("kafka-sasl-mechanism"))
+	f.String(&s.Username, "kafka-sasl-username", "SASL username (PLAIN, SCRAM)", env("kafka-sasl-username"))
+	f.Func("kafka-sasl-password", "", "SASL password (PLAIN, SCRAM); prefer the environment variable or --kafka-sasl-password-file: a flag shows in ps",
+		func(v string) error { s.Password = kafkaconf.Secret(v); return nil }, env("kafka-sasl-password"))
+	f.String(&s.PasswordFile, "kafka-sasl-password-file", "file holding the SASL password, read at every authentication", env("kafka-sasl-password-file"))
+	f.String(&s.OAuthTokenFile, "kafka-sasl-oauth-token-file", "file holding the OAUTHBEARER token, read at every authentication", env("kafka-sasl-oauth-token-file"))
+	f.Func("kafka-acl-check", "on", "on a secured connection, check at start that the cluster allows what this binary does (on or off)",
+		func(v string) error {
+			var on onOffValue
+			if err := on.Set(v); err != nil {
+				return err
+			}
+			c.NoACLCheck = !bool(on)
+			return nil
+		}, env("kafka-acl-check"))
 }
 
 // Env is what the daemon hands a run: the parsed shared settings and the
@@ -276,6 +306,20 @@ func (d *Daemon) Run(ctx context.Context, args []string, getenv func(string) str
 		if err := env.Kafka.Validate(); err != nil {
 			return fmt.Errorf("%w: %w", ErrUsage, err)
 		}
+		if err := env.Kafka.Load(); err != nil {
+			return err
+		}
+		for _, w := range env.Kafka.Warnings() {
+			logger.Warn(w)
+		}
+		if env.Kafka.Secured() {
+			// A refused password or certificate ends the start here, not in
+			// an endless reconnection loop; a cluster not up yet does not.
+			logger.Info("kafka connection", env.Kafka.LogAttrs()...)
+			if err := env.Kafka.Check(ctx, d.kafkaWait, logger); err != nil {
+				return err
+			}
+		}
 	}
 	if d.prog.Trace {
 		tp, stopTracing, err := telemetry.StartTracing(ctx, "switchboard-"+d.prog.Name, getenv)
@@ -287,7 +331,7 @@ func (d *Daemon) Run(ctx context.Context, args []string, getenv func(string) str
 		env.Kafka.Tracing = env.Tracing
 	}
 	if d.prog.Topics {
-		if env.Topics, err = topicspec.Setup(ctx, d.topicsFile, d.prefix, d.provision, env.Kafka.Brokers, logger); err != nil {
+		if env.Topics, err = topicspec.Setup(ctx, d.topicsFile, d.prefix, d.provision, env.Kafka, logger); err != nil {
 			return err
 		}
 	}

@@ -66,6 +66,13 @@ func (f *Flags) Bool(p *bool, name, help string, opts ...Option) {
 	f.fs.BoolVar(p, name, *p, f.help(name, help, opts))
 }
 
+// OnOff defines a boolean setting stored in p that also takes on/off and
+// yes/no (environment variables read SWITCHBOARD_KAFKA_TLS=on); given
+// without a value on the command line it is on.
+func (f *Flags) OnOff(p *bool, name, help string, opts ...Option) {
+	f.define((*onOffValue)(p), name, help, opts)
+}
+
 // Int defines an int setting stored in p.
 func (f *Flags) Int(p *int, name, help string, opts ...Option) {
 	f.fs.IntVar(p, name, *p, f.help(name, help, opts))
@@ -166,6 +173,27 @@ func (v *int32Value) Set(s string) error {
 	return nil
 }
 func (v *int32Value) String() string { return strconv.FormatInt(int64(*v), 10) }
+
+type onOffValue bool
+
+func (v *onOffValue) Set(s string) error {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "on", "yes", "true", "1", "t":
+		*v = true
+	case "off", "no", "false", "0", "f":
+		*v = false
+	default:
+		return fmt.Errorf("%q: want on or off", s)
+	}
+	return nil
+}
+func (v *onOffValue) String() string {
+	if v != nil && *v {
+		return "on"
+	}
+	return "off"
+}
+func (v *onOffValue) IsBoolFlag() bool { return true }
 
 type listValue []string
 

@@ -5,6 +5,14 @@
 // reference broker for `make run KAFKA=apache` and `make test-kafka`
 // (devbroker, franz-go's kfake, stays the embedded default).
 //
+// With Security "sasl_ssl" (make kafka-up KAFKA_SECURITY=sasl_ssl) the
+// cluster is secured instead, on ports of its own so both can run at once
+// (see secure.go): SASL_SSL client listeners (SCRAM-SHA-512, PLAIN,
+// OAUTHBEARER) on 127.0.0.1:29292-29294, mTLS listeners on 29392-29394,
+// TLS with client certificates between the nodes, the StandardAuthorizer
+// with allow.everyone.if.no.acl.found=false, and a client env file per
+// principal in the data directory.
+//
 // The nodes are separate JVMs that outlive the program that started them:
 // each writes its PID to <dir>/nodeN.pid and its log to <dir>/nodeN.log, and
 // Down stops exactly those PIDs (after checking that each still is that
@@ -29,6 +37,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 )
 
 // ClusterID is the fixed KRaft cluster ID every node is formatted with (the
@@ -54,6 +64,14 @@ type Config struct {
 	// -Xms256m -Xmx512m -XX:+UseSerialGC (three nodes and the services fit
 	// on 2 cores).
 	JavaOpts []string
+	// Security is "" (or SecurityPlaintext) for the plaintext cluster, or
+	// SecuritySASLSSL for the secured one, whose nodes live in
+	// Dir/sasl_ssl (the jars are shared) and whose certificates, secrets and
+	// client env files are in Dir/tls, Dir/secrets and Dir.
+	Security string
+	// PortOffset is added to every default port, for a second checkout's
+	// cluster on the same machine (make kafka-up KAFKA_PORT_OFFSET=1000).
+	PortOffset int
 	// ReadyTimeout bounds the wait for the cluster to answer. Default 2m.
 	ReadyTimeout time.Duration
 	// Out receives progress lines. Default io.Discard.
@@ -67,11 +85,20 @@ func (c *Config) defaults() error {
 	if c.Dir == "" {
 		c.Dir = filepath.Join("data", "kafka")
 	}
+	base, ctrl := 29092, 29192
+	switch c.Security {
+	case "", SecurityPlaintext:
+		c.Security = SecurityPlaintext
+	case SecuritySASLSSL:
+		base, ctrl = securePorts, securePorts+300
+	default:
+		return fmt.Errorf("kafkalocal: security %q: want %s or %s", c.Security, SecurityPlaintext, SecuritySASLSSL)
+	}
 	if len(c.Ports) == 0 {
-		c.Ports = []int{29092, 29093, 29094}
+		c.Ports = []int{base + c.PortOffset, base + 1 + c.PortOffset, base + 2 + c.PortOffset}
 	}
 	if len(c.ControllerPorts) == 0 {
-		c.ControllerPorts = []int{29192, 29193, 29194}
+		c.ControllerPorts = []int{ctrl + c.PortOffset, ctrl + 1 + c.PortOffset, ctrl + 2 + c.PortOffset}
 	}
 	if len(c.Ports) != len(c.ControllerPorts) {
 		return errors.New("kafkalocal: as many controller ports as client ports")
@@ -93,6 +120,7 @@ type Cluster struct {
 	cfg     Config
 	version string
 	lib     string
+	root    string // the nodes' files: Dir, or Dir/sasl_ssl
 }
 
 // New checks cfg and reads the Kafka version from the POM.
@@ -109,7 +137,11 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	cfg.Dir = dir
-	return &Cluster{cfg: cfg, version: v, lib: filepath.Join(dir, "lib-"+v)}, nil
+	c := &Cluster{cfg: cfg, version: v, lib: filepath.Join(dir, "lib-"+v), root: dir}
+	if c.Secured() {
+		c.root = filepath.Join(dir, SecuritySASLSSL)
+	}
+	return c, nil
 }
 
 var versionRE = regexp.MustCompile(`<kafka\.version>([^<]+)</kafka\.version>`)
@@ -130,27 +162,37 @@ func Version(pom string) (string, error) {
 // Version is the cluster's Kafka version.
 func (c *Cluster) Version() string { return c.version }
 
-// Brokers returns the client addresses, comma-separated.
-func (c *Cluster) Brokers() string {
+// Brokers returns the client addresses, comma-separated (of the SASL_SSL
+// listeners when the cluster is secured).
+func (c *Cluster) Brokers() string { return joinPorts(c.cfg.Ports, 0) }
+
+func joinPorts(ports []int, offset int) string {
 	var b []string
-	for _, p := range c.cfg.Ports {
-		b = append(b, "127.0.0.1:"+strconv.Itoa(p))
+	for _, p := range ports {
+		b = append(b, "127.0.0.1:"+strconv.Itoa(p+offset))
 	}
 	return strings.Join(b, ",")
 }
 
+// Secured reports whether the cluster is the SASL_SSL one.
+func (c *Cluster) Secured() bool { return c.cfg.Security == SecuritySASLSSL }
+
+// Dir is the data directory (the jars, and for a secured cluster its tls
+// and secrets directories and client env files).
+func (c *Cluster) Dir() string { return c.cfg.Dir }
+
 // Nodes is the number of nodes.
 func (c *Cluster) Nodes() int { return len(c.cfg.Ports) }
 
-func (c *Cluster) nodeDir(i int) string { return filepath.Join(c.cfg.Dir, fmt.Sprintf("node%d", i+1)) }
+func (c *Cluster) nodeDir(i int) string { return filepath.Join(c.root, fmt.Sprintf("node%d", i+1)) }
 func (c *Cluster) pidFile(i int) string {
-	return filepath.Join(c.cfg.Dir, fmt.Sprintf("node%d.pid", i+1))
+	return filepath.Join(c.root, fmt.Sprintf("node%d.pid", i+1))
 }
 func (c *Cluster) logFile(i int) string {
-	return filepath.Join(c.cfg.Dir, fmt.Sprintf("node%d.log", i+1))
+	return filepath.Join(c.root, fmt.Sprintf("node%d.log", i+1))
 }
 func (c *Cluster) propsFile(i int) string {
-	return filepath.Join(c.cfg.Dir, fmt.Sprintf("node%d.properties", i+1))
+	return filepath.Join(c.root, fmt.Sprintf("node%d.properties", i+1))
 }
 
 // Up fetches the jars when they are not cached, formats the nodes' storage
@@ -162,11 +204,16 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if err != nil {
 		return errors.New("kafkalocal: java not found: Apache Kafka needs a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)")
 	}
-	if err := os.MkdirAll(c.cfg.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(c.root, 0o755); err != nil {
 		return err
 	}
 	if err := c.fetch(ctx); err != nil {
 		return err
+	}
+	if c.Secured() {
+		if err := c.makeSecrets(); err != nil {
+			return err
+		}
 	}
 	for i := range c.Nodes() {
 		if c.PID(i) > 0 {
@@ -190,7 +237,13 @@ func (c *Cluster) Up(ctx context.Context) error {
 			return err
 		}
 	}
-	return c.WaitReady(ctx, c.Nodes())
+	if err := c.WaitReady(ctx, c.Nodes()); err != nil {
+		return err
+	}
+	if c.Secured() {
+		return c.setupPrincipals(ctx)
+	}
+	return nil
 }
 
 // fetch copies kafka_2.13 and its runtime dependencies into the lib
@@ -222,7 +275,7 @@ func (c *Cluster) fetch(ctx context.Context) error {
 }
 
 func (c *Cluster) checkPortsFree(i int) error {
-	for _, p := range []int{c.cfg.Ports[i], c.cfg.ControllerPorts[i]} {
+	for _, p := range c.nodePorts(i) {
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)) //nolint:noctx // a momentary bind to see whether the port is free
 		if err != nil {
 			return fmt.Errorf("kafkalocal: node %d: port %d is taken by a process this cluster did not start: %w", i+1, p, err)
@@ -232,8 +285,23 @@ func (c *Cluster) checkPortsFree(i int) error {
 	return nil
 }
 
+// nodePorts are node i's listening ports.
+func (c *Cluster) nodePorts(i int) []int {
+	ports := []int{c.cfg.Ports[i], c.cfg.ControllerPorts[i]}
+	if c.Secured() {
+		ports = append(ports, c.cfg.Ports[i]+mtlsOffset, c.cfg.Ports[i]+internalOffset)
+	}
+	return ports
+}
+
 // writeProps writes node i's server properties.
 func (c *Cluster) writeProps(i int) error {
+	if err := os.MkdirAll(c.root, 0o755); err != nil {
+		return err
+	}
+	if c.Secured() {
+		return c.writeSecureProps(i)
+	}
 	var voters []string
 	for j, p := range c.cfg.ControllerPorts {
 		voters = append(voters, fmt.Sprintf("%d@127.0.0.1:%d", j+1, p))
@@ -290,7 +358,7 @@ func (c *Cluster) javaArgs() []string {
 		"-Dlog4j2.configurationFile="+c.log4jFile(), "-cp", filepath.Join(c.lib, "*"))
 }
 
-func (c *Cluster) log4jFile() string { return filepath.Join(c.cfg.Dir, "log4j2.properties") }
+func (c *Cluster) log4jFile() string { return filepath.Join(c.root, "log4j2.properties") }
 
 const log4j = `# Written by internal/kafkalocal: every node logs INFO to its stdout (nodeN.log).
 status = warn
@@ -432,7 +500,7 @@ func (c *Cluster) Running() int {
 func (c *Cluster) WaitReady(ctx context.Context, brokers int) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ReadyTimeout)
 	defer cancel()
-	return WaitBrokers(ctx, c.Brokers(), brokers, func() error {
+	return WaitCluster(ctx, c.Admin(), brokers, func() error {
 		for i := range c.Nodes() {
 			if c.PID(i) == 0 {
 				return fmt.Errorf("node %d is not running; its log (%s) ends:\n%s", i+1, c.logFile(i), tailFile(c.logFile(i), 3000))
@@ -446,6 +514,11 @@ func (c *Cluster) WaitReady(ctx context.Context, brokers int) error {
 // with at least n brokers and a controller, or ctx ends. alive, when not
 // nil, is checked between tries; its error ends the wait.
 func WaitBrokers(ctx context.Context, addrs string, n int, alive func() error) error {
+	return WaitCluster(ctx, kafkaconf.Config{Brokers: strings.Split(addrs, ",")}, n, alive)
+}
+
+// WaitCluster is WaitBrokers for a cluster reached with kafka (TLS, SASL).
+func WaitCluster(ctx context.Context, kafka kafkaconf.Config, n int, alive func() error) error {
 	var last error
 	for {
 		if alive != nil {
@@ -453,12 +526,12 @@ func WaitBrokers(ctx context.Context, addrs string, n int, alive func() error) e
 				return fmt.Errorf("kafkalocal: %w", err)
 			}
 		}
-		if last = Check(ctx, addrs, n); last == nil {
+		if last = CheckCluster(ctx, kafka, n); last == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kafkalocal: cluster at %s not ready: %w", addrs, last)
+			return fmt.Errorf("kafkalocal: cluster at %s not ready: %w", strings.Join(kafka.Brokers, ","), last)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
@@ -467,8 +540,13 @@ func WaitBrokers(ctx context.Context, addrs string, n int, alive func() error) e
 // Check asks the cluster at addrs once for its metadata and reports
 // whether it has at least n brokers and a controller.
 func Check(ctx context.Context, addrs string, n int) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(addrs, ",")...), kgo.RetryTimeout(2*time.Second),
-		kgo.DialTimeout(time.Second), kgo.RequestRetries(0))
+	return CheckCluster(ctx, kafkaconf.Config{Brokers: strings.Split(addrs, ",")}, n)
+}
+
+// CheckCluster is Check for a cluster reached with kafka (TLS, SASL).
+func CheckCluster(ctx context.Context, kafka kafkaconf.Config, n int) error {
+	cl, err := kgo.NewClient(append(kafka.Opts(nil), kgo.RetryTimeout(2*time.Second),
+		kgo.DialTimeout(time.Second), kgo.RequestRetries(0))...)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/acl"
 	"github.com/switchboard-llm/switchboard/internal/kafkalocal"
 )
 
@@ -21,23 +22,32 @@ const (
 
 // UseKafka sets cfg's cluster from a choice: "devbroker" (or empty), "apache"
 // (the local cluster under root/data/kafka, which must answer with all its
-// brokers), or comma-separated broker addresses of any other cluster.
-func UseKafka(ctx context.Context, cfg *Config, choice, root string) error {
+// brokers; lc its security and port offset), or comma-separated broker
+// addresses of any other cluster.
+func UseKafka(ctx context.Context, cfg *Config, choice, root string, lc kafkalocal.Config) error {
 	switch choice {
 	case "", KafkaDevbroker:
 		cfg.Brokers, cfg.Cluster = "", nil
 		return nil
 	case KafkaApache:
-		c, err := kafkalocal.New(kafkalocal.Config{Dir: filepath.Join(root, "data", "kafka"), POM: filepath.Join(root, "deploy", "kafka-local", "pom.xml")})
+		lc.Dir, lc.POM = filepath.Join(root, "data", "kafka"), filepath.Join(root, "deploy", "kafka-local", "pom.xml")
+		c, err := kafkalocal.New(lc)
 		if err != nil {
 			return err
 		}
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if err := kafkalocal.Check(ctx, c.Brokers(), c.Nodes()); err != nil {
-			return fmt.Errorf("stack: the local Apache Kafka cluster (%s) does not answer: %w; start it with make kafka-up", c.Brokers(), err)
+		if err := kafkalocal.CheckCluster(ctx, c.Admin(), c.Nodes()); err != nil {
+			up := "make kafka-up"
+			if c.Secured() {
+				up += " KAFKA_SECURITY=" + kafkalocal.SecuritySASLSSL
+			}
+			return fmt.Errorf("stack: the local Apache Kafka cluster (%s) does not answer: %w; start it with %s", c.Brokers(), err, up)
 		}
 		cfg.Brokers, cfg.Cluster = c.Brokers(), c
+		if c.Secured() {
+			UseSecured(cfg, c, kafkalocal.AuthSCRAM)
+		}
 		return nil
 	}
 	if !strings.Contains(choice, ":") {
@@ -45,4 +55,22 @@ func UseKafka(ctx context.Context, cfg *Config, choice, root string) error {
 	}
 	cfg.Brokers, cfg.Cluster = choice, nil
 	return nil
+}
+
+// UseSecured makes cfg's processes connect to the secured local cluster c,
+// each as its own principal authenticated with auth (kafkalocal.Auths):
+// topics as the admin, which also gives ingress, router-worker and egress
+// their least-privilege ACLs (internal/acl) for the stack's topics and group.
+func UseSecured(cfg *Config, c *kafkalocal.Cluster, auth string) {
+	cfg.KafkaEnv = map[string][]string{
+		"topics":    c.Env(kafkalocal.PrincipalAdmin, auth),
+		ProcIngress: c.Env(kafkalocal.PrincipalIngress, auth),
+		ProcRouter:  c.Env(kafkalocal.PrincipalRouter, auth),
+		ProcEgress:  c.Env(kafkalocal.PrincipalEgress, auth),
+	}
+	cfg.ACLs = map[string]string{
+		acl.RoleIngress: "User:" + kafkalocal.PrincipalIngress,
+		acl.RoleRouter:  "User:" + kafkalocal.PrincipalRouter,
+		acl.RoleEgress:  "User:" + kafkalocal.PrincipalEgress,
+	}
 }

@@ -19,11 +19,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +70,17 @@ type Config struct {
 	DevbrokerPorts []int
 	// DevbrokerDir is where the devbroker keeps its data. Default Dir/kafka.
 	DevbrokerDir string
+	// KafkaEnv, when set, adds to each Kafka client's environment, by binary
+	// (topics, router-worker, egress, ingress), the connection settings of
+	// its principal on a secured cluster (SWITCHBOARD_KAFKA_TLS=on, ...); its
+	// SWITCHBOARD_BROKERS, when there, replaces Brokers for that binary (an
+	// mTLS listener has ports of its own).
+	KafkaEnv map[string][]string
+	// ACLs, when set, are created by the topics step after the topics (so
+	// the topics binary's principal must be allowed to alter ACLs): by role
+	// (internal/acl's roles), the principal (User:x) to give that role's
+	// least privilege, for this stack's topics and groups.
+	ACLs map[string]string
 	// TopicsFile replaces the built-in topics.yaml for every binary.
 	TopicsFile string
 	// TopicPrefix replaces the topics file's prefix for every binary, so
@@ -346,13 +359,48 @@ func (s *Stack) runTopics(ctx context.Context) error {
 	defer closeOut()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(s.cfg.Bin, "topics"), append([]string{"--brokers", s.Brokers}, s.cfg.topicArgs()...)...)
-	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cfg.CursorSecret)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("stack: topics: %w%s", err, s.seeLog("topics"))
+	run := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, filepath.Join(s.cfg.Bin, "topics"), append(append([]string{"--brokers", s.brokersOf("topics")}, s.cfg.topicArgs()...), args...)...)
+		cmd.Env = s.env("topics")
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("stack: topics %s: %w%s", strings.Join(args, " "), err, s.seeLog("topics"))
+		}
+		return nil
+	}
+	if err := run(); err != nil {
+		return err
+	}
+	for _, role := range slices.Sorted(maps.Keys(s.cfg.ACLs)) {
+		args := []string{"--apply-acls", "--role", role, "--principal", s.cfg.ACLs[role], "--router-group", s.cfg.RouterGroup}
+		if slices.Contains(s.cfg.RouterArgs, "--exactly-once") {
+			args = append(args, "--exactly-once")
+		}
+		if slices.Contains(s.cfg.EgressArgs, "--webhooks") {
+			args = append(args, "--webhooks")
+		}
+		if err := run(args...); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// env is the environment of binary bin's processes: the launcher's, the
+// cursor secret, and bin's Kafka settings (Config.KafkaEnv).
+func (s *Stack) env(bin string) []string {
+	return append(append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cfg.CursorSecret), s.cfg.KafkaEnv[bin]...)
+}
+
+// brokersOf is the --brokers of binary bin: its own SWITCHBOARD_BROKERS in
+// Config.KafkaEnv, else the stack's.
+func (s *Stack) brokersOf(bin string) string {
+	for _, kv := range s.cfg.KafkaEnv[bin] {
+		if v, ok := strings.CutPrefix(kv, "SWITCHBOARD_BROKERS="); ok {
+			return v
+		}
+	}
+	return s.Brokers
 }
 
 func (s *Stack) startModelsim(ctx context.Context) error {
@@ -410,7 +458,7 @@ func (s *Stack) AddRouter(ctx context.Context) (string, error) {
 	if i > 0 {
 		name = ProcRouter + "-" + strconv.Itoa(i+1)
 	}
-	args := append([]string{"--admin-addr", addr, "--brokers", s.Brokers, "--backends", s.BackendsFile, "--group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
+	args := append([]string{"--admin-addr", addr, "--brokers", s.brokersOf(ProcRouter), "--backends", s.BackendsFile, "--group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
 	args = append(append(args, s.cfg.CommonArgs...), s.cfg.RouterArgs...)
 	if s.cfg.RouterInstanceArgs != nil {
 		args = append(args, s.cfg.RouterInstanceArgs(i)...)
@@ -432,7 +480,7 @@ func (s *Stack) startEgress(ctx context.Context) error {
 		return err
 	}
 	s.EgressURL, s.EgressAdminURL = "http://"+addr, "http://"+admin
-	args := append([]string{"--addr", addr, "--admin-addr", admin, "--brokers", s.Brokers, "--tenants", s.TenantsFile}, s.cfg.topicArgs()...)
+	args := append([]string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile}, s.cfg.topicArgs()...)
 	s.add(ProcEgress, append(append(args, s.cfg.CommonArgs...), s.cfg.EgressArgs...), httpReady(s.EgressAdminURL+"/readyz", s.cfg.ReadyTimeout))
 	return s.Start(ctx, ProcEgress)
 }
@@ -455,7 +503,7 @@ func (s *Stack) startIngress(ctx context.Context) error {
 		return err
 	}
 	s.IngressAdminURL = "http://" + admin
-	args := append([]string{"--addr", addr, "--admin-addr", admin, "--grpc-addr", grpc, "--brokers", s.Brokers, "--tenants", s.TenantsFile,
+	args := append([]string{"--addr", addr, "--admin-addr", admin, "--grpc-addr", grpc, "--brokers", s.brokersOf(ProcIngress), "--tenants", s.TenantsFile,
 		"--router-group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
 	s.add(ProcIngress, append(append(args, s.cfg.CommonArgs...), s.cfg.IngressArgs...), httpReady(s.IngressAdminURL+"/readyz", s.cfg.ReadyTimeout))
 	return s.Start(ctx, ProcIngress)
@@ -533,7 +581,7 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 	}
 	// Never cancelled by a context: Stop, Kill and Close end it by PID.
 	cmd := exec.Command(filepath.Join(s.cfg.Bin, binaryOf(name)), p.args...) //nolint:noctx // see above
-	cmd.Env = append(os.Environ(), "SWITCHBOARD_CURSOR_SECRET="+s.cfg.CursorSecret)
+	cmd.Env = s.env(binaryOf(name))
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group: a Ctrl-C at the terminal reaches only the
 	// launcher, which stops the services in order.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/switchboard-llm/switchboard/internal/kafkalocal"
 )
 
 func TestValidate(t *testing.T) {
@@ -27,7 +29,7 @@ func TestUseKafka(t *testing.T) {
 		{"kafka", "", false},
 	} {
 		cfg := Config{Brokers: "stale"}
-		err := UseKafka(context.Background(), &cfg, tc.choice, ".")
+		err := UseKafka(context.Background(), &cfg, tc.choice, ".", kafkalocal.Config{})
 		if (err == nil) != tc.ok {
 			t.Errorf("UseKafka(%q): err = %v, want ok %v", tc.choice, err, tc.ok)
 			continue
@@ -43,5 +45,24 @@ func TestBinaryOf(t *testing.T) {
 		if got := binaryOf(name); got != want {
 			t.Errorf("binaryOf(%s) = %s, want %s", name, got, want)
 		}
+	}
+}
+
+// A binary's Kafka settings reach only its processes, and an mTLS
+// principal's own listeners replace the stack's brokers.
+func TestKafkaEnv(t *testing.T) {
+	s := &Stack{Brokers: "127.0.0.1:29292", cfg: Config{CursorSecret: "c", KafkaEnv: map[string][]string{
+		ProcIngress: {"SWITCHBOARD_BROKERS=127.0.0.1:29392", "SWITCHBOARD_KAFKA_TLS=on"},
+		ProcEgress:  {"SWITCHBOARD_KAFKA_SASL_USERNAME=egress"},
+	}}}
+	if got := s.brokersOf(ProcIngress); got != "127.0.0.1:29392" {
+		t.Errorf("ingress brokers %s, want its own 127.0.0.1:29392", got)
+	}
+	if got := s.brokersOf(ProcEgress); got != "127.0.0.1:29292" {
+		t.Errorf("egress brokers %s, want the stack's", got)
+	}
+	env := strings.Join(s.env(ProcEgress), "\n")
+	if !strings.Contains(env, "SWITCHBOARD_KAFKA_SASL_USERNAME=egress") || strings.Contains(env, "SWITCHBOARD_KAFKA_TLS=on") {
+		t.Errorf("egress's environment has another binary's settings or lacks its own")
 	}
 }

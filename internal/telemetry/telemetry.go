@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,10 +49,42 @@ func NewRegistry() *prometheus.Registry {
 // mount them only when asked (--pprof), since profiles reveal internals.
 func MountPprof(mux *http.ServeMux) {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/cmdline", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprint(w, strings.Join(RedactArgs(os.Args), "\x00"))
+	})
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+}
+
+// RedactArgs returns args with the values of secret flags (names holding
+// "password", "secret" or "token") replaced by [redacted], for
+// /debug/pprof/cmdline: a password given as a flag must not be served.
+func RedactArgs(args []string) []string {
+	out := append([]string(nil), args...)
+	secret := func(name string) bool {
+		name = strings.ToLower(strings.TrimLeft(name, "-"))
+		return strings.Contains(name, "password") || strings.Contains(name, "secret") || strings.Contains(name, "token")
+	}
+	for i := 1; i < len(out); i++ {
+		a := out[i]
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if name, _, ok := strings.Cut(a, "="); ok {
+			if secret(name) {
+				out[i] = name + "=[redacted]"
+			}
+			continue
+		}
+		if secret(a) && i+1 < len(out) && !strings.HasPrefix(out[i+1], "-") {
+			out[i+1] = "[redacted]"
+			i++
+		}
+	}
+	return out
 }
 
 // Mount adds /metrics, /healthz and /readyz to mux. ready reports whether

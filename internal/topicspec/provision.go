@@ -9,9 +9,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 )
 
-// Provision connects to the cluster at brokers, waits until it answers, runs
+// Provision connects to the cluster of kafka (brokers, TLS, SASL), waits until it answers, runs
 // [Reconcile] with spec, and closes its connection. ctx bounds the whole
 // operation, waiting included: give it a deadline, or Provision waits for an
 // unreachable cluster until ctx is cancelled. Binaries call this when started
@@ -19,7 +21,8 @@ import (
 //
 // As with Reconcile, the report is never nil and keeps what succeeded when
 // the error is not nil.
-func Provision(ctx context.Context, brokers []string, spec *Spec, logger *slog.Logger) (*Report, error) {
+func Provision(ctx context.Context, kafka kafkaconf.Config, spec *Spec, logger *slog.Logger) (*Report, error) {
+	brokers := kafka.Brokers
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -29,7 +32,7 @@ func Provision(ctx context.Context, brokers []string, spec *Spec, logger *slog.L
 	if err := spec.Validate(); err != nil {
 		return &Report{}, fmt.Errorf("provision topics: %w", err)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	cl, err := kgo.NewClient(kafka.Opts(nil)...)
 	if err != nil {
 		return &Report{}, fmt.Errorf("provision topics: kafka client: %w", err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 )
 
 // freePort returns a port nothing listens on at the moment.
@@ -31,7 +33,7 @@ func TestProvision(t *testing.T) {
 	defer c.Close()
 	spec := defaultSpec(t).WithReplicationFactor(1).WithPrefix("p.")
 
-	report, err := Provision(testContext(t), c.ListenAddrs(), spec, testLogger(t))
+	report, err := Provision(testContext(t), kafkaconf.Config{Brokers: c.ListenAddrs()}, spec, testLogger(t))
 	if err != nil {
 		t.Fatalf("Provision: %v", err)
 	}
@@ -53,7 +55,7 @@ func TestProvisionWaitsForCluster(t *testing.T) {
 		}
 		started <- c
 	}()
-	report, err := Provision(testContext(t), []string{"127.0.0.1:" + strconv.Itoa(port)}, spec, testLogger(t))
+	report, err := Provision(testContext(t), kafkaconf.Config{Brokers: []string{"127.0.0.1:" + strconv.Itoa(port)}}, spec, testLogger(t))
 	if c := <-started; c != nil {
 		defer c.Close()
 	}
@@ -85,7 +87,7 @@ func TestProvisionErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 			defer cancel()
-			report, err := Provision(ctx, tt.brokers, tt.spec, nil)
+			report, err := Provision(ctx, kafkaconf.Config{Brokers: tt.brokers}, tt.spec, nil)
 			if err == nil {
 				t.Fatalf("Provision: got nil error")
 			}

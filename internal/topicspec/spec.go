@@ -206,6 +206,9 @@ func (s *Spec) WithReplicationFactor(rf int16) *Spec {
 
 const minInsyncReplicas = "min.insync.replicas"
 
+// Names returns the full names of the spec's topics, in spec order.
+func (s *Spec) Names() []string { return s.names() }
+
 // names returns the full names of the spec's topics, in spec order.
 func (s *Spec) names() []string {
 	names := make([]string, len(s.Topics))
