@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -61,7 +62,7 @@ func TestSlowlorisIsCut(t *testing.T) {
 	})
 	r := runIngress(t, in)
 	http.DefaultClient.CloseIdleConnections()
-	before := runtime.NumGoroutine()
+	before := settledGoroutines(t, in)
 
 	start := time.Now()
 	var conns []net.Conn
@@ -267,4 +268,23 @@ func waitHeld(t *testing.T, in *Ingress, tenant string, n int) {
 			t.Fatalf("tenant %s holds %d connection slots, want %d", tenant, held, n)
 		}
 	}
+}
+
+// settledGoroutines waits until ingress reaches Kafka and its background
+// work has started (the count holds still for 200ms; 5s at most), then
+// returns the number of goroutines: the client's connections start
+// lazily, and must not count as connections the test left behind.
+func settledGoroutines(t *testing.T, in *Ingress) int {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+	n := runtime.NumGoroutine()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		m := runtime.NumGoroutine()
+		if m == n && in.Ready(req) == nil {
+			break
+		}
+		n = m
+	}
+	return n
 }
