@@ -37,10 +37,12 @@ kafka-down:
 	$(GO) build -o $(BIN)/ ./cmd/stack
 	$(BIN)/stack kafka down --security $(KAFKA_SECURITY) --port-offset $(KAFKA_PORT_OFFSET)
 
-## test: unit tests with the race detector plus the end-to-end test of the real binaries
+## test: unit tests with the race detector plus the end-to-end test of the real binaries; four packages
+## at a time (TEST_P), since most of their time is spent waiting on processes and timers, not on the CPU
+TEST_P ?= 4
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -p $(TEST_P) -timeout 15m ./...
 
 ## test-integration: the end-to-end and crash tests, and the 4 KiB commit-metadata limit, against Apache Kafka in Docker (testcontainers-go); each test skips, saying why, without a Docker engine
 test-integration:
