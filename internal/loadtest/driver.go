@@ -138,6 +138,9 @@ type Reader interface {
 	Close()
 }
 
+// roleUser is the role of every message the load generator sends.
+const roleUser = "user"
+
 // nameKafka names the driver and the reader that go straight to Kafka.
 const nameKafka = "kafka"
 

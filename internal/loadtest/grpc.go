@@ -123,7 +123,7 @@ func (d *grpcDriver) SendCall(ctx context.Context, ms []Message) []error {
 func submitRequest(m Message) *pb.SubmitRequest {
 	return &pb.SubmitRequest{
 		ConversationId: m.Conversation, Model: m.Model, Stream: m.Stream, Lane: m.Lane, MaxTokens: m.MaxTokens,
-		Messages: []*pb.Message{{Role: "user", Content: m.Content}},
+		Messages: []*pb.Message{{Role: roleUser, Content: m.Content}},
 		Metadata: map[string]string{MetadataKey: m.ID},
 	}
 }

@@ -21,9 +21,8 @@ import (
 // never answers model "silent".
 type fakeIngress struct {
 	pb.UnimplementedIngressServer
-	mu   sync.Mutex
-	got  []string // loadtest ids in order of receipt
-	keys []string
+	mu  sync.Mutex
+	got []string // loadtest ids in order of receipt
 }
 
 func (f *fakeIngress) SubmitStream(stream grpc.BidiStreamingServer[pb.SubmitStreamRequest, pb.SubmitStreamResponse]) error {
@@ -101,7 +100,9 @@ func TestGRPCDriver(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 20)
 	for i := range errs {
-		wg.Go(func() { errs[i] = d.Send(ctx, Message{ID: fmt.Sprintf("p%d", i), Conversation: fmt.Sprintf("c%d", i), Model: "sim"}) })
+		wg.Go(func() {
+			errs[i] = d.Send(ctx, Message{ID: fmt.Sprintf("p%d", i), Conversation: fmt.Sprintf("c%d", i), Model: "sim"})
+		})
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -261,4 +262,3 @@ func TestGRPCReaderRefused(t *testing.T) {
 		t.Error("Watch with a bad key returned nil")
 	}
 }
-
