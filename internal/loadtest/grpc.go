@@ -43,6 +43,12 @@ const nameGRPC = "grpc"
 // waiting on it with grpc_<status code>[_<ErrorInfo reason>] (or
 // connect_refused) and is replaced by the next call. Like the HTTP driver,
 // it does not retry: a refusal is counted, whatever its retry_after_ms.
+//
+// Back-pressure: ingress stops reading a stream that has --ws-max-in-flight
+// requests waiting for Kafka, and a write to it then blocks on gRPC flow
+// control, past the call's timeout, until ingress reads again or the
+// stream breaks; that wait is part of the measured latency, as it is for a
+// real client.
 type grpcDriver struct {
 	addr    string
 	key     string
@@ -50,17 +56,30 @@ type grpcDriver struct {
 
 	conns []*grpc.ClientConn
 
-	mu      sync.Mutex
-	streams []*submitStream // fixed size; nil or broken slots are reopened on use
-	next    int
-	seq     uint64
-	closed  bool
+	slots []*streamSlot // fixed; a slot's stream is (re)opened on use
+
+	mu     sync.Mutex
+	next   int
+	seq    uint64
+	closed bool
+}
+
+// streamSlot holds one stream of the pool; mu is held while the stream is
+// opened, so two calls never open one slot and a slow open holds up only
+// the calls of its slot. Lock order: grpcDriver.mu is never held while a
+// slot's mu is taken.
+type streamSlot struct {
+	mu sync.Mutex
+	s  *submitStream // nil, live or broken
 }
 
 // newGRPCDriver returns a driver with nStreams streams over nConns
 // connections to addr (host:port, plaintext).
 func newGRPCDriver(addr, apiKey string, timeout time.Duration, nConns, nStreams int) (*grpcDriver, error) {
-	d := &grpcDriver{addr: addr, key: apiKey, timeout: timeout, streams: make([]*submitStream, nStreams)}
+	d := &grpcDriver{addr: addr, key: apiKey, timeout: timeout, slots: make([]*streamSlot, nStreams)}
+	for i := range d.slots {
+		d.slots[i] = &streamSlot{}
+	}
 	for range nConns {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -132,37 +151,39 @@ func submitRequest(m Message) *pb.SubmitRequest {
 // empty or broken, and reserves n correlation IDs from the returned base.
 func (d *grpcDriver) stream(ctx context.Context, n int) (*submitStream, uint64, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.closed {
+		d.mu.Unlock()
 		return nil, 0, &SendError{Code: "closed", Err: errors.New("driver closed")}
 	}
 	i := d.next
-	d.next = (d.next + 1) % len(d.streams)
+	d.next = (d.next + 1) % len(d.slots)
 	base := d.seq
 	d.seq += uint64(n)
-	if s := d.streams[i]; s != nil && !s.broken() {
-		return s, base, nil
+	d.mu.Unlock()
+	sl := d.slots[i]
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.s != nil && !sl.s.broken() {
+		return sl.s, base, nil
 	}
-	// Opening is quick (the connection dials in the background; a stream
-	// on a connection that cannot be made fails at its first use), so it
-	// happens under the lock, which keeps two calls from opening one slot.
 	s, err := openSubmitStream(ctx, d.conns[i%len(d.conns)], d.key)
 	if err != nil {
 		return nil, 0, err
 	}
-	d.streams[i] = s
+	sl.s = s
 	return s, base, nil
 }
 
 func (d *grpcDriver) Close() {
 	d.mu.Lock()
 	d.closed = true
-	streams := d.streams
 	d.mu.Unlock()
-	for _, s := range streams {
-		if s != nil {
-			s.close()
+	for _, sl := range d.slots {
+		sl.mu.Lock()
+		if sl.s != nil {
+			sl.s.close()
 		}
+		sl.mu.Unlock()
 	}
 	for _, cc := range d.conns {
 		cc.Close()
@@ -191,7 +212,12 @@ func openSubmitStream(ctx context.Context, cc *grpc.ClientConn, key string) (*su
 	if key != "" {
 		sctx = metadata.AppendToOutgoingContext(sctx, "authorization", "Bearer "+key)
 	}
+	// Opening waits for the connection; the call's deadline bounds that.
+	stop := context.AfterFunc(ctx, cancel)
 	st, err := pb.NewIngressClient(cc).SubmitStream(sctx)
+	if !stop() { // the call gave up first
+		err = ctx.Err()
+	}
 	if err != nil {
 		cancel()
 		return nil, &SendError{Code: grpcErrorCode(err), Err: err}
