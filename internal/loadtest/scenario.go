@@ -180,7 +180,7 @@ type KafkaEndpoint struct {
 type SuiteConfig struct {
 	Scenarios []string
 	Params    Params
-	// Driver is "http" or "kafka"; Reader "sse" or "kafka".
+	// Driver is one of DriverNames; Reader one of ReaderNames.
 	Driver, Reader string
 	// Stack, when Bin is set, starts a fresh local stack per scenario
 	// under Dir/<scenario>. Otherwise External is used.
