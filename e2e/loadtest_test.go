@@ -95,6 +95,36 @@ func TestLoadtestOpenAI(t *testing.T) {
 	}
 }
 
+// TestLoadtestStreamFrontDoors runs a tiny baseline through each of the
+// other front doors, into the same ledger: ingress's gRPC SubmitStream
+// with egress's gRPC Subscribe streams, and ingress's WebSocket API with
+// egress's WebSockets.
+func TestLoadtestStreamFrontDoors(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real binaries")
+	}
+	for _, via := range []string{"grpc", "ws"} {
+		t.Run(via, func(t *testing.T) {
+			p := loadtest.DefaultParams()
+			p.Duration, p.Warmup, p.Rate, p.Conversations = 2*time.Second, 500*time.Millisecond, 50, 10
+			p.ModelLatency, p.ModelJitter = 20*time.Millisecond, 5*time.Millisecond
+			r := runScenarioWith(t, "baseline", p, via, via).Reports[0]
+			c := r.Classes["interactive"]
+			if c == nil || c.Sent != 100 || c.Accepted != 100 || c.Lost != 0 || c.Duplicates != 0 || c.OrderViolations != 0 {
+				t.Fatalf("interactive %+v: want 100 sent and accepted, none lost, duplicated or out of order", c)
+			}
+			if c.LatencyMS.Count == 0 || c.TTFCMS.Count == 0 || r.Driver != via || r.Reader != via {
+				t.Errorf("missing distributions or names: latency %v ttfc %v driver %s reader %s", c.LatencyMS, c.TTFCMS, r.Driver, r.Reader)
+			}
+			for _, ch := range r.Checks {
+				if !ch.Pass {
+					t.Errorf("check failed: %s: %s", ch.Name, ch.Detail)
+				}
+			}
+		})
+	}
+}
+
 // TestLoadtestOrderedCalls runs the ordered-calls scenario briefly: several
 // messages per conversation in one ingress batch or one WebSocket burst,
 // stored in the order sent (read back from the requests topics) and

@@ -35,8 +35,9 @@ type options struct {
 
 func newOptions(f *daemon.Flags) *options {
 	o := &options{scenarios: []string{"baseline"}, bin: "bin", stackKafka: stack.KafkaDevbroker, params: loadtest.DefaultParams(),
-		sc:  loadtest.SuiteConfig{Driver: "http", Reader: "sse", Drain: 30 * time.Second},
-		ext: loadtest.Endpoints{IngressURL: "http://127.0.0.1:8080", EgressURL: "http://127.0.0.1:8081", ModelsimURL: "http://127.0.0.1:8090", APIKey: loadtest.DevKey, Tenant: "dev"}}
+		sc: loadtest.SuiteConfig{Driver: "http", Reader: "sse", Drain: 30 * time.Second},
+		ext: loadtest.Endpoints{IngressURL: "http://127.0.0.1:8080", EgressURL: "http://127.0.0.1:8081", ModelsimURL: "http://127.0.0.1:8090",
+			IngressGRPC: "127.0.0.1:8083", APIKey: loadtest.DevKey, Tenant: "dev"}}
 	p := &o.params
 	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all: "+strings.Join(loadtest.Names(), ","))
 	f.Bool(&o.stack, "stack", "start a fresh local stack of the real binaries (from --bin) for each scenario; needed by chaos")
@@ -48,12 +49,14 @@ func newOptions(f *daemon.Flags) *options {
 	f.String(&o.htmlOut, "html", "also write the HTML report to this file")
 	f.String(&o.label, "label", "conditions of the run, printed with every figure (e.g. \"loaded shared machine\")")
 	f.Bool(&o.strict, "strict", "exit with status 1 when a check fails")
-	f.String(&o.sc.Driver, "driver", "how requests enter: http (ingress), ws (ingress WebSockets), kafka (straight to the requests topics) or openai (ingress's OpenAI-compatible API, interactive lane only)")
-	f.String(&o.sc.Reader, "reader", "how answers are read: sse (egress), kafka (the results topic) or openai (the answers the openai driver's calls return)")
+	f.String(&o.sc.Driver, "driver", "how requests enter: http (ingress), ws (ingress WebSockets), grpc (ingress's gRPC SubmitStream), kafka (straight to the requests topics) or openai (ingress's OpenAI-compatible API, interactive lane only)")
+	f.String(&o.sc.Reader, "reader", "how answers are read: sse (egress), ws (egress WebSockets), grpc (egress's gRPC Subscribe), kafka (the results topic) or openai (the answers the openai driver's calls return)")
 	f.String(&o.ext.IngressURL, "ingress", "ingress base URL (without --stack)")
 	f.String(&o.ext.APIKey, "api-key", "API key sent to ingress and egress as a bearer token (without --stack)", daemon.FromEnv("SWITCHBOARD_API_KEY"))
 	f.String(&o.ext.Tenant, "tenant", "the --api-key's tenant, written into requests by the kafka driver so egress shows their answers to that key (without --stack)", daemon.FromEnv("SWITCHBOARD_TENANT"))
 	f.String(&o.ext.EgressURL, "egress", "egress base URL (without --stack)")
+	f.String(&o.ext.IngressGRPC, "ingress-grpc", "ingress gRPC host:port, for --driver grpc (without --stack)")
+	f.String(&o.ext.EgressGRPC, "egress-grpc", "egress gRPC host:port, for --reader grpc (without --stack; egress serves gRPC only with --grpc-addr)")
 	f.String(&o.ext.ModelsimURL, "modelsim", "model simulator base URL for the direct reference calls; empty skips them (without --stack)")
 	f.List(&o.pids, "pids", "processes of a running stack to sample CPU and memory of, as name=pid,name=pid (with --stack: all of its own)")
 	f.Duration(&o.sc.Drain, "drain", "how long to wait for the last answers of a scenario")

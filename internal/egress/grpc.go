@@ -51,6 +51,11 @@ func (g *grpcServer) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStrea
 		return status.Error(code, aerr.Error())
 	}
 	defer s.close()
+	// The headers tell the client the subscription is open (as SSE's 200
+	// does) before any event, which may be long in coming.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
 	e.metrics.subscribers.WithLabelValues("grpc").Inc()
 	defer e.metrics.subscribers.WithLabelValues("grpc").Dec()
 	out := newGRPCSink(stream, e.cfg.WriteTimeout)

@@ -256,6 +256,29 @@ func TestStreamErrors(t *testing.T) {
 	}
 }
 
+// TestGRPCHeadersOnOpen: a Subscribe stream's headers come once it is
+// open, before any event (a conversation with none yet), so a client
+// knows it is subscribed.
+func TestGRPCHeadersOnOpen(t *testing.T) {
+	h := newHarness(t)
+	eg := h.start(nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient(eg.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := pb.NewEgressClient(conn).Subscribe(ctx, &pb.SubscribeRequest{ConversationId: "quiet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := stream.Header()
+	if err != nil || md == nil {
+		t.Fatalf("headers: %v %v, want headers before any event", md, err)
+	}
+}
+
 // TestWebSocketReadsNoMessages: the server reads nothing from a WebSocket
 // client; a data message closes the stream with 1008 (policy violation)
 // and does not disturb the egress.

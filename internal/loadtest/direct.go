@@ -30,7 +30,7 @@ func newDirectCaller(modelURL string) *directCaller {
 // time to the first content delta for a stream.
 func (d *directCaller) call(ctx context.Context, m Message) (ttfc time.Time, err error) {
 	body, _ := json.Marshal(map[string]any{"model": m.Model, "stream": m.Stream, "max_tokens": m.MaxTokens,
-		"messages": []map[string]string{{"role": "user", "content": m.Content}}})
+		"messages": []map[string]string{{"role": roleUser, "content": m.Content}}})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(body))
 	if err != nil {
 		return time.Time{}, err

@@ -46,9 +46,6 @@ type Message struct {
 //   - Send is safe for concurrent use; the caller serialises the sends of
 //     one conversation, so a Driver needs not keep order itself;
 //   - Close releases connections; no Send runs during or after it.
-//
-// A gRPC driver would implement the same interface and plug into
-// NewDriver.
 type Driver interface {
 	Name() string
 	Send(ctx context.Context, m Message) error
@@ -134,15 +131,15 @@ type Answer struct {
 //   - a reader whose connection breaks reconnects on its own (resuming
 //     from its cursor where the protocol has one) until Close;
 //   - Close stops every goroutine and waits for them.
-//
-// WebSocket and gRPC readers (egress is gaining both) implement the same
-// interface and plug into NewReader.
 type Reader interface {
 	Name() string
 	Open(ctx context.Context, deliver func(Answer)) error
 	Watch(ctx context.Context, conv string) error
 	Close()
 }
+
+// roleUser is the role of every message the load generator sends.
+const roleUser = "user"
 
 // nameKafka names the driver and the reader that go straight to Kafka.
 const nameKafka = "kafka"
@@ -155,11 +152,12 @@ const (
 
 // Driver and reader names NewDriver and NewReader know.
 var (
-	DriverNames = []string{"http", "ws", nameKafka, nameOpenAI}
-	ReaderNames = []string{"sse", nameKafka, nameOpenAI}
+	DriverNames = []string{"http", "ws", nameGRPC, nameKafka, nameOpenAI}
+	ReaderNames = []string{"sse", "ws", nameGRPC, nameKafka, nameOpenAI}
 )
 
-// NewDriver returns the named driver: "http" posts to ingress, "kafka"
+// NewDriver returns the named driver: "http" posts to ingress, "ws" and
+// "grpc" submit over ingress's WebSocket and gRPC streams, "kafka"
 // produces straight to the requests topics, "openai" calls ingress's
 // OpenAI-compatible API (and can be the reader of its own answers).
 func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
@@ -169,7 +167,7 @@ func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 			return nil, errors.New("driver http: no ingress URL")
 		}
 		return newHTTPDriver(ep.IngressURL, ep.APIKey, 30*time.Second), nil
-	case "ws":
+	case "ws", nameGRPC:
 		return NewCallSender(name, ep)
 	case nameKafka:
 		if kafkaOpts == nil {
@@ -182,13 +180,24 @@ func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 		}
 		return newOpenAIDriver(ep.IngressURL, ep.APIKey, 3*time.Minute), nil
 	}
-	return nil, fmt.Errorf("unknown driver %q (have %v; gRPC is not built yet)", name, DriverNames)
+	return nil, fmt.Errorf("unknown driver %q (have %v)", name, DriverNames)
 }
 
 // NewCallSender returns the named driver that sends several messages in
 // one call: "http-batch" posts them to ingress's batch endpoint, "ws"
-// sends them one after another on one of a pool of ingress WebSockets.
+// sends them one after another on one of a pool of ingress WebSockets,
+// "grpc" on one of a pool of ingress SubmitStreams.
 func NewCallSender(name string, ep Endpoints) (CallSender, error) {
+	if name == nameGRPC {
+		if ep.IngressGRPC == "" {
+			return nil, errors.New("driver grpc: no ingress gRPC address")
+		}
+		d, err := newGRPCDriver(ep.IngressGRPC, ep.APIKey, 30*time.Second, 4, 16)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	}
 	if ep.IngressURL == "" {
 		return nil, fmt.Errorf("driver %s: no ingress URL", name)
 	}
@@ -198,7 +207,7 @@ func NewCallSender(name string, ep Endpoints) (CallSender, error) {
 	case "ws":
 		return newWSDriver(ep.IngressURL, ep.APIKey, 30*time.Second, 64), nil
 	}
-	return nil, fmt.Errorf("unknown call driver %q (have http-batch, ws)", name)
+	return nil, fmt.Errorf("unknown call driver %q (have http-batch, ws, grpc)", name)
 }
 
 // ReaderFor returns the named reader for a run whose driver is drv:
@@ -214,8 +223,9 @@ func ReaderFor(name string, drv Driver, ep Endpoints, kafkaOpts []kgo.Opt) (Read
 	return nil, fmt.Errorf("reader openai reads the answers of the openai driver's calls; the driver is %s", drv.Name())
 }
 
-// NewReader returns the named reader: "sse" follows egress's event
-// streams, "kafka" reads the results topic.
+// NewReader returns the named reader: "sse", "ws" and "grpc" follow
+// egress's event streams, WebSockets and gRPC Subscribe streams, "kafka"
+// reads the results topic.
 func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
 	switch name {
 	case "sse":
@@ -223,6 +233,20 @@ func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
 			return nil, errors.New("reader sse: no egress URL")
 		}
 		return newSSEReader(ep.EgressURL, ep.APIKey), nil
+	case "ws":
+		if ep.EgressURL == "" {
+			return nil, errors.New("reader ws: no egress URL")
+		}
+		return newWSReader(ep.EgressURL, ep.APIKey), nil
+	case nameGRPC:
+		if ep.EgressGRPC == "" {
+			return nil, errors.New("reader grpc: no egress gRPC address (egress serves gRPC only with --grpc-addr)")
+		}
+		r, err := newGRPCReader(ep.EgressGRPC, ep.APIKey, 4)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
 	case nameKafka:
 		if kafkaOpts == nil {
 			return nil, errors.New("reader kafka: no brokers")
@@ -231,5 +255,5 @@ func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
 	case nameOpenAI:
 		return nil, errors.New("reader openai: the answers of the openai driver's calls; use it with --driver openai (ReaderFor)")
 	}
-	return nil, fmt.Errorf("unknown reader %q (have %v; WebSocket and gRPC are not built yet)", name, ReaderNames)
+	return nil, fmt.Errorf("unknown reader %q (have %v)", name, ReaderNames)
 }

@@ -51,7 +51,7 @@ func (d *httpDriver) Send(ctx context.Context, m Message) error {
 func requestFields(m Message) map[string]any {
 	return map[string]any{
 		"model": m.Model, "stream": m.Stream, "lane": m.Lane, "max_tokens": m.MaxTokens,
-		"messages": []map[string]string{{"role": "user", "content": m.Content}},
+		"messages": []map[string]string{{"role": roleUser, "content": m.Content}},
 		"metadata": map[string]string{MetadataKey: m.ID},
 	}
 }

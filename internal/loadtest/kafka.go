@@ -59,7 +59,7 @@ func (d *kafkaDriver) Send(ctx context.Context, m Message) error {
 		RequestId: m.ID, ConversationId: m.Conversation, Tenant: d.tenant, Lane: m.Lane, Model: m.Model,
 		Stream: m.Stream, MaxTokens: m.MaxTokens, AcceptedAt: timestamppb.Now(),
 		Metadata: map[string]string{MetadataKey: m.ID},
-		Messages: []*pb.Message{{Role: "user", Content: m.Content}},
+		Messages: []*pb.Message{{Role: roleUser, Content: m.Content}},
 	})
 	if err != nil {
 		return &SendError{Code: "encode", Err: err}

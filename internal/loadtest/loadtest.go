@@ -409,7 +409,7 @@ func (r *run) report(started, sendEnd time.Time, procs *procWatch, lag *lagWatch
 	if lag != nil {
 		rep.Series.Lag = lag.out()
 	}
-	if sr, ok := cfg.Reader.(*sseReader); ok {
+	if sr, ok := cfg.Reader.(interface{ Reconnects() int }); ok { // the stream readers
 		rep.SSEReconnects = sr.Reconnects()
 	}
 	var dl func(string) (string, bool)

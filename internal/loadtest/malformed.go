@@ -52,7 +52,7 @@ type Bad struct {
 // httpBody returns the body and content type of bad for ingress.
 func (b Bad) httpBody() ([]byte, string) {
 	valid := func(model, content string) []byte {
-		v, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": content}},
+		v, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": roleUser, "content": content}},
 			"metadata": map[string]string{MetadataKey: b.ID}})
 		return v
 	}
@@ -123,7 +123,7 @@ func badRecord(topic, conv string, b Bad) *kgo.Record {
 	case BadUnknownModel:
 		jsonContent()
 		v, _ := json.Marshal(map[string]any{"conversation_id": conv, "lane": envelope.LaneInteractive, "model": "no-such-model-loadtest",
-			"messages": []map[string]string{{"role": "user", "content": "hello"}}, "metadata": map[string]string{MetadataKey: b.ID}})
+			"messages": []map[string]string{{"role": roleUser, "content": "hello"}}, "metadata": map[string]string{MetadataKey: b.ID}})
 		rec.Value = v
 	default:
 		return nil

@@ -35,13 +35,15 @@ type Report struct {
 	// model simulator during the run.
 	Direct *DirectReport `json:"direct_model,omitempty"`
 	// Errors counts failed sends and error results by code.
-	Errors        map[string]int            `json:"errors"`
-	Malformed     *MalformedReport          `json:"malformed,omitempty"`
-	Processes     map[string]*ProcessReport `json:"processes,omitempty"`
-	Events        []Event                   `json:"events,omitempty"`
-	SSEReconnects int                       `json:"sse_reconnects,omitempty"`
-	Series        Series                    `json:"series"`
-	Checks        []Check                   `json:"checks"`
+	Errors    map[string]int            `json:"errors"`
+	Malformed *MalformedReport          `json:"malformed,omitempty"`
+	Processes map[string]*ProcessReport `json:"processes,omitempty"`
+	Events    []Event                   `json:"events,omitempty"`
+	// SSEReconnects counts the stream reader's reopened streams (sse, ws
+	// or grpc; the name is the first one's).
+	SSEReconnects int     `json:"sse_reconnects,omitempty"`
+	Series        Series  `json:"series"`
+	Checks        []Check `json:"checks"`
 }
 
 // ClassReport holds the figures of one load class.

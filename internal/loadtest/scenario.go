@@ -157,6 +157,9 @@ func ScenarioByName(name string) (Scenario, bool) {
 // listens.
 type Endpoints struct {
 	IngressURL, EgressURL, ModelsimURL string
+	// IngressGRPC and EgressGRPC are the gRPC APIs' host:port (the grpc
+	// driver and reader); empty: not served.
+	IngressGRPC, EgressGRPC string
 	// APIKey is sent as a bearer token to ingress and egress.
 	APIKey string
 	// Tenant is the APIKey's tenant, which the kafka driver writes into
@@ -177,7 +180,7 @@ type KafkaEndpoint struct {
 type SuiteConfig struct {
 	Scenarios []string
 	Params    Params
-	// Driver is "http" or "kafka"; Reader "sse" or "kafka".
+	// Driver is one of DriverNames; Reader one of ReaderNames.
 	Driver, Reader string
 	// Stack, when Bin is set, starts a fresh local stack per scenario
 	// under Dir/<scenario>. Otherwise External is used.
@@ -271,6 +274,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		}
 		group = cfg.RouterGroup
 		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey, Tenant: st.Tenant,
+			IngressGRPC: st.IngressGRPC, EgressGRPC: st.EgressGRPC,
 			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: topics}}
 	} else if s.NeedsStack {
 		return nil, fmt.Errorf("%s acts on processes and needs a stack the load test starts (--stack)", s.Name)

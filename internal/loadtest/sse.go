@@ -2,13 +2,11 @@ package loadtest
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -19,83 +17,23 @@ import (
 // sseReader holds one egress event stream per watched conversation
 // (GET /v1/conversations/{id}/events). A stream that breaks (egress
 // restarted, an end event) is reopened with Last-Event-ID set to the last
-// event's cursor, so nothing is skipped and egress replays from Kafka.
+// event's cursor (see follower).
 type sseReader struct {
-	base    string
-	key     string // bearer token; empty sends none
-	client  *http.Client
-	ctx     context.Context
-	cancel  context.CancelFunc
-	deliver func(Answer)
-	wg      sync.WaitGroup
-
-	mu         sync.Mutex
-	reconnects int
+	follower
+	base   string
+	key    string // bearer token; empty sends none
+	client *http.Client
 }
 
 func newSSEReader(egressURL, apiKey string) *sseReader {
-	return &sseReader{base: strings.TrimRight(egressURL, "/"), key: apiKey, client: &http.Client{Transport: newTransport()}}
+	r := &sseReader{base: strings.TrimRight(egressURL, "/"), key: apiKey, client: &http.Client{Transport: newTransport()}}
+	r.follower.stream = r.stream
+	return r
 }
 
 func (r *sseReader) Name() string { return "sse" }
 
-func (r *sseReader) Open(ctx context.Context, deliver func(Answer)) error {
-	r.ctx, r.cancel = context.WithCancel(ctx)
-	r.deliver = deliver
-	return nil
-}
-
 var jsonIn = protojson.UnmarshalOptions{DiscardUnknown: true}
-
-// Watch opens the conversation's stream and returns once egress has sent
-// the response headers; the stream then lives until Close.
-func (r *sseReader) Watch(ctx context.Context, conv string) error {
-	connected := make(chan error, 1)
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.follow(conv, connected)
-	}()
-	select {
-	case err := <-connected:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// follow reads conv's stream until Close, reopening it from its cursor.
-// The first connection's outcome goes to connected.
-func (r *sseReader) follow(conv string, connected chan<- error) {
-	cursor := ""
-	first := true
-	for attempt := 0; r.ctx.Err() == nil; attempt++ {
-		err := r.stream(conv, &cursor, func() {
-			if first {
-				first = false
-				connected <- nil
-			}
-			attempt = 0
-		})
-		if r.ctx.Err() != nil {
-			break
-		}
-		if first && attempt >= 50 {
-			connected <- fmt.Errorf("sse %s: %w", conv, err)
-			return
-		}
-		r.mu.Lock()
-		r.reconnects++
-		r.mu.Unlock()
-		select {
-		case <-r.ctx.Done():
-		case <-time.After(min(2*time.Second, time.Duration(attempt+1)*100*time.Millisecond)):
-		}
-	}
-	if first {
-		connected <- r.ctx.Err()
-	}
-}
 
 // stream reads one connection of conv's stream.
 func (r *sseReader) stream(conv string, cursor *string, connected func()) error {
@@ -179,17 +117,7 @@ func parseSSE(body io.Reader, fn func(id, name, data string)) error {
 	return fmt.Errorf("stream ended")
 }
 
-// Reconnects returns how many times streams were reopened.
-func (r *sseReader) Reconnects() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.reconnects
-}
-
 func (r *sseReader) Close() {
-	if r.cancel != nil {
-		r.cancel()
-	}
-	r.wg.Wait()
+	r.follower.Close()
 	r.client.CloseIdleConnections()
 }

@@ -32,7 +32,8 @@ const (
 // static membership (so a restarted worker takes its partitions back at
 // once), modelsim at 200ms ± 20ms, logs at warn, a tenants file of its
 // own (tenant "loadtest", no rate limits, shown timings) and ingress's
-// connection caps lifted.
+// connection caps lifted; ingress and egress serve gRPC too (the grpc
+// driver and reader).
 func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	if cfg.RouterArgs == nil {
 		cfg.RouterArgs = []string{"--max-in-flight", "2000", "--session-timeout", "10s", "--instance-id", "loadtest-router-1"}
@@ -55,6 +56,6 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		// lifted.
 		cfg.IngressArgs = []string{"--max-conns-per-addr", "-1", "--max-conns-per-tenant", "-1"}
 	}
-	cfg.NoIngressGRPC = true
+	cfg.NoIngressGRPC, cfg.EgressGRPC = false, true
 	return stack.Start(ctx, cfg)
 }

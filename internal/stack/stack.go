@@ -95,9 +95,12 @@ type Config struct {
 	// are the admin listeners (/metrics, /healthz, /readyz) apart from
 	// egress's and ingress's public APIs.
 	ModelsimPort, RouterPort, EgressPort, IngressPort, IngressGRPCPort int
-	EgressAdminPort, IngressAdminPort                                  int
+	EgressAdminPort, IngressAdminPort, EgressGRPCPort                  int
 	// NoIngressGRPC starts ingress without its gRPC listener.
 	NoIngressGRPC bool
+	// EgressGRPC starts egress with its gRPC listener (switchboard.v1.Egress)
+	// on EgressGRPCPort.
+	EgressGRPC bool
 
 	// ModelLatency, ModelJitter, LongTailFraction and LongTailLatency are
 	// modelsim's flags. Defaults 200ms, 0 jitter, 0, 1500ms.
@@ -150,11 +153,12 @@ type Stack struct {
 	cfg Config
 	// Brokers are the Kafka addresses the services use.
 	Brokers string
-	// IngressURL, IngressGRPC (host:port, empty without gRPC), EgressURL and
+	// IngressURL, IngressGRPC (host:port, empty without gRPC), EgressURL,
+	// EgressGRPC (host:port, empty without Config.EgressGRPC) and
 	// ModelsimURL reach the services; RouterURLs each router-worker's admin
 	// endpoints (/metrics, /healthz, /readyz), in start order.
-	IngressURL, IngressGRPC, EgressURL, ModelsimURL string
-	RouterURLs                                      []string
+	IngressURL, IngressGRPC, EgressURL, EgressGRPC, ModelsimURL string
+	RouterURLs                                                  []string
 	// IngressAdminURL and EgressAdminURL are their admin listeners
 	// (/metrics, /healthz, /readyz).
 	IngressAdminURL, EgressAdminURL string
@@ -480,7 +484,14 @@ func (s *Stack) startEgress(ctx context.Context) error {
 		return err
 	}
 	s.EgressURL, s.EgressAdminURL = "http://"+addr, "http://"+admin
-	args := append([]string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile}, s.cfg.topicArgs()...)
+	args := []string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile}
+	if s.cfg.EgressGRPC {
+		if s.EgressGRPC, err = s.addr(s.cfg.EgressGRPCPort); err != nil {
+			return err
+		}
+		args = append(args, "--grpc-addr", s.EgressGRPC)
+	}
+	args = append(args, s.cfg.topicArgs()...)
 	s.add(ProcEgress, append(append(args, s.cfg.CommonArgs...), s.cfg.EgressArgs...), httpReady(s.EgressAdminURL+"/readyz", s.cfg.ReadyTimeout))
 	return s.Start(ctx, ProcEgress)
 }
