@@ -119,10 +119,10 @@ var errRevoked = &failure{status: http.StatusUnauthorized, code: "api_key_revoke
 
 // stillValid re-authenticates an open stream's header after a tenants
 // reload: it returns the tenant as the new file has it, or errRevoked.
-func (in *Ingress) stillValid(header string) (*tenant.Tenant, *failure) {
+func (in *Ingress) stillValid(protocol, header string) (*tenant.Tenant, *failure) {
 	t, f := in.authenticate(header)
 	if f != nil {
-		in.reject("stream", errRevoked)
+		in.reject(protocol, errRevoked)
 		return nil, errRevoked
 	}
 	return t, nil

@@ -178,7 +178,7 @@ func (g *grpcServer) SubmitStream(stream grpc.BidiStreamingServer[pb.SubmitStrea
 		case <-changed: // a tenants reload: a revoked key ends the stream
 			changed = g.in.tenants.Changed()
 			var f *failure
-			if t, f = g.in.stillValid(grpcAuthorization(ctx)); f != nil {
+			if t, f = g.in.stillValid("grpc", grpcAuthorization(ctx)); f != nil {
 				return grpcStatus(f)
 			}
 			continue

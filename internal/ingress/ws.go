@@ -110,7 +110,7 @@ func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
 			case <-changed:
 			}
 			changed = in.tenants.Changed()
-			if _, f := in.stillValid(header); f != nil {
+			if _, f := in.stillValid("ws", header); f != nil {
 				fail("", f)
 				c.Close(websocket.StatusPolicyViolation, f.message)
 				return
@@ -152,7 +152,7 @@ func (in *Ingress) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		if cur := in.tenants.Set(); cur != set { // reloaded: the tenant's limits may have changed
 			set = cur
-			if t, f = in.stillValid(header); f != nil {
+			if t, f = in.stillValid("ws", header); f != nil {
 				fail(fr.ID, f)
 				continue
 			}
