@@ -114,6 +114,18 @@ type Config struct {
 	RetryBackoff, MaxRetryBackoff time.Duration
 	// Handler processes records. Required.
 	Handler Handler
+	// OnAssigned, when set, is called with the partitions newly assigned
+	// to this member and their committed offsets (-1: none), after the
+	// engine has taken them and before any of their records reach the
+	// Handler (franz-go fetches a partition only once the assignment
+	// callback returns). It runs inside that callback, so the group's
+	// rebalance waits for it: it must be bounded, well within
+	// RebalanceTimeout. ctx is the client's (cancelled only on close).
+	OnAssigned func(ctx context.Context, assigned map[string]map[int32]int64)
+	// OnReleased, when set, is called with partitions this member no
+	// longer owns (revoked, lost, or released at shutdown), once no
+	// Handler call of theirs runs any more.
+	OnReleased func(released map[string][]int32)
 	// TransactionalID turns on exactly-once mode (see Stage): output and
 	// offsets are committed together in Kafka transactions under this ID,
 	// which must be unique to the process. Empty: at-least-once.

@@ -26,6 +26,17 @@ func (e *Engine) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 	if err != nil {
 		e.log.Warn("cannot read committed metadata; finished work above the watermark will run again", "err", err)
 	}
+	taken := e.take(assigned, committed)
+	e.log.Info("partitions assigned", "partitions", assigned)
+	if e.cfg.OnAssigned != nil && len(taken) > 0 {
+		e.cfg.OnAssigned(ctx, taken)
+	}
+}
+
+// take creates the state of the partitions of assigned the engine does not
+// hold yet, and returns them with their committed offsets (-1: none).
+func (e *Engine) take(assigned map[string][]int32, committed kadm.OffsetResponses) map[string]map[int32]int64 {
+	taken := map[string]map[int32]int64{}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.joined = true
@@ -49,9 +60,13 @@ func (e *Engine) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 				p.skip = fs
 			}
 			e.parts[tp] = p
+			if taken[topic] == nil {
+				taken[topic] = map[int32]int64{}
+			}
+			taken[topic][part] = p.committed
 		}
 	}
-	e.log.Info("partitions assigned", "partitions", assigned)
+	return taken
 }
 
 // fetchCommitted reads the committed offsets and metadata of parts. At
@@ -219,9 +234,11 @@ func (e *Engine) release(parts map[string][]int32, wait time.Duration, commit bo
 		// What was not committed above is redone by the next owner.
 		e.txn.staged = slices.DeleteFunc(e.txn.staged, func(s staged) bool { return slices.Contains(closing, s.p) })
 	}
+	released := map[string][]int32{}
 	for _, p := range closing {
 		p.cancel()
 		if e.parts[p.tp] == p {
+			released[p.tp.topic] = append(released[p.tp.topic], p.tp.partition)
 			delete(e.parts, p.tp)
 			e.m.queued.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
 			e.m.finishedAbove.DeleteLabelValues(p.tp.topic, itoa(p.tp.partition))
@@ -229,4 +246,7 @@ func (e *Engine) release(parts map[string][]int32, wait time.Duration, commit bo
 		}
 	}
 	e.mu.Unlock()
+	if e.cfg.OnReleased != nil && len(released) > 0 {
+		e.cfg.OnReleased(released)
+	}
 }
