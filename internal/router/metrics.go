@@ -11,6 +11,7 @@ type metrics struct {
 	reloads        *prometheus.CounterVec   // result
 	retries        prometheus.Counter
 	answerSeconds  *prometheus.HistogramVec // lane
+	duplicates     *prometheus.CounterVec   // lane
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -50,8 +51,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "End-to-end latency of answered requests: from the request's accepted_at (ingress, or the record's timestamp) to its final result acknowledged by Kafka, by lane.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
 		}, []string{"lane"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_router_duplicate_requests_skipped_total",
+			Help: "Requests not sent to a model because their partition had already seen their request ID at another offset (a repeated Idempotency-Key), answered with a copy of the first answer, by lane.",
+		}, []string{"lane"}),
 	}
-	reg.MustRegister(m.processed, m.backendSeconds, m.backendCalls, m.deadLetters, m.limiterWait, m.reloads, m.retries, m.answerSeconds)
+	reg.MustRegister(m.processed, m.backendSeconds, m.backendCalls, m.deadLetters, m.limiterWait, m.reloads, m.retries, m.answerSeconds, m.duplicates)
 	return m
 }
 

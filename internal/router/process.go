@@ -98,6 +98,11 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		out.deadLetter(envelope.ReasonDecode, err.Error(), 0)
 		return out.wait()
 	}
+	if repeat, since := r.repeat(rec, req.GetRequestId()); repeat {
+		if answered, err := r.reanswer(ctx, rec, req, since); answered || err != nil {
+			return err
+		}
+	}
 	rq := &job{out: &emitter{r: r, ctx: ctx, rec: rec, req: req}, req: req, lane: lane, dispatched: time.Now()}
 	if refused := r.refuse(rq); refused {
 		return rq.out.wait()

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -112,6 +113,23 @@ type Config struct {
 	// TransactionalID names this worker's transactions; it must be unique
 	// among running workers. Default: from InstanceID, else random.
 	TransactionalID string
+	// DedupeWindow is how long a requests partition remembers a request ID
+	// (by record timestamp: an ID is forgotten once the partition's newest
+	// record is this much younger than the record that carried it); a
+	// repeat of a remembered ID at another offset is not sent to a model
+	// but answered with a copy of the first answer (see dedupe.go,
+	// reanswer.go). Default 10m; negative: repeats are processed again.
+	DedupeWindow time.Duration
+	// DedupeMaxIDs bounds the request IDs one partition remembers; the
+	// oldest are forgotten first. Default 20,000 (about 3 MB a
+	// partition).
+	DedupeMaxIDs int
+	// DedupeRebuildTimeout bounds each reading back from Kafka: of an
+	// assigned partition's recent request IDs (the rebalance waits for
+	// it; what it did not reach is not remembered), and of a repeat's
+	// first answer (not found in time: the repeat is processed). Default
+	// 5s.
+	DedupeRebuildTimeout time.Duration
 	// CommitInterval is how often finished work is committed. After a
 	// crash, work finished since the last commit runs again. Default 1s.
 	CommitInterval time.Duration
@@ -188,6 +206,15 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.DedupeWindow == 0 {
+		c.DedupeWindow = 10 * time.Minute
+	}
+	if c.DedupeMaxIDs == 0 {
+		c.DedupeMaxIDs = 20000
+	}
+	if c.DedupeRebuildTimeout == 0 {
+		c.DedupeRebuildTimeout = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -204,11 +231,14 @@ func (c *Config) Validate() error {
 	if err := c.Routing.Validate(); err != nil {
 		return fmt.Errorf("router: backends: %w", err)
 	}
-	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 || c.RevokeTimeout < 0 || c.ShutdownTimeout < 0 {
+	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 || c.RevokeTimeout < 0 || c.ShutdownTimeout < 0 || c.DedupeRebuildTimeout < 0 {
 		return errors.New("router: timeouts must not be negative")
 	}
 	if c.MaxAttempts < 1 || c.PartitionHighMark < 2 || c.ChunkBytes < 1 || c.MaxInFlight < 1 || c.BatchMaxInFlight < 1 {
 		return errors.New("router: max attempts, in-flight budgets, high mark and chunk bytes must be positive")
+	}
+	if c.DedupeMaxIDs < 1 {
+		return errors.New("router: dedupe max IDs must be positive")
 	}
 	if c.GroupProtocol != "" && c.GroupProtocol != "classic" && c.GroupProtocol != "consumer" {
 		return fmt.Errorf("router: group protocol %q: want classic or consumer", c.GroupProtocol)
@@ -231,6 +261,12 @@ type Router struct {
 	results  string
 	dlq      string
 	metrics  *metrics
+
+	// seen holds each assigned requests partition's seen set (dedupe.go):
+	// created and dropped by the engine's assignment callbacks, read by
+	// the handlers. seenMu guards the map, each set guards itself.
+	seenMu sync.Mutex
+	seen   map[partitionOf]*seenSet
 }
 
 // New validates cfg, builds the backend clients and the Kafka client. It
@@ -248,6 +284,7 @@ func New(cfg Config) (*Router, error) {
 		results: cfg.Topics.Name(topicspec.Results),
 		dlq:     cfg.Topics.Name(topicspec.DeadLetter),
 		metrics: newMetrics(cfg.Registry),
+		seen:    map[partitionOf]*seenSet{},
 	}
 	bal, err := newBalancer(cfg.Routing, r.systemChanged)
 	if err != nil {
@@ -288,6 +325,8 @@ func New(cfg Config) (*Router, error) {
 		CommitInterval:   cfg.CommitInterval,
 		RetryBackoff:     cfg.RetryBackoff,
 		Handler:          r.process,
+		OnAssigned:       r.assigned,
+		OnReleased:       r.released,
 		ClientOpts: append(append(cfg.Kafka.Opts(cfg.Logger), producerOpts(cfg.Topics, cfg.ProduceLinger)...),
 			groupOpts...),
 		MetricsPrefix: "switchboard_router",

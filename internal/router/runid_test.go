@@ -11,7 +11,9 @@ import (
 // request's webhook_url is copied into its results.
 func TestEveryProcessingHasItsOwnRunID(t *testing.T) {
 	h := newHarness(t)
-	h.run(h.modelsim(2*time.Millisecond), nil)
+	// Without the seen sets the second record is processed as a rerun
+	// would be (TestRedeliveredRecordRunsAgain reruns one record itself).
+	h.run(h.modelsim(2*time.Millisecond), func(c *Config) { c.DedupeWindow = -1 })
 	req := request("rerun", 0, true)
 	req.WebhookUrl = "https://hooks.example/x"
 	h.produce(req, req) // the same request twice: two processings
