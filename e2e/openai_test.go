@@ -136,7 +136,8 @@ func TestOpenAIClient(t *testing.T) {
 
 // TestOpenAIAnyInstance: a second ingress, sharing nothing with the first
 // but Kafka, answers calls, and answers an Idempotency-Key repeat of a call
-// the first answered with the same completion.
+// the first answered with the same completion, which router-worker copies
+// from the first answer instead of calling the model again.
 func TestOpenAIAnyInstance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
@@ -170,6 +171,10 @@ func TestOpenAIAnyInstance(t *testing.T) {
 	if again.ID != first.ID || again.Choices[0].Message.Content != first.Choices[0].Message.Content {
 		t.Errorf("repeat on the other instance: %s %q, want %s %q", again.ID, again.Choices[0].Message.Content,
 			first.ID, first.Choices[0].Message.Content)
+	}
+	_, _, metrics := send(ctx, t, "GET", s.RouterURLs[0]+"/metrics", "", nil)
+	if want := `switchboard_router_duplicate_requests_skipped_total{lane="interactive"} 1`; !strings.Contains(string(metrics), want) {
+		t.Errorf("router-worker metrics lack %s: the repeat went to the model again", want)
 	}
 	if c, err := two.Chat.Completions.New(ctx, params); err != nil || c.Choices[0].Message.Content != first.Choices[0].Message.Content {
 		t.Errorf("a call on the other instance: %v %v", c, err)
