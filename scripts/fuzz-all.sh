@@ -13,14 +13,33 @@ fuzztime=${1:-10s}
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 n=0
+flaked=0
 while IFS=: read -r file target; do
   pkg=./$(dirname "$file")
+  corpus="$pkg/testdata/fuzz/$target"
   echo "== $pkg $target ($fuzztime)"
-  if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"; then
-    echo "FAIL: $target in $pkg; the failing input is in $pkg/testdata/fuzz/$target/" >&2
-    echo "      reproduce: go test -run '^${target}\$' $pkg" >&2
-    exit 1
+  before=$(ls "$corpus" 2>/dev/null | sort || true)
+  log=$(mktemp)
+  if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" 2>&1 | tee "$log"; [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    after=$(ls "$corpus" 2>/dev/null | sort || true)
+    # Go's fuzz coordinator (go1.26, go.dev/issue/75804, fixed in go1.27) can
+    # fail a target with a bare "context deadline exceeded" when -fuzztime ends
+    # while a worker is mid-input: no input is written and nothing fails. Such
+    # a run counts as a flake once the target's corpus replays clean; any run
+    # that wrote an input, or failed otherwise, fails.
+    if [ "$before" = "$after" ] && grep -q '^    context deadline exceeded$' "$log" &&
+       ! grep -q -e 'panic:' -e 'Failing input written' "$log" &&
+       go test -run "^${target}\$" "$pkg" >/dev/null; then
+      echo "FLAKE: $target ended with Go's fuzztime deadline race (go.dev/issue/75804), no input written, corpus replays clean" >&2
+      flaked=$((flaked + 1))
+    else
+      echo "FAIL: $target in $pkg; the failing input is in $corpus/" >&2
+      echo "      reproduce: go test -run '^${target}\$' $pkg" >&2
+      rm -f "$log"
+      exit 1
+    fi
   fi
+  rm -f "$log"
   n=$((n + 1))
 done < <(git ls-files --cached --others --exclude-standard '*_test.go' | xargs grep -oE '^func (Fuzz[A-Za-z0-9_]+)\(f \*testing\.F\)' | sed -E 's/func (Fuzz[A-Za-z0-9_]+).*/\1/' | sort)
-echo "fuzzed $n targets for $fuzztime each in $(($(date +%s) - start))s"
+echo "fuzzed $n targets for $fuzztime each in $(($(date +%s) - start))s ($flaked ended by Go's deadline race)"
