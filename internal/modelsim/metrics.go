@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboard-llm/switchboard/internal/telemetry"
 )
 
 // Metrics counts the requests simulators answer, for the /metrics a
@@ -39,7 +41,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) Wrap(h http.Handler, addr string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := telemetry.NewStatusWriter(w) // Unwrap keeps the reset fault's hijack working
 		h.ServeHTTP(sw, r)
 		path := r.URL.Path
 		switch path {
@@ -47,28 +49,7 @@ func (m *Metrics) Wrap(h http.Handler, addr string) http.Handler {
 		default:
 			path = "other"
 		}
-		m.requests.WithLabelValues(addr, path, strconv.Itoa(sw.status)).Inc()
+		m.requests.WithLabelValues(addr, path, strconv.Itoa(sw.Status)).Inc()
 		m.duration.WithLabelValues(addr, path).Observe(time.Since(start).Seconds())
 	})
 }
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-// Flush keeps streamed answers streaming through the wrapper.
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the real writer (hijacking
-// for the reset fault).
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
