@@ -23,9 +23,7 @@ func (e *Egress) authHTTP(w http.ResponseWriter, r *http.Request) (tenantName st
 		return "", credential{}, true
 	}
 	fail := func(code, msg string) (string, credential, bool) {
-		e.metrics.authFailed.Inc()
-		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
-		httpError(w, http.StatusUnauthorized, code, msg)
+		e.unauthorized(w, code, msg)
 		return "", credential{}, false
 	}
 	set := e.tenants.Set()
@@ -48,6 +46,14 @@ func (e *Egress) authHTTP(w http.ResponseWriter, r *http.Request) (tenantName st
 		return fail("invalid_token", "the API key that made the stream token was revoked")
 	}
 	return tok.tenant, credential{token: &tok}, true
+}
+
+// unauthorized answers a request that failed authentication: 401 with a
+// WWW-Authenticate challenge, counted.
+func (e *Egress) unauthorized(w http.ResponseWriter, code, msg string) {
+	e.metrics.authFailed.Inc()
+	w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
+	httpError(w, http.StatusUnauthorized, code, msg)
 }
 
 // tokenProtocol returns the stream token offered as the WebSocket

@@ -162,10 +162,8 @@ func (e *Egress) handleStreamToken(w http.ResponseWriter, r *http.Request) {
 	key := tenant.BearerToken(r.Header.Get("Authorization"))
 	t, err := e.tenants.Set().Authenticate(key)
 	if err != nil {
-		e.metrics.authFailed.Inc()
-		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
 		code, msg := authError(err)
-		httpError(w, http.StatusUnauthorized, code, msg)
+		e.unauthorized(w, code, msg)
 		return
 	}
 	var req tokenRequest
