@@ -245,6 +245,7 @@ type Egress struct {
 	hooks   *webhook.Deliverer // nil without webhooks
 	cursors *cursorCodec
 	tokens  *tokenCodec
+	origin  uint64        // originTag of the cluster, set before ready (region.go)
 	ready   chan struct{} // closed once the live reader is positioned
 	stop    chan struct{} // closed when Run begins to stop
 }
@@ -423,6 +424,10 @@ func (e *Egress) position(ctx context.Context) error {
 		if err == nil && len(ends[e.topic]) == 0 {
 			err = fmt.Errorf("topic %s has no partitions (is it provisioned?)", e.topic)
 		}
+		var md kadm.Metadata
+		if err == nil {
+			md, err = e.adm.BrokerMetadata(ctx)
+		}
 		var window kadm.ListedOffsets
 		if err == nil && e.hub.recent != nil {
 			window, err = e.adm.ListOffsetsAfterMilli(ctx, since.UnixMilli(), e.topic)
@@ -445,8 +450,9 @@ func (e *Egress) position(ctx context.Context) error {
 			// (Kafka listed the first at or after it); without an index
 			// nothing relies on this.
 			e.hub.start(next, since, now)
+			e.origin = originTag(md.Cluster)
 			e.client.AddConsumePartitions(map[string]map[int32]kgo.Offset{e.topic: offsets})
-			e.log.Info("egress reading results", "topic", e.topic, "partitions", len(offsets))
+			e.log.Info("egress reading results", "topic", e.topic, "partitions", len(offsets), "cluster_id", md.Cluster)
 			return nil
 		}
 		if attempt%10 == 0 {

@@ -38,9 +38,9 @@ type harness struct {
 	client  *kgo.Client
 }
 
-func newHarness(t testing.TB) *harness {
+func newHarness(t testing.TB, opts ...kfake.Opt) *harness {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, resultsTopic, deadletterTopic))
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(4, resultsTopic, deadletterTopic)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func (h *harness) produce(results ...*pb.Result) []cursor {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		out = append(out, cursor{r.Partition, r.Offset})
+		out = append(out, cursor{partition: r.Partition, offset: r.Offset, at: r.Timestamp.UnixMilli(), ident: eventIdent(res)})
 	}
 	return out
 }
@@ -176,7 +176,11 @@ func labelOfAnswer(a *pb.Answer) string {
 }
 
 // token is the cursor token the egress gives tenant's stream of conv.
+// A located cursor (from produce) is in r's cluster.
 func (r *running) token(tenant, conv string, c cursor) string {
+	if c.located() {
+		c.origin = r.e.origin
+	}
 	return r.e.cursors.seal(tenant, conv, c)
 }
 

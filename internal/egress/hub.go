@@ -18,6 +18,7 @@ type event struct {
 	ctx       context.Context
 	partition int32
 	offset    int64
+	at        int64 // the record's timestamp, Unix milliseconds (cursor.at)
 	res       *pb.Result
 	// json is the result's API JSON, encoded once for every subscriber
 	// of the conversation.
@@ -177,7 +178,7 @@ func (h *hub) publish(rec *kgo.Record) {
 	if res == nil {
 		return
 	}
-	ev := &event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, res: res, json: lj}
+	ev := &event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, at: rec.Timestamp.UnixMilli(), res: res, json: lj}
 	if !rec.Timestamp.Before(h.started) {
 		ev.timestamp = rec.Timestamp
 	}

@@ -58,6 +58,7 @@ type recentEntry struct {
 	// entry: monotonic, so a time finds its offset by binary search (as
 	// Kafka's time index does).
 	maxTS time.Time
+	at    int64 // the record's own timestamp, Unix milliseconds (cursor.at)
 	res   *pb.Result
 	json  *lazyJSON // shared with the live events and every replay
 	size  int64
@@ -100,7 +101,7 @@ func (r *recent) add(p int32, offset int64, key []byte, valueLen int, ts time.Ti
 	}
 	part.next = offset + 1
 	if res != nil {
-		e := &recentEntry{offset: offset, maxTS: ts, res: res, json: json}
+		e := &recentEntry{offset: offset, maxTS: ts, at: ts.UnixMilli(), res: res, json: json}
 		if n := len(part.recs); n > 0 && part.recs[n-1].maxTS.After(ts) {
 			e.maxTS = part.recs[n-1].maxTS
 		}
@@ -192,7 +193,7 @@ func (r *recent) replay(conv string, p int32, from int64) ([]event, bool) {
 	}
 	out := make([]event, len(cs)-i)
 	for j, e := range cs[i:] {
-		out[j] = event{partition: p, offset: e.offset, res: e.res, json: e.json}
+		out[j] = event{partition: p, offset: e.offset, at: e.at, res: e.res, json: e.json}
 	}
 	return out, true
 }

@@ -110,7 +110,7 @@ func (e *Egress) replay(ctx context.Context, conv string, partition int32, from,
 				e.metrics.undecodable.Inc()
 				return
 			}
-			if serr := send(event{partition: rec.Partition, offset: rec.Offset, res: res}); serr != nil && ferr == nil {
+			if serr := send(event{partition: rec.Partition, offset: rec.Offset, at: rec.Timestamp.UnixMilli(), res: res}); serr != nil && ferr == nil {
 				ferr = serr
 				done = true
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"time"
 
@@ -76,6 +77,9 @@ type session struct {
 	inMemory bool
 	dedupe   *dedupe
 	last     cursor
+	// awaiting is a foreign cursor whose place in this cluster's topic is
+	// not found yet (region.go); start is unset meanwhile.
+	awaiting *cursor
 	view     view // what the tenant's clients see of final results
 	closed   bool
 }
@@ -123,8 +127,17 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	if !ok {
 		window, err = e.offsetAt(ctx, partition, since)
 	}
+	foreign := from != nil && e.foreign(*from)
 	var start, replayFrom int64
 	switch {
+	case foreign:
+		// Another cluster's cursor: search for the client's place from a
+		// little before its event (region.go); nothing is sent until then.
+		if replayFrom, err = e.foreignStart(ctx, partition, *from, since); err != nil {
+			return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
+				msg: "cannot look up the cursor's place in this cluster: " + err.Error(), retryAfter: true}
+		}
+		start = math.MaxInt64
 	case from != nil:
 		// A resume replays the window before the cursor too, without
 		// sending it, so that dedupe knows the runs and attempts the
@@ -147,9 +160,14 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 			msg: "too many open streams for this tenant or conversation"}
 	}
 	sub, liveFrom, memory, inMemory := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer, replayFrom)
-	return &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
-		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition, start - 1},
-		view: viewOf(e.tenantSet().Tenant(req.tenant))}, nil
+	s := &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
+		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition: partition, offset: start - 1},
+		view: viewOf(e.tenantSet().Tenant(req.tenant))}
+	if foreign {
+		// Until its place is found the client keeps its own cursor.
+		s.awaiting, s.last = from, *from
+	}
+	return s, nil
 }
 
 // token is c's cursor token for this stream's client.
@@ -292,7 +310,7 @@ func (s *session) send(out sink, ev event) (err error) {
 		return nil
 	}
 	ok, reason, restart := s.dedupe.admit(ev.res)
-	if ev.offset < s.start {
+	if s.awaiting != nil && s.placeForeign(ev) || ev.offset < s.start {
 		// The client had it (a resume): it only teaches dedupe.
 		m.dropped.WithLabelValues("before_cursor").Inc()
 		return nil
@@ -309,7 +327,7 @@ func (s *session) send(out sink, ev event) (err error) {
 		m.events.WithLabelValues("restart").Inc()
 	}
 	name := eventName(ev.res)
-	c := cursor{ev.partition, ev.offset}
+	c := cursor{partition: ev.partition, offset: ev.offset, at: ev.at, origin: s.e.origin, ident: eventIdent(ev.res)}
 	if ev.json == nil {
 		ev.json = &lazyJSON{res: ev.res}
 	}
