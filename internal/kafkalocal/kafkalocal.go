@@ -55,6 +55,9 @@ type Config struct {
 	// POM is deploy/kafka-local/pom.xml, whose kafka.version property is
 	// the project's one Kafka version. Required.
 	POM string
+	// Lib is the jars' directory. Default Dir/lib-<version>; clusters with
+	// other Dirs (the multi-region drill's) share the project's.
+	Lib string
 	// Ports are the client listeners, one node each. Default 29092-29094.
 	Ports []int
 	// ControllerPorts are the KRaft controller listeners, as Ports.
@@ -145,6 +148,11 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	cfg.Dir = dir
 	c := &Cluster{cfg: cfg, version: v, lib: filepath.Join(dir, "lib-"+v), root: dir}
+	if cfg.Lib != "" {
+		if c.lib, err = filepath.Abs(cfg.Lib); err != nil {
+			return nil, err
+		}
+	}
 	if c.Secured() {
 		c.root = filepath.Join(dir, SecuritySASLSSL)
 	}
@@ -168,6 +176,9 @@ func Version(pom string) (string, error) {
 
 // Version is the cluster's Kafka version.
 func (c *Cluster) Version() string { return c.version }
+
+// Lib is the directory of the cluster's jars.
+func (c *Cluster) Lib() string { return c.lib }
 
 // Brokers returns the client addresses, comma-separated (of the SASL_SSL
 // listeners when the cluster is secured).
