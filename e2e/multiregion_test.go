@@ -8,10 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -144,6 +147,10 @@ func TestRealKafkaRegionFailover(t *testing.T) {
 			t.Logf("---- MirrorMaker 2 log (end) ----\n%s", tailString(string(b), 6000))
 		}
 	})
+	probeTopic := s.TopicPrefix + "drill-probe"
+	if _, err := kadm.NewClient(mustKgo(t, kgo.SeedBrokers(east.Brokers()))).CreateTopic(ctx, 1, 1, nil, probeTopic); err != nil {
+		t.Fatalf("probe topic: %v", err)
+	}
 	if err := mm.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +191,7 @@ func TestRealKafkaRegionFailover(t *testing.T) {
 	cursor := all[cut].ID
 
 	// Everything crossed, then east dies.
+	answered := time.Now()
 	var inEast, inWest int
 	if err := apptest.Wait(2*time.Minute, func() error {
 		if inEast, err = conversationRecords(ctx, east.Brokers(), s.Topic("results"), conv); err != nil {
@@ -199,6 +207,8 @@ func TestRealKafkaRegionFailover(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("mirroring: %v", err)
 	}
+	t.Logf("west held every result of the conversation %v after east's last answer was read (polled every ~3s)", time.Since(answered).Round(time.Millisecond))
+	mirrorLag(ctx, t, east.Brokers(), west.Brokers(), probeTopic)
 	if err := east.Kill(0); err != nil {
 		t.Fatal(err)
 	}
@@ -237,6 +247,45 @@ func TestRealKafkaRegionFailover(t *testing.T) {
 			t.Errorf("event %d has east's cursor in west", i)
 		}
 	}
+}
+
+// mirrorLag measures MirrorMaker 2's replication lag, the drill's RPO: 20
+// probe records written to east's probe topic (made before MirrorMaker 2
+// started), each timed from its timestamp to its arrival in west (one
+// machine, one clock). It logs the median and the maximum.
+func mirrorLag(ctx context.Context, t *testing.T, east, west, topic string) {
+	t.Helper()
+	p := mustKgo(t, kgo.SeedBrokers(east), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	r := mustKgo(t, kgo.SeedBrokers(west), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	const probes = 20
+	go func() {
+		for i := range probes {
+			_ = p.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte(strconv.Itoa(i))}).FirstErr()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	var lags []time.Duration
+	for len(lags) < probes && rctx.Err() == nil {
+		r.PollFetches(rctx).EachRecord(func(rec *kgo.Record) { lags = append(lags, time.Since(rec.Timestamp)) })
+	}
+	if len(lags) < probes {
+		t.Fatalf("only %d of %d probe records reached west", len(lags), probes)
+	}
+	slices.Sort(lags)
+	t.Logf("MirrorMaker 2 lag east -> west over %d probes: median %v, max %v", probes,
+		lags[probes/2].Round(time.Millisecond), lags[probes-1].Round(time.Millisecond))
+}
+
+func mustKgo(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
 }
 
 func names(evs []apptest.Event) []string {
