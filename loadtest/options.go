@@ -39,7 +39,7 @@ func newOptions(f *daemon.Flags) *options {
 		ext: loadtest.Endpoints{IngressURL: "http://127.0.0.1:8080", EgressURL: "http://127.0.0.1:8081", ModelsimURL: "http://127.0.0.1:8090",
 			IngressGRPC: "127.0.0.1:8083", APIKey: loadtest.DevKey, Tenant: "dev"}}
 	p := &o.params
-	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all: "+strings.Join(loadtest.Names(), ","))
+	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all ("+strings.Join(loadtest.SuiteNames(), ",")+"); only by name: soak")
 	f.Bool(&o.stack, "stack", "start a fresh local stack of the real binaries (from --bin) for each scenario; needed by chaos")
 	f.String(&o.bin, "bin", "directory of the binaries for --stack (make build)")
 	f.String(&o.stackKafka, "stack-kafka", "with --stack: the Kafka of the stacks: devbroker (started per scenario), apache (the running local cluster of make kafka-up; chaos kills its node kafka-1), or host:port,... of another cluster; on an existing cluster each scenario uses topics and a group of its own")
@@ -76,6 +76,9 @@ func newOptions(f *daemon.Flags) *options {
 	f.Duration(&p.ModelLatency, "model-latency", "model latency (--stack sets modelsim's)")
 	f.Duration(&p.ModelJitter, "model-jitter", "model latency jitter (--stack sets modelsim's)")
 	f.Bool(&p.Stream, "stream", "ask for streamed answers (time to first chunk needs it)")
+	f.Int(&p.SoakUsers, "soak-users", "soak: closed-loop users")
+	f.Duration(&p.SoakThink, "soak-think", "soak: mean think time between an answer and the next request")
+	f.Duration(&p.SoakDuration, "soak-duration", "soak: how long it sends (instead of --duration)")
 	return o
 }
 
@@ -109,7 +112,7 @@ func (o *options) suiteConfig(ctx context.Context, env *daemon.Env) (loadtest.Su
 	sc := o.sc
 	sc.Scenarios, sc.Params, sc.Label = o.scenarios, o.params, o.label
 	if len(o.scenarios) == 1 && o.scenarios[0] == "all" {
-		sc.Scenarios = loadtest.Names()
+		sc.Scenarios = loadtest.SuiteNames()
 	}
 	sc.Command = strings.Join(os.Args, " ")
 	sc.ExternalPIDs = map[string]int{}

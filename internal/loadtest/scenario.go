@@ -45,6 +45,11 @@ type Params struct {
 	ModelLatency, ModelJitter time.Duration
 	// Stream asks for streamed answers (chunks, time to first chunk).
 	Stream bool
+	// SoakUsers closed-loop users think SoakThink between answers for
+	// SoakDuration in soak.
+	SoakUsers    int
+	SoakThink    time.Duration
+	SoakDuration time.Duration
 }
 
 // DefaultParams are the bench suite's settings.
@@ -54,6 +59,7 @@ func DefaultParams() Params {
 		Users: 5000, Ramp: 3 * time.Second, Think: 4 * time.Second, BatchUsers: 500,
 		LongTailShare: 0.1, LongTailLatency: 1500 * time.Millisecond, BadShare: 0.2, MalformedRate: 200,
 		ChaosDown: time.Second, ModelLatency: 200 * time.Millisecond, ModelJitter: 20 * time.Millisecond, Stream: true,
+		SoakUsers: 500, SoakThink: time.Second, SoakDuration: time.Hour,
 	}
 }
 
@@ -63,6 +69,8 @@ type Scenario struct {
 	// NeedsStack: the scenario acts on processes (chaos) and runs only on
 	// a stack the load test started.
 	NeedsStack bool
+	// Explicit scenarios run only when named, not in "all" (long runs).
+	Explicit bool
 	// stack adjusts the stack for the scenario (e.g. a long model tail).
 	stack func(p Params, c *StackConfig)
 	// callers name the CallSenders (NewCallSender) the scenario's loads
@@ -135,6 +143,12 @@ func Scenarios() []Scenario {
 					{Class: "stream-calls", Rate: p.Rate / 2, Conversations: convs, PerCall: 8, ConvsPerCall: 2, Via: "ws"},
 				}
 				c.CheckStoredOrder = c.KafkaOpts != nil
+			}},
+		{Name: "soak", Explicit: true,
+			Description: "closed loop held for a long time (the seed's baseline: 500 users for an hour): resident memory, goroutines, lag and p99 must stay flat",
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Duration = p.SoakDuration
+				c.Loads = []Load{{Class: classInteractive, Users: p.SoakUsers, Ramp: 10 * time.Second, Think: p.SoakThink}}
 			}},
 		{Name: "malformed", Description: "a share of bad inputs (wrong JSON, huge bodies, bad UTF-8, unknown models, garbage records straight to Kafka) among good ones",
 			build: func(p Params, c *Config, _ *Stack) {
@@ -241,6 +255,17 @@ func scenarioNames() []string {
 	return out
 }
 
+// SuiteNames are the scenarios of "all": every one but the explicit ones.
+func SuiteNames() []string {
+	var out []string
+	for _, s := range Scenarios() {
+		if !s.Explicit {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
 func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, error) {
 	p := sc.Params
 	ep := sc.External
@@ -328,6 +353,16 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		return pids
 	}
 	cfg.Settings = settings(p, s, sc)
+	if st != nil {
+		cfg.MetricsURLs = map[string]string{ProcIngress: st.IngressAdminURL, ProcEgress: st.EgressAdminURL}
+		for i, u := range st.RouterURLs {
+			name := ProcRouter
+			if i > 0 {
+				name = fmt.Sprintf("%s-%d", ProcRouter, i+1)
+			}
+			cfg.MetricsURLs[name] = u
+		}
+	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -336,6 +371,9 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		exited := st.Exited()
 		rep.Checks = append(rep.Checks, Check{Name: "no process crashed", Pass: len(exited) == 0,
 			Detail: fmt.Sprintf("not running at the end: %v", exited)})
+	}
+	if s.Name == "soak" {
+		rep.Checks = append(rep.Checks, soakChecks(rep)...)
 	}
 	if s.Name == "malformed" {
 		c := rep.Classes[classInteractive]
@@ -375,6 +413,8 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		m["batch_users"] = fmt.Sprint(p.BatchUsers)
 	case "chaos":
 		m["chaos_down"] = p.ChaosDown.String()
+	case "soak":
+		m["duration"], m["users"], m["think"] = p.SoakDuration.String(), fmt.Sprint(p.SoakUsers), p.SoakThink.String()
 	case "malformed":
 		m["rate"], m["bad_share"] = fmt.Sprint(p.MalformedRate), fmt.Sprint(p.BadShare)
 	}
