@@ -39,7 +39,7 @@ func newOptions(f *daemon.Flags) *options {
 		ext: loadtest.Endpoints{IngressURL: "http://127.0.0.1:8080", EgressURL: "http://127.0.0.1:8081", ModelsimURL: "http://127.0.0.1:8090",
 			IngressGRPC: "127.0.0.1:8083", APIKey: loadtest.DevKey, Tenant: "dev"}}
 	p := &o.params
-	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all ("+strings.Join(loadtest.SuiteNames(), ",")+"); only by name: soak")
+	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all ("+strings.Join(loadtest.SuiteNames(), ",")+"); only by name: soak, capacity")
 	f.Bool(&o.stack, "stack", "start a fresh local stack of the real binaries (from --bin) for each scenario; needed by chaos")
 	f.String(&o.bin, "bin", "directory of the binaries for --stack (make build)")
 	f.String(&o.stackKafka, "stack-kafka", "with --stack: the Kafka of the stacks: devbroker (started per scenario), apache (the running local cluster of make kafka-up; chaos kills its node kafka-1), or host:port,... of another cluster; on an existing cluster each scenario uses topics and a group of its own")
@@ -79,6 +79,12 @@ func newOptions(f *daemon.Flags) *options {
 	f.Int(&p.SoakUsers, "soak-users", "soak: closed-loop users")
 	f.Duration(&p.SoakThink, "soak-think", "soak: mean think time between an answer and the next request")
 	f.Duration(&p.SoakDuration, "soak-duration", "soak: how long it sends (instead of --duration)")
+	f.Float64(&p.CapacityStart, "capacity-start", "capacity: the first step's rate (requests per second)")
+	f.Float64(&p.CapacityFactor, "capacity-factor", "capacity: each step's rate over the previous one's")
+	f.Duration(&p.CapacityStepTime, "capacity-step", "capacity: how long each step sends (instead of --duration)")
+	f.Int(&p.CapacityMaxSteps, "capacity-max-steps", "capacity: at most this many steps")
+	f.Int(&p.CapacitySLOMS, "capacity-slo-ms", "capacity: the SLO's bound on the overhead over the ordered limit at p99")
+	f.Float64(&p.CapacityMinSuccess, "capacity-min-success", "capacity: the SLO's least share of successful requests (0..1)")
 	return o
 }
 

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -50,6 +51,15 @@ type Params struct {
 	SoakUsers    int
 	SoakThink    time.Duration
 	SoakDuration time.Duration
+	// The capacity steps (capacity.go): from CapacityStart req/s, ×
+	// CapacityFactor each step of CapacityStepTime, at most
+	// CapacityMaxSteps, until a step misses the SLO: overhead over the
+	// ordered limit p99 ≤ CapacitySLOMS, success ≥ CapacityMinSuccess.
+	CapacityStart, CapacityFactor float64
+	CapacityStepTime              time.Duration
+	CapacityMaxSteps              int
+	CapacitySLOMS                 int
+	CapacityMinSuccess            float64
 }
 
 // DefaultParams are the bench suite's settings.
@@ -60,6 +70,8 @@ func DefaultParams() Params {
 		LongTailShare: 0.1, LongTailLatency: 1500 * time.Millisecond, BadShare: 0.2, MalformedRate: 200,
 		ChaosDown: time.Second, ModelLatency: 200 * time.Millisecond, ModelJitter: 20 * time.Millisecond, Stream: true,
 		SoakUsers: 500, SoakThink: time.Second, SoakDuration: time.Hour,
+		CapacityStart: 200, CapacityFactor: 1.2, CapacityStepTime: 20 * time.Second, CapacityMaxSteps: 16,
+		CapacitySLOMS: 120, CapacityMinSuccess: 0.999,
 	}
 }
 
@@ -150,6 +162,11 @@ func Scenarios() []Scenario {
 				c.Duration = p.SoakDuration
 				c.Loads = []Load{{Class: classInteractive, Users: p.SoakUsers, Ramp: 10 * time.Second, Think: p.SoakThink}}
 			}},
+		{Name: "capacity", Explicit: true,
+			Description: "baseline steps at a rate rising 20% a step, each on a fresh stack, until the SLO (overhead over the ordered limit p99, success) breaks: the highest sustainable rate and what limited it first",
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
+			}},
 		{Name: "malformed", Description: "a share of bad inputs (wrong JSON, huge bodies, bad UTF-8, unknown models, garbage records straight to Kafka) among good ones",
 			build: func(p Params, c *Config, _ *Stack) {
 				c.Loads = []Load{{Class: classInteractive, Rate: p.MalformedRate, Conversations: min(p.Conversations, 200), BadShare: p.BadShare}}
@@ -229,10 +246,26 @@ func selfPID() int { return os.Getpid() }
 // an error, returning the reports so far.
 func RunSuite(ctx context.Context, sc SuiteConfig) (*Suite, error) {
 	suite := &Suite{Label: sc.Label, Command: sc.Command, StartedAt: time.Now().UTC()}
+	if err := sc.Params.validate(sc.Scenarios); err != nil {
+		return suite, err
+	}
 	for _, name := range sc.Scenarios {
 		s, ok := ScenarioByName(name)
 		if !ok {
 			return suite, fmt.Errorf("unknown scenario %q (have %s)", name, strings.Join(scenarioNames(), ", "))
+		}
+		if name == "capacity" {
+			reps, err := capacitySteps(ctx, sc, s)
+			for _, rep := range reps {
+				suite.Reports = append(suite.Reports, rep)
+				if sc.OnReport != nil {
+					sc.OnReport(rep)
+				}
+			}
+			if err != nil {
+				return suite, fmt.Errorf("scenario %s: %w", name, err)
+			}
+			continue
 		}
 		rep, err := runScenario(ctx, sc, s)
 		if err != nil {
@@ -245,6 +278,24 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (*Suite, error) {
 	}
 	addComparisons(suite)
 	return suite, nil
+}
+
+// validate checks the parameters of the long scenarios named.
+func (p Params) validate(names []string) error {
+	if slices.Contains(names, "soak") && (p.SoakUsers <= 0 || p.SoakDuration <= p.Warmup || p.SoakThink < 0) {
+		return fmt.Errorf("soak: --soak-users must be positive, --soak-duration longer than --warmup (%v), --soak-think not negative", p.Warmup)
+	}
+	if slices.Contains(names, "capacity") {
+		switch {
+		case p.CapacityStart <= 0 || p.CapacityFactor <= 1:
+			return errors.New("capacity: --capacity-start must be positive and --capacity-factor above 1")
+		case p.CapacityMaxSteps < 1 || p.CapacityStepTime <= p.Warmup:
+			return fmt.Errorf("capacity: --capacity-max-steps must be at least 1 and --capacity-step longer than --warmup (%v)", p.Warmup)
+		case p.CapacitySLOMS <= 0 || p.CapacityMinSuccess <= 0 || p.CapacityMinSuccess > 1:
+			return errors.New("capacity: --capacity-slo-ms must be positive and --capacity-min-success in (0, 1]")
+		}
+	}
+	return nil
 }
 
 func scenarioNames() []string {
@@ -397,7 +448,7 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		"model_jitter": p.ModelJitter.String(), "stream": strconv.FormatBool(p.Stream), "stack": strconv.FormatBool(sc.Stack.Bin != ""),
 	}
 	switch s.Name {
-	case "baseline", "long-tail", "batch", "mixed", "chaos":
+	case "baseline", "long-tail", "batch", "mixed", "chaos", "capacity":
 		m["rate"] = fmt.Sprint(p.Rate)
 		m["conversations"] = fmt.Sprint(p.Conversations)
 	}
@@ -415,6 +466,8 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		m["chaos_down"] = p.ChaosDown.String()
 	case "soak":
 		m["duration"], m["users"], m["think"] = p.SoakDuration.String(), fmt.Sprint(p.SoakUsers), p.SoakThink.String()
+	case "capacity":
+		m["step_factor"], m["slo_overhead_p99_ms"], m["slo_success"] = fmt.Sprint(p.CapacityFactor), fmt.Sprint(p.CapacitySLOMS), fmt.Sprint(p.CapacityMinSuccess)
 	case "malformed":
 		m["rate"], m["bad_share"] = fmt.Sprint(p.MalformedRate), fmt.Sprint(p.BadShare)
 	}

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -62,5 +63,29 @@ func TestGoroutinesFromMetrics(t *testing.T) {
 	defer bare.Close()
 	if _, err := goroutines(t.Context(), bare.Client(), bare.URL); err == nil {
 		t.Error("a metrics page without go_goroutines gave a count")
+	}
+}
+
+func TestLongScenarioParams(t *testing.T) {
+	ok := DefaultParams()
+	if err := ok.validate([]string{"soak", "capacity"}); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for name, mod := range map[string]func(*Params){
+		"no soak users":      func(p *Params) { p.SoakUsers = 0 },
+		"soak within warmup": func(p *Params) { p.SoakDuration = p.Warmup },
+		"factor 1":           func(p *Params) { p.CapacityFactor = 1 },
+		"no steps":           func(p *Params) { p.CapacityMaxSteps = 0 },
+		"success above 1":    func(p *Params) { p.CapacityMinSuccess = 1.5 },
+		"step within warmup": func(p *Params) { p.CapacityStepTime = p.Warmup },
+	} {
+		p := DefaultParams()
+		mod(&p)
+		if err := p.validate([]string{"soak", "capacity"}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if slices.Contains(SuiteNames(), "soak") || slices.Contains(SuiteNames(), "capacity") || !slices.Contains(Names(), "capacity") {
+		t.Errorf("all = %v, every scenario = %v: soak and capacity only by name", SuiteNames(), Names())
 	}
 }
