@@ -89,3 +89,28 @@ func TestLongScenarioParams(t *testing.T) {
 		t.Errorf("all = %v, every scenario = %v: soak and capacity only by name", SuiteNames(), Names())
 	}
 }
+
+// TestCapacitySLO: a step meets the SLO only with nothing lost, enough
+// successes and rate, and the overhead over the ordered limit in bound.
+func TestCapacitySLO(t *testing.T) {
+	p := DefaultParams()
+	good := func() *Report {
+		return &Report{Classes: map[string]*ClassReport{classInteractive: {OfferedRate: 1000, AchievedRate: 990, SuccessRate: 1,
+			OverLimitMS: Percentiles{P99: 80}}}}
+	}
+	if met, d := capacitySLO(p, good()); !met {
+		t.Fatalf("a good step missed: %s", d)
+	}
+	for name, mod := range map[string]func(*ClassReport){
+		"lost":           func(c *ClassReport) { c.Lost = 1 },
+		"failures":       func(c *ClassReport) { c.SuccessRate = 0.99 },
+		"rate":           func(c *ClassReport) { c.AchievedRate = 800 },
+		"over the limit": func(c *ClassReport) { c.OverLimitMS.P99 = 121 },
+	} {
+		r := good()
+		mod(r.Classes[classInteractive])
+		if met, _ := capacitySLO(p, r); met {
+			t.Errorf("%s: met", name)
+		}
+	}
+}
