@@ -13,8 +13,8 @@ import (
 // then ×CapacityFactor each step), each CapacityStepTime long on a fresh
 // stack, until a step misses the SLO or CapacityMaxSteps have run. The
 // SLO of a step: nothing lost, success at least CapacityMinSuccess, at
-// least 90 % of the offered rate achieved (the step's edges cost some), and the overhead over
-// the ordered limit at p99 at most CapacitySLOMS. The highest step that
+// least 90 % of the offered rate achieved (the step's edges cost some),
+// and the overhead over the ordered limit at p99 at most CapacitySLOMS. The highest step that
 // met it is the sustainable rate; at the first that did not, the report
 // says which limit was reached first (capacityLimit).
 
