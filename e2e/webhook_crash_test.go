@@ -44,7 +44,9 @@ type hookLedger struct {
 	early    []string                   // calls that came before the previous event's 2xx
 	// hold, when set, keeps calls unanswered until release is closed,
 	// then answers them 503; held lists the events of held calls.
-	hold    bool
+	// holdAfter > 0 sets hold once that many events are acknowledged.
+	hold      bool
+	holdAfter int
 	release chan struct{}
 	held    []string
 	// refuseFirst answers 503 to the first try (Switchboard-Attempt 1) of
@@ -108,6 +110,9 @@ func (l *hookLedger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	addTo(l.ids, ev, r.Header.Get(webhook.HeaderID))
 	addTo(l.delivery, ev, r.Header.Get(webhook.HeaderDeliveryID))
 	addTo(l.byHookID, r.Header.Get(webhook.HeaderID), ev)
+	if l.holdAfter > 0 && len(l.acked) >= l.holdAfter {
+		l.hold = true
+	}
 	hold, delay := l.hold, l.delay
 	if hold {
 		l.held = append(l.held, ev)
@@ -147,7 +152,8 @@ func (l *hookLedger) ackedCount() int {
 // conversation's result starts before the previous one was acknowledged;
 // every delivery of one result carries the same webhook-id (and no other
 // result's), so the receiver's dedupe by webhook-id leaves exactly one per
-// result; and the deliveries cut off by the kill are made again.
+// result; the deliveries cut off by the kill are made again, and those
+// acknowledged well before it (committed) are not.
 func TestWebhooksSurviveEgressKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
@@ -195,7 +201,11 @@ func webhooksSurviveEgressKill(t *testing.T, base apptest.StackOptions) {
 	}
 	// partitions returns how many results partitions e delivers.
 	partitions := func(e egressProc) int {
-		resp, err := http.Get(e.admin)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.admin, nil)
+		if err != nil {
+			return 0
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return 0
 		}
@@ -251,33 +261,31 @@ func webhooksSurviveEgressKill(t *testing.T, base apptest.StackOptions) {
 		t.Fatal(err)
 	}
 	ledger.mu.Lock()
-	ledger.delay = 5 * time.Millisecond
+	ledger.delay, ledger.holdAfter = 5*time.Millisecond, 40
 	ledger.mu.Unlock()
 	produce(15)
 	if err := apptest.Wait(2*time.Minute, func() error {
 		ledger.mu.Lock()
 		defer ledger.mu.Unlock()
-		if len(ledger.acked) < 40 {
-			return fmt.Errorf("%d results acknowledged", len(ledger.acked))
-		}
-		ledger.hold = true
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := apptest.Wait(time.Minute, func() error {
-		ledger.mu.Lock()
-		defer ledger.mu.Unlock()
-		if len(ledger.held) < 3 {
+		if len(ledger.held) < 4 {
 			return fmt.Errorf("%d deliveries held", len(ledger.held))
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// What is acknowledged now is committed within a commit interval (1 s):
+	// the kill must not make it be delivered again.
+	ledger.mu.Lock()
+	ackedBefore := map[string]bool{}
+	for ev := range ledger.acked {
+		ackedBefore[ev] = true
+	}
+	ledger.mu.Unlock()
+	time.Sleep(3 * time.Second)
 	a.proc.Kill()
 	ledger.mu.Lock()
-	ledger.hold = false
+	ledger.hold, ledger.holdAfter = false, 0
 	held := append([]string(nil), ledger.held...)
 	ackedAtKill := len(ledger.acked)
 	ledger.mu.Unlock()
@@ -345,6 +353,11 @@ func webhooksSurviveEgressKill(t *testing.T, base apptest.StackOptions) {
 	}
 	if len(ledger.byHookID) != len(ledger.prev) {
 		t.Errorf("%d distinct webhook-ids for %d results, want one each", len(ledger.byHookID), len(ledger.prev))
+	}
+	for ev := range ackedBefore {
+		if ledger.acked[ev] > 1 {
+			t.Errorf("%s, acknowledged 3 s before the kill, was delivered again: its commit did not count", ev)
+		}
 	}
 	for _, ev := range held {
 		if ledger.calls[ev] < 2 || ledger.acked[ev] == 0 {
