@@ -432,16 +432,17 @@ func (w *Deliverer) handle(ctx context.Context, rec *kgo.Record) error {
 	if err != nil {
 		return w.finish(ctx, rec, res, ReasonWebhookNotAllowed, err.Error(), 0)
 	}
-	var body bytes.Buffer
-	if err := appendAnswerJSON(&body, res, w.tenants().Tenant(res.GetTenant())); err != nil {
-		return w.finish(ctx, rec, res, ReasonWebhookDecode, err.Error(), 0)
-	}
+	// Before the body is made: a delivery may ask many times.
 	rc := receiverOf(u)
 	if !w.receivers.acquire(rc) {
 		w.m.busy.Inc()
 		return keyorder.Later(jitter(receiverBusyWait))
 	}
 	defer w.receivers.release(rc)
+	var body bytes.Buffer
+	if err := appendAnswerJSON(&body, res, w.tenants().Tenant(res.GetTenant())); err != nil {
+		return w.finish(ctx, rec, res, ReasonWebhookDecode, err.Error(), 0)
+	}
 	delivery := deliveryID(tg.key, rec)
 	backoff := w.cfg.Backoff
 	var lastErr error
