@@ -47,8 +47,8 @@ type hookLedger struct {
 	// holdAfter > 0 sets hold once that many events are acknowledged.
 	hold      bool
 	holdAfter int
-	release chan struct{}
-	held    []string
+	release   chan struct{}
+	held      []string
 	// refuseFirst answers 503 to the first try (Switchboard-Attempt 1) of
 	// these events, so every redelivery is refused once again too.
 	refuseFirst map[string]bool
