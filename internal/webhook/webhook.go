@@ -4,7 +4,11 @@
 // there, signed in the Standard Webhooks format with the tenant's own key
 // (sign.go), once per result across all egress instances (a consumer
 // group read by the key-ordered engine), in conversation order, retried
-// with backoff and dead-lettered when it cannot succeed. Targets must be
+// with backoff and dead-lettered when it cannot succeed. A result's offset
+// is committed only once its receiver answered 2xx or it was
+// dead-lettered, so a crash or rebalance redelivers, with the same
+// webhook-id, what was not; each receiver has at most MaxPerReceiver
+// deliveries in flight (receiver.go). Targets must be
 // on the tenant's allowlist (package allowlist, which ingress also uses to
 // refuse requests naming other targets); the check is made again when
 // connecting, on the resolved address.
