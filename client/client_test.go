@@ -353,7 +353,7 @@ func TestReaderDropsRepeats(t *testing.T) {
 	conv := "conv-d"
 	all := []*pb.Result{
 		chunk(conv, "r1", "u", 1, 0, "a"), chunk(conv, "r1", "u", 1, 0, "a"), // repeat
-		chunk(conv, "r1", "v", 1, 0, "a"), // a new run restarts
+		chunk(conv, "r1", "v", 1, 0, "a"),                        // a new run restarts
 		final(conv, "r1", "v", "a"), final(conv, "r1", "u", "a"), // repeat of the terminal
 		chunk(conv, "r1", "w", 1, 0, "late"), // after the terminal
 		final(conv, "r2", "x", "b"),
