@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/webhook"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -52,5 +53,28 @@ func TestJSONResults(t *testing.T) {
 				t.Errorf("gRPC: err %v, events\n%v\nwant\n%v", err, labels(gr), all)
 			}
 		})
+	}
+}
+
+// TestWebhookJSONResults: webhooks deliver terminal results written as
+// JSON, once each, as they deliver protobuf ones.
+func TestWebhookJSONResults(t *testing.T) {
+	const secret = "default-secret-0123456789"
+	rc, srv := newReceiver(t, func(string, int) int { return http.StatusOK })
+	rc.secret["/ok"] = webhook.TenantKey([]byte(secret), "t")
+	h := newHarness(t)
+	h.start(func(c *Config) {
+		c.Webhooks = webhook.Config{Enabled: true, Allow: []string{srv.URL + "/"}, Secret: []byte(secret),
+			MaxAttempts: 3, Backoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond}
+	})
+	h.produce(hookFinal("conv-w", "t", "w1", srv.URL+"/ok"))
+	h.enc = envelope.EncodingJSON
+	h.produce(res("conv-w", "t", "w2", "run", 1, 0, false), hookFinal("conv-w", "t", "w2", srv.URL+"/ok"),
+		hookFinal("conv-w", "t", "w2", srv.URL+"/ok")) // a repeated terminal
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	waitFor(ctx, t, "both deliveries", func() bool { return len(rc.requests("/ok")) == 2 })
+	if got := rc.requests("/ok"); !slices.Equal(got, []string{"w1", "w2"}) {
+		t.Errorf("delivered %v, want [w1 w2]", got)
 	}
 }
