@@ -212,6 +212,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.ResultsEncoding == "" {
+		c.ResultsEncoding = "protobuf"
+	}
 	if c.DedupeWindow == 0 {
 		c.DedupeWindow = 10 * time.Minute
 	}
