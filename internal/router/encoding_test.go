@@ -74,3 +74,21 @@ func TestResultsEncodingIsValidated(t *testing.T) {
 		t.Errorf("Validate() = %v, want an error naming the encoding", err)
 	}
 }
+
+// TestRepeatAnsweredFromJSONResults: a repeat is answered with a copy of
+// its original's terminal result read back from JSON results (reanswer.go
+// decodes by the header), without a second model call.
+func TestRepeatAnsweredFromJSONResults(t *testing.T) {
+	h := newHarness(t)
+	h.run(h.modelsim(time.Millisecond), func(c *Config) { c.ResultsEncoding = "json" })
+	h.produce(request("idem-j", 0, false), request("idem-j", 0, false))
+	res, _ := h.collect(2)
+	ts := terminals(res)
+	if len(ts) != 2 || ts[0].GetRequestId() != "idem-j-0" || ts[1].GetRequestId() != "idem-j-0" {
+		t.Fatalf("terminal results %v, want idem-j-0 twice", ts)
+	}
+	sameAnswer(t, ts[0], ts[1])
+	if got := h.hits.Load(); got != 1 {
+		t.Errorf("backend called %d times, want 1 (the repeat answered with a copy)", got)
+	}
+}
