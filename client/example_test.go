@@ -22,13 +22,14 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer p.stop()
+	defer func() { _ = p.stop() }()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
 	c, err := client.New(client.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(p.brokers...)}})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer c.Close()
 
@@ -39,7 +40,8 @@ func Example() {
 	// sees every result of what is sent next.
 	r, err := c.Results(ctx, "order-42", client.ReadOptions{RequestID: id})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer r.Close()
 
@@ -54,7 +56,8 @@ func Example() {
 		Metadata:       map[string]string{"order": "42"},
 	})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	fmt.Println("sent", ack.RequestID, "to", ack.Topic)
 
@@ -67,7 +70,8 @@ func Example() {
 			continue
 		}
 		if err != nil {
-			log.Fatal(err)
+			fmt.Println(err)
+			return
 		}
 		switch {
 		case res.Chunk != nil:
@@ -81,7 +85,8 @@ func Example() {
 			fmt.Println("final:", res.Final.Content == answer.String(), res.Final.FinishReason, res.Metadata["order"])
 			return
 		case res.Error != nil:
-			log.Fatal(res.Error)
+			fmt.Println("error:", res.Error)
+			return
 		}
 	}
 	// Output:

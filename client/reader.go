@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -28,8 +29,8 @@ func AtStart() Offset { return Offset{kind: 1} }
 
 // At starts at offset o of the conversation's partition; a reader that
 // handled a Result resumes after it from At(result.Offset+1). An offset
-// past the end waits for it; one below the oldest retained starts at the
-// oldest.
+// the partition does not hold (deleted by retention, or past its end)
+// starts at the oldest record it still holds.
 func At(o int64) Offset { return Offset{kind: 2, at: o} }
 
 // AtTime starts at the first result written at or after t (the end if
@@ -112,11 +113,12 @@ func (c *Client) Results(ctx context.Context, conversationID string, opts ReadOp
 		o, _ := listed.Lookup(c.results, p)
 		start = kgo.NewOffset().At(o.Offset)
 	}
-	kopts := append(c.cfg.Kafka[:len(c.cfg.Kafka):len(c.cfg.Kafka)],
+	kopts := slices.Concat(c.cfg.Kafka, []kgo.Opt{
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.results: {p: start}}),
 		// An offset out of range (deleted by retention, or not yet
 		// written) starts at the oldest retained record.
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	})
 	if opts.ReadCommitted {
 		kopts = append(kopts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
