@@ -24,8 +24,8 @@
 // answered once by router-worker within its dedupe window, and a Reader
 // drops repeated results unless asked to keep them.
 //
-// A Client is safe for concurrent use; a Reader is not (one goroutine calls
-// Next).
+// A Client is safe for concurrent use. A Reader is read by one goroutine;
+// Close may come from another and ends a waiting Next.
 package client
 
 import (
@@ -59,8 +59,8 @@ const (
 
 // Lanes: each has its own requests topic and worker budget.
 const (
-	LaneInteractive = envelope.LaneInteractive
-	LaneBatch       = envelope.LaneBatch
+	LaneInteractive = "interactive"
+	LaneBatch       = "batch"
 )
 
 // DefaultTopicPrefix is topics.yaml's prefix of every topic name.

@@ -218,6 +218,12 @@ func TestRecord(t *testing.T) {
 	}
 }
 
+func TestLanesAreTheContract(t *testing.T) {
+	if client.LaneInteractive != envelope.LaneInteractive || client.LaneBatch != envelope.LaneBatch {
+		t.Errorf("lanes %q %q, want envelope's %q %q", client.LaneInteractive, client.LaneBatch, envelope.LaneInteractive, envelope.LaneBatch)
+	}
+}
+
 func TestRecordRejectsInvalidRequests(t *testing.T) {
 	c := newClient(t, []string{"127.0.0.1:1"}, client.Protobuf)
 	for _, tc := range []struct {
@@ -425,5 +431,22 @@ func TestReaderDecodeErrors(t *testing.T) {
 	r.Close()
 	if _, err := r.Next(t.Context()); !errors.Is(err, client.ErrClosed) {
 		t.Errorf("Next after Close: %v, want ErrClosed", err)
+	}
+	// Close from another goroutine ends a Next that waits.
+	w := open(t, c, conv, client.ReadOptions{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Next(t.Context())
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let Next wait (it ends either way)
+	w.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, client.ErrClosed) {
+			t.Errorf("waiting Next after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not end a waiting Next within 30s")
 	}
 }
