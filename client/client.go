@@ -235,6 +235,9 @@ func (c *Client) request(req Request, now time.Time) (*pb.Request, error) {
 	switch {
 	case req.RequestID != "" && req.IdempotencyKey != "":
 		return nil, fmt.Errorf("client: %w: set RequestID or IdempotencyKey, not both", ErrInvalidRequest)
+	case !envelope.ValidIdempotencyKey(req.IdempotencyKey):
+		return nil, fmt.Errorf("client: %w: IdempotencyKey must be at most %d printable ASCII characters without spaces (as ingress's Idempotency-Key)",
+			ErrInvalidRequest, envelope.MaxIdempotencyKeyLen)
 	case req.IdempotencyKey != "":
 		m.RequestId = RequestIDForKey(m.Tenant, req.IdempotencyKey)
 	case req.RequestID == "":

@@ -237,6 +237,8 @@ func TestRecordRejectsInvalidRequests(t *testing.T) {
 		{"bad role", func(r *client.Request) { r.Messages[0].Role = "robot" }, "role"},
 		{"bad lane", func(r *client.Request) { r.Lane = "fast" }, "lane"},
 		{"both IDs", func(r *client.Request) { r.RequestID, r.IdempotencyKey = "r", "k" }, "not both"},
+		{"key with a space", func(r *client.Request) { r.IdempotencyKey = "order 42" }, "IdempotencyKey"},
+		{"key too long", func(r *client.Request) { r.IdempotencyKey = strings.Repeat("k", 256) }, "IdempotencyKey"},
 	} {
 		req := userRequest("c", "hi", false)
 		tc.mod(&req)

@@ -100,3 +100,21 @@ var idempotencyNamespace = uuid.MustParse("5b0b5a3e-7c1f-4b61-9d4e-2a8c3f0e9d17"
 func RequestIDForKey(tenantName, key string) string {
 	return uuid.NewSHA1(idempotencyNamespace, []byte(tenantName+"\x00"+key)).String()
 }
+
+// MaxIdempotencyKeyLen bounds an idempotency key.
+const MaxIdempotencyKeyLen = 255
+
+// ValidIdempotencyKey reports whether k can be an idempotency key (ingress's
+// Idempotency-Key, the client package's IdempotencyKey): at most 255
+// printable ASCII characters without spaces; "" is valid (no key).
+func ValidIdempotencyKey(k string) bool {
+	if len(k) > MaxIdempotencyKeyLen {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

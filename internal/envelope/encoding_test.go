@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -95,5 +96,14 @@ func TestRequestIDForKey(t *testing.T) {
 	}
 	if RequestIDForKey("dev", "a") == RequestIDForKey("other", "a") {
 		t.Error("two tenants' equal keys give one request ID")
+	}
+}
+
+func TestValidIdempotencyKey(t *testing.T) {
+	for k, want := range map[string]bool{"": true, "order-42": true, "a/b:c~!": true, strings.Repeat("k", 255): true,
+		strings.Repeat("k", 256): false, "a b": false, "tab\t": false, "é": false, "\x7f": false} {
+		if got := ValidIdempotencyKey(k); got != want {
+			t.Errorf("ValidIdempotencyKey(%q) = %v, want %v", k, got, want)
+		}
 	}
 }

@@ -77,19 +77,9 @@ func RequestIDForKey(tenantName, key string) string {
 }
 
 // MaxIdempotencyKeyLen bounds an Idempotency-Key.
-const MaxIdempotencyKeyLen = 255
+const MaxIdempotencyKeyLen = envelope.MaxIdempotencyKeyLen
 
-func validIdempotencyKey(k string) bool {
-	if len(k) > MaxIdempotencyKeyLen {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < 0x21 || k[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
+func validIdempotencyKey(k string) bool { return envelope.ValidIdempotencyKey(k) }
 
 // buildRequest validates s and turns it into the record's Request.
 func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *failure) {
