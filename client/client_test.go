@@ -344,6 +344,12 @@ func TestReaderOrderResumeAndFilters(t *testing.T) {
 	if s := describe(next(t, r3)); s != want[3] {
 		t.Errorf("request filter: %v, want %v", s, want[3])
 	}
+	if _, err := c.Results(t.Context(), conv, client.ReadOptions{From: client.At(-1)}); err == nil || !strings.Contains(err.Error(), "offset -1") {
+		t.Errorf("At(-1): %v, want an error naming the offset", err)
+	}
+	if _, err := c.Results(t.Context(), "a b", client.ReadOptions{}); !errors.Is(err, client.ErrInvalidRequest) {
+		t.Errorf("bad conversation ID: %v, want ErrInvalidRequest", err)
+	}
 	// AtEnd sees only what comes after it opened.
 	r4 := open(t, c, conv, client.ReadOptions{})
 	produceResults(t, p.brokers, envelope.EncodingProtobuf, final(conv, "r3", "w", "d"))

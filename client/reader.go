@@ -101,6 +101,9 @@ func (c *Client) Results(ctx context.Context, conversationID string, opts ReadOp
 	case 1:
 		start = kgo.NewOffset().AtStart()
 	case 2:
+		if opts.From.at < 0 {
+			return nil, fmt.Errorf("client: offset %d: want 0 or more (AtStart and AtEnd name the ends)", opts.From.at)
+		}
 		start = kgo.NewOffset().At(opts.From.at)
 	case 3:
 		listed, err := adm.ListOffsetsAfterMilli(ctx, opts.From.t.UnixMilli(), c.results)
