@@ -36,6 +36,7 @@ type harness struct {
 	t       testing.TB
 	cluster *kfake.Cluster
 	client  *kgo.Client
+	enc     envelope.Encoding // of the results produce writes
 }
 
 func newHarness(t testing.TB, opts ...kfake.Opt) *harness {
@@ -129,7 +130,7 @@ func (h *harness) produce(results ...*pb.Result) []cursor {
 	h.t.Helper()
 	var out []cursor
 	for _, res := range results {
-		rec, err := envelope.EncodeResult(resultsTopic, res)
+		rec, err := envelope.EncodeResultAs(resultsTopic, res, h.enc)
 		if err != nil {
 			h.t.Fatal(err)
 		}

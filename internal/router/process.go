@@ -479,7 +479,7 @@ func (e *emitter) produce(res *pb.Result) {
 		e.runID = uuid.NewString()
 	}
 	res.RunId = e.runID
-	rec, err := envelope.EncodeResult(e.r.results, res)
+	rec, err := envelope.EncodeResultAs(e.r.results, res, e.r.resEnc)
 	if err != nil {
 		e.fail(err)
 		return

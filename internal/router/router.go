@@ -28,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
@@ -135,6 +136,11 @@ type Config struct {
 	CommitInterval time.Duration
 	// ShutdownTimeout bounds the drain on stop. Default 30s.
 	ShutdownTimeout time.Duration
+	// ResultsEncoding is how result records are written: "protobuf" (the
+	// default) or "json" (protojson with content-type application/json,
+	// which kcat or any consumer reads without the schema). Readers decode
+	// both by the header, so it can change on a running deployment.
+	ResultsEncoding string
 	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
@@ -206,6 +212,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.ResultsEncoding == "" {
+		c.ResultsEncoding = "protobuf"
+	}
 	if c.DedupeWindow == 0 {
 		c.DedupeWindow = 10 * time.Minute
 	}
@@ -240,6 +249,9 @@ func (c *Config) Validate() error {
 	if c.DedupeMaxIDs < 1 {
 		return errors.New("router: dedupe max IDs must be positive")
 	}
+	if _, err := envelope.ParseEncoding(c.ResultsEncoding); err != nil {
+		return fmt.Errorf("router: results %w", err)
+	}
 	if c.GroupProtocol != "" && c.GroupProtocol != "classic" && c.GroupProtocol != "consumer" {
 		return fmt.Errorf("router: group protocol %q: want classic or consumer", c.GroupProtocol)
 	}
@@ -259,6 +271,7 @@ type Router struct {
 	tenants  tenantLimiters
 	topics   []string // the requests topics
 	results  string
+	resEnc   envelope.Encoding // of result records
 	dlq      string
 	metrics  *metrics
 
@@ -295,6 +308,7 @@ func New(cfg Config) (*Router, error) {
 	batch := cfg.Topics.Name(topicspec.RequestsBatch)
 	r.topics = []string{cfg.Topics.Name(topicspec.RequestsInteractive), batch}
 	r.eos = cfg.ExactlyOnce
+	r.resEnc, _ = envelope.ParseEncoding(cfg.ResultsEncoding) // Validate checked it
 	r.maxBytes = cfg.Topics.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter)
 	txnID := ""
 	if r.eos {
