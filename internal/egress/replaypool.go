@@ -49,7 +49,10 @@ import (
 // removed).
 
 // replayQueue is how many events a reader queues for one stream.
-const replayQueue = 256
+const replayQueue = 128
+
+// replayBatch is how many records a reader delivers per hold of its lock.
+const replayBatch = 256
 
 // replayIdle is how long a reader without work keeps its Kafka client.
 const replayIdle = 5 * time.Second
@@ -108,6 +111,7 @@ type replayPool struct {
 	metrics   *replayMetrics
 	log       *slog.Logger
 	undecoded prometheus.Counter
+	peak      atomic.Int64 // the most bytes one reader had queued, for tests
 
 	ctx    context.Context // ends the readers
 	cancel context.CancelFunc
@@ -571,14 +575,16 @@ func (r *replayReader) pass(p int32) (err error) {
 		}
 		recs := fetches.Records()
 		for len(recs) > 0 {
+			// A bounded batch per hold of mu: streams joining the pass
+			// (add, under pool.mu) wait for it.
 			r.mu.Lock()
-			for len(recs) > 0 && r.queued.Load() <= pl.maxBytes {
+			for n := 0; n < replayBatch && len(recs) > 0 && r.queued.Load() <= pl.maxBytes; n++ {
 				r.deliver(recs[0], from)
 				recs = recs[1:]
 			}
 			r.complete()
 			r.mu.Unlock()
-			if len(recs) > 0 {
+			if len(recs) > 0 && r.queued.Load() > pl.maxBytes {
 				select { // over the bound: wait for the streams to take events
 				case <-r.drained:
 				case <-pl.ctx.Done():
@@ -663,7 +669,9 @@ func (r *replayReader) deliver(rec *kgo.Record, from int64) {
 			r.pool.metrics.detached.Inc()
 			continue
 		}
-		r.queued.Add(size)
+		if q := r.queued.Add(size); q > r.pool.peak.Load() {
+			r.pool.peak.Store(q) // under r.mu: readers race only to raise it
+		}
 		s.ch <- replayItem{ev: ev, size: size, r: r}
 		s.next = rec.Offset + 1
 	}

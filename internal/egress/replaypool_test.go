@@ -215,4 +215,9 @@ func TestResumesSlowStreams(t *testing.T) {
 	if n := eg.metric(t, "switchboard_egress_replay_streams_detached_total"); n == 0 {
 		t.Error("no stream left a pass: the slow path was not exercised")
 	}
+	// The bound may be passed by one record given to every stream of its
+	// conversation (20 here, under 2 KiB each).
+	if peak, bound := eg.e.replays.peak.Load(), int64(8<<10+20*2<<10); peak > bound || peak < 8<<10 {
+		t.Errorf("a reader queued at most %d bytes; want above its bound of 8 KiB (the slow streams fill it) and at most %d", peak, bound)
+	}
 }
