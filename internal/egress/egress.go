@@ -12,7 +12,8 @@
 // in-memory index of the last ReplayWindow of results (recent.go, bounded
 // by RecentBytes) that the live reader fills; only a range the index does
 // not cover (older, evicted, or before this instance started) is read from
-// Kafka (replay.go). Per subscriber,
+// Kafka (replay.go) by a bounded pool of readers shared by every such
+// stream, one partition per reader at a time (replaypool.go). Per subscriber,
 // duplicate chunks, chunks of superseded attempts and runs, and repeated
 // terminal results are dropped (dedupe.go), so a client sees each answer
 // once and in order. The transports share one stream loop (stream.go) and
