@@ -213,7 +213,7 @@ func (pl *replayPool) close() {
 // (egress stopping) ends it with errReplayShutdown.
 func (pl *replayPool) replay(ctx context.Context, stop <-chan struct{}, conv string, partition int32, from, to int64, send func(event) error) error {
 	s := &replayStream{conv: conv, partition: partition, next: from, to: to, ch: make(chan replayItem, pl.queue)}
-	pl.add(s)
+	pl.add(s) //nolint:contextcheck // a reader it starts serves many streams: the pool owns it (pool.ctx, ended by close), not this stream
 	defer pl.remove(s)
 	for {
 		select {
