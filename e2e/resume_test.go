@@ -24,17 +24,22 @@ func TestResumeAfterEgressKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real binaries")
 	}
+	resumeAfterEgressKill(t, apptest.StackOptions{})
+}
+
+// resumeAfterEgressKill is TestResumeAfterEgressKill on a stack shaped by
+// base (its cluster has 3 brokers).
+func resumeAfterEgressKill(t *testing.T, base apptest.StackOptions) {
 	const (
 		convs    = 20
 		perConv  = 15 // resuming clients per conversation
 		messages = 3
 		readers  = 2
 	)
-	s := apptest.StartStack(t, bin, apptest.StackOptions{
-		// A short window: the cursors are older than the restarted
-		// egress's index, so every resume reads Kafka.
-		EgressArgs: []string{"--replay-window", "2s", "--replay-readers", strconv.Itoa(readers)},
-	})
+	// A short window: the cursors are older than the restarted egress's
+	// index, so every resume reads Kafka.
+	base.EgressArgs = append(base.EgressArgs, "--replay-window", "2s", "--replay-readers", strconv.Itoa(readers))
+	s := apptest.StartStack(t, bin, base)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	conv := func(c int) string { return fmt.Sprintf("resume-%02d", c) }
@@ -147,7 +152,7 @@ func TestResumeAfterEgressKill(t *testing.T) {
 		metricSum(ctx, t, s.EgressAdminURL, "switchboard_egress_replay_passes_total"),
 		metricSum(ctx, t, s.EgressAdminURL, "switchboard_egress_replay_clients_total"))
 	// A reader's client connects to the seed and, as it moves between
-	// partitions, to each of devbroker's 3 brokers twice (requests,
+	// partitions, to each of the cluster's 3 brokers twice (requests,
 	// fetches); the live reader may add a few.
 	if bound := float64(readers*(1+2*3) + 10); opens > bound {
 		t.Errorf("egress opened %v Kafka connections for %d resumes, want at most %v", opens, len(clients), bound)
