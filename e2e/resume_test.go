@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,7 +67,7 @@ func resumeAfterEgressKill(t *testing.T, base apptest.StackOptions) {
 				return
 			}
 			for i := range messages {
-				if _, err := postMessage(ctx, s.IngressURL, conv(c), fmt.Sprintf(`{"model":"sim","stream":true,"max_tokens":8,"messages":[{"role":"user","content":"resume %d message %d"}]}`, c, i)); err != nil {
+				if err := postOnce(ctx, s.IngressURL, conv(c), fmt.Sprintf("%s-%d", conv(c), i), fmt.Sprintf(`{"model":"sim","stream":true,"max_tokens":8,"messages":[{"role":"user","content":"resume %d message %d"}]}`, c, i)); err != nil {
 					t.Errorf("conversation %d message %d: %v", c, i, err)
 					return
 				}
@@ -115,7 +117,7 @@ func resumeAfterEgressKill(t *testing.T, base apptest.StackOptions) {
 	}
 	opened.Wait()
 	for c := range convs { // a live answer per conversation
-		if _, err := postMessage(ctx, s.IngressURL, conv(c), fmt.Sprintf(`{"model":"sim","stream":true,"max_tokens":8,"messages":[{"role":"user","content":"resume %d live"}]}`, c)); err != nil {
+		if err := postOnce(ctx, s.IngressURL, conv(c), conv(c)+"-live", fmt.Sprintf(`{"model":"sim","stream":true,"max_tokens":8,"messages":[{"role":"user","content":"resume %d live"}]}`, c)); err != nil {
 			t.Fatalf("conversation %d live message: %v", c, err)
 		}
 	}
@@ -157,6 +159,38 @@ func resumeAfterEgressKill(t *testing.T, base apptest.StackOptions) {
 	if bound := float64(readers*(1+2*3) + 10); opens > bound {
 		t.Errorf("egress opened %v Kafka connections for %d resumes, want at most %v", opens, len(clients), bound)
 	}
+}
+
+// postOnce posts a message with an Idempotency-Key, again (a few times)
+// when ingress answers 503: a cold cluster may be slow to acknowledge the
+// first produce, and the key keeps a retry from being a second request.
+func postOnce(ctx context.Context, base, conv, key, body string) error {
+	var last error
+	for range 5 {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/conversations/"+conv+"/messages", strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+apptest.DevKey)
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusAccepted:
+			return nil
+		case http.StatusServiceUnavailable:
+			last = fmt.Errorf("status %s: %s", resp.Status, b)
+			time.Sleep(time.Second)
+		default:
+			return fmt.Errorf("status %s: %s", resp.Status, b)
+		}
+	}
+	return last
 }
 
 // results counts the result events of evs.
