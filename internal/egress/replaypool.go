@@ -604,7 +604,13 @@ func (r *replayReader) unconsume() {
 	if r.consuming == nil {
 		return
 	}
-	for deadline := time.Now().Add(2 * replayFetchWait); r.fetches.n.Load() > 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(2 * replayFetchWait); r.fetches.n.Load() > 0; {
+		if time.Now().After(deadline) {
+			// A fetch whose connection died may not have been read: the
+			// count is an estimate, begin it anew.
+			r.fetches.n.Store(0)
+			break
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	r.cl.RemoveConsumePartitions(map[string][]int32{r.pool.topic: {*r.consuming}})
