@@ -3,15 +3,22 @@ package egress
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
+	"github.com/switchboard-llm/switchboard/internal/topicspec"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -219,5 +226,65 @@ func TestResumesSlowStreams(t *testing.T) {
 	// conversation (20 here, under 2 KiB each).
 	if peak, bound := eg.e.replays.peak.Load(), int64(8<<10+20*2<<10); peak > bound || peak < 8<<10 {
 		t.Errorf("a reader queued at most %d bytes; want above its bound of 8 KiB (the slow streams fill it) and at most %d", peak, bound)
+	}
+}
+
+// TestReplayWaitEndsAtShutdown: a stream waiting for the replay pool when
+// egress stops ends at once with reason shutdown and a cursor, as a live
+// stream does, instead of waiting for its replay.
+func TestReplayWaitEndsAtShutdown(t *testing.T) {
+	h := newHarness(t)
+	cursors := h.produce(res("waiting", "", "r1", "run", 1, 0, true), res("waiting", "", "r2", "run", 1, 0, true))
+	spec, err := topicspec.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Config{Kafka: kafkaconf.Config{Brokers: h.cluster.ListenAddrs()}, Topics: spec, Addr: freeAddr(t),
+		Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), CursorSecret: []byte("s"),
+		AllowAnonymous: true, RecentBytes: -1, ReplayWindow: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pool's reader does not get its client until the test says so.
+	release := make(chan struct{})
+	asked := make(chan struct{}, 1)
+	e.replays.newClient = func(opts ...kgo.Opt) (*kgo.Client, error) {
+		asked <- struct{}{}
+		<-release
+		return kgo.NewClient(opts...)
+	}
+	srv := httptest.NewServer(e.Handler())
+	defer srv.Close()
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() {
+		stop()
+		close(release)
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	<-e.ready
+	from := e.cursors.seal("", "waiting", cursor{cursors[0].partition, -1})
+	evs := make(chan []got, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		defer cancel()
+		out, _ := readSSE(rctx, t, srv.URL+"/v1/conversations/waiting/events", http.Header{"Last-Event-Id": {from}}, 0)
+		evs <- out
+	}()
+	select {
+	case <-asked: // the stream waits for the pool's reader
+	case <-time.After(60 * time.Second):
+		t.Fatal("the resume never asked the pool for a reader")
+	}
+	stop()
+	out := <-evs
+	if len(out) != 1 || out[0].name != "end" || out[0].label != endShutdown || out[0].cursor == "" {
+		t.Fatalf("a stream waiting for its replay at shutdown got %v, want only end:shutdown with a cursor", out)
+	}
+	if c, err := e.cursors.open("", "waiting", out[0].cursor); err != nil || c.offset != -1 {
+		t.Errorf("end cursor %v (%v), want the one it resumed from", c, err)
 	}
 }
