@@ -78,6 +78,13 @@ func TestRealKafkaWebhooksSurviveEgressKill(t *testing.T) {
 	webhooksSurviveEgressKill(t, realKafka(t))
 }
 
+// TestRealKafkaResumeAfterEgressKill is TestResumeAfterEgressKill on
+// Apache Kafka: the replay pool's readers pause and seek their partitions
+// between passes on a real cluster's fetch sessions.
+func TestRealKafkaResumeAfterEgressKill(t *testing.T) {
+	resumeAfterEgressKill(t, realKafka(t))
+}
+
 // TestRealKafkaAdmission: lag-driven admission on the group's real lag
 // (TestAdmissionWithRouterStopped).
 func TestRealKafkaAdmission(t *testing.T) {

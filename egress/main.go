@@ -22,6 +22,8 @@ func main() {
 	f.Duration(&cfg.ReplayWindow, "replay-window", "how far back a new stream without a cursor is replayed")
 	f.Bool(&cfg.ReadCommitted, "read-committed", "read results read_committed: with router-worker --exactly-once, streams never show an aborted transaction's result, but results (chunks too) wait for open transactions to end")
 	f.Int64(&cfg.RecentBytes, "recent-bytes", "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
+	f.Int(&cfg.ReplayReaders, "replay-readers", "Kafka clients shared by the streams that resume from before the index of recent results (one partition each at a time)")
+	f.Int64(&cfg.ReplayReaderBytes, "replay-reader-bytes", "memory bound of the events one replay reader has read and its streams not yet written; above it the reader waits")
 	f.Int(&cfg.SubscriberBuffer, "subscriber-buffer", "events held for a slow subscriber before it is disconnected")
 	f.Duration(&cfg.WriteTimeout, "write-timeout", "bound of one write to a stream, and of the wait for a non-reading client's backlog to fall (then end: overflow)")
 	f.Int(&cfg.MaxStreamsPerTenant, "max-streams-per-tenant", "open streams of one tenant on this instance; more get 429 (negative: no cap)")

@@ -205,6 +205,8 @@ func (s *session) stream(ctx context.Context, out sink) error {
 		switch {
 		case errors.Is(err, errStreamDone):
 			return out.end(endDone, s.token(s.last))
+		case errors.Is(err, errReplayShutdown):
+			return out.end(endShutdown, s.token(s.last))
 		case err != nil && ctx.Err() == nil && !errors.Is(err, errWrite):
 			e.log.Warn("replay failed", "conversation_id", s.req.conv, "partition", partition, "err", err)
 			return out.end(endReplayFailed, s.token(s.last))
