@@ -122,8 +122,14 @@ func TestRealKafkaRegionFailover(t *testing.T) {
 	defer cancel()
 	var east, west *kafkalocal.Cluster
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { east = region(gctx, t, "east", "RWFzdFJlZ2lvbkNsdXN0ZQ", eastPort, eastController); return nil })
-	g.Go(func() error { west = region(gctx, t, "west", "V2VzdFJlZ2lvbkNsdXN0ZQ", westPort, westController); return nil })
+	g.Go(func() error {
+		east = region(gctx, t, "east", "RWFzdFJlZ2lvbkNsdXN0ZQ", eastPort, eastController)
+		return nil
+	})
+	g.Go(func() error {
+		west = region(gctx, t, "west", "V2VzdFJlZ2lvbkNsdXN0ZQ", westPort, westController)
+		return nil
+	})
 	_ = g.Wait()
 	if t.Failed() {
 		t.FailNow()
