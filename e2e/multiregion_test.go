@@ -244,11 +244,11 @@ func TestRealKafkaRegionFailover(t *testing.T) {
 		}
 		return ev.Name != "end"
 	}); err != nil {
-		t.Fatalf("resuming in west: %v (got %v)", err, names(resumed))
+		t.Fatalf("resuming in west: %v (got %v)", err, eventNames(resumed))
 	}
 	want := all[cut+1:]
 	if len(resumed) != len(want) {
-		t.Fatalf("resumed in west: %d events, want the %d after the cursor\ngot:  %v\nwant: %v", len(resumed), len(want), names(resumed), names(want))
+		t.Fatalf("resumed in west: %d events, want the %d after the cursor\ngot:  %v\nwant: %v", len(resumed), len(want), eventNames(resumed), eventNames(want))
 	}
 	for i := range want {
 		if resumed[i].Name != want[i].Name || resumed[i].Data != want[i].Data {
@@ -299,7 +299,7 @@ func mustKgo(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 	return cl
 }
 
-func names(evs []apptest.Event) []string {
+func eventNames(evs []apptest.Event) []string {
 	out := make([]string, len(evs))
 	for i, ev := range evs {
 		out[i] = ev.Name
