@@ -40,8 +40,9 @@ import (
 // the default key of a stack's generated tenants file.
 const DevKey = "sk-switchboard-dev"
 
-// Names of the stack's processes. Router-workers beyond the first are
-// router-worker-2, router-worker-3, …; the nodes of a local Apache Kafka
+// Names of the stack's processes. Router-workers, egress and ingress
+// instances beyond the first are router-worker-2, egress-2, ingress-2, …
+// (Config.Routers, Egresses, Ingresses); the nodes of a local Apache Kafka
 // cluster (Config.Cluster) are kafka-1, kafka-2, kafka-3.
 const (
 	ProcDevbroker = "devbroker"
@@ -131,6 +132,12 @@ type Config struct {
 	// RouterInstanceArgs, when set, gives each router-worker (by index)
 	// flags of its own, e.g. a static-membership --instance-id.
 	RouterInstanceArgs func(i int) []string
+	// Egresses and Ingresses are how many egress and ingress instances
+	// start (default 1); instances beyond the first listen on free ports.
+	// EgressInstanceArgs and IngressInstanceArgs, when set, give each (by
+	// index) flags of its own.
+	Egresses, Ingresses                     int
+	EgressInstanceArgs, IngressInstanceArgs func(i int) []string
 
 	// CursorSecret is egress's SWITCHBOARD_CURSOR_SECRET, given to every
 	// process of the stack (restarted ones too), so a cursor one egress
@@ -162,6 +169,9 @@ type Stack struct {
 	// IngressAdminURL and EgressAdminURL are their admin listeners
 	// (/metrics, /healthz, /readyz).
 	IngressAdminURL, EgressAdminURL string
+	// Ingresses and Egresses are every ingress and egress instance, in
+	// start order; the first is the one of IngressURL and EgressURL.
+	Ingresses, Egresses []Endpoint
 	// APIKey is a key ingress and egress accept; Tenant its tenant (empty
 	// with Config.TenantsFile).
 	APIKey, Tenant string
@@ -173,6 +183,15 @@ type Stack struct {
 	order    []string
 	routerN  int
 	stopping bool
+}
+
+// Endpoint is where one ingress or egress instance listens.
+type Endpoint struct {
+	// Name is its process name (ingress, ingress-2, …).
+	Name string
+	// URL is its public HTTP API, AdminURL its admin listener, GRPC its
+	// gRPC host:port (empty when it serves none).
+	URL, AdminURL, GRPC string
 }
 
 type proc struct {
@@ -195,6 +214,14 @@ func Binaries() []string {
 func (c Config) Validate() error {
 	if c.Bin == "" || c.Dir == "" {
 		return errors.New("stack: bin and dir are required")
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{ProcRouter, c.Routers}, {ProcEgress, c.Egresses}, {ProcIngress, c.Ingresses}} {
+		if n.v < 0 || n.v > MaxInstances {
+			return fmt.Errorf("stack: %d %s instances not between 1 and %d", n.v, n.name, MaxInstances)
+		}
 	}
 	for _, b := range Binaries() {
 		if b == ProcDevbroker && c.Brokers != "" {
@@ -231,6 +258,12 @@ func (c *Config) defaults() {
 	}
 	if c.Routers == 0 {
 		c.Routers = 1
+	}
+	if c.Egresses == 0 {
+		c.Egresses = 1
+	}
+	if c.Ingresses == 0 {
+		c.Ingresses = 1
 	}
 	if c.RouterGroup == "" {
 		c.RouterGroup = "switchboard-router"
@@ -313,11 +346,15 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
-	if err := s.startEgress(ctx); err != nil {
-		return nil, err
+	for i := range cfg.Egresses {
+		if err := s.startEgress(ctx, i); err != nil {
+			return nil, err
+		}
 	}
-	if err := s.startIngress(ctx); err != nil {
-		return nil, err
+	for i := range cfg.Ingresses {
+		if err := s.startIngress(ctx, i); err != nil {
+			return nil, err
+		}
 	}
 	cfg.Logger.Info("stack ready", "brokers", s.Brokers, "ingress", s.IngressURL, "egress", s.EgressURL, "modelsim", s.ModelsimURL, "dir", cfg.Dir)
 	return s, nil
@@ -474,50 +511,86 @@ func (s *Stack) AddRouter(ctx context.Context) (string, error) {
 	return name, s.Start(ctx, name)
 }
 
-func (s *Stack) startEgress(ctx context.Context) error {
-	addr, err := s.addr(s.cfg.EgressPort)
-	if err != nil {
-		return err
+// instanceName is the process name of instance i (from 0) of service
+// proc: proc, then proc-2, proc-3, ….
+func instanceName(proc string, i int) string {
+	if i == 0 {
+		return proc
 	}
-	admin, err := s.addr(s.cfg.EgressAdminPort)
-	if err != nil {
-		return err
-	}
-	s.EgressURL, s.EgressAdminURL = "http://"+addr, "http://"+admin
-	args := []string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile}
-	if s.cfg.EgressGRPC {
-		if s.EgressGRPC, err = s.addr(s.cfg.EgressGRPCPort); err != nil {
-			return err
-		}
-		args = append(args, "--grpc-addr", s.EgressGRPC)
-	}
-	args = append(args, s.cfg.topicArgs()...)
-	s.add(ProcEgress, append(append(args, s.cfg.CommonArgs...), s.cfg.EgressArgs...), httpReady(s.EgressAdminURL+"/readyz", s.cfg.ReadyTimeout))
-	return s.Start(ctx, ProcEgress)
+	return proc + "-" + strconv.Itoa(i+1)
 }
 
-func (s *Stack) startIngress(ctx context.Context) error {
-	addr, err := s.addr(s.cfg.IngressPort)
+// firstPort is port for instance 0 and 0 (a free port) for the others.
+func firstPort(port, i int) int {
+	if i == 0 {
+		return port
+	}
+	return 0
+}
+
+// startEgress starts egress instance i (from 0).
+func (s *Stack) startEgress(ctx context.Context, i int) error {
+	addr, err := s.addr(firstPort(s.cfg.EgressPort, i))
 	if err != nil {
 		return err
 	}
-	s.IngressURL = "http://" + addr
-	grpc := ""
+	admin, err := s.addr(firstPort(s.cfg.EgressAdminPort, i))
+	if err != nil {
+		return err
+	}
+	ep := Endpoint{Name: instanceName(ProcEgress, i), URL: "http://" + addr, AdminURL: "http://" + admin}
+	args := []string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile}
+	if s.cfg.EgressGRPC {
+		if ep.GRPC, err = s.addr(firstPort(s.cfg.EgressGRPCPort, i)); err != nil {
+			return err
+		}
+		args = append(args, "--grpc-addr", ep.GRPC)
+	}
+	args = append(append(append(args, s.cfg.topicArgs()...), s.cfg.CommonArgs...), s.cfg.EgressArgs...)
+	if s.cfg.EgressInstanceArgs != nil {
+		args = append(args, s.cfg.EgressInstanceArgs(i)...)
+	}
+	s.mu.Lock()
+	if i == 0 {
+		s.EgressURL, s.EgressAdminURL, s.EgressGRPC = ep.URL, ep.AdminURL, ep.GRPC
+	}
+	s.Egresses = append(s.Egresses, ep)
+	s.mu.Unlock()
+	s.add(ep.Name, args, httpReady(ep.AdminURL+"/readyz", s.cfg.ReadyTimeout))
+	return s.Start(ctx, ep.Name)
+}
+
+// startIngress starts ingress instance i (from 0).
+func (s *Stack) startIngress(ctx context.Context, i int) error {
+	addr, err := s.addr(firstPort(s.cfg.IngressPort, i))
+	if err != nil {
+		return err
+	}
+	ep := Endpoint{Name: instanceName(ProcIngress, i), URL: "http://" + addr}
 	if !s.cfg.NoIngressGRPC {
-		if grpc, err = s.addr(s.cfg.IngressGRPCPort); err != nil {
+		if ep.GRPC, err = s.addr(firstPort(s.cfg.IngressGRPCPort, i)); err != nil {
 			return err
 		}
 	}
-	s.IngressGRPC = grpc
-	admin, err := s.addr(s.cfg.IngressAdminPort)
+	admin, err := s.addr(firstPort(s.cfg.IngressAdminPort, i))
 	if err != nil {
 		return err
 	}
-	s.IngressAdminURL = "http://" + admin
-	args := append([]string{"--addr", addr, "--admin-addr", admin, "--grpc-addr", grpc, "--brokers", s.brokersOf(ProcIngress), "--tenants", s.TenantsFile,
+	ep.AdminURL = "http://" + admin
+	args := append([]string{"--addr", addr, "--admin-addr", admin, "--grpc-addr", ep.GRPC, "--brokers", s.brokersOf(ProcIngress), "--tenants", s.TenantsFile,
 		"--router-group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
-	s.add(ProcIngress, append(append(args, s.cfg.CommonArgs...), s.cfg.IngressArgs...), httpReady(s.IngressAdminURL+"/readyz", s.cfg.ReadyTimeout))
-	return s.Start(ctx, ProcIngress)
+	args = append(append(args, s.cfg.CommonArgs...), s.cfg.IngressArgs...)
+	if s.cfg.IngressInstanceArgs != nil {
+		args = append(args, s.cfg.IngressInstanceArgs(i)...)
+	}
+	s.mu.Lock()
+	if i == 0 {
+		s.IngressURL, s.IngressGRPC, s.IngressAdminURL = ep.URL, ep.GRPC, ep.AdminURL
+	}
+	s.Ingresses = append(s.Ingresses, ep)
+	s.mu.Unlock()
+	s.add(ep.Name, args, httpReady(ep.AdminURL+"/readyz", s.cfg.ReadyTimeout))
+	return s.Start(ctx, ep.Name)
 }
 
 // addr returns 127.0.0.1:port, or a free loopback port's address for 0.
@@ -620,10 +693,12 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 }
 
 // binaryOf maps a process name to its binary (router-worker-2 runs
-// router-worker).
+// router-worker, ingress-2 ingress).
 func binaryOf(name string) string {
-	if strings.HasPrefix(name, ProcRouter) {
-		return ProcRouter
+	for _, p := range []string{ProcRouter, ProcEgress, ProcIngress} {
+		if name == p || strings.HasPrefix(name, p+"-") {
+			return p
+		}
 	}
 	return name
 }
