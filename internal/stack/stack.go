@@ -487,28 +487,29 @@ func (s *Stack) AddRouter(ctx context.Context) (string, error) {
 	i := s.routerN
 	s.routerN++
 	s.mu.Unlock()
-	port := 0
-	if i == 0 {
-		port = s.cfg.RouterPort
-	}
-	addr, err := s.addr(port)
-	if err != nil {
-		return "", err
-	}
-	name := ProcRouter
-	if i > 0 {
-		name = ProcRouter + "-" + strconv.Itoa(i+1)
-	}
-	args := append([]string{"--admin-addr", addr, "--brokers", s.brokersOf(ProcRouter), "--backends", s.BackendsFile, "--group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
-	args = append(append(args, s.cfg.CommonArgs...), s.cfg.RouterArgs...)
-	if s.cfg.RouterInstanceArgs != nil {
-		args = append(args, s.cfg.RouterInstanceArgs(i)...)
-	}
-	s.mu.Lock()
-	s.RouterURLs = append(s.RouterURLs, "http://"+addr)
-	s.mu.Unlock()
-	s.add(name, args, httpReady("http://"+addr+"/readyz", s.cfg.ReadyTimeout))
-	return name, s.Start(ctx, name)
+	name := instanceName(ProcRouter, i)
+	at := -1 // its index in RouterURLs
+	return name, s.retryPorts(ctx, i == 0 && s.cfg.RouterPort != 0, func() error {
+		addr, err := s.addr(firstPort(s.cfg.RouterPort, i))
+		if err != nil {
+			return err
+		}
+		args := append([]string{"--admin-addr", addr, "--brokers", s.brokersOf(ProcRouter), "--backends", s.BackendsFile, "--group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
+		args = append(append(args, s.cfg.CommonArgs...), s.cfg.RouterArgs...)
+		if s.cfg.RouterInstanceArgs != nil {
+			args = append(args, s.cfg.RouterInstanceArgs(i)...)
+		}
+		s.mu.Lock()
+		if at < 0 {
+			at = len(s.RouterURLs)
+			s.RouterURLs = append(s.RouterURLs, "http://"+addr)
+		} else {
+			s.RouterURLs[at] = "http://" + addr
+		}
+		s.mu.Unlock()
+		s.add(name, args, httpReady("http://"+addr+"/readyz", s.cfg.ReadyTimeout))
+		return s.Start(ctx, name)
+	})
 }
 
 // instanceName is the process name of instance i (from 0) of service
@@ -530,6 +531,11 @@ func firstPort(port, i int) int {
 
 // startEgress starts egress instance i (from 0).
 func (s *Stack) startEgress(ctx context.Context, i int) error {
+	fixed := i == 0 && s.cfg.EgressPort+s.cfg.EgressAdminPort+s.cfg.EgressGRPCPort != 0
+	return s.retryPorts(ctx, fixed, func() error { return s.startEgressOnce(ctx, i) })
+}
+
+func (s *Stack) startEgressOnce(ctx context.Context, i int) error {
 	addr, err := s.addr(firstPort(s.cfg.EgressPort, i))
 	if err != nil {
 		return err
@@ -554,7 +560,7 @@ func (s *Stack) startEgress(ctx context.Context, i int) error {
 	if i == 0 {
 		s.EgressURL, s.EgressAdminURL, s.EgressGRPC = ep.URL, ep.AdminURL, ep.GRPC
 	}
-	s.Egresses = append(s.Egresses, ep)
+	setEndpoint(&s.Egresses, i, ep)
 	s.mu.Unlock()
 	s.add(ep.Name, args, httpReady(ep.AdminURL+"/readyz", s.cfg.ReadyTimeout))
 	return s.Start(ctx, ep.Name)
@@ -562,6 +568,11 @@ func (s *Stack) startEgress(ctx context.Context, i int) error {
 
 // startIngress starts ingress instance i (from 0).
 func (s *Stack) startIngress(ctx context.Context, i int) error {
+	fixed := i == 0 && s.cfg.IngressPort+s.cfg.IngressAdminPort+s.cfg.IngressGRPCPort != 0
+	return s.retryPorts(ctx, fixed, func() error { return s.startIngressOnce(ctx, i) })
+}
+
+func (s *Stack) startIngressOnce(ctx context.Context, i int) error {
 	addr, err := s.addr(firstPort(s.cfg.IngressPort, i))
 	if err != nil {
 		return err
@@ -587,7 +598,7 @@ func (s *Stack) startIngress(ctx context.Context, i int) error {
 	if i == 0 {
 		s.IngressURL, s.IngressGRPC, s.IngressAdminURL = ep.URL, ep.GRPC, ep.AdminURL
 	}
-	s.Ingresses = append(s.Ingresses, ep)
+	setEndpoint(&s.Ingresses, i, ep)
 	s.mu.Unlock()
 	s.add(ep.Name, args, httpReady(ep.AdminURL+"/readyz", s.cfg.ReadyTimeout))
 	return s.Start(ctx, ep.Name)
@@ -605,11 +616,45 @@ func (s *Stack) addr(port int) (string, error) {
 	return "127.0.0.1:" + strconv.Itoa(port), nil
 }
 
+// add adds the named process, or replaces its arguments and readiness
+// check (a start again on other ports) keeping its place in the order.
 func (s *Stack) add(name string, args []string, ready func(context.Context) error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.procs[name]; !ok {
+		s.order = append(s.order, name)
+	}
 	s.procs[name] = &proc{name: name, args: args, ready: ready}
-	s.order = append(s.order, name)
+}
+
+// errExitedEarly marks a process that exited before it was ready.
+var errExitedEarly = errors.New("exited before it was ready")
+
+// startAttempts bounds the starts of an instance on free ports: a port
+// found free a moment ago can be taken by another program before the
+// process binds it, and the process then exits at once.
+const startAttempts = 3
+
+// retryPorts runs start, which picks free ports and starts a process,
+// again while the process exits before it is ready (at most startAttempts
+// times). fixed says a configured port is among them: then once only.
+func (s *Stack) retryPorts(ctx context.Context, fixed bool, start func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := start()
+		if err == nil || fixed || attempt == startAttempts || !errors.Is(err, errExitedEarly) || ctx.Err() != nil {
+			return err
+		}
+		s.cfg.Logger.Warn("process exited before it was ready; starting it on other free ports", "attempt", attempt, "err", err)
+	}
+}
+
+// setEndpoint sets (*eps)[i], appending when i is the next index.
+func setEndpoint(eps *[]Endpoint, i int, ep Endpoint) {
+	if i < len(*eps) {
+		(*eps)[i] = ep
+		return
+	}
+	*eps = append(*eps, ep)
 }
 
 // output opens where name's output goes and returns a function that
@@ -686,7 +731,24 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 		close(done)
 	}()
 	s.mu.Unlock()
-	if err := p.ready(ctx); err != nil {
+	// The wait for readiness ends when the process does: a process that
+	// exits (a port taken, a bad flag) is reported at once.
+	readyCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // ends when the process or the wait does
+		select {
+		case <-done:
+			cancel()
+		case <-readyCtx.Done():
+		}
+	}()
+	if err := p.ready(readyCtx); err != nil {
+		if p.exited() && ctx.Err() == nil {
+			s.mu.Lock()
+			exitErr := p.err
+			s.mu.Unlock()
+			return fmt.Errorf("stack: %s %w (%v)%s", name, errExitedEarly, exitErr, s.seeLog(name))
+		}
 		return fmt.Errorf("stack: %s not ready: %w%s", name, err, s.seeLog(name))
 	}
 	return nil
