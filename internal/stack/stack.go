@@ -747,7 +747,7 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 			s.mu.Lock()
 			exitErr := p.err
 			s.mu.Unlock()
-			return fmt.Errorf("stack: %s %w (%v)%s", name, errExitedEarly, exitErr, s.seeLog(name))
+			return fmt.Errorf("stack: %s %w (%s)%s", name, errExitedEarly, fmt.Sprint(exitErr), s.seeLog(name))
 		}
 		return fmt.Errorf("stack: %s not ready: %w%s", name, err, s.seeLog(name))
 	}
