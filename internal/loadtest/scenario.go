@@ -191,6 +191,12 @@ type Endpoints struct {
 	// IngressGRPC and EgressGRPC are the gRPC APIs' host:port (the grpc
 	// driver and reader); empty: not served.
 	IngressGRPC, EgressGRPC string
+	// MoreIngress and MoreEgress are further instances of ingress and
+	// egress beside the ones above (a stack of several): the ingress
+	// drivers send each request to the next instance in turn, as a
+	// round-robin load balancer would, and the stream readers follow each
+	// conversation on one egress instance, spread evenly.
+	MoreIngress, MoreEgress []Instance
 	// APIKey is sent as a bearer token to ingress and egress.
 	APIKey string
 	// Tenant is the APIKey's tenant, which the kafka driver writes into
@@ -350,7 +356,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		}
 		group = cfg.RouterGroup
 		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey, Tenant: st.Tenant,
-			IngressGRPC: st.IngressGRPC, EgressGRPC: st.EgressGRPC,
+			IngressGRPC: st.IngressGRPC, EgressGRPC: st.EgressGRPC, MoreIngress: more(st.Ingresses), MoreEgress: more(st.Egresses),
 			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: topics}}
 	} else if s.NeedsStack {
 		return nil, fmt.Errorf("%s acts on processes and needs a stack the load test starts (--stack)", s.Name)
@@ -422,6 +428,11 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		exited := st.Exited()
 		rep.Checks = append(rep.Checks, Check{Name: "no process crashed", Pass: len(exited) == 0,
 			Detail: fmt.Sprintf("not running at the end: %v", exited)})
+		// Chaos restarts processes, and a restarted one's counters start
+		// again: its share would not be the run's.
+		if ch, ok := shareCheck(ctx, st); ok && s.Name != "chaos" {
+			rep.Checks = append(rep.Checks, ch)
+		}
 	}
 	if s.Name == "soak" {
 		rep.Checks = append(rep.Checks, soakChecks(rep)...)
@@ -446,6 +457,9 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 	m := map[string]string{
 		"duration": p.Duration.String(), "warmup": p.Warmup.String(), "model_latency": p.ModelLatency.String(),
 		"model_jitter": p.ModelJitter.String(), "stream": strconv.FormatBool(p.Stream), "stack": strconv.FormatBool(sc.Stack.Bin != ""),
+	}
+	if sc.Stack.Bin != "" {
+		m["instances"] = stackInstances(sc.Stack).String()
 	}
 	switch s.Name {
 	case "baseline", "long-tail", "batch", "mixed", "chaos", "capacity":
