@@ -38,6 +38,7 @@ func main() {
 	f.Int32(&cfg.FetchMinBytes, "fetch-min-bytes", "bytes a fetch waits for (with --fetch-max-wait): larger batches cost latency, save CPU")
 	f.Duration(&cfg.FetchMaxWait, "fetch-max-wait", "longest a fetch waits for --fetch-min-bytes")
 	f.Duration(&cfg.ProduceLinger, "produce-linger", "how long results wait to be batched")
+	f.Duration(&cfg.StatusInterval, "status-interval", "how often this worker publishes its status record (backends, breakers, in-flight conversations) to the status topic for the console (negative: never)")
 	d.Main(func(ctx context.Context, env *daemon.Env) error {
 		if cfg.ReloadInterval == 0 {
 			cfg.ReloadInterval = -1 // the Config's "never"

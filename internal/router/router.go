@@ -30,6 +30,7 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
+	"github.com/switchboard-llm/switchboard/internal/status"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
@@ -139,6 +140,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
 	Registry *prometheus.Registry
+	// StatusInterval is how often the worker publishes its status record
+	// to the status topic (internal/status; the console reads it). Default
+	// status.DefaultInterval; negative: never.
+	StatusInterval time.Duration
 }
 
 // Defaults returns the configuration New completes a Config with: every
@@ -155,6 +160,9 @@ func Defaults() Config {
 }
 
 func (c *Config) setDefaults() {
+	if c.StatusInterval == 0 {
+		c.StatusInterval = status.DefaultInterval
+	}
 	if c.Group == "" {
 		c.Group = "switchboard-router"
 	}
@@ -267,6 +275,10 @@ type Router struct {
 	// the handlers. seenMu guards the map, each set guards itself.
 	seenMu sync.Mutex
 	seen   map[partitionOf]*seenSet
+
+	// inflight and calls feed the status record (status.go).
+	inflight status.Tracker
+	calls    *status.Window
 }
 
 // New validates cfg, builds the backend clients and the Kafka client. It
@@ -285,6 +297,7 @@ func New(cfg Config) (*Router, error) {
 		dlq:     cfg.Topics.Name(topicspec.DeadLetter),
 		metrics: newMetrics(cfg.Registry),
 		seen:    map[partitionOf]*seenSet{},
+		calls:   status.NewWindow(latencySpan),
 	}
 	bal, err := newBalancer(cfg.Routing, r.systemChanged)
 	if err != nil {
@@ -363,6 +376,7 @@ func (r *Router) Run(ctx context.Context) error {
 	var watchers errgroup.Group
 	watchers.Go(func() error { r.watch(wctx); return nil })
 	watchers.Go(func() error { r.bal.watchSystem(wctx, 250*time.Millisecond); return nil })
+	watchers.Go(func() error { r.publishStatus(wctx); return nil })
 	err := r.engine.Run(ctx)
 	stopWatch()
 	_ = watchers.Wait() // they return nil
