@@ -150,4 +150,3 @@ func (c *Console) observeGroups(lags kadm.DescribedGroupLags) {
 	c.groups = out
 	c.mu.Unlock()
 }
-
