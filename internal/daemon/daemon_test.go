@@ -114,7 +114,7 @@ func TestAdminListener(t *testing.T) {
 	go func() {
 		errc <- d.Run(ctx, []string{"--admin-addr", "127.0.0.1:0"}, nil, io.Discard, io.Discard, func(ctx context.Context, env *Env) error {
 			addr = env.AdminAddr
-			if !env.HandleAdmin("/extra", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "extra") })) {
+			if !env.HandleAdmin("/extra", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "extra") })) {
 				t.Error("HandleAdmin with an admin listener reported none")
 			}
 			close(ready)
