@@ -247,7 +247,7 @@ func (r *Router) attempt(callCtx context.Context, rq *job, attempt int32) (answe
 	r.bal.release(l, err, used)
 	oc := outcome(err)
 	r.metrics.backendSeconds.WithLabelValues(l.name, oc).Observe(time.Since(start).Seconds())
-	r.calls.Observe(l.name, time.Now(), time.Since(start), breakerOutcome(err) == errBreakerFailure)
+	r.calls.Observe(l.name, time.Now(), time.Since(start), errors.Is(breakerOutcome(err), errBreakerFailure))
 	r.metrics.backendCalls.WithLabelValues(l.name, oc).Inc()
 	if err != nil {
 		return false, err

@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -40,7 +41,7 @@ func TestPublisherWritesAndTombstones(t *testing.T) {
 			}
 			r, err := Decode(rec.Key, rec.Value)
 			switch {
-			case err == ErrTombstone:
+			case errors.Is(err, ErrTombstone):
 				tombstone = true
 			case err != nil:
 				t.Errorf("record %d: %v", rec.Offset, err)
