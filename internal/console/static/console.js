@@ -183,6 +183,10 @@ function drawChart(series) {
     started = true;
   });
   ctx.stroke();
+  ctx.fillStyle = "#bf8700";
+  series.forEach((p, i) => {
+    if (p.p99_ms > 0) ctx.fillRect(x(i) - 2, yP99(p.p99_ms) - 2, 4, 4);
+  });
   ctx.lineWidth = 1;
   ctx.fillStyle = "#5b6570";
   ctx.font = "11px system-ui, sans-serif";
