@@ -53,6 +53,10 @@ type Config struct {
 	Interval time.Duration
 	// DeadLetters is how many recent dead letters are kept. Default 50.
 	DeadLetters int
+	// Tail is how many records of each results and dead-letter partition
+	// are read back at start (for the chart and the dead letters shown
+	// before new ones arrive). Default 50.
+	Tail int
 	// MaxStreams bounds the pages open at once (event streams); more get
 	// 503. Default 16.
 	MaxStreams int
@@ -70,6 +74,7 @@ func (c *Config) setDefaults() {
 	}
 	c.Interval = cmp.Or(c.Interval, time.Second)
 	c.DeadLetters = cmp.Or(c.DeadLetters, 50)
+	c.Tail = cmp.Or(c.Tail, 50)
 	c.MaxStreams = cmp.Or(c.MaxStreams, 16)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -139,10 +144,10 @@ func (c *Console) Run(ctx context.Context) error {
 		return err
 	}
 	defer adminCl.Close()
-	// The tails: the newest DeadLetters records of each results and
-	// dead-letter partition, then what arrives.
+	// The tails: the newest Tail records of each results and dead-letter
+	// partition, then what arrives.
 	tail, err := kgo.NewClient(append(opts, kgo.ConsumeTopics(c.results, c.dlq),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd().Relative(-int64(c.cfg.DeadLetters))))...)
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd().Relative(-int64(c.cfg.Tail))))...)
 	if err != nil {
 		return err
 	}

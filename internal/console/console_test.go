@@ -185,7 +185,7 @@ func TestGathersOffsetsLagAndMembers(t *testing.T) {
 // newest first up to the bound, with their reasons; status records show
 // until their tombstone.
 func TestGathersResultsDeadLettersAndStatus(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t) // its console reads 50 records back: the results below, whenever its reading starts
 	results, dlq, st := h.spec.Name(topicspec.Results), h.spec.Name(topicspec.DeadLetter), h.spec.Name(topicspec.Status)
 	now := time.Now()
 	var recs []*kgo.Record
@@ -208,7 +208,8 @@ func TestGathersResultsDeadLettersAndStatus(t *testing.T) {
 	chunk.Timestamp = now
 	recs = append(recs, chunk)
 	h.produce(recs...)
-	s := h.waitFor("the second of the results", func(s Snapshot) bool {
+	s := h.waitFor("the second of the results", func(s Snapshot) bool { // the dead-letter partitions are positioned now
+
 		for _, p := range s.Series {
 			if p.T == now.Unix() && p.Rate == 10 {
 				return true
