@@ -36,7 +36,7 @@ func main() {
 	f.List(&cfg.CORSOrigins, "cors-origins", "comma-separated origins (scheme://host[:port], or *) whose browser pages may read the SSE streams; empty: none")
 	f.List(&cfg.WSOriginPatterns, "ws-origins", "comma-separated origin patterns allowed to open WebSocket streams from browsers (besides the host itself)")
 	f.OnOff(&consoleOn, "console", "serve the live console page at /console on --admin-addr (on or off; docs/OPERATIONS.md)")
-	f.String(&consoleGroup, "console-router-group", "router-worker consumer group whose members and lag the console shows")
+	f.String(&consoleGroup, "router-group", "router-worker consumer group whose members and lag the console shows")
 	webhookFlags(f, w, &printSecret)
 	d.Main(func(ctx context.Context, env *daemon.Env) error {
 		if printSecret != "" {

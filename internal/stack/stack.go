@@ -484,7 +484,8 @@ func (s *Stack) startEgress(ctx context.Context) error {
 		return err
 	}
 	s.EgressURL, s.EgressAdminURL = "http://"+addr, "http://"+admin
-	args := []string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile}
+	args := []string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile,
+		"--router-group", s.cfg.RouterGroup} // the console's
 	if s.cfg.EgressGRPC {
 		if s.EgressGRPC, err = s.addr(s.cfg.EgressGRPCPort); err != nil {
 			return err
