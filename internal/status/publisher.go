@@ -42,7 +42,7 @@ func DefaultInstance() string {
 }
 
 // Run publishes until ctx is done, then writes the tombstone (waiting at
-// most 5s). A record Kafka does not take is logged and the next interval
+// most 5s) if a record was published. A record Kafka does not take is logged and the next interval
 // tries again: status is best effort and never stops the service.
 func (p *Publisher) Run(ctx context.Context) error {
 	iv := cmp.Or(p.Interval, DefaultInterval)
@@ -56,6 +56,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	defer cl.Close()
 	key := []byte(Key(p.Service, instance))
 	var lastWarn time.Time
+	published := false // a tombstone is only needed after a record
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	for {
@@ -67,6 +68,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 			err = cl.ProduceSync(pctx, &kgo.Record{Key: key, Value: v,
 				Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte("application/json")}}}).FirstErr()
 			cancel()
+			published = published || err == nil
 		}
 		if err != nil && ctx.Err() == nil && time.Since(lastWarn) > time.Minute {
 			log.Warn("could not publish the status record (the console shows it stale)", "topic", p.Topic, "err", err)
@@ -74,6 +76,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			if !published {
+				return nil
+			}
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			if err := cl.ProduceSync(tctx, &kgo.Record{Key: key}).FirstErr(); err != nil {
