@@ -35,6 +35,7 @@ func main() {
 	f.Duration(&cfg.DedupeWindow, "dedupe-window", "how long, by record timestamp, a requests partition remembers a request ID: a repeat of it at another offset (a repeated Idempotency-Key) is answered with a copy of the first answer, without a model call (negative: repeats are processed again)")
 	f.Int(&cfg.DedupeMaxIDs, "dedupe-max-ids", "request IDs remembered per requests partition, the oldest forgotten first")
 	f.Duration(&cfg.DedupeRebuildTimeout, "dedupe-rebuild-timeout", "bounds each read back from Kafka: an assigned partition's recent request IDs (the rebalance waits for it; what is not reached is not remembered), and a repeat's first answer (not found in time: the repeat is processed)")
+	f.Duration(&cfg.StatusInterval, "status-interval", "how often this worker publishes its status record (backends, breakers, in-flight conversations) to the status topic for the console (negative: never)")
 	f.Int32(&cfg.FetchMinBytes, "fetch-min-bytes", "bytes a fetch waits for (with --fetch-max-wait): larger batches cost latency, save CPU")
 	f.Duration(&cfg.FetchMaxWait, "fetch-max-wait", "longest a fetch waits for --fetch-min-bytes")
 	f.Duration(&cfg.ProduceLinger, "produce-linger", "how long results wait to be batched")

@@ -128,9 +128,11 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 
   curl -N localhost:%d/v1/conversations/demo/events -H 'Authorization: Bearer sk-switchboard-dev'
 
+[run] The live console (lag, throughput, backends and breakers, dead letters): http://localhost:%d/console/
+
 [run] Ctrl-C stops everything; a service that crashes is restarted.
 
-`, *ingressPort, *grpcPort, *egressPort, *ingressAdmin, *egressAdmin, *routerPort, *simPort, *latency, kafkaName, s.Brokers, *dataDir, *tenants, *ingressPort, *egressPort)
+`, *ingressPort, *grpcPort, *egressPort, *ingressAdmin, *egressAdmin, *routerPort, *simPort, *latency, kafkaName, s.Brokers, *dataDir, *tenants, *ingressPort, *egressPort, *egressAdmin)
 	printInstances(out, s)
 	if *restart {
 		s.Supervise(ctx)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/llm"
+	"github.com/switchboard-llm/switchboard/internal/status"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
@@ -46,6 +47,8 @@ func tooLarge(err error) bool {
 func (r *Router) process(ctx context.Context, rec *kgo.Record) (err error) {
 	ctx, span := r.cfg.Kafka.Tracing.Process(ctx, rec)
 	defer func() { telemetry.End(span, err) }()
+	defer r.inflight.Start(status.Conversation{ID: string(rec.Key), Topic: rec.Topic, Partition: rec.Partition,
+		Offset: rec.Offset, Since: time.Now()})()
 	err = r.handle(ctx, rec)
 	if err == nil || !tooLarge(err) || ctx.Err() != nil {
 		return err
@@ -244,6 +247,7 @@ func (r *Router) attempt(callCtx context.Context, rq *job, attempt int32) (answe
 	r.bal.release(l, err, used)
 	oc := outcome(err)
 	r.metrics.backendSeconds.WithLabelValues(l.name, oc).Observe(time.Since(start).Seconds())
+	r.calls.Observe(l.name, time.Now(), time.Since(start), errors.Is(breakerOutcome(err), errBreakerFailure))
 	r.metrics.backendCalls.WithLabelValues(l.name, oc).Inc()
 	if err != nil {
 		return false, err

@@ -31,6 +31,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
+	"github.com/switchboard-llm/switchboard/internal/status"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
@@ -145,6 +146,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
 	Registry *prometheus.Registry
+	// StatusInterval is how often the worker publishes its status record
+	// to the status topic (internal/status; the console reads it). Default
+	// status.DefaultInterval; negative: never.
+	StatusInterval time.Duration
 }
 
 // Defaults returns the configuration New completes a Config with: every
@@ -161,6 +166,9 @@ func Defaults() Config {
 }
 
 func (c *Config) setDefaults() {
+	if c.StatusInterval == 0 {
+		c.StatusInterval = status.DefaultInterval
+	}
 	if c.Group == "" {
 		c.Group = "switchboard-router"
 	}
@@ -280,6 +288,10 @@ type Router struct {
 	// the handlers. seenMu guards the map, each set guards itself.
 	seenMu sync.Mutex
 	seen   map[partitionOf]*seenSet
+
+	// inflight and calls feed the status record (status.go).
+	inflight status.Tracker
+	calls    *status.Window
 }
 
 // New validates cfg, builds the backend clients and the Kafka client. It
@@ -298,6 +310,7 @@ func New(cfg Config) (*Router, error) {
 		dlq:     cfg.Topics.Name(topicspec.DeadLetter),
 		metrics: newMetrics(cfg.Registry),
 		seen:    map[partitionOf]*seenSet{},
+		calls:   status.NewWindow(latencySpan),
 	}
 	bal, err := newBalancer(cfg.Routing, r.systemChanged)
 	if err != nil {
@@ -377,6 +390,7 @@ func (r *Router) Run(ctx context.Context) error {
 	var watchers errgroup.Group
 	watchers.Go(func() error { r.watch(wctx); return nil })
 	watchers.Go(func() error { r.bal.watchSystem(wctx, 250*time.Millisecond); return nil })
+	watchers.Go(func() error { r.publishStatus(wctx); return nil })
 	err := r.engine.Run(ctx)
 	stopWatch()
 	_ = watchers.Wait() // they return nil

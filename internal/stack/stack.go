@@ -545,7 +545,8 @@ func (s *Stack) startEgressOnce(ctx context.Context, i int) error {
 		return err
 	}
 	ep := Endpoint{Name: instanceName(ProcEgress, i), URL: "http://" + addr, AdminURL: "http://" + admin}
-	args := []string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile}
+	args := []string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile,
+		"--router-group", s.cfg.RouterGroup} // the console's
 	if s.cfg.EgressGRPC {
 		if ep.GRPC, err = s.addr(firstPort(s.cfg.EgressGRPCPort, i)); err != nil {
 			return err

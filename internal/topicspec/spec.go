@@ -45,6 +45,10 @@ const (
 	// ingress the models they serve (see internal/catalog). Optional: a
 	// spec without it turns that check off.
 	Models = "models"
+	// Status is the compacted topic of each instance's status record
+	// (internal/status), read by the console. Optional: a spec without it
+	// turns the status records off.
+	Status = "status"
 )
 
 // requiredTopics returns the logical topics a valid spec must hold, in the
