@@ -150,6 +150,10 @@ func For(role string, p Params) ([]Grant, error) {
 		add(Topic, t(topicspec.Results), kmsg.ACLOperationWrite, "produce results")
 		add(Topic, t(topicspec.DeadLetter), kmsg.ACLOperationWrite, "produce dead letters")
 		add(Topic, t(topicspec.Models), kmsg.ACLOperationWrite, "publish the model catalog")
+		if _, ok := p.Topics.Topic(topicspec.History); ok {
+			add(Topic, t(topicspec.History), kmsg.ACLOperationRead, "rebuild conversations' memory (no group)")
+			add(Topic, t(topicspec.History), kmsg.ACLOperationWrite, "append to and forget conversations' memory")
+		}
 		if p.ExactlyOnce {
 			if p.TransactionalID != "" {
 				add(TransactionalID, p.TransactionalID, kmsg.ACLOperationWrite, "--exactly-once transactions")
