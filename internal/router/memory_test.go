@@ -180,3 +180,64 @@ func (h *harness) checkTombstone(key string, readCommitted bool) {
 		h.t.Errorf("tombstone of %s on partition %d, its requests on %d", key, tomb.Partition, envelope.Partition(conv, 4))
 	}
 }
+
+// TestCollectHistories: what a rebuild keeps from a history partition's
+// records: the latest history of each key of the part's lane, none of a
+// tombstoned key, nothing of the other lane, and undecodable records
+// skipped.
+func TestCollectHistories(t *testing.T) {
+	hist := func(lane, tenant, conv, answer string) *kgo.Record {
+		rec, err := envelope.EncodeHistory(history, 0, &pb.History{ConversationId: conv, Tenant: tenant, Lane: lane,
+			Turns: []*pb.Turn{{RequestId: "r", Messages: []*pb.Message{{Role: "assistant", Content: answer}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	inter := &partitionMemory{lane: envelope.LaneInteractive}
+	bat := &partitionMemory{lane: envelope.LaneBatch}
+	parts := []*partitionMemory{inter, bat}
+	got := map[*partitionMemory]map[string]*pb.History{inter: {}, bat: {}}
+	for i, c := range []struct {
+		rec *kgo.Record
+		ok  bool
+	}{
+		{hist("interactive", "a", "c1", "first"), true},
+		{hist("interactive", "a", "c1", "second"), true},
+		{hist("interactive", "b", "c1", "b's"), true},
+		{hist("batch", "a", "c1", "batch"), true},
+		{hist("interactive", "a", "c2", "gone"), true},
+		{envelope.HistoryTombstone(history, 0, "interactive", "a", "c2"), true},
+		{&kgo.Record{Key: []byte("interactive/a/c3"), Value: []byte{0xff}}, false},
+		{&kgo.Record{Key: []byte("nonsense"), Value: []byte{}}, false},
+	} {
+		if ok := collect(c.rec, parts, got); ok != c.ok {
+			t.Errorf("record %d: collect = %v, want %v", i, ok, c.ok)
+		}
+	}
+	answer := func(pm *partitionMemory, key string) string {
+		h := got[pm][key]
+		if h == nil {
+			return "none"
+		}
+		return h.GetTurns()[0].GetMessages()[0].GetContent()
+	}
+	for _, c := range []struct {
+		pm        *partitionMemory
+		key, want string
+	}{
+		{inter, "interactive/a/c1", "second"},
+		{inter, "interactive/b/c1", "b's"},
+		{inter, "interactive/a/c2", "none"},
+		{inter, "batch/a/c1", "none"},
+		{bat, "batch/a/c1", "batch"},
+		{bat, "interactive/a/c1", "none"},
+	} {
+		if got := answer(c.pm, c.key); got != c.want {
+			t.Errorf("%s lane, %s: got %s, want %s", c.pm.lane, c.key, got, c.want)
+		}
+	}
+	if n := len(got[inter]) + len(got[bat]); n != 3 {
+		t.Errorf("%d histories kept, want 3", n)
+	}
+}
