@@ -161,6 +161,10 @@ func For(role string, p Params) ([]Grant, error) {
 		if hasStatus {
 			add(Topic, t(topicspec.Status), kmsg.ACLOperationWrite, "publish its status record (the console)")
 		}
+		if _, ok := p.Topics.Topic(topicspec.History); ok {
+			add(Topic, t(topicspec.History), kmsg.ACLOperationRead, "rebuild conversations' memory (no group)")
+			add(Topic, t(topicspec.History), kmsg.ACLOperationWrite, "append to and forget conversations' memory")
+		}
 		if p.ExactlyOnce {
 			if p.TransactionalID != "" {
 				add(TransactionalID, p.TransactionalID, kmsg.ACLOperationWrite, "--exactly-once transactions")

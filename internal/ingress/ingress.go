@@ -365,6 +365,7 @@ func (in *Ingress) routes() []route {
 	rts := []route{
 		{"POST", "/v1/conversations/{conversation_id}/messages", in.handleMessage, false},
 		{"POST", "/v1/messages:batch", in.handleBatch, false},
+		{"DELETE", "/v1/conversations/{conversation_id}/history", in.handleForget, false},
 		{"GET", "/v1/ws", in.handleWS, false},
 		{"GET", "/openapi.json", serveOpenAPI, false},
 	}

@@ -107,6 +107,7 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 		Metadata:       b.Metadata,
 		WebhookUrl:     b.WebhookURL,
 		AcceptedAt:     timestamppb.New(now),
+		Memory:         s.memory(),
 	}
 	switch {
 	case s.requestID != "":

@@ -132,6 +132,18 @@ type Config struct {
 	// first answer (not found in time: the repeat is processed). Default
 	// 5s.
 	DedupeRebuildTimeout time.Duration
+	// MemoryMaxMessages and MemoryMaxTokens bound what a memory request's
+	// prompt takes from its conversation's history, counting the request's
+	// own messages (tokens estimated at four bytes each): the oldest turns
+	// are dropped first (see memory_trim.go), and a stored history is
+	// trimmed to the same budget. Zero: default 64 messages, 8192 tokens;
+	// negative: that bound is off.
+	MemoryMaxMessages, MemoryMaxTokens int
+	// MemoryRebuildTimeout bounds reading an assigned partition's
+	// conversation histories back from the history topic (the rebalance
+	// waits for it; a partition not read in time is read again by its
+	// first memory request). Default 10s.
+	MemoryRebuildTimeout time.Duration
 	// CommitInterval is how often finished work is committed. After a
 	// crash, work finished since the last commit runs again. Default 1s.
 	CommitInterval time.Duration
@@ -232,6 +244,15 @@ func (c *Config) setDefaults() {
 	if c.DedupeRebuildTimeout == 0 {
 		c.DedupeRebuildTimeout = 5 * time.Second
 	}
+	if c.MemoryMaxMessages == 0 {
+		c.MemoryMaxMessages = 64
+	}
+	if c.MemoryMaxTokens == 0 {
+		c.MemoryMaxTokens = 8192
+	}
+	if c.MemoryRebuildTimeout == 0 {
+		c.MemoryRebuildTimeout = 10 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -248,7 +269,7 @@ func (c *Config) Validate() error {
 	if err := c.Routing.Validate(); err != nil {
 		return fmt.Errorf("router: backends: %w", err)
 	}
-	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 || c.RevokeTimeout < 0 || c.ShutdownTimeout < 0 || c.DedupeRebuildTimeout < 0 {
+	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 || c.RevokeTimeout < 0 || c.ShutdownTimeout < 0 || c.DedupeRebuildTimeout < 0 || c.MemoryRebuildTimeout < 0 {
 		return errors.New("router: timeouts must not be negative")
 	}
 	if c.MaxAttempts < 1 || c.PartitionHighMark < 2 || c.ChunkBytes < 1 || c.MaxInFlight < 1 || c.BatchMaxInFlight < 1 {
@@ -292,6 +313,7 @@ type Router struct {
 	// inflight and calls feed the status record (status.go).
 	inflight status.Tracker
 	calls    *status.Window
+	mem *memory // conversations with memory (memory.go)
 }
 
 // New validates cfg, builds the backend clients and the Kafka client. It
@@ -304,6 +326,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	cfg.Kafka = cfg.Kafka.Instrument("router", cfg.Registry)
 	r := &Router{
+		mem:     newMemory(&cfg),
 		cfg:     cfg,
 		log:     cfg.Logger,
 		results: cfg.Topics.Name(topicspec.Results),
@@ -409,10 +432,12 @@ func (r *Router) Close() {
 }
 
 // producerOpts sizes the producer for the topics it writes: a batch may be
-// as large as the smaller of the results and dead-letter topics' limits.
+// as large as the smallest of the results, dead-letter and history topics'
+// limits. History records keep the partition they are given.
 func producerOpts(spec *topicspec.Spec, linger time.Duration) []kgo.Opt {
-	opts := []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(linger)}
-	if n := spec.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter); n > 0 {
+	opts := []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(linger),
+		kgo.RecordPartitioner(historyPartitioner(spec.Name(topicspec.History)))}
+	if n := spec.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter, topicspec.History); n > 0 {
 		opts = append(opts, kgo.ProducerBatchMaxBytes(n))
 	}
 	return opts
