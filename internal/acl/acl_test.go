@@ -30,8 +30,10 @@ func TestFor(t *testing.T) {
 		p    Params
 		want []string
 	}{
-		{RoleIngress, Params{}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models", "DESCRIBE on group switchboard-router"}},
-		{RoleIngress, Params{NoAdmission: true}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models"}},
+		{RoleIngress, Params{}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models",
+			"WRITE on topic p.ingress.presence", "READ on topic p.ingress.presence", "DESCRIBE on group switchboard-router"}},
+		{RoleIngress, Params{NoAdmission: true}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models",
+			"WRITE on topic p.ingress.presence", "READ on topic p.ingress.presence"}},
 		{RoleRouter, Params{RouterGroup: "g"}, []string{"READ on topic p.requests.interactive", "READ on topic p.requests.batch", "READ on group g",
 			"WRITE on topic p.results", "WRITE on topic p.deadletter", "WRITE on topic p.models"}},
 		{RoleRouter, Params{ExactlyOnce: true}, []string{"READ on topic p.requests.interactive", "READ on topic p.requests.batch", "READ on group switchboard-router",

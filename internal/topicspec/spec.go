@@ -45,6 +45,10 @@ const (
 	// ingress the models they serve (see internal/catalog). Optional: a
 	// spec without it turns that check off.
 	Models = "models"
+	// Presence is the compacted topic through which ingress instances
+	// share the tenants' rate limits (see internal/presence). Optional: a
+	// spec without it leaves every limit whole on every instance.
+	Presence = "ingress.presence"
 )
 
 // requiredTopics returns the logical topics a valid spec must hold, in the
