@@ -85,7 +85,9 @@ func TestMembersShareThroughKafka(t *testing.T) {
 	t.Cleanup(c.Close) // after the members stopped
 	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
 	share := func(want float64) func(Shares) bool {
-		return func(s Shares) bool { return !s.Degraded && s.Instances == 2 && math.Abs(s.Of("t").Requests-want) < 0.01 }
+		return func(s Shares) bool {
+			return !s.Degraded && s.Instances == 2 && math.Abs(s.Of("t").Requests-want) < 0.01
+		}
 	}
 	a := start(t, opts, "presence", "a", 9)
 	b := start(t, opts, "presence", "b", 1)
