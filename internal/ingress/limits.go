@@ -59,12 +59,14 @@ func limitOf(perSecond, share float64) rate.Limit {
 	return rate.Limit(perSecond * share)
 }
 
-// burstOf is a share of burst, at least floor (and at least 1).
+// burstOf is a share of burst, at least floor and at least 2 (or burst
+// when smaller): a bucket of 1 wastes what refills while it is full,
+// waiting for the next request, up to a sixth of a small share's rate.
 func burstOf(burst int, share float64, floor int) int {
 	if share >= 1 {
 		return burst
 	}
-	return max(1, floor, int(math.Ceil(float64(burst)*share)))
+	return max(min(2, burst), floor, int(math.Ceil(float64(burst)*share)))
 }
 
 // set makes b's buckets hold share of t's limits from now on; they keep
