@@ -54,6 +54,7 @@ type Member struct {
 	ownSeen time.Time        // when a record of this run was last read back
 	lastErr error            // the last produce or fetch error, for the degraded log
 	caught  chan struct{}    // closed when the first record of this run is read back
+	twin    bool             // another run's record under this ID was read after this run's first
 }
 
 type peer struct {
@@ -273,11 +274,16 @@ func (m *Member) apply(r Record, ts time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r.Instance == m.cfg.Instance {
-		if r.Run == m.run {
+		switch {
+		case r.Run == m.run:
 			if m.ownSeen.IsZero() {
 				close(m.caught)
 			}
 			m.ownSeen = now
+		case !m.ownSeen.IsZero() && !m.twin: // not history: another process publishes under this ID
+			m.twin = true
+			m.log.Error("another ingress publishes presence under this instance ID: both count as one and the tenants get more than their limits; give each instance its own --instance-id",
+				"instance", r.Instance)
 		}
 		return // this instance's view of itself is what it published last
 	}

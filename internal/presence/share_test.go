@@ -170,10 +170,13 @@ func TestViewDegraded(t *testing.T) {
 	if _, ok := m.view(now, start); !ok {
 		t.Error("not ok right after reading its own record")
 	}
-	m.apply(Record{Instance: "a", Run: "an earlier run", IntervalMillis: 1000}, now)
+	m.apply(Record{Instance: "a", Run: "another process", IntervalMillis: 1000}, now)
 	now = now.Add(4 * time.Second)
 	if _, ok := m.view(now, start); ok {
-		t.Error("a record of an earlier run under the same ID counted as this run's")
+		t.Error("a record of another run under the same ID counted as this run's")
+	}
+	if !m.twin {
+		t.Error("another process under the same ID, read after this run's first record, was not reported")
 	}
 }
 
