@@ -26,13 +26,13 @@ const (
 	cappedBurst = 20
 )
 
-// TestTenantLimitAcrossInstances: three real ingress processes share one
+// TestTenantLimitAcrossInstances: real ingress processes share one
 // tenant's limit through the presence topic. Offered three times its rate,
-// spread evenly, then 90/10 over two of them (the third idle), the tenant
-// is admitted its configured rate within ±10 % in all (with per-instance
-// limits it would get 3× and 1.25× the rate); after one instance is killed
-// (kill -9: no tombstone), the survivors take its share within a few
-// seconds. The rate is counted from the answers (202 admitted, 429
+// spread evenly over two, then over three after a third joined, then 90/10
+// over two of them (the third idle), the tenant is admitted its configured
+// rate within ±10 % in all (with per-instance limits it would get 2×, 3×
+// and 1.3× the rate); after one instance is killed (kill -9: no
+// tombstone), the survivors take its share within a few seconds. The rate is counted from the answers (202 admitted, 429
 // refused; a 503 unavailable passed the limit too) of the requests sent in
 // each window.
 func TestTenantLimitAcrossInstances(t *testing.T) {
@@ -61,36 +61,44 @@ func tenantLimitAcrossInstances(t *testing.T, opts apptest.StackOptions) {
 	defer cancel()
 	urls, admins := []string{s.IngressURL}, []string{s.IngressAdminURL}
 	var procs []*apptest.Proc
-	for i := 2; i <= 3; i++ {
+	// join starts one more ingress and waits until every instance counts
+	// it, returning how long that took after it was ready.
+	join := func() time.Duration {
+		t.Helper()
 		addr := fmt.Sprintf("127.0.0.1:%d", apptest.FreePort(t))
 		admin := fmt.Sprintf("127.0.0.1:%d", apptest.FreePort(t))
-		procs = append(procs, apptest.Start(t, fmt.Sprintf("ingress-%d", i), bin["ingress"], append([]string{"--addr", addr,
+		procs = append(procs, apptest.Start(t, fmt.Sprintf("ingress-%d", len(urls)+1), bin["ingress"], append([]string{"--addr", addr,
 			"--admin-addr", admin, "--grpc-addr", "", "--brokers", s.Brokers, "--tenants", path}, s.TopicArgs()...)...))
 		if err := apptest.WaitHTTP(ctx, "http://"+admin+"/readyz", 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
+		ready := time.Now()
 		urls, admins = append(urls, "http://"+addr), append(admins, "http://"+admin)
-	}
-	for i, a := range admins {
-		waitMetricFor(ctx, t, a, "switchboard_ingress_live_instances 3", 30*time.Second)
-		// One request through each instance first: on a fresh real
+		for _, a := range admins {
+			waitMetricFor(ctx, t, a, fmt.Sprintf("switchboard_ingress_live_instances %d", len(admins)), 30*time.Second)
+		}
+		took := time.Since(ready)
+		// One request through the new instance first: on a fresh real
 		// cluster the first produces wait for leaders.
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			code, _, _ := send(ctx, t, "POST", urls[i]+"/v1/conversations/warm-up/messages",
+			code, _, _ := send(ctx, t, "POST", urls[len(urls)-1]+"/v1/conversations/warm-up/messages",
 				`{"model":"sim","messages":[{"role":"user","content":"hi"}]}`, nil)
 			if code == http.StatusAccepted {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: no 202 within a minute (last %d)", urls[i], code)
+				t.Fatalf("%s: no 202 within a minute (last %d)", urls[len(urls)-1], code)
 			}
 		}
+		return took
 	}
-	d := &driver{urls: urls, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}}}
+	join()
+	d := &driver{client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}}}
 
 	check := func(phase string, weights []float64, warm time.Duration) {
 		t.Helper()
 		const offered, window = 3 * cappedRate, 10 * time.Second
+		d.urls = urls
 		res := d.run(ctx, t, weights, offered, warm+window)
 		admitted, refused, unstored, other := res.count(warm, warm+window)
 		got := float64(admitted+unstored) / window.Seconds()
@@ -103,13 +111,22 @@ func tenantLimitAcrossInstances(t *testing.T, opts apptest.StackOptions) {
 			t.Errorf("%s: the tenant was admitted %.1f requests/s over %v, want %v ± 10%%", phase, got, window, cappedRate)
 		}
 	}
-	check("even over 3", []float64{1, 1, 1}, 4*time.Second)
+	check("even over 2", []float64{1, 1}, 4*time.Second)
+	// A third instance joins: the others count it within a few seconds
+	// (its first record, at once, and their next interval) and give it
+	// its share.
+	if took := join(); took > 5*time.Second {
+		t.Errorf("the instances counted the new one %v after it was ready, want within 5 s", took)
+	} else {
+		t.Logf("every instance counted the new one %v after it was ready", took.Round(10*time.Millisecond))
+	}
+	check("even over 3 after a join", []float64{1, 1, 1}, 4*time.Second)
 	check("skewed 90/10/0", []float64{9, 1, 0}, 5*time.Second)
 
 	// ingress-3 crashes; its traffic moves to the others. Its last record
 	// expires after three intervals (3 s): the window opens 6 s after the
 	// kill.
-	procs[1].Kill()
+	procs[len(procs)-1].Kill()
 	killed := time.Now()
 	adapted := make(chan time.Duration, 1)
 	go func() { // when both survivors count 2 instances
