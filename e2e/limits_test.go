@@ -93,7 +93,7 @@ func tenantLimitAcrossInstances(t *testing.T, opts apptest.StackOptions) {
 		return took
 	}
 	join()
-	d := &driver{client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}}}
+	d := &limitDriver{client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}}}
 
 	check := func(phase string, weights []float64, warm time.Duration) {
 		t.Helper()
@@ -183,29 +183,29 @@ func waitMetricFor(ctx context.Context, t *testing.T, adminURL, line string, tim
 // driver offers the capped tenant's requests at a fixed rate (an open
 // loop: a refusal does not slow it down), each to an instance picked by
 // weight.
-type driver struct {
+type limitDriver struct {
 	urls   []string
 	client *http.Client
 	n      int // requests sent so far, for distinct conversation IDs
 }
 
 // answer is one request's outcome.
-type answer struct {
+type limitAnswer struct {
 	at       time.Duration // sent, from the run's start
 	instance int
 	code     int
 	body     string
 }
 
-type results struct {
-	answers    []answer
+type limitAnswers struct {
+	answers    []limitAnswer
 	firstOther string
 }
 
 // count returns the answers to requests sent in [from, to): 202s, 429s,
 // 503 unavailable (the limit admitted them, Kafka did not acknowledge them
 // in time: a slow real cluster) and others.
-func (r *results) count(from, to time.Duration) (admitted, refused, unstored, other int) {
+func (r *limitAnswers) count(from, to time.Duration) (admitted, refused, unstored, other int) {
 	for _, a := range r.answers {
 		if a.at < from || a.at >= to {
 			continue
@@ -230,14 +230,14 @@ func (r *results) count(from, to time.Duration) (admitted, refused, unstored, ot
 	return admitted, refused, unstored, other
 }
 
-func (r *results) noteOther(a answer) {
+func (r *limitAnswers) noteOther(a limitAnswer) {
 	if r.firstOther == "" {
 		r.firstOther = fmt.Sprintf("%d %s", a.code, a.body)
 	}
 }
 
 // perInstance returns the admitted/sent counts of each instance in [from, to).
-func (r *results) perInstance(from, to time.Duration, n int) []string {
+func (r *limitAnswers) perInstance(from, to time.Duration, n int) []string {
 	admitted, sent := make([]int, n), make([]int, n)
 	for _, a := range r.answers {
 		if a.at >= from && a.at < to {
@@ -258,11 +258,11 @@ func (r *results) perInstance(from, to time.Duration, n int) []string {
 // round-robin), and returns every answer once all have come back. At most
 // 512 requests are open at once; a send beyond that fails the test (the
 // offered rate would not be what it says).
-func (d *driver) run(ctx context.Context, t *testing.T, weights []float64, rate float64, dur time.Duration) *results {
+func (d *limitDriver) run(ctx context.Context, t *testing.T, weights []float64, rate float64, dur time.Duration) *limitAnswers {
 	t.Helper()
 	var (
 		mu    sync.Mutex
-		res   = &results{}
+		res   = &limitAnswers{}
 		wg    sync.WaitGroup
 		slots = make(chan struct{}, 512)
 		cur   = make([]float64, len(weights))
@@ -296,7 +296,7 @@ func (d *driver) run(ctx context.Context, t *testing.T, weights []float64, rate 
 			url := fmt.Sprintf("%s/v1/conversations/capped-%d/messages", d.urls[i], d.n%64)
 			wg.Go(func() {
 				defer func() { <-slots }()
-				a := answer{at: at, instance: i}
+				a := limitAnswer{at: at, instance: i}
 				a.code, a.body = d.post(ctx, url)
 				mu.Lock()
 				res.answers = append(res.answers, a)
@@ -311,7 +311,7 @@ func (d *driver) run(ctx context.Context, t *testing.T, weights []float64, rate 
 
 // post sends one request as the capped tenant and returns the status (0
 // when the request failed) and the body of a failure.
-func (d *driver) post(ctx context.Context, url string) (int, string) {
+func (d *limitDriver) post(ctx context.Context, url string) (int, string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url,
 		strings.NewReader(`{"model":"sim","messages":[{"role":"user","content":"hi"}],"max_tokens":8}`))
 	if err != nil {
