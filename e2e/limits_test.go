@@ -180,7 +180,7 @@ func waitMetricFor(ctx context.Context, t *testing.T, adminURL, line string, tim
 	}
 }
 
-// driver offers the capped tenant's requests at a fixed rate (an open
+// limitDriver offers the capped tenant's requests at a fixed rate (an open
 // loop: a refusal does not slow it down), each to an instance picked by
 // weight.
 type limitDriver struct {
@@ -189,7 +189,7 @@ type limitDriver struct {
 	n      int // requests sent so far, for distinct conversation IDs
 }
 
-// answer is one request's outcome.
+// limitAnswer is one request's outcome.
 type limitAnswer struct {
 	at       time.Duration // sent, from the run's start
 	instance int
@@ -197,6 +197,7 @@ type limitAnswer struct {
 	body     string
 }
 
+// limitAnswers are the answers of one run.
 type limitAnswers struct {
 	answers    []limitAnswer
 	firstOther string
