@@ -145,6 +145,10 @@ func For(role string, p Params) ([]Grant, error) {
 		add(Topic, t(topicspec.RequestsInteractive), kmsg.ACLOperationWrite, "produce interactive requests")
 		add(Topic, t(topicspec.RequestsBatch), kmsg.ACLOperationWrite, "produce batch requests")
 		add(Topic, t(topicspec.Models), kmsg.ACLOperationRead, "read the model catalog (no group)")
+		if _, ok := p.Topics.Topic(topicspec.Presence); ok {
+			add(Topic, t(topicspec.Presence), kmsg.ACLOperationWrite, "publish this instance's presence and tenant demand")
+			add(Topic, t(topicspec.Presence), kmsg.ACLOperationRead, "read the other instances' presence (no group)")
+		}
 		if !p.NoAdmission {
 			add(Group, routerGroup, kmsg.ACLOperationDescribe, "read the router group's lag (admission)")
 		}

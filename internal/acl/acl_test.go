@@ -30,8 +30,10 @@ func TestFor(t *testing.T) {
 		p    Params
 		want []string
 	}{
-		{RoleIngress, Params{}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models", "DESCRIBE on group switchboard-router", "WRITE on topic p.status"}},
-		{RoleIngress, Params{NoAdmission: true}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models", "WRITE on topic p.status"}},
+		{RoleIngress, Params{}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models",
+			"WRITE on topic p.ingress.presence", "READ on topic p.ingress.presence", "DESCRIBE on group switchboard-router", "WRITE on topic p.status"}},
+		{RoleIngress, Params{NoAdmission: true}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models",
+			"WRITE on topic p.ingress.presence", "READ on topic p.ingress.presence", "WRITE on topic p.status"}},
 		{RoleRouter, Params{RouterGroup: "g"}, []string{"READ on topic p.requests.interactive", "READ on topic p.requests.batch", "READ on group g",
 			"WRITE on topic p.results", "WRITE on topic p.deadletter", "WRITE on topic p.models", "WRITE on topic p.status", "READ on topic p.history", "WRITE on topic p.history"}},
 		{RoleRouter, Params{ExactlyOnce: true}, []string{"READ on topic p.requests.interactive", "READ on topic p.requests.batch", "READ on group switchboard-router",

@@ -103,6 +103,8 @@ type Config struct {
 	Admission AdmissionConfig
 	// OpenAI configures the OpenAI-compatible API.
 	OpenAI OpenAIConfig
+	// SharedLimits configures how instances share the tenants' limits.
+	SharedLimits SharedLimitsConfig
 	// ShutdownGrace bounds how long open requests may finish after a stop.
 	// Default 10s.
 	ShutdownGrace time.Duration
@@ -148,6 +150,7 @@ func Defaults() Config {
 	c.setDefaults()
 	c.Admission.BatchLow, c.Admission.InteractiveLow = 0, 0
 	c.Logger, c.Registry, c.Now = nil, nil, nil
+	c.SharedLimits.Instance = "" // the host and process ID of the running process
 	return c
 }
 
@@ -220,6 +223,7 @@ func (c *Config) setDefaults() {
 	}
 	c.Admission.setDefaults()
 	c.OpenAI.setDefaults()
+	c.SharedLimits.setDefaults()
 }
 
 // Validate reports the first configuration error.
@@ -237,6 +241,9 @@ func (c *Config) Validate() error {
 		return errors.New("ingress: limits and timeouts must not be negative")
 	}
 	if err := c.Admission.validate(); err != nil {
+		return err
+	}
+	if err := c.SharedLimits.validate(); err != nil {
 		return err
 	}
 	return c.Kafka.Validate()
@@ -421,6 +428,7 @@ func (in *Ingress) Run(ctx context.Context) error {
 		wg.Go(func() { in.answers.run(bg) })
 	}
 	wg.Go(func() { in.publishStatus(bg) })
+	wg.Go(func() { in.shareLimits(bg) })
 	// The HTTP and gRPC servers run until ctx is done or one of them
 	// fails, which stops the other; submits stop being taken at once.
 	g, gctx := errgroup.WithContext(ctx)

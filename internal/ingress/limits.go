@@ -2,27 +2,44 @@ package ingress
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/switchboard-llm/switchboard/internal/presence"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 )
 
 // limits holds each tenant's two token buckets: requests, and estimated
 // tokens (see estimateTokens). A request takes from both or from neither.
+// With several instances, each holds a share of every tenant's limit (see
+// package presence and shared.go): its buckets fill at the tenant's rate
+// times its share and hold its burst times its share.
+//
+// Lock order: limits.mu, then a buckets' mu.
 type limits struct {
-	now func() time.Time
-	mu  sync.Mutex
-	by  map[string]*buckets // by tenant name
+	now    func() time.Time
+	mu     sync.Mutex
+	by     map[string]*buckets // by tenant name
+	shares presence.Shares     // this instance's shares; the zero value holds every limit whole
 }
 
 type buckets struct {
 	mu               sync.Mutex // makes checking both and taking from both one step
 	requests, tokens *rate.Limiter
-	of               tenant.Tenant // the rates they were made with
+	of               tenant.Tenant  // the rates they were made with
+	share            presence.Share // the share of of's limits they hold
+	// asked counts the requests and estimated tokens that reached the
+	// check since the last collect, refused ones included: the demand
+	// this instance publishes.
+	askedRequests, askedTokens float64
+	// largestAsk is the largest token estimate seen (at most the tenant's
+	// token burst): a small share's token bucket still holds that much,
+	// or such a request could never pass here.
+	largestAsk int
 }
 
 // sameRates reports whether a and b have the same limits.
@@ -35,11 +52,31 @@ func newLimits(now func() time.Time) *limits {
 	return &limits{now: now, by: map[string]*buckets{}}
 }
 
-func limitOf(perSecond float64) rate.Limit {
+func limitOf(perSecond, share float64) rate.Limit {
 	if perSecond == 0 {
 		return rate.Inf
 	}
-	return rate.Limit(perSecond)
+	return rate.Limit(perSecond * share)
+}
+
+// burstOf is a share of burst, at least floor and at least 2 (or burst
+// when smaller): a bucket of 1 wastes what refills while it is full,
+// waiting for the next request, up to a sixth of a small share's rate.
+func burstOf(burst int, share float64, floor int) int {
+	if share >= 1 {
+		return burst
+	}
+	return max(min(2, burst), floor, int(math.Ceil(float64(burst)*share)))
+}
+
+// set makes b's buckets hold share of t's limits from now on; they keep
+// what they hold, up to their new bursts. b.mu is held.
+func (b *buckets) set(now time.Time, t *tenant.Tenant, share presence.Share) {
+	b.requests.SetLimitAt(now, limitOf(t.RequestsPerSecond, share.Requests))
+	b.requests.SetBurstAt(now, burstOf(t.RequestBurst, share.Requests, 1))
+	b.tokens.SetLimitAt(now, limitOf(t.TokensPerSecond, share.Tokens))
+	b.tokens.SetBurstAt(now, burstOf(t.TokenBurst, share.Tokens, min(b.largestAsk, t.TokenBurst)))
+	b.of, b.share = *t, share
 }
 
 func (l *limits) bucketsOf(t *tenant.Tenant) *buckets {
@@ -48,10 +85,12 @@ func (l *limits) bucketsOf(t *tenant.Tenant) *buckets {
 	b, ok := l.by[t.Name]
 	switch {
 	case !ok:
+		share := l.shares.Of(t.Name)
 		b = &buckets{
-			requests: rate.NewLimiter(limitOf(t.RequestsPerSecond), t.RequestBurst),
-			tokens:   rate.NewLimiter(limitOf(t.TokensPerSecond), t.TokenBurst),
+			requests: rate.NewLimiter(limitOf(t.RequestsPerSecond, share.Requests), burstOf(t.RequestBurst, share.Requests, 1)),
+			tokens:   rate.NewLimiter(limitOf(t.TokensPerSecond, share.Tokens), burstOf(t.TokenBurst, share.Tokens, 1)),
 			of:       *t,
+			share:    share,
 		}
 		l.by[t.Name] = b
 	case !sameRates(&b.of, t):
@@ -59,15 +98,47 @@ func (l *limits) bucketsOf(t *tenant.Tenant) *buckets {
 		// keep what they hold (up to the new bursts) and fill at the new
 		// rates from now on.
 		b.mu.Lock()
-		now := l.now()
-		b.requests.SetLimitAt(now, limitOf(t.RequestsPerSecond))
-		b.requests.SetBurstAt(now, t.RequestBurst)
-		b.tokens.SetLimitAt(now, limitOf(t.TokensPerSecond))
-		b.tokens.SetBurstAt(now, t.TokenBurst)
-		b.of = *t
+		b.set(l.now(), t, b.share)
 		b.mu.Unlock()
 	}
 	return b
+}
+
+// setShares gives every tenant's buckets this instance's new share, and
+// returns the shares of the tenants that have buckets here.
+func (l *limits) setShares(s presence.Shares) map[string]presence.Share {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.shares = s
+	now := l.now()
+	out := make(map[string]presence.Share, len(l.by))
+	for name, b := range l.by {
+		sh := s.Of(name)
+		b.mu.Lock()
+		if sh != b.share {
+			b.set(now, &b.of, sh)
+		}
+		b.mu.Unlock()
+		out[name] = sh
+	}
+	return out
+}
+
+// collect returns the demand counted since its last call, by tenant, and
+// starts counting anew.
+func (l *limits) collect() map[string]presence.Demand {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]presence.Demand{}
+	for name, b := range l.by {
+		b.mu.Lock()
+		if b.askedRequests > 0 {
+			out[name] = presence.Demand{Requests: b.askedRequests, Tokens: b.askedTokens}
+			b.askedRequests, b.askedTokens = 0, 0
+		}
+		b.mu.Unlock()
+	}
+	return out
 }
 
 // take takes one request and tokens estimated tokens from t's buckets, or
@@ -81,6 +152,14 @@ func (l *limits) take(t *tenant.Tenant, tokens int) *failure {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := l.now()
+	b.askedRequests++
+	b.askedTokens += float64(tokens)
+	if tokens > b.largestAsk && tokens <= t.TokenBurst {
+		b.largestAsk = tokens
+		if b.share.Tokens < 1 && b.tokens.Burst() < tokens {
+			b.tokens.SetBurstAt(now, tokens)
+		}
+	}
 	// Look first, take only when both can pay: reserving and cancelling
 	// would lose tokens when concurrent refusals cancel out of order.
 	if wait := max(delayFor(b.requests, now, 1), delayFor(b.tokens, now, tokens)); wait > 0 {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-llm/switchboard/internal/presence"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 )
 
@@ -86,5 +87,72 @@ func TestGlobalConcurrencyLimit(t *testing.T) {
 	in.inFlight.release()
 	if res, b := do(t, in.Handler(), "POST", "/v1/conversations/c/messages", "application/json", `{"model":"sim","messages":[{"role":"user","content":"hi"}]}`); res.StatusCode != 202 {
 		t.Errorf("after release: %d %s", res.StatusCode, b)
+	}
+}
+
+// TestRateLimitShare: a bucket holding a share of the tenant's limit
+// admits that share of the rate and of the burst, counts every request
+// that reached it as demand, and takes a new share without losing or
+// inventing tokens beyond the new burst.
+func TestRateLimitShare(t *testing.T) {
+	start := time.Unix(0, 0)
+	now := start
+	l := newLimits(func() time.Time { return now })
+	tn := tenant.Tenant{Name: "s", RequestsPerSecond: 100, RequestBurst: 40, TokensPerSecond: 1e6, TokenBurst: 1e6}
+	l.setShares(presence.Shares{Instances: 4, Tenants: map[string]presence.Share{"s": {Requests: 0.25, Tokens: 0.25}}})
+	admitted := 0
+	for i := range 6000 { // 60 s, a request every 10 ms (100/s offered)
+		now = start.Add(time.Duration(i) * 10 * time.Millisecond)
+		if l.take(&tn, 10) == nil {
+			admitted++
+		}
+	}
+	if want := 10 + 25*60; admitted < want-1 || admitted > want+1 {
+		t.Errorf("admitted %d in 60 s with a quarter share, want %d ± 1", admitted, want)
+	}
+	d := l.collect()["s"]
+	if d.Requests != 6000 || d.Tokens != 60000 {
+		t.Errorf("demand = %+v, want 6000 requests and 60000 tokens", d)
+	}
+	if got := l.collect(); len(got) != 0 {
+		t.Errorf("second collect = %v, want nothing", got)
+	}
+	// The whole limit from now on.
+	byTenant := l.setShares(presence.Even(1, false))
+	if byTenant["s"].Requests != 1 {
+		t.Errorf("setShares reports %+v, want the whole limit", byTenant["s"])
+	}
+	admitted = 0
+	base := now
+	for i := 1; i <= 1000; i++ { // 10 s more
+		now = base.Add(time.Duration(i) * 10 * time.Millisecond)
+		if l.take(&tn, 10) == nil {
+			admitted++
+		}
+	}
+	if want := 1000; admitted < want-45 || admitted > want { // refills from empty to at most the new burst
+		t.Errorf("admitted %d in 10 s with the whole limit, want about %d", admitted, want)
+	}
+}
+
+// TestRateLimitShareLargeRequest: a small share of the token bucket still
+// holds the largest request asked, so such a request is not refused
+// forever on this instance.
+func TestRateLimitShareLargeRequest(t *testing.T) {
+	start := time.Unix(0, 0)
+	now := start
+	l := newLimits(func() time.Time { return now })
+	tn := tenant.Tenant{Name: "big", RequestsPerSecond: 100, RequestBurst: 100, TokensPerSecond: 1000, TokenBurst: 4000}
+	l.setShares(presence.Shares{Instances: 2, Tenants: map[string]presence.Share{"big": {Requests: 0.5, Tokens: 0.5}}})
+	ok := false
+	for i := range 200 { // 20 s
+		now = start.Add(time.Duration(i) * 100 * time.Millisecond)
+		if l.take(&tn, 3000) == nil {
+			ok = true
+			break
+		}
+	}
+	if !ok {
+		t.Error("a 3000-token request never passed a bucket holding half of a 4000-token burst")
 	}
 }

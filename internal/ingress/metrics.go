@@ -18,6 +18,9 @@ import "github.com/prometheus/client_golang/prometheus"
 //	websocket_connections                    open WebSocket connections
 //	tenants_reloads_total{result}            reloads of the tenants file: ok, error (rejected)
 //	openai_waiting_requests                  OpenAI-compatible calls waiting for their answers
+//	live_instances                           ingress instances the tenants' limits are divided among (this one included)
+//	limits_shared                            1 while the limits are shared through the presence topic, 0 while each is whole or limit/N (fallback)
+//	tenant_share{tenant,bucket}              the fraction of a tenant's limit this instance holds (bucket: requests, tokens)
 //	openai_answers_total{outcome}            OpenAI-compatible calls after their ack, by outcome (answered, error, timeout, client_gone, shutdown, restarted)
 type metrics struct {
 	requests          *prometheus.CounterVec
@@ -34,6 +37,9 @@ type metrics struct {
 	tenantsReloads    *prometheus.CounterVec
 	openaiWaiting     prometheus.Gauge
 	openaiAnswers     *prometheus.CounterVec
+	liveInstances     prometheus.Gauge
+	limitsShared      prometheus.Gauge
+	tenantShare       *prometheus.GaugeVec
 }
 
 // labelLane is the label of the lane (interactive or batch).
@@ -98,12 +104,26 @@ func newMetrics(reg prometheus.Registerer, inFlight func() float64) *metrics {
 			Name: "switchboard_ingress_openai_answers_total",
 			Help: "OpenAI-compatible calls whose request Kafka acknowledged, by outcome: answered, error (an error result), timeout, client_gone, shutdown, restarted.",
 		}, []string{"outcome"}),
+		liveInstances: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_live_instances",
+			Help: "Ingress instances the tenants' rate limits are divided among, this one included (from the presence topic).",
+		}),
+		limitsShared: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_limits_shared",
+			Help: "1 while the tenants' rate limits are shared among instances through the presence topic; 0 while this instance holds whole limits or limit/N of the last known N (fallback).",
+		}),
+		tenantShare: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchboard_ingress_tenant_share",
+			Help: "The fraction of a tenant's rate limit this instance holds, by bucket (requests, tokens).",
+		}, []string{"tenant", "bucket"}),
 	}
 	m.brokerReachable.Set(1)
+	m.liveInstances.Set(1)
 	m.tenantsReloads.WithLabelValues("ok")
 	m.tenantsReloads.WithLabelValues("error")
 	reg.MustRegister(m.requests, m.latency, m.rejected, m.idempotentReplays, m.brokerReachable, m.lag, m.drain,
 		m.admissionShedding, m.admissionChanges, m.lagReadErrors, m.wsConnections, m.tenantsReloads, m.openaiWaiting, m.openaiAnswers,
+		m.liveInstances, m.limitsShared, m.tenantShare,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchboard_ingress_in_flight_requests",
 			Help: "Submissions being produced now (bounded by --max-in-flight).",

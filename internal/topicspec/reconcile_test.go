@@ -239,7 +239,7 @@ func TestReconcilePartialFailure(t *testing.T) {
 	if !strings.Contains(err.Error(), "topic switchboard.deadletter: create") {
 		t.Errorf("Reconcile error %q does not name the topic", err)
 	}
-	want := []string{spec.Name(RequestsInteractive), spec.Name(RequestsBatch), spec.Name(Results), spec.Name(Models), spec.Name(Status), spec.Name(History)}
+	want := []string{spec.Name(RequestsInteractive), spec.Name(RequestsBatch), spec.Name(Results), spec.Name(Models), spec.Name(Status), spec.Name(History), spec.Name(Presence)}
 	if !reflect.DeepEqual(report.Created, want) {
 		t.Errorf("Created: got %v, want %v", report.Created, want)
 	}

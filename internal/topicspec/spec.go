@@ -55,6 +55,10 @@ const (
 	// (checked by Validate and, on the cluster, by Reconcile). Optional: a
 	// spec without it turns conversations with memory off.
 	History = "history"
+	// Presence is the compacted topic through which ingress instances
+	// share the tenants' rate limits (see internal/presence). Optional: a
+	// spec without it leaves every limit whole on every instance.
+	Presence = "ingress.presence"
 )
 
 // requiredTopics returns the logical topics a valid spec must hold, in the
