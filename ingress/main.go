@@ -64,7 +64,7 @@ func define(f *daemon.Flags) (cfg *ingress.Config, tenantsFile *string) {
 	f.Duration(&cfg.StatusInterval, "status-interval", "how often this instance publishes its status record (admission) to the status topic for the console (negative: never)")
 	f.Bool(&cfg.SharedLimits.Disabled, "no-shared-limits", "enforce every tenant's whole rate limit on this instance alone, instead of sharing it with the other instances through the presence topic (docs/LIMITS.md)")
 	f.Duration(&cfg.SharedLimits.Interval, "limits-interval", "how often this instance publishes its tenants' demand to the presence topic and recomputes its shares of their limits")
-	f.String(&cfg.SharedLimits.Instance, "instance-id", "this instance's ID on the presence topic, unique among running instances (empty: host name and process ID; on Kubernetes the pod name)", daemon.FromEnv("SWITCHBOARD_INSTANCE_ID"))
+	f.String(&cfg.SharedLimits.Instance, "instance-id", "this instance's ID on the presence and status topics, unique among running instances (empty: host name and process ID; on Kubernetes the pod name)", daemon.FromEnv("SWITCHBOARD_INSTANCE_ID"))
 	f.Bool(&a.Disabled, "no-admission", "turn off lag-driven admission")
 	f.String(&a.Group, "router-group", "router-worker consumer group whose lag drives admission")
 	f.Int64(&a.BatchHigh, "batch-lag-high", "total lag (records) above which batch requests are rejected")

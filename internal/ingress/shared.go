@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/switchboard-llm/switchboard/internal/presence"
+	"github.com/switchboard-llm/switchboard/internal/status"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
 
@@ -34,8 +34,7 @@ func (c *SharedLimitsConfig) setDefaults() {
 		c.Interval = time.Second
 	}
 	if c.Instance == "" {
-		host, _ := os.Hostname()
-		c.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
+		c.Instance = status.DefaultInstance()
 	}
 }
 

@@ -17,7 +17,7 @@ func (in *Ingress) publishStatus(ctx context.Context) {
 		return
 	}
 	p := &status.Publisher{Opts: in.cfg.Kafka.Opts(in.log), Topic: in.cfg.Topics.Name(topicspec.Status),
-		Service: status.ServiceIngress, Interval: in.cfg.StatusInterval, Logger: in.log,
+		Service: status.ServiceIngress, Instance: in.cfg.SharedLimits.Instance, Interval: in.cfg.StatusInterval, Logger: in.log,
 		Fill: func(r *status.Record) { r.Ingress = in.admission.status(in.cfg.Admission.Group) }}
 	if err := p.Run(ctx); err != nil {
 		in.log.Warn("not publishing status records", "err", err)
