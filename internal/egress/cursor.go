@@ -19,14 +19,25 @@ import (
 // last event a client has (offset -1: nothing yet). Every event of every
 // transport carries one, as an opaque token (cursorCodec); a client
 // resumes by handing it back.
+//
+// A transactional result becomes visible at its transaction's commit
+// marker (package txnview), and one marker can make several results
+// visible: their cursors have the marker's offset and, in held, 1 + the
+// result's own offset, which orders them (0: a plain record).
 type cursor struct {
 	partition int32
 	offset    int64
+	held      int64
 }
 
-// String is the cursor's "partition:offset", for logs and tests; clients
-// never see it.
-func (c cursor) String() string { return fmt.Sprintf("%d:%d", c.partition, c.offset) }
+// String is the cursor's "partition:offset" (":held" for a transactional
+// result), for logs and tests; clients never see it.
+func (c cursor) String() string {
+	if c.held > 0 {
+		return fmt.Sprintf("%d:%d:%d", c.partition, c.offset, c.held-1)
+	}
+	return fmt.Sprintf("%d:%d", c.partition, c.offset)
+}
 
 // cursorPrefix starts every cursor token: its format's version.
 const cursorPrefix = "c1."
@@ -83,15 +94,20 @@ func cursorAAD(tenant, conv string) []byte {
 
 // seal returns c's token for tenant's stream of conv.
 func (k *cursorCodec) seal(tenant, conv string, c cursor) string {
-	var plain [12]byte
-	binary.BigEndian.PutUint32(plain[:4], uint32(c.partition))
-	binary.BigEndian.PutUint64(plain[4:], uint64(c.offset))
+	var buf [20]byte
+	binary.BigEndian.PutUint32(buf[:4], uint32(c.partition))
+	binary.BigEndian.PutUint64(buf[4:12], uint64(c.offset))
+	plain := buf[:12]
+	if c.held > 0 {
+		binary.BigEndian.PutUint64(buf[12:], uint64(c.held))
+		plain = buf[:]
+	}
 	aad := cursorAAD(tenant, conv)
 	m := hmac.New(sha256.New, k.mac)
 	m.Write(aad)
-	m.Write(plain[:])
+	m.Write(plain)
 	nonce := m.Sum(nil)[:k.aead.NonceSize()]
-	out := k.aead.Seal(nonce, nonce, plain[:], aad)
+	out := k.aead.Seal(nonce, nonce, plain, aad)
 	return cursorPrefix + base64.RawURLEncoding.EncodeToString(out)
 }
 
@@ -114,10 +130,18 @@ func (k *cursorCodec) open(tenant, conv, text string) (cursor, error) {
 		return cursor{}, errCursor
 	}
 	plain, err := k.aead.Open(nil, b[:ns], b[ns:], cursorAAD(tenant, conv))
-	if err != nil || len(plain) != 12 {
+	if err != nil || (len(plain) != 12 && len(plain) != 20) {
 		return cursor{}, errCursor
 	}
-	c := cursor{partition: int32(binary.BigEndian.Uint32(plain[:4])), offset: int64(binary.BigEndian.Uint64(plain[4:]))}
+	c := cursor{partition: int32(binary.BigEndian.Uint32(plain[:4])), offset: int64(binary.BigEndian.Uint64(plain[4:12]))}
+	if len(plain) == 20 {
+		// A transactional result's: held is 1 + its own offset, which
+		// lies before the marker's.
+		c.held = int64(binary.BigEndian.Uint64(plain[12:]))
+		if c.held < 1 || c.held > c.offset {
+			return cursor{}, errCursor
+		}
+	}
 	if c.partition < 0 || c.offset < -1 || c.offset == math.MaxInt64 {
 		return cursor{}, errCursor
 	}

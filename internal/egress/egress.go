@@ -281,7 +281,9 @@ func New(cfg Config) (*Egress, error) {
 		return nil, fmt.Errorf("egress: stream tokens: %w", err)
 	}
 	cfg.Kafka = cfg.Kafka.Instrument("egress", cfg.Registry)
-	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), cfg.isolation()...)...)
+	// Control records: the transaction markers that let results of
+	// router-worker's transactions through (txnview, hub.publish).
+	cl, err := kgo.NewClient(append(append(cfg.Kafka.Opts(cfg.Logger), cfg.isolation()...), kgo.KeepControlRecords())...)
 	if err != nil {
 		return nil, fmt.Errorf("egress: kafka client: %w", err)
 	}
@@ -407,8 +409,10 @@ func (e *Egress) consume(ctx context.Context) error {
 
 // position finds where the live reader starts in every results partition
 // and starts it there, retrying until the cluster answers or ctx ends.
-// Without an index of recent results it starts at the end. With one, it
-// starts ReplayWindow back, so that the index holds the window from the
+// Without an index of recent results it starts at the end, or at the last
+// stable offset when a transaction is open (its results are let through
+// at its commit only if the reader saw them). With one, it starts
+// ReplayWindow back (or at the last stable offset, if earlier), so that the index holds the window from the
 // first seconds on: the results read while catching up reach the
 // subscribers opened meanwhile as live events, after their replay from the
 // index (the hub joins the two as it does at the end).
@@ -422,6 +426,16 @@ func (e *Egress) position(ctx context.Context) error {
 		}
 		if err == nil && len(ends[e.topic]) == 0 {
 			err = fmt.Errorf("topic %s has no partitions (is it provisioned?)", e.topic)
+		}
+		// The last stable offsets: a transaction open there has its
+		// records from there on, and the reader must see them to let them
+		// through at its commit (txnview).
+		var stable kadm.ListedOffsets
+		if err == nil {
+			stable, err = e.adm.ListCommittedOffsets(ctx, e.topic)
+			if err == nil {
+				err = stable.Error()
+			}
 		}
 		var window kadm.ListedOffsets
 		if err == nil && e.hub.recent != nil {
@@ -437,6 +451,9 @@ func (e *Egress) position(ctx context.Context) error {
 				at := o.Offset
 				if w, ok := window.Lookup(e.topic, o.Partition); ok && w.Offset >= 0 && w.Offset < at {
 					at = w.Offset
+				}
+				if s, ok := stable.Lookup(e.topic, o.Partition); ok && s.Offset >= 0 && s.Offset < at {
+					at = s.Offset
 				}
 				offsets[o.Partition] = kgo.NewOffset().At(at)
 				next[o.Partition] = at

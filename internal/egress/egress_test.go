@@ -103,7 +103,7 @@ func TestCursorTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	other, _ := newCursorCodec([]byte("another secret"))
-	for _, c := range []cursor{{3, 42}, {0, -1}, {11, 1 << 40}} {
+	for _, c := range []cursor{{3, 42, 0}, {0, -1, 0}, {11, 1 << 40, 0}, {2, 50, 48}} {
 		tok := k.seal("t1", "conv", c)
 		if strings.Contains(tok, fmt.Sprint(c.offset)) || !strings.HasPrefix(tok, cursorPrefix) {
 			t.Errorf("token %q shows the position %v", tok, c)

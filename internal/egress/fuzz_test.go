@@ -13,7 +13,7 @@ func FuzzCursorToken(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	for _, s := range []string{"3:42", "", "c1.", "c1.AAAA", k.seal("t", "c", cursor{3, 42}), k.seal("t", "c", cursor{0, -1})} {
+	for _, s := range []string{"3:42", "", "c1.", "c1.AAAA", k.seal("t", "c", cursor{3, 42, 0}), k.seal("t", "c", cursor{0, -1, 0}), k.seal("t", "c", cursor{1, 9, 3})} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

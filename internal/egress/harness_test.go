@@ -137,7 +137,7 @@ func (h *harness) produce(results ...*pb.Result) []cursor {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		out = append(out, cursor{r.Partition, r.Offset})
+		out = append(out, cursor{r.Partition, r.Offset, 0})
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/txnview"
 )
 
 // offsetAt returns the first offset of partition at or after t (the end
@@ -83,6 +84,7 @@ func (e *Egress) replay(ctx context.Context, conv string, partition int32, from,
 		return err
 	}
 	defer cl.Close()
+	var view txnview.Filter
 	for {
 		fetches := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -102,18 +104,27 @@ func (e *Egress) replay(ctx context.Context, conv string, partition int32, from,
 			if rec.Offset == to-1 {
 				done = true
 			}
-			if rec.Attrs.IsControl() || string(rec.Key) != conv {
-				return
-			}
-			res, err := envelope.DecodeResult(rec)
-			if err != nil {
-				e.metrics.undecodable.Inc()
-				return
-			}
-			if serr := send(event{partition: rec.Partition, offset: rec.Offset, res: res}); serr != nil && ferr == nil {
-				ferr = serr
-				done = true
-			}
+			// As the live feed does (hub.publish): a transactional
+			// result is sent at its commit marker, if the marker comes
+			// before to; after it, the live feed sends it.
+			view.Add(rec, func(r *kgo.Record) {
+				if ferr != nil || string(r.Key) != conv {
+					return
+				}
+				res, err := envelope.DecodeResult(r)
+				if err != nil {
+					e.metrics.undecodable.Inc()
+					return
+				}
+				ev := event{partition: rec.Partition, offset: rec.Offset, res: res}
+				if r != rec {
+					ev.held = r.Offset + 1
+				}
+				if serr := send(ev); serr != nil {
+					ferr = serr
+					done = true
+				}
+			})
 		})
 		if ferr != nil {
 			return ferr

@@ -64,10 +64,14 @@ type sink interface {
 // session is one subscription being served: where it starts, its mailbox
 // in the hub and its filters.
 type session struct {
-	e          *Egress
-	req        subRequest
-	sub        *subscriber
-	start      int64 // first offset to send
+	e     *Egress
+	req   subRequest
+	sub   *subscriber
+	start int64 // first offset to send
+	// startHeld: the client has the transactional results visible at
+	// start whose held is at most this (a resume from such a result's
+	// cursor); 0 otherwise.
+	startHeld  int64
 	replayFrom int64 // the replay reads from here (at or before start)
 	liveFrom   int64 // the live feed delivers from here; before it, replay
 	// memory holds the replay [replayFrom, liveFrom) when the index of
@@ -132,8 +136,15 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 		// reconnect). Without the lookup it resumes without that memory.
 		start = from.offset + 1
 		replayFrom = start
+		if from.held > 0 {
+			// The cursor is of a result its commit marker let through:
+			// the marker may have let through more, which the client
+			// lacks, and the replay must read their transaction from its
+			// first record (txnview) to see them.
+			start, replayFrom = from.offset, from.held-1
+		}
 		if err == nil {
-			replayFrom = min(window, start)
+			replayFrom = min(window, replayFrom)
 		}
 	case err != nil:
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
@@ -147,8 +158,12 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 			msg: "too many open streams for this tenant or conversation"}
 	}
 	sub, liveFrom, memory, inMemory := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer, replayFrom)
-	return &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
-		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition, start - 1},
+	last := cursor{partition: partition, offset: start - 1}
+	if from != nil {
+		last = *from
+	}
+	return &session{e: e, req: req, sub: sub, start: start, startHeld: last.held, replayFrom: replayFrom, liveFrom: liveFrom,
+		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: last,
 		view: viewOf(e.tenantSet().Tenant(req.tenant))}, nil
 }
 
@@ -292,7 +307,7 @@ func (s *session) send(out sink, ev event) (err error) {
 		return nil
 	}
 	ok, reason, restart := s.dedupe.admit(ev.res)
-	if ev.offset < s.start {
+	if ev.offset < s.start || (ev.offset == s.start && ev.held > 0 && ev.held <= s.startHeld) {
 		// The client had it (a resume): it only teaches dedupe.
 		m.dropped.WithLabelValues("before_cursor").Inc()
 		return nil
@@ -309,7 +324,7 @@ func (s *session) send(out sink, ev event) (err error) {
 		m.events.WithLabelValues("restart").Inc()
 	}
 	name := eventName(ev.res)
-	c := cursor{ev.partition, ev.offset}
+	c := cursor{partition: ev.partition, offset: ev.offset, held: ev.held}
 	if ev.json == nil {
 		ev.json = &lazyJSON{res: ev.res}
 	}
