@@ -321,8 +321,11 @@ func New(cfg Config) (*Egress, error) {
 		reflection.Register(e.grpc) // so grpcurl and similar tools can list and call it
 	}
 	if cfg.Webhooks.Enabled {
+		// Webhooks get terminal results only, so read_committed costs
+		// them no chunk latency: a result of a transaction that aborted
+		// (router-worker --exactly-once) is never POSTed.
 		e.hooks, err = webhook.New(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), e.tenantSet,
-			cfg.Kafka.Opts(cfg.Logger), cfg.Registry, cfg.Logger)
+			append(cfg.Kafka.Opts(cfg.Logger), kgo.FetchIsolationLevel(kgo.ReadCommitted())), cfg.Registry, cfg.Logger)
 		if err != nil {
 			cl.Close()
 			return nil, err

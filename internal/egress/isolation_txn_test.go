@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/webhook"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -167,4 +169,38 @@ func names(evs []got) []string {
 		out = append(out, g.name+":"+g.label)
 	}
 	return out
+}
+
+// TestWebhooksSkipAbortedTransaction: a terminal result of a transaction
+// that aborted is never POSTed; the redo's committed one is, once.
+func TestWebhooksSkipAbortedTransaction(t *testing.T) {
+	const secret = "default-secret-0123456789"
+	rc, srv := newReceiver(t, func(string, int) int { return http.StatusOK })
+	rc.secret["/hook"] = webhook.TenantKey([]byte(secret), "t")
+	h := newHarness(t)
+	h.start(func(c *Config) {
+		c.Webhooks = webhook.Config{Enabled: true, Allow: []string{srv.URL + "/"}, Secret: []byte(secret)}
+	})
+	w := newTxnWriter(t, h, "test-txn")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for _, how := range []kgo.TransactionEndTry{kgo.TryAbort, kgo.TryCommit} {
+		r := hookFinal("conv-w", "t", "w1", srv.URL+"/hook")
+		r.RunId = map[kgo.TransactionEndTry]string{kgo.TryAbort: "aborted", kgo.TryCommit: "committed"}[how]
+		r.GetFinal().Content = r.RunId
+		w.begin()
+		w.write(ctx, r)
+		w.end(ctx, how)
+	}
+	h.produce(hookFinal("conv-w", "t", "w2", srv.URL+"/hook")) // a plain result after them: delivered last
+	waitFor(ctx, t, "the deliveries", func() bool { return len(rc.requests("/hook")) >= 2 })
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var got []string
+	for _, r := range rc.got["/hook"] {
+		got = append(got, r.GetRequestId()+"/"+r.GetFinal().GetContent())
+	}
+	if want := []string{"w1/committed", "w2/done w2"}; !slices.Equal(got, want) {
+		t.Errorf("delivered %q, want %q", got, want)
+	}
 }

@@ -97,17 +97,3 @@ func (f *Filter) Add(rec *kgo.Record, visible func(*kgo.Record)) (Outcome, int) 
 
 // Held returns how many records wait for their transaction's end.
 func (f *Filter) Held() int { return f.held }
-
-// Pending reports whether rec is a transactional record whose transaction
-// has not ended in what the filter has seen.
-func (f *Filter) Pending(rec *kgo.Record) bool {
-	if !rec.Attrs.IsTransactional() || rec.Attrs.IsControl() {
-		return false
-	}
-	for _, r := range f.open[rec.ProducerID] {
-		if r == rec {
-			return true
-		}
-	}
-	return false
-}
