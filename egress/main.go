@@ -20,7 +20,7 @@ func main() {
 	f.String(&cfg.Addr, "addr", "HTTP listen address of the SSE and WebSocket streams (the public API)")
 	f.String(&cfg.GRPCAddr, "grpc-addr", "gRPC listen address (switchboard.v1.Egress); empty: no gRPC")
 	f.Duration(&cfg.ReplayWindow, "replay-window", "how far back a new stream without a cursor is replayed")
-	f.Bool(&cfg.ReadCommitted, "read-committed", "read results read_committed: with router-worker --exactly-once, streams never show an aborted transaction's result, but results (chunks too) wait for open transactions to end")
+	f.Bool(&cfg.ReadCommitted, "read-committed", "read results read_committed: every result, chunks too, waits for the transactions open before it (not needed for router-worker --exactly-once: streams show its results only once committed either way)")
 	f.Int64(&cfg.RecentBytes, "recent-bytes", "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
 	f.Int(&cfg.SubscriberBuffer, "subscriber-buffer", "events held for a slow subscriber before it is disconnected")
 	f.Duration(&cfg.WriteTimeout, "write-timeout", "bound of one write to a stream, and of the wait for a non-reading client's backlog to fall (then end: overflow)")

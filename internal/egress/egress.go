@@ -53,11 +53,12 @@ import (
 type Config struct {
 	// Addr is the HTTP listen address. Default 127.0.0.1:8081.
 	Addr string
-	// ReadCommitted reads results read_committed: with router-worker's
-	// --exactly-once, streams then never show a result of a transaction
-	// that aborted, but every result (streamed chunks included, which are
-	// not transactional) waits until the transactions open before it end,
-	// up to a commit interval. Default false (read_uncommitted).
+	// ReadCommitted reads results read_committed: every result (streamed
+	// chunks included, which are not transactional) then waits until the
+	// transactions open before it end. Not needed for router-worker's
+	// --exactly-once: read_uncommitted, the default, shows a result of a
+	// transaction only once it committed too (see hub.publish), without
+	// holding chunks back.
 	ReadCommitted bool
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
