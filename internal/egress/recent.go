@@ -100,7 +100,7 @@ func (r *recent) add(p int32, offset int64, key []byte, valueLen int, ts time.Ti
 // cursor), and again is set for the marker's second and later results.
 func (r *recent) addAt(p int32, offset, held int64, again bool, key []byte, valueLen int, ts time.Time, res *pb.Result, json *lazyJSON, now time.Time) {
 	part := r.parts[p]
-	if part == nil || (offset < part.next && !(again && offset == part.next-1)) {
+	if part == nil || (offset < part.next && (!again || offset != part.next-1)) {
 		// A partition the reader was not positioned on, or a reader
 		// that went back: begin anew here.
 		r.reset(p, offset, now)

@@ -28,7 +28,10 @@ import (
 // One reader per process, started by the first OpenAI request (an ingress
 // whose clients never use the API reads nothing), reads every partition of
 // the results topic without a consumer group, from the end offsets it
-// lists when it starts (later partitions from their start). Waiting
+// lists when it starts (the last stable offset where a transaction is
+// open; later partitions from their start). A result written in a
+// transaction (router-worker --exactly-once) is dispatched at its commit
+// marker and never if the transaction aborts (package txnview). Waiting
 // requests register their request ID before their record is produced, and
 // the reader starts before any registers, so no answer can be written
 // before the reader's position. For each record the reader compares its
