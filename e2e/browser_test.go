@@ -144,6 +144,7 @@ func startWebDriver(ctx context.Context, t *testing.T, driver, chromium string) 
 		} `json:"value"`
 	}
 	wd.call("POST", "/session", map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
+		"goog:loggingPrefs": map[string]string{"browser": "ALL"}, // read by browserLog
 		"goog:chromeOptions": map[string]any{"binary": chromium,
 			"args": []string{"--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"}},
 	}}}, &created)

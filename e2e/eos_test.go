@@ -105,14 +105,14 @@ func (o *txnOracle) add(t *testing.T, rec *kgo.Record) bool {
 	return true
 }
 
-// client is one conversation's SSE client: the terminal results it saw,
+// sseClient is one conversation's SSE client: the terminal results it saw,
 // by request, as completed_at.
-type client struct {
+type sseClient struct {
 	mu    sync.Mutex
 	terms map[string][]string
 }
 
-func (c *client) follow(ctx context.Context, t *testing.T, url string) {
+func (c *sseClient) follow(ctx context.Context, t *testing.T, url string) {
 	last := ""
 	for attempt := 0; attempt < 20 && ctx.Err() == nil; attempt++ {
 		err := apptest.ReadSSE(ctx, url, last, nil, func(ev apptest.Event) bool {
@@ -195,9 +195,9 @@ func exactlyOnceStreams(t *testing.T, base apptest.StackOptions) {
 	defer wg.Wait()
 	defer cancel()
 	wg.Go(func() { o.run(ctx, t, s) })
-	clients := make([]*client, l.convs)
+	clients := make([]*sseClient, l.convs)
 	for c := range clients {
-		clients[c] = &client{terms: map[string][]string{}}
+		clients[c] = &sseClient{terms: map[string][]string{}}
 		url := fmt.Sprintf("%s/v1/conversations/load-%03d/events", s.EgressURL, c)
 		wg.Go(func() { clients[c].follow(ctx, t, url) })
 	}

@@ -211,7 +211,7 @@ func securedRefusals(t *testing.T, c *kafkalocal.Cluster) {
 	}{
 		{acl.RoleIngress, kafkalocal.PrincipalIngress, 1, []string{"--addr", "127.0.0.1:0", "--grpc-addr", "", "--tenants", filepath.Join("..", "tenants.yaml"), "--router-group", group}},
 		{acl.RoleRouter, kafkalocal.PrincipalRouter, 2, []string{"--group", group, "--backends", filepath.Join("..", "backends.yaml")}},
-		{acl.RoleEgress, kafkalocal.PrincipalEgress, 0, []string{"--addr", "127.0.0.1:0", "--tenants", filepath.Join("..", "tenants.yaml")}},
+		{acl.RoleEgress, kafkalocal.PrincipalEgress, 0, []string{"--addr", "127.0.0.1:0", "--tenants", filepath.Join("..", "tenants.yaml"), "--router-group", group}},
 		{acl.RoleRedrive, kafkalocal.PrincipalRedrive, 1, []string{"--group", redriveGroup}},
 	} {
 		t.Run("missing ACL "+tc.role, func(t *testing.T) {

@@ -69,6 +69,22 @@ func TestRealKafkaEgressFailover(t *testing.T) {
 	egressFailover(t, realKafka(t))
 }
 
+// TestRealKafkaWebhooksSurviveEgressKill: kill -9 of an egress delivering
+// webhooks, its restart under the same static member ID, and a second
+// egress joining the webhook group under way, on a real group coordinator:
+// every result acknowledged at least once, conversation order kept, one
+// webhook-id per result (TestWebhooksSurviveEgressKill).
+func TestRealKafkaWebhooksSurviveEgressKill(t *testing.T) {
+	webhooksSurviveEgressKill(t, realKafka(t))
+}
+
+// TestRealKafkaResumeAfterEgressKill is TestResumeAfterEgressKill on
+// Apache Kafka: the replay pool's readers pause and seek their partitions
+// between passes on a real cluster's fetch sessions.
+func TestRealKafkaResumeAfterEgressKill(t *testing.T) {
+	resumeAfterEgressKill(t, realKafka(t))
+}
+
 // TestRealKafkaAdmission: lag-driven admission on the group's real lag
 // (TestAdmissionWithRouterStopped).
 func TestRealKafkaAdmission(t *testing.T) {

@@ -22,6 +22,7 @@ func webhookFlags(f *daemon.Flags, w *webhook.Config, printSecret *string) {
 	f.Duration(&w.MaxBackoff, "webhook-max-backoff", "longest wait between webhook tries")
 	f.Duration(&w.Timeout, "webhook-timeout", "bound of one webhook request")
 	f.Int(&w.MaxInFlight, "webhook-max-in-flight", "webhook deliveries in flight at once (one per conversation at most)")
+	f.Int(&w.MaxPerReceiver, "webhook-max-per-receiver", "webhook deliveries in flight to one receiver (scheme, host and port), retries included, so a slow or dead receiver holds at most this share (0: a quarter of --webhook-max-in-flight)")
 	f.Duration(&w.StartWindow, "webhook-start-window", "how far back webhook delivery begins when its group has no committed offsets")
 }
 

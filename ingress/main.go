@@ -61,6 +61,7 @@ func define(f *daemon.Flags) (cfg *ingress.Config, tenantsFile *string) {
 	f.Bool(&cfg.OpenAI.Disabled, "no-openai", "turn off the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models)")
 	f.Duration(&cfg.OpenAI.Timeout, "openai-timeout", "how long an OpenAI-compatible call waits for its answer after Kafka acknowledged it (then 504; the request is still processed)")
 	f.Int(&cfg.OpenAI.MaxWaiting, "openai-max-waiting", "most OpenAI-compatible calls waiting for their answers at once (beyond: 503)")
+	f.Duration(&cfg.StatusInterval, "status-interval", "how often this instance publishes its status record (admission) to the status topic for the console (negative: never)")
 	f.Bool(&a.Disabled, "no-admission", "turn off lag-driven admission")
 	f.String(&a.Group, "router-group", "router-worker consumer group whose lag drives admission")
 	f.Int64(&a.BatchHigh, "batch-lag-high", "total lag (records) above which batch requests are rejected")

@@ -111,6 +111,8 @@ func TestLayers(t *testing.T) {
 			switch {
 			case dep == "apptest":
 				t.Errorf("%s imports internal/apptest: only tests may", file)
+			case strings.HasPrefix(file, "../client/") && (dep == "daemon" || slices.Contains(services, dep) || slices.Contains(devTools, dep)):
+				t.Errorf("%s (the public client package) imports internal/%s: it may use shared packages only", file, dep)
 			case dep == "daemon" && !isMain:
 				t.Errorf("%s imports internal/daemon: only mains may", file)
 			case pkg == "" || pkg == dep:

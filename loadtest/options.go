@@ -31,6 +31,7 @@ type options struct {
 	sc                      loadtest.SuiteConfig
 	ext                     loadtest.Endpoints
 	pids                    []string
+	instances               stack.Instances
 }
 
 func newOptions(f *daemon.Flags) *options {
@@ -39,10 +40,13 @@ func newOptions(f *daemon.Flags) *options {
 		ext: loadtest.Endpoints{IngressURL: "http://127.0.0.1:8080", EgressURL: "http://127.0.0.1:8081", ModelsimURL: "http://127.0.0.1:8090",
 			IngressGRPC: "127.0.0.1:8083", APIKey: loadtest.DevKey, Tenant: "dev"}}
 	p := &o.params
-	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all: "+strings.Join(loadtest.Names(), ","))
+	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all ("+strings.Join(loadtest.SuiteNames(), ",")+"); only by name: soak, capacity")
 	f.Bool(&o.stack, "stack", "start a fresh local stack of the real binaries (from --bin) for each scenario; needed by chaos")
 	f.String(&o.bin, "bin", "directory of the binaries for --stack (make build)")
 	f.String(&o.stackKafka, "stack-kafka", "with --stack: the Kafka of the stacks: devbroker (started per scenario), apache (the running local cluster of make kafka-up; chaos kills its node kafka-1), or host:port,... of another cluster; on an existing cluster each scenario uses topics and a group of its own")
+	f.Func("instances", "ingress=1,router-worker=1,egress=1", "with --stack: processes of each service, as service=count,... (ingress, router-worker, egress; each 1 to "+strconv.Itoa(stack.MaxInstances)+
+		", router-workers at most the requests topics' partitions); clients spread over the ingress instances round-robin and conversations over the egress instances",
+		func(v string) (err error) { o.instances, err = stack.ParseInstances(v); return err })
 	f.String(&o.stackDir, "stack-dir", "where --stack keeps broker data and process logs (default: <out>/stack, or a temporary directory)")
 	f.String(&o.out, "out", "directory for the reports: <scenario>.json, suite.json, report.html, summary.txt")
 	f.String(&o.jsonOut, "json", "also write the suite as JSON to this file")
@@ -76,6 +80,15 @@ func newOptions(f *daemon.Flags) *options {
 	f.Duration(&p.ModelLatency, "model-latency", "model latency (--stack sets modelsim's)")
 	f.Duration(&p.ModelJitter, "model-jitter", "model latency jitter (--stack sets modelsim's)")
 	f.Bool(&p.Stream, "stream", "ask for streamed answers (time to first chunk needs it)")
+	f.Int(&p.SoakUsers, "soak-users", "soak: closed-loop users")
+	f.Duration(&p.SoakThink, "soak-think", "soak: mean think time between an answer and the next request")
+	f.Duration(&p.SoakDuration, "soak-duration", "soak: how long it sends (instead of --duration)")
+	f.Float64(&p.CapacityStart, "capacity-start", "capacity: the first step's rate (requests per second)")
+	f.Float64(&p.CapacityFactor, "capacity-factor", "capacity: each step's rate over the previous one's")
+	f.Duration(&p.CapacityStepTime, "capacity-step", "capacity: how long each step sends (instead of --duration)")
+	f.Int(&p.CapacityMaxSteps, "capacity-max-steps", "capacity: at most this many steps")
+	f.Int(&p.CapacitySLOMS, "capacity-slo-ms", "capacity: the SLO's bound on the overhead over the ordered limit at p99")
+	f.Float64(&p.CapacityMinSuccess, "capacity-min-success", "capacity: the SLO's least share of successful requests (0..1)")
 	return o
 }
 
@@ -109,7 +122,7 @@ func (o *options) suiteConfig(ctx context.Context, env *daemon.Env) (loadtest.Su
 	sc := o.sc
 	sc.Scenarios, sc.Params, sc.Label = o.scenarios, o.params, o.label
 	if len(o.scenarios) == 1 && o.scenarios[0] == "all" {
-		sc.Scenarios = loadtest.Names()
+		sc.Scenarios = loadtest.SuiteNames()
 	}
 	sc.Command = strings.Join(os.Args, " ")
 	sc.ExternalPIDs = map[string]int{}
@@ -147,7 +160,13 @@ func (o *options) suiteConfig(ctx context.Context, env *daemon.Env) (loadtest.Su
 		}
 	}
 	if !o.stack {
+		if o.instances != (stack.Instances{}) {
+			return sc, cleanup, errors.New("--instances needs --stack (against a running stack, give its addresses instead)")
+		}
 		return sc, cleanup, nil
+	}
+	if err := checkRouters(o.instances.Router, spec); err != nil {
+		return sc, cleanup, err
 	}
 	dir := o.stackDir
 	if dir == "" && o.out != "" {
@@ -164,11 +183,28 @@ func (o *options) suiteConfig(ctx context.Context, env *daemon.Env) (loadtest.Su
 		return sc, cleanup, err
 	}
 	sc.Stack = loadtest.StackConfig{Bin: o.bin, Dir: abs, Logger: env.Logger}
+	o.instances.Apply(&sc.Stack)
 	if err := stack.UseKafka(ctx, &sc.Stack, o.stackKafka, ".", kafkalocal.Config{Security: os.Getenv("KAFKA_SECURITY"), PortOffset: envInt("KAFKA_PORT_OFFSET")}); err != nil {
 		return sc, cleanup, err
 	}
 	sc.TopicPrefix = spec.Prefix
 	return sc, cleanup, nil
+}
+
+// checkRouters refuses more router-workers than the requests topics have
+// partitions: a group gives each partition to one member, so the extra
+// workers would sit idle and the measurement would not show them.
+func checkRouters(n int, spec *topicspec.Spec) error {
+	most := int32(0)
+	for _, name := range []string{topicspec.RequestsInteractive, topicspec.RequestsBatch} {
+		if t, ok := spec.Topic(name); ok {
+			most = max(most, t.Partitions)
+		}
+	}
+	if most > 0 && int32(n) > most {
+		return fmt.Errorf("--instances router-worker=%d: more than the %d partitions of the requests topics (topics.yaml); the extra workers would get no partition", n, most)
+	}
+	return nil
 }
 
 // envInt reads an integer environment variable (0 when unset or bad).

@@ -34,10 +34,15 @@ func main() {
 	f.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "how long a stop waits for in-flight requests")
 	f.Duration(&cfg.DedupeWindow, "dedupe-window", "how long, by record timestamp, a requests partition remembers a request ID: a repeat of it at another offset (a repeated Idempotency-Key) is answered with a copy of the first answer, without a model call (negative: repeats are processed again)")
 	f.Int(&cfg.DedupeMaxIDs, "dedupe-max-ids", "request IDs remembered per requests partition, the oldest forgotten first")
+	f.Int(&cfg.MemoryMaxMessages, "memory-max-messages", "conversations with memory: messages a prompt takes from the history, the request's own included; the oldest turns are dropped first (negative: no bound)")
+	f.Int(&cfg.MemoryMaxTokens, "memory-max-tokens", "conversations with memory: estimated tokens (4 bytes each) a prompt takes from the history, the request's own included (negative: no bound)")
+	f.Duration(&cfg.MemoryRebuildTimeout, "memory-rebuild-timeout", "bounds reading an assigned partition's conversation histories back from the history topic (the rebalance waits for it; a partition not read in time is read by its first memory request)")
 	f.Duration(&cfg.DedupeRebuildTimeout, "dedupe-rebuild-timeout", "bounds each read back from Kafka: an assigned partition's recent request IDs (the rebalance waits for it; what is not reached is not remembered), and a repeat's first answer (not found in time: the repeat is processed)")
+	f.Duration(&cfg.StatusInterval, "status-interval", "how often this worker publishes its status record (backends, breakers, in-flight conversations) to the status topic for the console (negative: never)")
 	f.Int32(&cfg.FetchMinBytes, "fetch-min-bytes", "bytes a fetch waits for (with --fetch-max-wait): larger batches cost latency, save CPU")
 	f.Duration(&cfg.FetchMaxWait, "fetch-max-wait", "longest a fetch waits for --fetch-min-bytes")
 	f.Duration(&cfg.ProduceLinger, "produce-linger", "how long results wait to be batched")
+	f.String(&cfg.ResultsEncoding, "results-encoding", "how result records are written: protobuf, or json (protojson with content-type application/json, readable by kcat without the schema); every reader decodes both", daemon.FromEnv("SWITCHBOARD_RESULTS_ENCODING"))
 	d.Main(func(ctx context.Context, env *daemon.Env) error {
 		if cfg.ReloadInterval == 0 {
 			cfg.ReloadInterval = -1 // the Config's "never"

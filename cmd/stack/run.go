@@ -46,9 +46,14 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 	tenants := fs.String("tenants", envOr("TENANTS_FILE", "tenants.yaml"), "ingress's and egress's tenants file (env TENANTS_FILE)")
 	logFormat := fs.String("log-format", envOr("LOG_FORMAT", "text"), "service log format (env LOG_FORMAT)")
 	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "info"), "service log level (env LOG_LEVEL)")
+	instances := fs.String("instances", envOr("INSTANCES", ""), "processes of each service, as service=count,... (ingress, router-worker, egress; default 1 each); instances beyond the first listen on free ports, printed at the start (env INSTANCES)")
 	restart := fs.Bool("restart", true, "restart a service that exits on its own (1s backoff, doubling to 30s)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	in, err := stack.ParseInstances(*instances)
+	if err != nil {
+		return fmt.Errorf("--instances: %w", err)
 	}
 	var ports []int
 	for _, p := range strings.Split(*brokerPorts, ",") {
@@ -79,6 +84,7 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 		CommonArgs: []string{"--log-format", *logFormat, "--log-level", *logLevel},
 		Output:     prefixed.For, Logger: logger,
 	}
+	in.Apply(&cfg)
 	if err := stack.UseKafka(ctx, &cfg, *kafka, ".", kafkalocal.Config{Security: *security, PortOffset: *portOffset}); err != nil {
 		return err
 	}
@@ -122,15 +128,38 @@ func runCmd(ctx context.Context, args []string, out io.Writer) error {
 
   curl -N localhost:%d/v1/conversations/demo/events -H 'Authorization: Bearer sk-switchboard-dev'
 
+[run] The live console (lag, throughput, backends and breakers, dead letters): http://localhost:%d/console/
+
 [run] Ctrl-C stops everything; a service that crashes is restarted.
 
-`, *ingressPort, *grpcPort, *egressPort, *ingressAdmin, *egressAdmin, *routerPort, *simPort, *latency, kafkaName, s.Brokers, *dataDir, *tenants, *ingressPort, *egressPort)
+`, *ingressPort, *grpcPort, *egressPort, *ingressAdmin, *egressAdmin, *routerPort, *simPort, *latency, kafkaName, s.Brokers, *dataDir, *tenants, *ingressPort, *egressPort, *egressAdmin)
+	printInstances(out, s)
 	if *restart {
 		s.Supervise(ctx)
 	} else {
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// printInstances lists the instances beyond the first (stack run
+// --instances), which listen on ports of their own.
+func printInstances(out io.Writer, s *stack.Stack) {
+	for _, eps := range [][]stack.Endpoint{s.Ingresses, s.Egresses} {
+		for _, e := range eps[min(1, len(eps)):] {
+			fmt.Fprintf(out, "[run] also %s: %s (gRPC %s), admin %s\n", e.Name, e.URL, orNone(e.GRPC), e.AdminURL)
+		}
+	}
+	for i, u := range s.RouterURLs[min(1, len(s.RouterURLs)):] {
+		fmt.Fprintf(out, "[run] also %s-%d: admin %s\n", stack.ProcRouter, i+2, u)
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // cursorSecret is egress's cursor secret: SWITCHBOARD_CURSOR_SECRET, else

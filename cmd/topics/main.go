@@ -68,6 +68,7 @@ func newDaemon() (*daemon.Daemon, *settings) {
 	f.String(&p.TransactionalID, "transactional-id", "ACLs: router-worker's --transactional-id (default: the prefix "+acl.DefaultTransactionalPrefix+")")
 	f.Bool(&p.Webhooks, "webhooks", "ACLs: egress runs with --webhooks")
 	f.Bool(&p.NoAdmission, "no-admission", "ACLs: ingress runs with --no-admission")
+	f.Bool(&p.NoConsole, "no-console", "ACLs: egress runs with --console off")
 	return d, s
 }
 

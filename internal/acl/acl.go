@@ -77,6 +77,10 @@ type Params struct {
 	// NoAdmission drops ingress's Describe on the router group (ingress
 	// started with --no-admission reads no lag).
 	NoAdmission bool
+	// NoConsole drops what egress's console reads (egress started with
+	// --console off): the requests topics' offsets, the router group's
+	// members and lag, the dead letters and the status topic.
+	NoConsole bool
 }
 
 // Resource types of a Grant.
@@ -135,6 +139,7 @@ func For(role string, p Params) ([]Grant, error) {
 	add := func(res kmsg.ACLResourceType, name string, op kadm.ACLOperation, why string) {
 		g = append(g, Grant{Resource: res, Name: name, Operation: op, Why: why})
 	}
+	_, hasStatus := p.Topics.Topic(topicspec.Status)
 	switch role {
 	case RoleIngress:
 		add(Topic, t(topicspec.RequestsInteractive), kmsg.ACLOperationWrite, "produce interactive requests")
@@ -143,6 +148,9 @@ func For(role string, p Params) ([]Grant, error) {
 		if !p.NoAdmission {
 			add(Group, routerGroup, kmsg.ACLOperationDescribe, "read the router group's lag (admission)")
 		}
+		if hasStatus {
+			add(Topic, t(topicspec.Status), kmsg.ACLOperationWrite, "publish its status record (the console)")
+		}
 	case RoleRouter:
 		add(Topic, t(topicspec.RequestsInteractive), kmsg.ACLOperationRead, "consume interactive requests")
 		add(Topic, t(topicspec.RequestsBatch), kmsg.ACLOperationRead, "consume batch requests")
@@ -150,6 +158,13 @@ func For(role string, p Params) ([]Grant, error) {
 		add(Topic, t(topicspec.Results), kmsg.ACLOperationWrite, "produce results")
 		add(Topic, t(topicspec.DeadLetter), kmsg.ACLOperationWrite, "produce dead letters")
 		add(Topic, t(topicspec.Models), kmsg.ACLOperationWrite, "publish the model catalog")
+		if hasStatus {
+			add(Topic, t(topicspec.Status), kmsg.ACLOperationWrite, "publish its status record (the console)")
+		}
+		if _, ok := p.Topics.Topic(topicspec.History); ok {
+			add(Topic, t(topicspec.History), kmsg.ACLOperationRead, "rebuild conversations' memory (no group)")
+			add(Topic, t(topicspec.History), kmsg.ACLOperationWrite, "append to and forget conversations' memory")
+		}
 		if p.ExactlyOnce {
 			if p.TransactionalID != "" {
 				add(TransactionalID, p.TransactionalID, kmsg.ACLOperationWrite, "--exactly-once transactions")
@@ -163,6 +178,15 @@ func For(role string, p Params) ([]Grant, error) {
 		if p.Webhooks {
 			add(Group, cmp.Or(p.WebhookGroup, DefaultWebhookGroup), kmsg.ACLOperationRead, "--webhooks: the delivery group")
 			add(Topic, t(topicspec.DeadLetter), kmsg.ACLOperationWrite, "--webhooks: dead-letter failed deliveries")
+		}
+		if !p.NoConsole {
+			add(Topic, t(topicspec.RequestsInteractive), kmsg.ACLOperationDescribe, "console: offsets of interactive requests")
+			add(Topic, t(topicspec.RequestsBatch), kmsg.ACLOperationDescribe, "console: offsets of batch requests")
+			add(Topic, t(topicspec.DeadLetter), kmsg.ACLOperationRead, "console: read recent dead letters")
+			add(Group, routerGroup, kmsg.ACLOperationDescribe, "console: the router group's members and lag")
+			if hasStatus {
+				add(Topic, t(topicspec.Status), kmsg.ACLOperationRead, "console: read the services' status records")
+			}
 		}
 	case RoleRedrive:
 		add(Topic, t(topicspec.DeadLetter), kmsg.ACLOperationRead, "read dead letters")

@@ -30,16 +30,18 @@ func TestFor(t *testing.T) {
 		p    Params
 		want []string
 	}{
-		{RoleIngress, Params{}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models", "DESCRIBE on group switchboard-router"}},
-		{RoleIngress, Params{NoAdmission: true}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models"}},
+		{RoleIngress, Params{}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models", "DESCRIBE on group switchboard-router", "WRITE on topic p.status"}},
+		{RoleIngress, Params{NoAdmission: true}, []string{"WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch", "READ on topic p.models", "WRITE on topic p.status"}},
 		{RoleRouter, Params{RouterGroup: "g"}, []string{"READ on topic p.requests.interactive", "READ on topic p.requests.batch", "READ on group g",
-			"WRITE on topic p.results", "WRITE on topic p.deadletter", "WRITE on topic p.models"}},
+			"WRITE on topic p.results", "WRITE on topic p.deadletter", "WRITE on topic p.models", "WRITE on topic p.status", "READ on topic p.history", "WRITE on topic p.history"}},
 		{RoleRouter, Params{ExactlyOnce: true}, []string{"READ on topic p.requests.interactive", "READ on topic p.requests.batch", "READ on group switchboard-router",
-			"WRITE on topic p.results", "WRITE on topic p.deadletter", "WRITE on topic p.models", "WRITE on transactional-id switchboard-router- (prefix)"}},
+			"WRITE on topic p.results", "WRITE on topic p.deadletter", "WRITE on topic p.models", "WRITE on topic p.status", "READ on topic p.history", "WRITE on topic p.history", "WRITE on transactional-id switchboard-router- (prefix)"}},
 		{RoleRouter, Params{ExactlyOnce: true, TransactionalID: "tx-1"}, []string{"READ on topic p.requests.interactive", "READ on topic p.requests.batch", "READ on group switchboard-router",
-			"WRITE on topic p.results", "WRITE on topic p.deadletter", "WRITE on topic p.models", "WRITE on transactional-id tx-1"}},
-		{RoleEgress, Params{}, []string{"READ on topic p.results"}},
-		{RoleEgress, Params{Webhooks: true}, []string{"READ on topic p.results", "READ on group switchboard-egress-webhooks", "WRITE on topic p.deadletter"}},
+			"WRITE on topic p.results", "WRITE on topic p.deadletter", "WRITE on topic p.models", "WRITE on topic p.status", "READ on topic p.history", "WRITE on topic p.history", "WRITE on transactional-id tx-1"}},
+		{RoleEgress, Params{NoConsole: true}, []string{"READ on topic p.results"}},
+		{RoleEgress, Params{Webhooks: true, NoConsole: true}, []string{"READ on topic p.results", "READ on group switchboard-egress-webhooks", "WRITE on topic p.deadletter"}},
+		{RoleEgress, Params{}, []string{"READ on topic p.results", "DESCRIBE on topic p.requests.interactive", "DESCRIBE on topic p.requests.batch",
+			"READ on topic p.deadletter", "DESCRIBE on group switchboard-router", "READ on topic p.status"}},
 		{RoleRedrive, Params{}, []string{"READ on topic p.deadletter", "READ on group switchboard-redrive", "WRITE on topic p.requests.interactive", "WRITE on topic p.requests.batch"}},
 	} {
 		t.Run(tc.role, func(t *testing.T) {

@@ -198,7 +198,19 @@ type Env struct {
 	// files (backends, tenants); nil outside Main (tests).
 	Reloads <-chan os.Signal
 
-	ready atomic.Pointer[func(*http.Request) (string, error)]
+	ready    atomic.Pointer[func(*http.Request) (string, error)]
+	adminMux *http.ServeMux // nil without an admin listener
+}
+
+// HandleAdmin serves h for pattern on the admin listener, beside /metrics
+// (e.g. egress's /console). It reports false when there is no admin
+// listener.
+func (e *Env) HandleAdmin(pattern string, h http.Handler) bool {
+	if e.adminMux == nil {
+		return false
+	}
+	e.adminMux.Handle(pattern, h)
+	return true
 }
 
 // SetReady sets what /readyz asks: nil from ready means ready. Until it is
@@ -356,9 +368,10 @@ func (d *Daemon) supervise(ctx context.Context, env *Env, adminLn net.Listener, 
 	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAdmin()
 	if adminLn != nil {
-		h := AdminHandler(env.Registry, env.readiness, d.pprof)
+		env.adminMux = http.NewServeMux()
+		env.adminMux.Handle("/", AdminHandler(env.Registry, env.readiness, d.pprof))
 		g.Go(func() error {
-			err := httpserve.Run(adminCtx, adminLn, h, time.Second, env.Logger.With("listener", "admin"))
+			err := httpserve.Run(adminCtx, adminLn, env.adminMux, time.Second, env.Logger.With("listener", "admin"))
 			if err != nil {
 				return fmt.Errorf("admin: %w", err)
 			}

@@ -114,6 +114,9 @@ func TestAdminListener(t *testing.T) {
 	go func() {
 		errc <- d.Run(ctx, []string{"--admin-addr", "127.0.0.1:0"}, nil, io.Discard, io.Discard, func(ctx context.Context, env *Env) error {
 			addr = env.AdminAddr
+			if !env.HandleAdmin("/extra", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "extra") })) {
+				t.Error("HandleAdmin with an admin listener reported none")
+			}
 			close(ready)
 			<-setReady
 			env.SetReady(func(*http.Request) error { return nil })
@@ -139,6 +142,9 @@ func TestAdminListener(t *testing.T) {
 	}
 	if code, _ := get(t, base+"/debug/pprof/"); code != http.StatusNotFound {
 		t.Errorf("/debug/pprof/ without --pprof: %d, want 404", code)
+	}
+	if code, body := get(t, base+"/extra"); code != http.StatusOK || body != "extra" {
+		t.Errorf("/extra (HandleAdmin): %d %q, want 200 extra", code, body)
 	}
 	cancel()
 	if err := <-errc; err != nil {

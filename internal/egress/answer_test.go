@@ -68,7 +68,7 @@ func TestClientsSeeOnlyTheirAnswer(t *testing.T) {
 		}
 		var data string
 		for _, line := range strings.Split(text, "\n") {
-			if strings.HasPrefix(line, "id: ") && !strings.HasPrefix(line, "id: "+cursorPrefix) {
+			if strings.HasPrefix(line, "id: ") && !strings.HasPrefix(line, "id: "+cursorPrefix) && !strings.HasPrefix(line, "id: "+cursorPrefixV2) {
 				t.Errorf("cursor %q is not a token", line)
 			}
 			if strings.HasPrefix(line, "data: {\"request_id\"") {

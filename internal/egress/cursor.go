@@ -20,6 +20,14 @@ import (
 // transport carries one, as an opaque token (cursorCodec); a client
 // resumes by handing it back.
 //
+// Offsets are a cluster's own: a mirrored topic (MirrorMaker 2, another
+// region) holds the same records at other offsets. So a cursor also names
+// its cluster (origin), the event's record timestamp (at, which mirroring
+// keeps) and the event itself (ident): an egress on another cluster finds
+// the client's place by those (region.go). Cursors of the first format,
+// and of an egress that does not know its cluster, have none of them and
+// resume on any cluster by offset.
+//
 // A transactional result becomes visible at its transaction's commit
 // marker (package txnview), and one marker can make several results
 // visible: their cursors have the marker's offset and, in held, 1 + the
@@ -27,6 +35,9 @@ import (
 type cursor struct {
 	partition int32
 	offset    int64
+	at        int64  // the event's record timestamp, Unix milliseconds; 0: unknown
+	origin    uint64 // originTag of the cluster the offset is in; 0: unknown
+	ident     uint64 // eventIdent of the event; 0: unknown
 	held      int64
 }
 
@@ -39,10 +50,27 @@ func (c cursor) String() string {
 	return fmt.Sprintf("%d:%d", c.partition, c.offset)
 }
 
-// cursorPrefix starts every cursor token: its format's version.
-const cursorPrefix = "c1."
+// located reports whether c carries its cluster, time and event.
+func (c cursor) located() bool { return c.at != 0 || c.origin != 0 || c.ident != 0 }
 
-// maxCursorLen bounds the text a client may hand back as a cursor.
+// Cursor token prefixes: their format's version. c1 holds partition and
+// offset; c2 also the time, cluster and event (see cursor).
+const (
+	cursorPrefix   = "c1."
+	cursorPrefixV2 = "c2."
+)
+
+// Plain text lengths of the two formats. Either has cursorLenHeld more
+// bytes, the held offset, in the cursor of a transactional result (and
+// only then, so that a position has one token).
+const (
+	cursorLenV1   = 12
+	cursorLenV2   = 36
+	cursorLenHeld = 8
+)
+
+// maxCursorLen bounds the text a client may hand back as a cursor (the
+// longest, a located held cursor's, is 99 characters).
 const maxCursorLen = 128
 
 // cursorCodec seals cursors into opaque tokens that only the egress
@@ -92,23 +120,30 @@ func cursorAAD(tenant, conv string) []byte {
 	return []byte(tenant + "\x00" + conv)
 }
 
-// seal returns c's token for tenant's stream of conv.
+// seal returns c's token for tenant's stream of conv: the first format
+// when c is not located, so that a position has one token.
 func (k *cursorCodec) seal(tenant, conv string, c cursor) string {
-	var buf [20]byte
-	binary.BigEndian.PutUint32(buf[:4], uint32(c.partition))
-	binary.BigEndian.PutUint64(buf[4:12], uint64(c.offset))
-	plain := buf[:12]
+	var plain [cursorLenV2 + cursorLenHeld]byte
+	binary.BigEndian.PutUint32(plain[:4], uint32(c.partition))
+	binary.BigEndian.PutUint64(plain[4:], uint64(c.offset))
+	n, prefix := cursorLenV1, cursorPrefix
+	if c.located() {
+		binary.BigEndian.PutUint64(plain[12:], uint64(c.at))
+		binary.BigEndian.PutUint64(plain[20:], c.origin)
+		binary.BigEndian.PutUint64(plain[28:], c.ident)
+		n, prefix = cursorLenV2, cursorPrefixV2
+	}
 	if c.held > 0 {
-		binary.BigEndian.PutUint64(buf[12:], uint64(c.held))
-		plain = buf[:]
+		binary.BigEndian.PutUint64(plain[n:], uint64(c.held))
+		n += cursorLenHeld
 	}
 	aad := cursorAAD(tenant, conv)
 	m := hmac.New(sha256.New, k.mac)
 	m.Write(aad)
-	m.Write(plain)
+	m.Write(plain[:n])
 	nonce := m.Sum(nil)[:k.aead.NonceSize()]
-	out := k.aead.Seal(nonce, nonce, plain, aad)
-	return cursorPrefix + base64.RawURLEncoding.EncodeToString(out)
+	out := k.aead.Seal(nonce, nonce, plain[:n], aad)
+	return prefix + base64.RawURLEncoding.EncodeToString(out)
 }
 
 // errCursor is every refused cursor: the client learns only that it is not
@@ -118,7 +153,14 @@ var errCursor = errors.New("the cursor is not valid for this conversation (or wa
 // open returns the cursor of a token made by seal for the same tenant and
 // conversation.
 func (k *cursorCodec) open(tenant, conv, text string) (cursor, error) {
-	if len(text) > maxCursorLen || !strings.HasPrefix(text, cursorPrefix) {
+	want := cursorLenV1
+	switch {
+	case len(text) > maxCursorLen:
+		return cursor{}, errCursor
+	case strings.HasPrefix(text, cursorPrefix):
+	case strings.HasPrefix(text, cursorPrefixV2):
+		want = cursorLenV2
+	default:
 		return cursor{}, errCursor
 	}
 	enc := text[len(cursorPrefix):]
@@ -130,15 +172,23 @@ func (k *cursorCodec) open(tenant, conv, text string) (cursor, error) {
 		return cursor{}, errCursor
 	}
 	plain, err := k.aead.Open(nil, b[:ns], b[ns:], cursorAAD(tenant, conv))
-	if err != nil || (len(plain) != 12 && len(plain) != 20) {
+	if err != nil || (len(plain) != want && len(plain) != want+cursorLenHeld) {
 		return cursor{}, errCursor
 	}
-	c := cursor{partition: int32(binary.BigEndian.Uint32(plain[:4])), offset: int64(binary.BigEndian.Uint64(plain[4:12]))}
-	if len(plain) == 20 {
+	c := cursor{partition: int32(binary.BigEndian.Uint32(plain[:4])), offset: int64(binary.BigEndian.Uint64(plain[4:]))}
+	if len(plain) == want+cursorLenHeld {
 		// A transactional result's: held is 1 + its own offset, which
 		// lies before the marker's.
-		c.held = int64(binary.BigEndian.Uint64(plain[12:]))
+		c.held = int64(binary.BigEndian.Uint64(plain[want:]))
 		if c.held < 1 || c.held > c.offset {
+			return cursor{}, errCursor
+		}
+	}
+	if want == cursorLenV2 {
+		c.at = int64(binary.BigEndian.Uint64(plain[12:]))
+		c.origin = binary.BigEndian.Uint64(plain[20:])
+		c.ident = binary.BigEndian.Uint64(plain[28:])
+		if !c.located() || c.at < 0 {
 			return cursor{}, errCursor
 		}
 	}

@@ -12,7 +12,8 @@
 // in-memory index of the last ReplayWindow of results (recent.go, bounded
 // by RecentBytes) that the live reader fills; only a range the index does
 // not cover (older, evicted, or before this instance started) is read from
-// Kafka (replay.go). Per subscriber,
+// Kafka (replay.go) by a bounded pool of readers shared by every such
+// stream, one partition per reader at a time (replaypool.go). Per subscriber,
 // duplicate chunks, chunks of superseded attempts and runs, and repeated
 // terminal results are dropped (dedupe.go), so a client sees each answer
 // once and in order. The transports share one stream loop (stream.go) and
@@ -68,8 +69,17 @@ type Config struct {
 	// replayed, and how far back the index of recent results reaches (the
 	// live reader starts that far back). Default 5m.
 	ReplayWindow time.Duration
-	// ReplayTimeout bounds a replay from Kafka. Default 30s.
+	// ReplayTimeout bounds a replay from Kafka, the wait for a reader of
+	// the replay pool included. Default 30s.
 	ReplayTimeout time.Duration
+	// ReplayReaders bounds the readers (Kafka clients) that replay from
+	// Kafka what the index of recent results does not hold; each serves
+	// every stream of the partition it reads (see replaypool.go). Default 4.
+	ReplayReaders int
+	// ReplayReaderBytes bounds the events one replay reader has read and its
+	// streams have not written yet (estimated as for RecentBytes); above it
+	// the reader waits. Default 16 MiB.
+	ReplayReaderBytes int64
 	// RecentBytes bounds the in-memory index of recent results (the last
 	// ReplayWindow of every results partition) from which new streams
 	// replay without reading Kafka; the bound is on an estimate of the
@@ -177,6 +187,12 @@ func (c *Config) setDefaults() {
 	if c.ReplayTimeout == 0 {
 		c.ReplayTimeout = 30 * time.Second
 	}
+	if c.ReplayReaders == 0 {
+		c.ReplayReaders = 4
+	}
+	if c.ReplayReaderBytes == 0 {
+		c.ReplayReaderBytes = 16 << 20
+	}
 	if c.RecentBytes == 0 {
 		c.RecentBytes = 64 << 20
 	}
@@ -221,6 +237,9 @@ func (c *Config) Validate() error {
 	if c.ReplayWindow < 0 || c.ReplayTimeout < 0 || c.SubscriberBuffer < 1 || c.Heartbeat < 0 || c.WriteTimeout < 0 {
 		return errors.New("egress: windows, timeouts and buffers must be positive")
 	}
+	if c.ReplayReaders < 1 || c.ReplayReaderBytes < 1 {
+		return errors.New("egress: replay readers and their bytes must be positive")
+	}
 	if c.Tenants == nil && c.TenantsFile == "" && !c.AllowAnonymous {
 		return errors.New("egress: no tenants file: every stream would be open to anyone; give --tenants, or --allow-anonymous for a closed network")
 	}
@@ -238,6 +257,7 @@ type Egress struct {
 	client  *kgo.Client // the live reader of every results partition
 	adm     *kadm.Client
 	hub     *hub
+	replays *replayPool
 	caps    *streamCaps
 	tenants *tenant.Live // nil: no API keys (AllowAnonymous)
 	metrics *metrics
@@ -246,6 +266,7 @@ type Egress struct {
 	hooks   *webhook.Deliverer // nil without webhooks
 	cursors *cursorCodec
 	tokens  *tokenCodec
+	origin  uint64        // originTag of the cluster, set before ready (region.go)
 	ready   chan struct{} // closed once the live reader is positioned
 	stop    chan struct{} // closed when Run begins to stop
 }
@@ -310,6 +331,8 @@ func New(cfg Config) (*Egress, error) {
 		rc = newRecent(cfg.RecentBytes, cfg.ReplayWindow, e.metrics)
 	}
 	e.hub = newHub(e.metrics, rc)
+	e.replays = newReplayPool(e.topic, append(cfg.Kafka.Opts(nil), cfg.isolation()...), cfg.ReplayReaders, cfg.ReplayReaderBytes,
+		cfg.Registry, e.metrics.undecodable, cfg.Logger)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/events", e.handleEvents)
 	mux.HandleFunc("GET /v1/conversations/{conversation_id}/ws", e.handleWS)
@@ -347,6 +370,7 @@ func (e *Egress) Handler() http.Handler { return e.handler }
 // webhook group is joined.
 func (e *Egress) Run(ctx context.Context) error {
 	defer e.client.Close()
+	defer e.replays.close()
 	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", e.cfg.Addr)
 	if err != nil {
 		e.closeHooks()
@@ -441,6 +465,10 @@ func (e *Egress) position(ctx context.Context) error {
 				err = stable.Error()
 			}
 		}
+		var md kadm.Metadata
+		if err == nil {
+			md, err = e.adm.BrokerMetadata(ctx)
+		}
 		var window kadm.ListedOffsets
 		if err == nil && e.hub.recent != nil {
 			window, err = e.adm.ListOffsetsAfterMilli(ctx, since.UnixMilli(), e.topic)
@@ -466,8 +494,9 @@ func (e *Egress) position(ctx context.Context) error {
 			// (Kafka listed the first at or after it); without an index
 			// nothing relies on this.
 			e.hub.start(next, since, now)
+			e.origin = originTag(md.Cluster)
 			e.client.AddConsumePartitions(map[string]map[int32]kgo.Offset{e.topic: offsets})
-			e.log.Info("egress reading results", "topic", e.topic, "partitions", len(offsets))
+			e.log.Info("egress reading results", "topic", e.topic, "partitions", len(offsets), "cluster_id", md.Cluster)
 			return nil
 		}
 		if attempt%10 == 0 {

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -103,9 +104,16 @@ func TestCursorTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	other, _ := newCursorCodec([]byte("another secret"))
-	for _, c := range []cursor{{3, 42, 0}, {0, -1, 0}, {11, 1 << 40, 0}, {2, 50, 48}} {
+	for _, c := range []cursor{{partition: 3, offset: 42}, {offset: -1}, {partition: 11, offset: 1 << 40},
+		{partition: 2, offset: 737373, at: 1_700_000_000_123, origin: originTag("cluster"), ident: 99}, {partition: 1, offset: 313131, ident: 5},
+		{partition: 2, offset: 50, held: 48}, // a transactional result's
+		{partition: 7, offset: math.MaxInt64 - 1, at: math.MaxInt64, origin: math.MaxUint64, ident: math.MaxUint64, held: math.MaxInt64 - 1}} {
 		tok := k.seal("t1", "conv", c)
-		if strings.Contains(tok, fmt.Sprint(c.offset)) || !strings.HasPrefix(tok, cursorPrefix) {
+		prefix := cursorPrefix
+		if c.located() {
+			prefix = cursorPrefixV2
+		}
+		if strings.Contains(tok, fmt.Sprint(c.offset)) || !strings.HasPrefix(tok, prefix) || len(tok) > maxCursorLen {
 			t.Errorf("token %q shows the position %v", tok, c)
 		}
 		if got, err := k.open("t1", "conv", tok); err != nil || got != c {

@@ -36,11 +36,12 @@ type harness struct {
 	t       testing.TB
 	cluster *kfake.Cluster
 	client  *kgo.Client
+	enc     envelope.Encoding // of the results produce writes
 }
 
-func newHarness(t testing.TB) *harness {
+func newHarness(t testing.TB, opts ...kfake.Opt) *harness {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, resultsTopic, deadletterTopic))
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(4, resultsTopic, deadletterTopic)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func (h *harness) produce(results ...*pb.Result) []cursor {
 	h.t.Helper()
 	var out []cursor
 	for _, res := range results {
-		rec, err := envelope.EncodeResult(resultsTopic, res)
+		rec, err := envelope.EncodeResultAs(resultsTopic, res, h.enc)
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -137,7 +138,7 @@ func (h *harness) produce(results ...*pb.Result) []cursor {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		out = append(out, cursor{r.Partition, r.Offset, 0})
+		out = append(out, cursor{partition: r.Partition, offset: r.Offset, at: r.Timestamp.UnixMilli(), ident: eventIdent(res)})
 	}
 	return out
 }
@@ -176,7 +177,11 @@ func labelOfAnswer(a *pb.Answer) string {
 }
 
 // token is the cursor token the egress gives tenant's stream of conv.
+// A located cursor (from produce) is in r's cluster.
 func (r *running) token(tenant, conv string, c cursor) string {
+	if c.located() {
+		c.origin = r.e.origin
+	}
 	return r.e.cursors.seal(tenant, conv, c)
 }
 

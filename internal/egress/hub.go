@@ -23,6 +23,7 @@ type event struct {
 	// record's offset (see cursor).
 	offset int64
 	held   int64
+	at     int64 // the result record's timestamp, Unix milliseconds (cursor.at)
 	res    *pb.Result
 	// json is the result's API JSON, encoded once for every subscriber
 	// of the conversation.
@@ -233,7 +234,7 @@ func (h *hub) publishAt(at, r *kgo.Record, held int64, again bool) {
 	if res == nil {
 		return
 	}
-	ev := &event{ctx: r.Context, partition: at.Partition, offset: at.Offset, held: held, res: res, json: lj}
+	ev := &event{ctx: r.Context, partition: at.Partition, offset: at.Offset, held: held, at: r.Timestamp.UnixMilli(), res: res, json: lj}
 	if !r.Timestamp.Before(h.started) {
 		ev.timestamp = r.Timestamp
 	}

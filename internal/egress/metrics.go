@@ -20,6 +20,11 @@ type metrics struct {
 	recentRecords prometheus.Gauge
 	txnHeld       prometheus.Gauge   // see txnview
 	txnAborted    prometheus.Counter // see txnview
+	// foreignResumes counts resumes from another cluster's cursor that
+	// found the client's place; foreignUnmatched those of them whose
+	// event this cluster does not hold (region.go).
+	foreignResumes   prometheus.Counter
+	foreignUnmatched prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,6 +60,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		undecodable: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_egress_undecodable_results_total",
 			Help: "Records on the results topic that could not be decoded and were skipped.",
+		}),
+		foreignResumes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_egress_foreign_resumes_total",
+			Help: "Streams resumed from a cursor made on another Kafka cluster (another region) that found the client's place.",
+		}),
+		foreignUnmatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_egress_foreign_resumes_unmatched_total",
+			Help: "Foreign resumes whose last event had not reached this cluster: the stream went on from the first event recorded after it.",
 		}),
 		replayGaps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_egress_replay_gaps_total",
@@ -95,7 +108,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.subscribers, m.events, m.dropped, m.filtered, m.overflows, m.undecodable, m.txnHeld, m.txnAborted,
-		m.replayGaps, m.latency, m.authFailed, m.revoked, m.reloads, m.refused, m.replays, m.recentBytes, m.recentRecords)
+		m.replayGaps, m.foreignResumes, m.foreignUnmatched, m.latency, m.authFailed, m.revoked, m.reloads, m.refused, m.replays, m.recentBytes, m.recentRecords)
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	return m

@@ -59,6 +59,7 @@ type recentEntry struct {
 	// entry: monotonic, so a time finds its offset by binary search (as
 	// Kafka's time index does).
 	maxTS time.Time
+	at    int64 // the record's own timestamp, Unix milliseconds (cursor.at)
 	res   *pb.Result
 	json  *lazyJSON // shared with the live events and every replay
 	size  int64
@@ -108,7 +109,7 @@ func (r *recent) addAt(p int32, offset, held int64, again bool, key []byte, valu
 	}
 	part.next = offset + 1
 	if res != nil {
-		e := &recentEntry{offset: offset, held: held, maxTS: ts, res: res, json: json}
+		e := &recentEntry{offset: offset, held: held, maxTS: ts, at: ts.UnixMilli(), res: res, json: json}
 		if n := len(part.recs); n > 0 && part.recs[n-1].maxTS.After(ts) {
 			e.maxTS = part.recs[n-1].maxTS
 		}
@@ -200,7 +201,7 @@ func (r *recent) replay(conv string, p int32, from int64) ([]event, bool) {
 	}
 	out := make([]event, len(cs)-i)
 	for j, e := range cs[i:] {
-		out[j] = event{partition: p, offset: e.offset, held: e.held, res: e.res, json: e.json}
+		out[j] = event{partition: p, offset: e.offset, held: e.held, at: e.at, res: e.res, json: e.json}
 	}
 	return out, true
 }

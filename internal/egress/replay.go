@@ -4,11 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/switchboard-llm/switchboard/internal/envelope"
-	"github.com/switchboard-llm/switchboard/internal/txnview"
 )
 
 // offsetAt returns the first offset of partition at or after t (the end
@@ -62,10 +57,10 @@ func (e *Egress) replayBounds(ctx context.Context, partition int32, from, to, ne
 	return from, min(to, en.Offset), nil
 }
 
-// replay reads partition from offset from up to (not including) to with a
-// short-lived reader and sends conv's results through send (need: see
-// replayBounds). It ends at once when the partition no longer holds
-// anything of the range.
+// replay sends conv's results of partition from offset from up to (not
+// including) to through send, read by the replay pool (replaypool.go)
+// (need: see replayBounds). It ends at once when the partition no longer
+// holds anything of the range.
 func (e *Egress) replay(ctx context.Context, conv string, partition int32, from, to, need int64, send func(event) error) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.ReplayTimeout)
 	defer cancel()
@@ -76,61 +71,5 @@ func (e *Egress) replay(ctx context.Context, conv string, partition int32, from,
 	if from >= to {
 		return nil
 	}
-	cl, err := kgo.NewClient(append(append(e.cfg.Kafka.Opts(nil), e.cfg.isolation()...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{e.topic: {partition: kgo.NewOffset().At(from)}}),
-		kgo.KeepControlRecords(),
-	)...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	var view txnview.Filter
-	for {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("replay %d..%d: %w", from, to, err)
-		}
-		var ferr error
-		fetches.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return ferr
-		}
-		done := false
-		fetches.EachRecord(func(rec *kgo.Record) {
-			if done || rec.Offset >= to {
-				done = true
-				return
-			}
-			if rec.Offset == to-1 {
-				done = true
-			}
-			// As the live feed does (hub.publish): a transactional
-			// result is sent at its commit marker, if the marker comes
-			// before to; after it, the live feed sends it.
-			view.Add(rec, func(r *kgo.Record) {
-				if ferr != nil || string(r.Key) != conv {
-					return
-				}
-				res, err := envelope.DecodeResult(r)
-				if err != nil {
-					e.metrics.undecodable.Inc()
-					return
-				}
-				ev := event{partition: rec.Partition, offset: rec.Offset, res: res}
-				if r != rec {
-					ev.held = r.Offset + 1
-				}
-				if serr := send(ev); serr != nil {
-					ferr = serr
-					done = true
-				}
-			})
-		})
-		if ferr != nil {
-			return ferr
-		}
-		if done {
-			return nil
-		}
-	}
+	return e.replays.replay(ctx, e.stop, conv, partition, from, to, send)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"time"
 
@@ -80,6 +81,9 @@ type session struct {
 	inMemory bool
 	dedupe   *dedupe
 	last     cursor
+	// awaiting is a foreign cursor whose place in this cluster's topic is
+	// not found yet (region.go); start is unset meanwhile.
+	awaiting *cursor
 	view     view // what the tenant's clients see of final results
 	closed   bool
 }
@@ -127,8 +131,17 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	if !ok {
 		window, err = e.offsetAt(ctx, partition, since)
 	}
+	foreign := from != nil && e.foreign(*from)
 	var start, replayFrom int64
 	switch {
+	case foreign:
+		// Another cluster's cursor: search for the client's place from a
+		// little before its event (region.go); nothing is sent until then.
+		if replayFrom, err = e.foreignStart(ctx, partition, *from, since); err != nil {
+			return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
+				msg: "cannot look up the cursor's place in this cluster: " + err.Error(), retryAfter: true}
+		}
+		start = math.MaxInt64
 	case from != nil:
 		// A resume replays the window before the cursor too, without
 		// sending it, so that dedupe knows the runs and attempts the
@@ -158,13 +171,17 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 			msg: "too many open streams for this tenant or conversation"}
 	}
 	sub, liveFrom, memory, inMemory := e.hub.subscribe(req.conv, partition, e.cfg.SubscriberBuffer, replayFrom)
-	last := cursor{partition: partition, offset: start - 1}
-	if from != nil {
-		last = *from
+	s := &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
+		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition: partition, offset: start - 1},
+		view: viewOf(e.tenantSet().Tenant(req.tenant))}
+	switch {
+	case foreign:
+		// Until its place is found the client keeps its own cursor.
+		s.awaiting, s.last = from, *from
+	case from != nil:
+		s.last, s.startHeld = *from, from.held
 	}
-	return &session{e: e, req: req, sub: sub, start: start, startHeld: last.held, replayFrom: replayFrom, liveFrom: liveFrom,
-		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: last,
-		view: viewOf(e.tenantSet().Tenant(req.tenant))}, nil
+	return s, nil
 }
 
 // token is c's cursor token for this stream's client.
@@ -202,6 +219,8 @@ func (s *session) stream(ctx context.Context, out sink) error {
 		switch {
 		case errors.Is(err, errStreamDone):
 			return out.end(endDone, s.token(s.last))
+		case errors.Is(err, errReplayShutdown):
+			return out.end(endShutdown, s.token(s.last))
 		case err != nil && ctx.Err() == nil && !errors.Is(err, errWrite):
 			e.log.Warn("replay failed", "conversation_id", s.req.conv, "partition", partition, "err", err)
 			return out.end(endReplayFailed, s.token(s.last))
@@ -295,6 +314,13 @@ var (
 	errWrite = errors.New("write to client")
 )
 
+// had reports whether the client has ev already: it is before the
+// stream's start, or one of the results a commit marker let through at
+// the start that the client's cursor covers (see cursor.held).
+func (s *session) had(ev event) bool {
+	return ev.offset < s.start || (ev.offset == s.start && ev.held > 0 && ev.held <= s.startHeld)
+}
+
 // send filters ev (tenant, resume cursor, duplicates) and writes it.
 func (s *session) send(out sink, ev event) (err error) {
 	if ev.ctx != nil {
@@ -307,7 +333,7 @@ func (s *session) send(out sink, ev event) (err error) {
 		return nil
 	}
 	ok, reason, restart := s.dedupe.admit(ev.res)
-	if ev.offset < s.start || (ev.offset == s.start && ev.held > 0 && ev.held <= s.startHeld) {
+	if s.awaiting != nil && s.placeForeign(ev) || s.had(ev) {
 		// The client had it (a resume): it only teaches dedupe.
 		m.dropped.WithLabelValues("before_cursor").Inc()
 		return nil
@@ -324,7 +350,7 @@ func (s *session) send(out sink, ev event) (err error) {
 		m.events.WithLabelValues("restart").Inc()
 	}
 	name := eventName(ev.res)
-	c := cursor{partition: ev.partition, offset: ev.offset, held: ev.held}
+	c := cursor{partition: ev.partition, offset: ev.offset, at: ev.at, origin: s.e.origin, ident: eventIdent(ev.res), held: ev.held}
 	if ev.json == nil {
 		ev.json = &lazyJSON{res: ev.res}
 	}

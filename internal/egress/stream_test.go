@@ -232,8 +232,8 @@ func TestStreamErrors(t *testing.T) {
 		{"/v1/conversations/c/events", "1:2:3"},
 		{"/v1/conversations/c/ws?from=-4:1", ""},
 		{fmt.Sprintf("/v1/conversations/c/events?from=%d:0", 99), ""},
-		{"/v1/conversations/c/events", "0:5"},                                             // a raw position: cursors are tokens
-		{"/v1/conversations/c/events?from=" + eg.token("", "other", cursor{0, 5, 0}), ""}, // another conversation's
+		{"/v1/conversations/c/events", "0:5"},                                                             // a raw position: cursors are tokens
+		{"/v1/conversations/c/events?from=" + eg.token("", "other", cursor{partition: 0, offset: 5}), ""}, // another conversation's
 		{"/v1/conversations/c/events?request_id=" + strings.Repeat("r", 300), ""},
 	} {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, eg.url+tc.path, nil)

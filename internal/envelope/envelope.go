@@ -58,42 +58,24 @@ func Header(rec *kgo.Record, key string) string {
 	return ""
 }
 
-func headers(requestID string) []kgo.RecordHeader {
+func headers(enc Encoding, requestID string) []kgo.RecordHeader {
 	return []kgo.RecordHeader{
-		{Key: HeaderContentType, Value: []byte(ContentTypeProtobuf)},
+		{Key: HeaderContentType, Value: []byte(enc.ContentType())},
 		{Key: HeaderSchemaVersion, Value: []byte(SchemaVersion)},
 		{Key: HeaderRequestID, Value: []byte(requestID)},
 	}
 }
 
 // EncodeRequest returns the record for req on topic, keyed by its
-// conversation ID, with a protobuf value.
+// conversation ID, with a protobuf value (as ingress writes requests).
 func EncodeRequest(topic string, req *pb.Request) (*kgo.Record, error) {
-	v, err := proto.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("encode request: %w", err)
-	}
-	return &kgo.Record{
-		Topic:   topic,
-		Key:     []byte(req.GetConversationId()),
-		Value:   v,
-		Headers: headers(req.GetRequestId()),
-	}, nil
+	return EncodeRequestAs(topic, req, EncodingProtobuf)
 }
 
 // EncodeResult returns the record for res on topic, keyed by its
 // conversation ID, with a protobuf value.
 func EncodeResult(topic string, res *pb.Result) (*kgo.Record, error) {
-	v, err := proto.Marshal(res)
-	if err != nil {
-		return nil, fmt.Errorf("encode result: %w", err)
-	}
-	return &kgo.Record{
-		Topic:   topic,
-		Key:     []byte(res.GetConversationId()),
-		Value:   v,
-		Headers: headers(res.GetRequestId()),
-	}, nil
+	return EncodeResultAs(topic, res, EncodingProtobuf)
 }
 
 // decode unmarshals rec's value into m according to its content-type header.
@@ -208,7 +190,7 @@ func DeadLetter(topic string, rec *kgo.Record, reason, detail, requestID string,
 		Topic: topic,
 		Key:   rec.Key,
 		Value: v,
-		Headers: append(headers(requestID),
+		Headers: append(headers(EncodingProtobuf, requestID),
 			kgo.RecordHeader{Key: "reason", Value: []byte(reason)}),
 	}, nil
 }

@@ -68,6 +68,13 @@ func Validate(req *pb.Request) error {
 	default:
 		return fieldErr("lane", "must be %q or %q, got %q", LaneInteractive, LaneBatch, req.GetLane())
 	}
+	if req.GetForgetMemory() {
+		// A command to forget the conversation's history: nothing to call.
+		if req.GetModel() != "" || len(req.GetMessages()) > 0 || req.GetMemory() {
+			return fieldErr("forget_memory", "a forget_memory record has no model, messages or memory")
+		}
+		return nil
+	}
 	if req.GetModel() == "" {
 		return fieldErr("model", "is required")
 	}

@@ -56,6 +56,7 @@ func fromProto(r *pb.SubmitRequest) (conv, key string, body messageBody) {
 		TimeoutMS:   r.GetTimeoutMs(),
 		Metadata:    r.GetMetadata(),
 		WebhookURL:  r.GetWebhookUrl(),
+		Memory:      r.Memory,
 	}
 	for _, m := range r.GetMessages() {
 		body.Messages = append(body.Messages, messageJSON{Role: m.GetRole(), Content: m.GetContent()})

@@ -30,6 +30,9 @@ type messageBody struct {
 	TimeoutMS   int64             `json:"timeout_ms"`
 	Metadata    map[string]string `json:"metadata"`
 	WebhookURL  string            `json:"webhook_url"`
+	// Memory turns the conversation's memory on or off for this request;
+	// absent: the tenant's memory setting (see memory.go).
+	Memory *bool `json:"memory"`
 }
 
 type messageJSON struct {
@@ -138,6 +141,11 @@ func (in *Ingress) handleMessage(w http.ResponseWriter, r *http.Request) {
 	s := submission{protocol: "http", tenant: t, conversationID: r.PathValue("conversation_id"),
 		idempotencyKey: r.Header.Get("Idempotency-Key")}
 	if f := readJSON(w, r, in.cfg.MaxBodyBytes, &s.body); f != nil {
+		in.reject("http", f)
+		writeFailure(w, f)
+		return
+	}
+	if f := memoryHeader(r, &s.body); f != nil {
 		in.reject("http", f)
 		writeFailure(w, f)
 		return

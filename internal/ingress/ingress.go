@@ -31,6 +31,7 @@ import (
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/httpserve"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
+	"github.com/switchboard-llm/switchboard/internal/status"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/tenant"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
@@ -129,6 +130,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
 	Registry *prometheus.Registry
+	// StatusInterval is how often ingress publishes its status record to
+	// the status topic (internal/status; the console reads it). Default
+	// status.DefaultInterval; negative: never.
+	StatusInterval time.Duration
 	// Now is the clock of the rate limits and the idempotency window.
 	// Default time.Now.
 	Now func() time.Time
@@ -147,6 +152,9 @@ func Defaults() Config {
 }
 
 func (c *Config) setDefaults() {
+	if c.StatusInterval == 0 {
+		c.StatusInterval = status.DefaultInterval
+	}
 	if c.Addr == "" {
 		c.Addr = "127.0.0.1:8080"
 	}
@@ -357,6 +365,7 @@ func (in *Ingress) routes() []route {
 	rts := []route{
 		{"POST", "/v1/conversations/{conversation_id}/messages", in.handleMessage, false},
 		{"POST", "/v1/messages:batch", in.handleBatch, false},
+		{"DELETE", "/v1/conversations/{conversation_id}/history", in.handleForget, false},
 		{"GET", "/v1/ws", in.handleWS, false},
 		{"GET", "/openapi.json", serveOpenAPI, false},
 	}
@@ -411,6 +420,7 @@ func (in *Ingress) Run(ctx context.Context) error {
 	if !in.cfg.OpenAI.Disabled {
 		wg.Go(func() { in.answers.run(bg) })
 	}
+	wg.Go(func() { in.publishStatus(bg) })
 	// The HTTP and gRPC servers run until ctx is done or one of them
 	// fails, which stops the other; submits stop being taken at once.
 	g, gctx := errgroup.WithContext(ctx)

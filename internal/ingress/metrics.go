@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer, inFlight func() float64) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_ingress_requests_total",
-			Help: "Submissions answered, by protocol, lane and HTTP status code (or the status the HTTP API would give).",
+			Help: "Submissions answered, by protocol, lane (forget: history deletes) and HTTP status code (or the status the HTTP API would give).",
 		}, []string{"protocol", labelLane, "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "switchboard_ingress_request_duration_seconds",

@@ -288,6 +288,10 @@ func (in *Ingress) handleChatCompletions(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	defer in.answers.unregister(wt)
+	if f := memoryHeader(r, &cr.body); f != nil {
+		fail(f)
+		return
+	}
 	p := in.begin(ctx, submission{protocol: "openai", tenant: t, conversationID: conv, idempotencyKey: key,
 		requestID: requestID, body: cr.body})
 	replay := p.prod == nil && p.f == nil // answered with an earlier request's ack

@@ -202,8 +202,12 @@ func fakeWorker(t *testing.T, brokers []string) {
 						chunk(1, 1, ", world")
 					}
 				}
+				enc := envelope.EncodingProtobuf // metadata results_encoding=json: as router-worker --results-encoding json
+				if req.GetMetadata()["results_encoding"] == "json" {
+					enc = envelope.EncodingJSON
+				}
 				for _, r := range append(out, final) {
-					kr, _ := envelope.EncodeResult("switchboard.results", r)
+					kr, _ := envelope.EncodeResultAs("switchboard.results", r, enc)
 					if err := cl.ProduceSync(ctx, kr).FirstErr(); err != nil {
 						return
 					}

@@ -92,14 +92,15 @@ func jsonFields(t reflect.Type) []string {
 func TestOpenAPIMatchesTypes(t *testing.T) {
 	doc := loadOpenAPI(t)
 	types := map[string]reflect.Type{
-		"MessageBody": reflect.TypeFor[messageBody](),
-		"Message":     reflect.TypeFor[messageJSON](),
-		"BatchBody":   reflect.TypeFor[batchBody](),
-		"BatchItem":   reflect.TypeFor[batchItem](),
-		"BatchResult": reflect.TypeFor[batchResult](),
-		"BatchAnswer": reflect.TypeFor[batchAnswer](),
-		"Ack":         reflect.TypeFor[ack](),
-		"Error":       reflect.TypeFor[apiError](),
+		"MessageBody":  reflect.TypeFor[messageBody](),
+		"Message":      reflect.TypeFor[messageJSON](),
+		"BatchBody":    reflect.TypeFor[batchBody](),
+		"BatchItem":    reflect.TypeFor[batchItem](),
+		"BatchResult":  reflect.TypeFor[batchResult](),
+		"BatchAnswer":  reflect.TypeFor[batchAnswer](),
+		"Ack":          reflect.TypeFor[ack](),
+		"Error":        reflect.TypeFor[apiError](),
+		"ForgetAnswer": reflect.TypeFor[forgetAnswer](),
 		// The OpenAI-compatible API's.
 		"ChatCompletion": reflect.TypeFor[oaiCompletion](),
 		"Usage":          reflect.TypeFor[oaiUsage](),

@@ -67,33 +67,19 @@ func badRequest(field, format string, args ...any) *failure {
 	return &failure{status: http.StatusBadRequest, code: "invalid_request", field: field, message: fmt.Sprintf(format, args...)}
 }
 
-// idempotencyNamespace is the UUIDv5 namespace of request IDs derived from
-// idempotency keys. It must never change: instances and restarts derive
-// the same ID from the same tenant and key.
-var idempotencyNamespace = uuid.MustParse("5b0b5a3e-7c1f-4b61-9d4e-2a8c3f0e9d17")
-
 // RequestIDForKey returns the request ID of a request sent by tenant with
-// an Idempotency-Key: a UUIDv5 of the tenant and key, the same on every
-// ingress instance, so a repeat that reaches another instance produces a
-// record with the same request_id and readers drop it as a duplicate.
+// an Idempotency-Key: envelope.RequestIDForKey, the same on every ingress
+// instance and for direct producers, so a repeat that reaches another
+// instance produces a record with the same request_id and readers drop it
+// as a duplicate.
 func RequestIDForKey(tenantName, key string) string {
-	return uuid.NewSHA1(idempotencyNamespace, []byte(tenantName+"\x00"+key)).String()
+	return envelope.RequestIDForKey(tenantName, key)
 }
 
 // MaxIdempotencyKeyLen bounds an Idempotency-Key.
-const MaxIdempotencyKeyLen = 255
+const MaxIdempotencyKeyLen = envelope.MaxIdempotencyKeyLen
 
-func validIdempotencyKey(k string) bool {
-	if len(k) > MaxIdempotencyKeyLen {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < 0x21 || k[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
+func validIdempotencyKey(k string) bool { return envelope.ValidIdempotencyKey(k) }
 
 // buildRequest validates s and turns it into the record's Request.
 func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *failure) {
@@ -121,6 +107,7 @@ func (in *Ingress) buildRequest(s *submission, now time.Time) (*pb.Request, *fai
 		Metadata:       b.Metadata,
 		WebhookUrl:     b.WebhookURL,
 		AcceptedAt:     timestamppb.New(now),
+		Memory:         s.memory(),
 	}
 	switch {
 	case s.requestID != "":

@@ -55,6 +55,9 @@ type Config struct {
 	// POM is deploy/kafka-local/pom.xml, whose kafka.version property is
 	// the project's one Kafka version. Required.
 	POM string
+	// Lib is the jars' directory. Default Dir/lib-<version>; clusters with
+	// other Dirs (the multi-region drill's) share the project's.
+	Lib string
 	// Ports are the client listeners, one node each. Default 29092-29094.
 	Ports []int
 	// ControllerPorts are the KRaft controller listeners, as Ports.
@@ -72,6 +75,10 @@ type Config struct {
 	// PortOffset is added to every default port, for a second checkout's
 	// cluster on the same machine (make kafka-up KAFKA_PORT_OFFSET=1000).
 	PortOffset int
+	// ClusterID is the KRaft cluster ID the nodes are formatted with.
+	// Default ClusterID; a second cluster on the same machine (another
+	// region in the multi-region drill) needs its own.
+	ClusterID string
 	// ReadyTimeout bounds the wait for the cluster to answer. Default 2m.
 	ReadyTimeout time.Duration
 	// Out receives progress lines. Default io.Discard.
@@ -109,6 +116,9 @@ func (c *Config) defaults() error {
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = 2 * time.Minute
 	}
+	if c.ClusterID == "" {
+		c.ClusterID = ClusterID
+	}
 	if c.Out == nil {
 		c.Out = io.Discard
 	}
@@ -138,6 +148,11 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	cfg.Dir = dir
 	c := &Cluster{cfg: cfg, version: v, lib: filepath.Join(dir, "lib-"+v), root: dir}
+	if cfg.Lib != "" {
+		if c.lib, err = filepath.Abs(cfg.Lib); err != nil {
+			return nil, err
+		}
+	}
 	if c.Secured() {
 		c.root = filepath.Join(dir, SecuritySASLSSL)
 	}
@@ -161,6 +176,9 @@ func Version(pom string) (string, error) {
 
 // Version is the cluster's Kafka version.
 func (c *Cluster) Version() string { return c.version }
+
+// Lib is the directory of the cluster's jars.
+func (c *Cluster) Lib() string { return c.lib }
 
 // Brokers returns the client addresses, comma-separated (of the SASL_SSL
 // listeners when the cluster is secured).
@@ -250,7 +268,13 @@ func (c *Cluster) Up(ctx context.Context) error {
 // directory with Maven, once: a complete lib directory is never fetched
 // again, so later runs need no network.
 func (c *Cluster) fetch(ctx context.Context) error {
-	done := filepath.Join(c.lib, ".complete")
+	return fetchJars(ctx, c.cfg.POM, c.lib, "Apache Kafka "+c.version, c.cfg.Out)
+}
+
+// fetchJars copies pom's dependencies (runtime scope) into lib with Maven,
+// unless lib is complete already.
+func fetchJars(ctx context.Context, pom, lib, what string, out io.Writer) error {
+	done := filepath.Join(lib, ".complete")
 	if _, err := os.Stat(done); err == nil {
 		return nil
 	}
@@ -258,20 +282,20 @@ func (c *Cluster) fetch(ctx context.Context) error {
 	if err != nil {
 		return errors.New("kafkalocal: mvn not found: the Kafka jars are fetched from Maven Central with Maven (Debian: apt-get install maven)")
 	}
-	fmt.Fprintf(c.cfg.Out, "fetching Apache Kafka %s jars with Maven into %s\n", c.version, c.lib)
-	tmp := c.lib + ".partial"
+	fmt.Fprintf(out, "fetching %s jars with Maven into %s\n", what, lib)
+	tmp := lib + ".partial"
 	os.RemoveAll(tmp)
-	cmd := exec.CommandContext(ctx, mvn, "-B", "-q", "-ntp", "-f", c.cfg.POM,
+	cmd := exec.CommandContext(ctx, mvn, "-B", "-q", "-ntp", "-f", pom,
 		"org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
 		"-DincludeScope=runtime", "-DoutputDirectory="+tmp)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("kafkalocal: mvn copy-dependencies: %w\n%s", err, out)
+		return fmt.Errorf("kafkalocal: mvn copy-dependencies (%s): %w\n%s", pom, err, out)
 	}
-	if err := os.WriteFile(filepath.Join(tmp, ".complete"), []byte(c.version+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(tmp, ".complete"), []byte(what+"\n"), 0o644); err != nil {
 		return err
 	}
-	os.RemoveAll(c.lib)
-	return os.Rename(tmp, c.lib)
+	os.RemoveAll(lib)
+	return os.Rename(tmp, lib)
 }
 
 func (c *Cluster) checkPortsFree(i int) error {
@@ -316,11 +340,11 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=%s
-default.replication.factor=3
-min.insync.replicas=2
-offsets.topic.replication.factor=3
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
+default.replication.factor=%[7]d
+min.insync.replicas=%[8]d
+offsets.topic.replication.factor=%[7]d
+transaction.state.log.replication.factor=%[7]d
+transaction.state.log.min.isr=%[8]d
 auto.create.topics.enable=false
 # A local cluster: no wait for more members before the first rebalance, and
 # session timeouts down to 1s allowed so crash tests do not wait 45s.
@@ -335,7 +359,8 @@ background.threads=2
 num.recovery.threads.per.data.dir=1
 log.cleaner.threads=1
 log.cleaner.dedupe.buffer.size=8388608
-`, i+1, strings.Join(voters, ","), c.cfg.Ports[i], c.cfg.ControllerPorts[i], c.cfg.Ports[i], filepath.Join(c.nodeDir(i), "data"))
+`, i+1, strings.Join(voters, ","), c.cfg.Ports[i], c.cfg.ControllerPorts[i], c.cfg.Ports[i], filepath.Join(c.nodeDir(i), "data"),
+		c.replicas(), c.minISR())
 	return os.WriteFile(c.propsFile(i), []byte(props), 0o644)
 }
 
@@ -346,12 +371,20 @@ func (c *Cluster) format(ctx context.Context, java string, i int) error {
 		return nil
 	}
 	cmd := exec.CommandContext(ctx, java, append(c.javaArgs(), "kafka.tools.StorageTool", "format",
-		"-t", ClusterID, "-c", c.propsFile(i), "--ignore-formatted")...)
+		"-t", c.cfg.ClusterID, "-c", c.propsFile(i), "--ignore-formatted")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("kafkalocal: format node %d: %w\n%s", i+1, err, out)
 	}
 	return nil
 }
+
+// replicas is the replication factor of the cluster's topics: 3, or the
+// node count of a smaller cluster.
+func (c *Cluster) replicas() int { return min(3, c.Nodes()) }
+
+// minISR is the cluster's min.insync.replicas: 2 with three nodes, 1 on a
+// single node.
+func (c *Cluster) minISR() int { return max(1, c.replicas()-1) }
 
 func (c *Cluster) javaArgs() []string {
 	return append(append([]string{}, c.cfg.JavaOpts...),
@@ -412,8 +445,12 @@ func (c *Cluster) StartNode(i int) error {
 
 // PID returns node i's PID when its PID file names a live process that is
 // this node's JVM, else 0.
-func (c *Cluster) PID(i int) int {
-	b, err := os.ReadFile(c.pidFile(i))
+func (c *Cluster) PID(i int) int { return livePID(c.pidFile(i), c.propsFile(i)) }
+
+// livePID returns the PID in pidFile when it names a live process (not a
+// zombie) whose command line contains marker, else 0.
+func livePID(pidFile, marker string) int {
+	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		return 0
 	}
@@ -422,7 +459,7 @@ func (c *Cluster) PID(i int) int {
 		return 0
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.Contains(cmdline, []byte(c.propsFile(i))) {
+	if err != nil || !bytes.Contains(cmdline, []byte(marker)) {
 		return 0
 	}
 	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {

@@ -26,7 +26,10 @@
 // again for the same record after a backoff, in place, so the record's key
 // waits and the order holds. The handler must return promptly once its
 // context is cancelled (the partition was revoked or lost, or the engine is
-// stopping); the record is then left for the partition's next owner.
+// stopping); the record is then left for the partition's next owner. A
+// handler whose record must wait for something outside the engine returns
+// Later: the record gives its in-flight place back and is handed over
+// again after the wait, still first of its key.
 //
 // # Concurrency
 //

@@ -196,6 +196,10 @@ func (e *Engine) run(ctx context.Context, c *conv, it item) {
 			e.done(c, it, true)
 			return
 		}
+		if d, ok := later(err); ok && ctx.Err() == nil {
+			e.postpone(c, it, d)
+			return
+		}
 		if ctx.Err() != nil {
 			e.done(c, it, false)
 			return

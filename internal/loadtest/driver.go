@@ -160,7 +160,13 @@ var (
 // "grpc" submit over ingress's WebSocket and gRPC streams, "kafka"
 // produces straight to the requests topics, "openai" calls ingress's
 // OpenAI-compatible API (and can be the reader of its own answers).
+//
+// With several ingress instances (Endpoints.MoreIngress) the ingress
+// drivers send each request to the next instance in turn.
 func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
+	if len(ep.MoreIngress) > 0 && name != nameKafka {
+		return driversOf(ep, func(e Endpoints) (Driver, error) { return NewDriver(name, e, kafkaOpts) })
+	}
 	switch name {
 	case "http":
 		if ep.IngressURL == "" {
@@ -188,6 +194,13 @@ func NewDriver(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Driver, error) {
 // sends them one after another on one of a pool of ingress WebSockets,
 // "grpc" on one of a pool of ingress SubmitStreams.
 func NewCallSender(name string, ep Endpoints) (CallSender, error) {
+	if len(ep.MoreIngress) > 0 {
+		d, err := driversOf(ep, func(e Endpoints) (Driver, error) { return NewCallSender(name, e) })
+		if err != nil {
+			return nil, err
+		}
+		return d.(CallSender), nil
+	}
 	if name == nameGRPC {
 		if ep.IngressGRPC == "" {
 			return nil, errors.New("driver grpc: no ingress gRPC address")
@@ -217,7 +230,7 @@ func ReaderFor(name string, drv Driver, ep Endpoints, kafkaOpts []kgo.Opt) (Read
 	if name != nameOpenAI {
 		return NewReader(name, ep, kafkaOpts)
 	}
-	if r, ok := drv.(*openaiDriver); ok {
+	if r, err := openaiReaders(drv); err == nil {
 		return r, nil
 	}
 	return nil, fmt.Errorf("reader openai reads the answers of the openai driver's calls; the driver is %s", drv.Name())
@@ -226,7 +239,13 @@ func ReaderFor(name string, drv Driver, ep Endpoints, kafkaOpts []kgo.Opt) (Read
 // NewReader returns the named reader: "sse", "ws" and "grpc" follow
 // egress's event streams, WebSockets and gRPC Subscribe streams, "kafka"
 // reads the results topic.
+//
+// With several egress instances (Endpoints.MoreEgress) the stream readers
+// follow each conversation on one of them, spread evenly.
 func NewReader(name string, ep Endpoints, kafkaOpts []kgo.Opt) (Reader, error) {
+	if len(ep.MoreEgress) > 0 && name != nameKafka && name != nameOpenAI {
+		return readersOf(ep, func(e Endpoints) (Reader, error) { return NewReader(name, e, kafkaOpts) })
+	}
 	switch name {
 	case "sse":
 		if ep.EgressURL == "" {

@@ -159,6 +159,12 @@ func writeReportHTML(b *strings.Builder, r *Report) {
 	b.WriteString(svgChart("Consumer lag of the router group (records)", named(r.Series.Lag), r.Events))
 	b.WriteString(svgChart("CPU (cores) per process", named(r.Series.CPU), r.Events))
 	b.WriteString(svgChart("Resident memory (MB) per process", named(r.Series.RSSMB), r.Events))
+	if len(r.Series.Goroutines) > 0 {
+		b.WriteString(svgChart("Goroutines per service", named(r.Series.Goroutines), r.Events))
+	}
+	if len(r.Series.LoadAverage) > 0 {
+		b.WriteString(svgChart("Machine load average (1 min)", []line{{"load average", palette(0), r.Series.LoadAverage}}, r.Events))
+	}
 }
 
 type line struct {

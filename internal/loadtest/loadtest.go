@@ -25,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -114,6 +115,9 @@ type Config struct {
 	// BadKafka, when set, carries the Kafka kinds of bad input (garbage
 	// records straight to the requests topic) in malformed loads.
 	BadKafka RawSender
+	// MetricsURLs are the services' admin base URLs by process name, whose
+	// /metrics give their goroutine counts; nil samples none.
+	MetricsURLs map[string]string
 	// Processes returns the PIDs to sample, by name; nil samples none.
 	Processes func() map[string]int
 	// Faults happen during the run.
@@ -210,6 +214,10 @@ type run struct {
 	convMu sync.Map // conversation -> *sync.Mutex: a conversation's sends are serialised
 	events []Event
 	evMu   sync.Mutex
+	// goroutines and loadAvg are the 5-second samples (sampleSlow).
+	goroutines *goroutineWatch
+	slowMu     sync.Mutex
+	loadAvg    []Point
 }
 
 func (r *run) convLock(conv string) *sync.Mutex {
@@ -231,7 +239,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	r := &run{cfg: &cfg}
+	r := &run{cfg: &cfg, goroutines: newGoroutineWatch(cfg.MetricsURLs)}
 	started := time.Now()
 
 	// The dead-letter reader starts before anything is sent.
@@ -409,6 +417,12 @@ func (r *run) report(started, sendEnd time.Time, procs *procWatch, lag *lagWatch
 	if lag != nil {
 		rep.Series.Lag = lag.out()
 	}
+	if r.goroutines != nil {
+		rep.Series.Goroutines = r.goroutines.out()
+	}
+	r.slowMu.Lock()
+	rep.Series.LoadAverage = slices.Clone(r.loadAvg)
+	r.slowMu.Unlock()
 	if sr, ok := cfg.Reader.(interface{ Reconnects() int }); ok { // the stream readers
 		rep.SSEReconnects = sr.Reconnects()
 	}
@@ -639,7 +653,7 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 func (r *run) sample(ctx context.Context, stop <-chan struct{}, procs *procWatch, lag *lagWatch) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	lastPrint := time.Time{}
+	lastPrint, lastSlow := time.Time{}, time.Time{}
 	for {
 		select {
 		case <-stop:
@@ -654,6 +668,10 @@ func (r *run) sample(ctx context.Context, stop <-chan struct{}, procs *procWatch
 			if lag != nil {
 				lag.sample(ctx, now)
 			}
+			if now.Sub(lastSlow) >= 5*time.Second {
+				lastSlow = now
+				r.sampleSlow(ctx, now)
+			}
 			if r.cfg.Progress == nil {
 				continue
 			}
@@ -665,6 +683,19 @@ func (r *run) sample(ctx context.Context, stop <-chan struct{}, procs *procWatch
 				lastPrint = now
 			}
 		}
+	}
+}
+
+// sampleSlow takes the 5-second samples: goroutines and load average.
+func (r *run) sampleSlow(ctx context.Context, now time.Time) {
+	t := now.Sub(r.begin).Seconds()
+	if r.goroutines != nil {
+		r.goroutines.sample(ctx, t)
+	}
+	if v, ok := loadAverage(); ok {
+		r.slowMu.Lock()
+		r.loadAvg = append(r.loadAvg, Point{T: t, V: v})
+		r.slowMu.Unlock()
 	}
 }
 

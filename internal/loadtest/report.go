@@ -187,6 +187,10 @@ type Series struct {
 	// CPU is cores used per process; RSSMB its resident memory.
 	CPU   map[string][]Point `json:"cpu,omitempty"`
 	RSSMB map[string][]Point `json:"rss_mb,omitempty"`
+	// Goroutines per service (go_goroutines of its /metrics) and the
+	// machine's one-minute LoadAverage, every 5 seconds.
+	Goroutines  map[string][]Point `json:"goroutines,omitempty"`
+	LoadAverage []Point            `json:"load_average,omitempty"`
 }
 
 // ClassSeries are a class's per-second series: requests meant to be sent,

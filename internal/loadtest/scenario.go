@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -45,6 +46,20 @@ type Params struct {
 	ModelLatency, ModelJitter time.Duration
 	// Stream asks for streamed answers (chunks, time to first chunk).
 	Stream bool
+	// SoakUsers closed-loop users think SoakThink between answers for
+	// SoakDuration in soak.
+	SoakUsers    int
+	SoakThink    time.Duration
+	SoakDuration time.Duration
+	// The capacity steps (capacity.go): from CapacityStart req/s, ×
+	// CapacityFactor each step of CapacityStepTime, at most
+	// CapacityMaxSteps, until a step misses the SLO: overhead over the
+	// ordered limit p99 ≤ CapacitySLOMS, success ≥ CapacityMinSuccess.
+	CapacityStart, CapacityFactor float64
+	CapacityStepTime              time.Duration
+	CapacityMaxSteps              int
+	CapacitySLOMS                 int
+	CapacityMinSuccess            float64
 }
 
 // DefaultParams are the bench suite's settings.
@@ -54,6 +69,9 @@ func DefaultParams() Params {
 		Users: 5000, Ramp: 3 * time.Second, Think: 4 * time.Second, BatchUsers: 500,
 		LongTailShare: 0.1, LongTailLatency: 1500 * time.Millisecond, BadShare: 0.2, MalformedRate: 200,
 		ChaosDown: time.Second, ModelLatency: 200 * time.Millisecond, ModelJitter: 20 * time.Millisecond, Stream: true,
+		SoakUsers: 500, SoakThink: time.Second, SoakDuration: time.Hour,
+		CapacityStart: 200, CapacityFactor: 1.2, CapacityStepTime: 20 * time.Second, CapacityMaxSteps: 16,
+		CapacitySLOMS: 120, CapacityMinSuccess: 0.999,
 	}
 }
 
@@ -63,6 +81,8 @@ type Scenario struct {
 	// NeedsStack: the scenario acts on processes (chaos) and runs only on
 	// a stack the load test started.
 	NeedsStack bool
+	// Explicit scenarios run only when named, not in "all" (long runs).
+	Explicit bool
 	// stack adjusts the stack for the scenario (e.g. a long model tail).
 	stack func(p Params, c *StackConfig)
 	// callers name the CallSenders (NewCallSender) the scenario's loads
@@ -136,6 +156,17 @@ func Scenarios() []Scenario {
 				}
 				c.CheckStoredOrder = c.KafkaOpts != nil
 			}},
+		{Name: "soak", Explicit: true,
+			Description: "closed loop held for a long time (the seed's baseline: 500 users for an hour): resident memory, goroutines, lag and p99 must stay flat",
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Duration = p.SoakDuration
+				c.Loads = []Load{{Class: classInteractive, Users: p.SoakUsers, Ramp: 10 * time.Second, Think: p.SoakThink}}
+			}},
+		{Name: "capacity", Explicit: true,
+			Description: "baseline steps at a rate rising 20% a step, each on a fresh stack, until the SLO (overhead over the ordered limit p99, success) breaks: the highest sustainable rate and what limited it first",
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
+			}},
 		{Name: "malformed", Description: "a share of bad inputs (wrong JSON, huge bodies, bad UTF-8, unknown models, garbage records straight to Kafka) among good ones",
 			build: func(p Params, c *Config, _ *Stack) {
 				c.Loads = []Load{{Class: classInteractive, Rate: p.MalformedRate, Conversations: min(p.Conversations, 200), BadShare: p.BadShare}}
@@ -160,6 +191,12 @@ type Endpoints struct {
 	// IngressGRPC and EgressGRPC are the gRPC APIs' host:port (the grpc
 	// driver and reader); empty: not served.
 	IngressGRPC, EgressGRPC string
+	// MoreIngress and MoreEgress are further instances of ingress and
+	// egress beside the ones above (a stack of several): the ingress
+	// drivers send each request to the next instance in turn, as a
+	// round-robin load balancer would, and the stream readers follow each
+	// conversation on one egress instance, spread evenly.
+	MoreIngress, MoreEgress []Instance
 	// APIKey is sent as a bearer token to ingress and egress.
 	APIKey string
 	// Tenant is the APIKey's tenant, which the kafka driver writes into
@@ -215,10 +252,26 @@ func selfPID() int { return os.Getpid() }
 // an error, returning the reports so far.
 func RunSuite(ctx context.Context, sc SuiteConfig) (*Suite, error) {
 	suite := &Suite{Label: sc.Label, Command: sc.Command, StartedAt: time.Now().UTC()}
+	if err := sc.Params.validate(sc.Scenarios); err != nil {
+		return suite, err
+	}
 	for _, name := range sc.Scenarios {
 		s, ok := ScenarioByName(name)
 		if !ok {
 			return suite, fmt.Errorf("unknown scenario %q (have %s)", name, strings.Join(scenarioNames(), ", "))
+		}
+		if name == "capacity" {
+			reps, err := capacitySteps(ctx, sc, s)
+			for _, rep := range reps {
+				suite.Reports = append(suite.Reports, rep)
+				if sc.OnReport != nil {
+					sc.OnReport(rep)
+				}
+			}
+			if err != nil {
+				return suite, fmt.Errorf("scenario %s: %w", name, err)
+			}
+			continue
 		}
 		rep, err := runScenario(ctx, sc, s)
 		if err != nil {
@@ -233,10 +286,39 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (*Suite, error) {
 	return suite, nil
 }
 
+// validate checks the parameters of the long scenarios named.
+func (p Params) validate(names []string) error {
+	if slices.Contains(names, "soak") && (p.SoakUsers <= 0 || p.SoakDuration <= p.Warmup || p.SoakThink < 0) {
+		return fmt.Errorf("soak: --soak-users must be positive, --soak-duration longer than --warmup (%v), --soak-think not negative", p.Warmup)
+	}
+	if slices.Contains(names, "capacity") {
+		switch {
+		case p.CapacityStart <= 0 || p.CapacityFactor <= 1:
+			return errors.New("capacity: --capacity-start must be positive and --capacity-factor above 1")
+		case p.CapacityMaxSteps < 1 || p.CapacityStepTime <= p.Warmup:
+			return fmt.Errorf("capacity: --capacity-max-steps must be at least 1 and --capacity-step longer than --warmup (%v)", p.Warmup)
+		case p.CapacitySLOMS <= 0 || p.CapacityMinSuccess <= 0 || p.CapacityMinSuccess > 1:
+			return errors.New("capacity: --capacity-slo-ms must be positive and --capacity-min-success in (0, 1]")
+		}
+	}
+	return nil
+}
+
 func scenarioNames() []string {
 	var out []string
 	for _, s := range Scenarios() {
 		out = append(out, s.Name)
+	}
+	return out
+}
+
+// SuiteNames are the scenarios of "all": every one but the explicit ones.
+func SuiteNames() []string {
+	var out []string
+	for _, s := range Scenarios() {
+		if !s.Explicit {
+			out = append(out, s.Name)
+		}
 	}
 	return out
 }
@@ -274,7 +356,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		}
 		group = cfg.RouterGroup
 		ep = Endpoints{IngressURL: st.IngressURL, EgressURL: st.EgressURL, ModelsimURL: st.ModelsimURL, APIKey: st.APIKey, Tenant: st.Tenant,
-			IngressGRPC: st.IngressGRPC, EgressGRPC: st.EgressGRPC,
+			IngressGRPC: st.IngressGRPC, EgressGRPC: st.EgressGRPC, MoreIngress: more(st.Ingresses), MoreEgress: more(st.Egresses),
 			Kafka: KafkaEndpoint{Brokers: strings.Split(st.Brokers, ","), Topics: topics}}
 	} else if s.NeedsStack {
 		return nil, fmt.Errorf("%s acts on processes and needs a stack the load test starts (--stack)", s.Name)
@@ -328,6 +410,16 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		return pids
 	}
 	cfg.Settings = settings(p, s, sc)
+	if st != nil {
+		cfg.MetricsURLs = map[string]string{ProcIngress: st.IngressAdminURL, ProcEgress: st.EgressAdminURL}
+		for i, u := range st.RouterURLs {
+			name := ProcRouter
+			if i > 0 {
+				name = fmt.Sprintf("%s-%d", ProcRouter, i+1)
+			}
+			cfg.MetricsURLs[name] = u
+		}
+	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -336,6 +428,14 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		exited := st.Exited()
 		rep.Checks = append(rep.Checks, Check{Name: "no process crashed", Pass: len(exited) == 0,
 			Detail: fmt.Sprintf("not running at the end: %v", exited)})
+		// Chaos restarts processes, and a restarted one's counters start
+		// again: its share would not be the run's.
+		if ch, ok := shareCheck(ctx, st); ok && s.Name != "chaos" {
+			rep.Checks = append(rep.Checks, ch)
+		}
+	}
+	if s.Name == "soak" {
+		rep.Checks = append(rep.Checks, soakChecks(rep)...)
 	}
 	if s.Name == "malformed" {
 		c := rep.Classes[classInteractive]
@@ -358,8 +458,11 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		"duration": p.Duration.String(), "warmup": p.Warmup.String(), "model_latency": p.ModelLatency.String(),
 		"model_jitter": p.ModelJitter.String(), "stream": strconv.FormatBool(p.Stream), "stack": strconv.FormatBool(sc.Stack.Bin != ""),
 	}
+	if sc.Stack.Bin != "" {
+		m["instances"] = stackInstances(sc.Stack).String()
+	}
 	switch s.Name {
-	case "baseline", "long-tail", "batch", "mixed", "chaos":
+	case "baseline", "long-tail", "batch", "mixed", "chaos", "capacity":
 		m["rate"] = fmt.Sprint(p.Rate)
 		m["conversations"] = fmt.Sprint(p.Conversations)
 	}
@@ -375,6 +478,10 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		m["batch_users"] = fmt.Sprint(p.BatchUsers)
 	case "chaos":
 		m["chaos_down"] = p.ChaosDown.String()
+	case "soak":
+		m["duration"], m["users"], m["think"] = p.SoakDuration.String(), fmt.Sprint(p.SoakUsers), p.SoakThink.String()
+	case "capacity":
+		m["step_factor"], m["slo_overhead_p99_ms"], m["slo_success"] = fmt.Sprint(p.CapacityFactor), fmt.Sprint(p.CapacitySLOMS), fmt.Sprint(p.CapacityMinSuccess)
 	case "malformed":
 		m["rate"], m["bad_share"] = fmt.Sprint(p.MalformedRate), fmt.Sprint(p.BadShare)
 	}

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/switchboard-llm/switchboard/internal/stack"
@@ -27,16 +28,19 @@ const (
 	ProcIngress   = stack.ProcIngress
 )
 
-// StartStack starts a stack with the load test's defaults: one
-// router-worker with --max-in-flight 2000, a 10s session timeout and
-// static membership (so a restarted worker takes its partitions back at
-// once), modelsim at 200ms ± 20ms, logs at warn, a tenants file of its
+// StartStack starts a stack with the load test's defaults: router-workers
+// (Config.Routers, default one) with --max-in-flight 2000, a 10s session
+// timeout and static membership, instance IDs loadtest-router-1, -2, …
+// (so a restarted worker takes its partitions back at once), modelsim at 200ms ± 20ms, logs at warn, a tenants file of its
 // own (tenant "loadtest", no rate limits, shown timings) and ingress's
 // connection caps lifted; ingress and egress serve gRPC too (the grpc
 // driver and reader).
 func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	if cfg.RouterArgs == nil {
-		cfg.RouterArgs = []string{"--max-in-flight", "2000", "--session-timeout", "10s", "--instance-id", "loadtest-router-1"}
+		cfg.RouterArgs = []string{"--max-in-flight", "2000", "--session-timeout", "10s"}
+		if cfg.RouterInstanceArgs == nil {
+			cfg.RouterInstanceArgs = func(i int) []string { return []string{"--instance-id", fmt.Sprintf("loadtest-router-%d", i+1)} }
+		}
 	}
 	if cfg.ModelLatency == 0 {
 		cfg.ModelLatency = 200 * time.Millisecond
@@ -58,4 +62,18 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	}
 	cfg.NoIngressGRPC, cfg.EgressGRPC = false, true
 	return stack.Start(ctx, cfg)
+}
+
+// more returns the instances of eps beyond the first.
+func more(eps []stack.Endpoint) []Instance {
+	var out []Instance
+	for _, e := range eps[min(1, len(eps)):] {
+		out = append(out, Instance{URL: e.URL, GRPC: e.GRPC})
+	}
+	return out
+}
+
+// stackInstances is how many instances of each service cfg starts.
+func stackInstances(cfg StackConfig) stack.Instances {
+	return stack.Instances{Ingress: cfg.Ingresses, Router: cfg.Routers, Egress: cfg.Egresses}
 }

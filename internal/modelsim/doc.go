@@ -11,7 +11,10 @@
 //     with "data: [DONE]" (plus a usage chunk when
 //     stream_options.include_usage is set);
 //   - GET /v1/models, the served models in OpenAI's list format;
-//   - GET /healthz, "ok".
+//   - GET /healthz, "ok";
+//   - GET /debug/requests[?last=TEXT], the messages of the 256 most recent
+//     chat requests (oldest first; with last, those whose last message
+//     contains TEXT), so tests can see what a model was sent.
 //
 // Errors use OpenAI's body, {"error": {"message", "type", "code"}}.
 //

@@ -26,6 +26,8 @@ type Server struct {
 	seq     atomic.Uint64 // numbers completion ids
 	faults  atomic.Pointer[Faults]
 	draws   *latencySource // uniform draws for faults, apart from latencies
+	// received holds the recent requests' messages (GET /debug/requests).
+	received received
 }
 
 // New returns a Server for cfg. A nil logger discards logs.
@@ -69,13 +71,15 @@ func (s *Server) SetFaults(f Faults) error {
 }
 
 // Handler returns the HTTP handler serving POST /v1/chat/completions,
-// GET /v1/models and GET /healthz. Other paths answer 404 and wrong methods
+// GET /v1/models, GET /healthz and GET /debug/requests (the messages of the
+// recent requests). Other paths answer 404 and wrong methods
 // 405, both as OpenAI errors.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/chat/completions", allow(http.MethodPost, http.HandlerFunc(s.handleChat)))
 	mux.Handle("/v1/models", allow(http.MethodGet, http.HandlerFunc(s.handleModels)))
 	mux.Handle("/healthz", allow(http.MethodGet, http.HandlerFunc(handleHealth)))
+	mux.Handle("/debug/requests", allow(http.MethodGet, http.HandlerFunc(s.handleReceived)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{
 			Status:  http.StatusNotFound,
@@ -164,6 +168,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	s.received.add(req)
 	a := s.answer(req)
 	faults := s.faults.Load()
 	u, v := s.draws.uniform()

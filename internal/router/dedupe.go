@@ -148,9 +148,9 @@ type partitionOf struct {
 	partition int32
 }
 
-// assigned is the engine's OnAssigned: it gives each new partition a seen
-// set rebuilt from the partition's recent records.
-func (r *Router) assigned(ctx context.Context, assigned map[string]map[int32]int64) {
+// assignedSeen (in the engine's OnAssigned) gives each new partition a
+// seen set rebuilt from the partition's recent records.
+func (r *Router) assignedSeen(ctx context.Context, assigned map[string]map[int32]int64) {
 	if !r.dedupeOn() {
 		return
 	}
@@ -167,8 +167,8 @@ func (r *Router) assigned(ctx context.Context, assigned map[string]map[int32]int
 	r.rebuild(ctx, assigned, sets)
 }
 
-// released is the engine's OnReleased: it drops the partitions' sets.
-func (r *Router) released(released map[string][]int32) {
+// releasedSeen (in the engine's OnReleased) drops the partitions' sets.
+func (r *Router) releasedSeen(released map[string][]int32) {
 	r.seenMu.Lock()
 	defer r.seenMu.Unlock()
 	for topic, parts := range released {

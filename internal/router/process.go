@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/llm"
+	"github.com/switchboard-llm/switchboard/internal/status"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
@@ -46,6 +47,8 @@ func tooLarge(err error) bool {
 func (r *Router) process(ctx context.Context, rec *kgo.Record) (err error) {
 	ctx, span := r.cfg.Kafka.Tracing.Process(ctx, rec)
 	defer func() { telemetry.End(span, err) }()
+	defer r.inflight.Start(status.Conversation{ID: string(rec.Key), Topic: rec.Topic, Partition: rec.Partition,
+		Offset: rec.Offset, Since: time.Now()})()
 	err = r.handle(ctx, rec)
 	if err == nil || !tooLarge(err) || ctx.Err() != nil {
 		return err
@@ -98,6 +101,9 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 		out.deadLetter(envelope.ReasonDecode, err.Error(), 0)
 		return out.wait()
 	}
+	if req.GetForgetMemory() {
+		return r.forget(ctx, rec, req)
+	}
 	if repeat, since := r.repeat(rec, req.GetRequestId()); repeat {
 		if answered, err := r.reanswer(ctx, rec, req, since); answered || err != nil {
 			return err
@@ -106,6 +112,11 @@ func (r *Router) handle(ctx context.Context, rec *kgo.Record) error {
 	rq := &job{out: &emitter{r: r, ctx: ctx, rec: rec, req: req}, req: req, lane: lane, dispatched: time.Now()}
 	if refused := r.refuse(rq); refused {
 		return rq.out.wait()
+	}
+	if req.GetMemory() {
+		if done, err := r.recall(ctx, rq); done || err != nil {
+			return err
+		}
 	}
 	callCtx := ctx
 	if dl := req.GetDeadline(); dl != nil {
@@ -131,7 +142,17 @@ type job struct {
 	chain      []string // the models to try (refuse sets it)
 	estimate   int      // estimated tokens (admitTenant sets it and those below)
 	tenant     *tenantLimiter
-	taken      int // tokens taken from the tenant's bucket
+	taken      int           // tokens taken from the tenant's bucket
+	memory     *recollection // a memory request's history (recall sets it)
+}
+
+// messages are what the model is sent: the request's, or with memory the
+// prompt recall built.
+func (rq *job) messages() []*pb.Message {
+	if rq.memory != nil {
+		return rq.memory.prompt
+	}
+	return rq.req.GetMessages()
 }
 
 // refuse answers a request that cannot be called, whose deadline passed
@@ -232,7 +253,7 @@ func (r *Router) attempt(callCtx context.Context, rq *job, attempt int32) (answe
 	start := time.Now()
 	spanCtx, span := r.cfg.Kafka.Tracing.Start(callCtx, "backend call", trace.SpanKindClient,
 		attribute.String("backend", l.name), attribute.String("model", rq.req.GetModel()), attribute.Int("attempt", int(attempt)))
-	resp, err := r.call(spanCtx, l, rq.req, rq.out, attempt)
+	resp, err := r.call(spanCtx, l, rq.req, rq.messages(), rq.out, attempt)
 	telemetry.End(span, err)
 	used := 0
 	if resp != nil {
@@ -244,6 +265,7 @@ func (r *Router) attempt(callCtx context.Context, rq *job, attempt int32) (answe
 	r.bal.release(l, err, used)
 	oc := outcome(err)
 	r.metrics.backendSeconds.WithLabelValues(l.name, oc).Observe(time.Since(start).Seconds())
+	r.calls.Observe(l.name, time.Now(), time.Since(start), errors.Is(breakerOutcome(err), errBreakerFailure))
 	r.metrics.backendCalls.WithLabelValues(l.name, oc).Inc()
 	if err != nil {
 		return false, err
@@ -253,7 +275,11 @@ func (r *Router) attempt(callCtx context.Context, rq *job, attempt int32) (answe
 	}
 	r.metrics.processed.WithLabelValues(rq.lane, "ok").Inc()
 	rq.out.terminal(attempt, &pb.Result{Body: &pb.Result_Final{Final: rq.final(resp, l.name)}})
-	err = rq.out.wait()
+	if rq.memory != nil {
+		err = r.rememberAnswer(rq, resp.Content)
+	} else {
+		err = rq.out.wait()
+	}
 	if err == nil && rq.req.GetAcceptedAt() != nil {
 		r.metrics.answerSeconds.WithLabelValues(rq.lane).Observe(time.Since(rq.req.GetAcceptedAt().AsTime()).Seconds())
 	}
@@ -364,11 +390,11 @@ func waitChan(w *waiter) <-chan struct{} {
 	return w.ch
 }
 
-// call makes one attempt at the leased backend, streaming chunk results
-// through out when the request asked for a stream.
-func (r *Router) call(ctx context.Context, l *lease, req *pb.Request, out *emitter, attempt int32) (*llm.ChatResponse, error) {
+// call makes one attempt at the leased backend with msgs, streaming chunk
+// results through out when the request asked for a stream.
+func (r *Router) call(ctx context.Context, l *lease, req *pb.Request, msgs []*pb.Message, out *emitter, attempt int32) (*llm.ChatResponse, error) {
 	creq := llm.ChatRequest{Model: l.model, MaxTokens: int(req.GetMaxTokens()), Temperature: req.Temperature}
-	for _, m := range req.GetMessages() {
+	for _, m := range msgs {
 		creq.Messages = append(creq.Messages, llm.Message{Role: m.GetRole(), Content: m.GetContent()})
 	}
 	if !req.GetStream() {
@@ -467,6 +493,9 @@ type emitter struct {
 	err         error
 
 	runID string // this processing's Result.run_id
+	// fellBack: wait answered with the too-large fallback instead of the
+	// staged output.
+	fellBack bool
 }
 
 func (e *emitter) produce(res *pb.Result) {
@@ -479,7 +508,7 @@ func (e *emitter) produce(res *pb.Result) {
 		e.runID = uuid.NewString()
 	}
 	res.RunId = e.runID
-	rec, err := envelope.EncodeResult(e.r.results, res)
+	rec, err := envelope.EncodeResultAs(e.r.results, res, e.r.resEnc)
 	if err != nil {
 		e.fail(err)
 		return
@@ -561,6 +590,7 @@ func (e *emitter) wait() error {
 		for _, rec := range e.staged {
 			if recordSize(rec) > int(e.r.maxBytes)-512 {
 				// It would fail the whole transaction, again and again.
+				e.fellBack = true
 				return e.r.tooLargeFallback(e.ctx, e.rec, fmt.Sprintf("a %d-byte output record", recordSize(rec)))
 			}
 		}

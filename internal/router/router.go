@@ -28,8 +28,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/switchboard-llm/switchboard/internal/envelope"
 	"github.com/switchboard-llm/switchboard/internal/kafkaconf"
 	"github.com/switchboard-llm/switchboard/internal/keyorder"
+	"github.com/switchboard-llm/switchboard/internal/status"
 	"github.com/switchboard-llm/switchboard/internal/telemetry"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
@@ -130,15 +132,36 @@ type Config struct {
 	// first answer (not found in time: the repeat is processed). Default
 	// 5s.
 	DedupeRebuildTimeout time.Duration
+	// MemoryMaxMessages and MemoryMaxTokens bound what a memory request's
+	// prompt takes from its conversation's history, counting the request's
+	// own messages (tokens estimated at four bytes each): the oldest turns
+	// are dropped first (see memory_trim.go), and a stored history is
+	// trimmed to the same budget. Zero: default 64 messages, 8192 tokens;
+	// negative: that bound is off.
+	MemoryMaxMessages, MemoryMaxTokens int
+	// MemoryRebuildTimeout bounds reading an assigned partition's
+	// conversation histories back from the history topic (the rebalance
+	// waits for it; a partition not read in time is read again by its
+	// first memory request). Default 10s.
+	MemoryRebuildTimeout time.Duration
 	// CommitInterval is how often finished work is committed. After a
 	// crash, work finished since the last commit runs again. Default 1s.
 	CommitInterval time.Duration
 	// ShutdownTimeout bounds the drain on stop. Default 30s.
 	ShutdownTimeout time.Duration
+	// ResultsEncoding is how result records are written: "protobuf" (the
+	// default) or "json" (protojson with content-type application/json,
+	// which kcat or any consumer reads without the schema). Readers decode
+	// both by the header, so it can change on a running deployment.
+	ResultsEncoding string
 	// Logger receives the service's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the service's metrics. Default: a new registry.
 	Registry *prometheus.Registry
+	// StatusInterval is how often the worker publishes its status record
+	// to the status topic (internal/status; the console reads it). Default
+	// status.DefaultInterval; negative: never.
+	StatusInterval time.Duration
 }
 
 // Defaults returns the configuration New completes a Config with: every
@@ -155,6 +178,9 @@ func Defaults() Config {
 }
 
 func (c *Config) setDefaults() {
+	if c.StatusInterval == 0 {
+		c.StatusInterval = status.DefaultInterval
+	}
 	if c.Group == "" {
 		c.Group = "switchboard-router"
 	}
@@ -206,6 +232,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.ResultsEncoding == "" {
+		c.ResultsEncoding = "protobuf"
+	}
 	if c.DedupeWindow == 0 {
 		c.DedupeWindow = 10 * time.Minute
 	}
@@ -214,6 +243,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.DedupeRebuildTimeout == 0 {
 		c.DedupeRebuildTimeout = 5 * time.Second
+	}
+	if c.MemoryMaxMessages == 0 {
+		c.MemoryMaxMessages = 64
+	}
+	if c.MemoryMaxTokens == 0 {
+		c.MemoryMaxTokens = 8192
+	}
+	if c.MemoryRebuildTimeout == 0 {
+		c.MemoryRebuildTimeout = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -231,7 +269,7 @@ func (c *Config) Validate() error {
 	if err := c.Routing.Validate(); err != nil {
 		return fmt.Errorf("router: backends: %w", err)
 	}
-	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 || c.RevokeTimeout < 0 || c.ShutdownTimeout < 0 || c.DedupeRebuildTimeout < 0 {
+	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 || c.RevokeTimeout < 0 || c.ShutdownTimeout < 0 || c.DedupeRebuildTimeout < 0 || c.MemoryRebuildTimeout < 0 {
 		return errors.New("router: timeouts must not be negative")
 	}
 	if c.MaxAttempts < 1 || c.PartitionHighMark < 2 || c.ChunkBytes < 1 || c.MaxInFlight < 1 || c.BatchMaxInFlight < 1 {
@@ -239,6 +277,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DedupeMaxIDs < 1 {
 		return errors.New("router: dedupe max IDs must be positive")
+	}
+	if _, err := envelope.ParseEncoding(c.ResultsEncoding); err != nil {
+		return fmt.Errorf("router: results %w", err)
 	}
 	if c.GroupProtocol != "" && c.GroupProtocol != "classic" && c.GroupProtocol != "consumer" {
 		return fmt.Errorf("router: group protocol %q: want classic or consumer", c.GroupProtocol)
@@ -259,6 +300,7 @@ type Router struct {
 	tenants  tenantLimiters
 	topics   []string // the requests topics
 	results  string
+	resEnc   envelope.Encoding // of result records
 	dlq      string
 	metrics  *metrics
 
@@ -267,6 +309,11 @@ type Router struct {
 	// the handlers. seenMu guards the map, each set guards itself.
 	seenMu sync.Mutex
 	seen   map[partitionOf]*seenSet
+
+	// inflight and calls feed the status record (status.go).
+	inflight status.Tracker
+	calls    *status.Window
+	mem *memory // conversations with memory (memory.go)
 }
 
 // New validates cfg, builds the backend clients and the Kafka client. It
@@ -279,12 +326,14 @@ func New(cfg Config) (*Router, error) {
 	}
 	cfg.Kafka = cfg.Kafka.Instrument("router", cfg.Registry)
 	r := &Router{
+		mem:     newMemory(&cfg),
 		cfg:     cfg,
 		log:     cfg.Logger,
 		results: cfg.Topics.Name(topicspec.Results),
 		dlq:     cfg.Topics.Name(topicspec.DeadLetter),
 		metrics: newMetrics(cfg.Registry),
 		seen:    map[partitionOf]*seenSet{},
+		calls:   status.NewWindow(latencySpan),
 	}
 	bal, err := newBalancer(cfg.Routing, r.systemChanged)
 	if err != nil {
@@ -295,6 +344,7 @@ func New(cfg Config) (*Router, error) {
 	batch := cfg.Topics.Name(topicspec.RequestsBatch)
 	r.topics = []string{cfg.Topics.Name(topicspec.RequestsInteractive), batch}
 	r.eos = cfg.ExactlyOnce
+	r.resEnc, _ = envelope.ParseEncoding(cfg.ResultsEncoding) // Validate checked it
 	r.maxBytes = cfg.Topics.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter)
 	txnID := ""
 	if r.eos {
@@ -363,6 +413,7 @@ func (r *Router) Run(ctx context.Context) error {
 	var watchers errgroup.Group
 	watchers.Go(func() error { r.watch(wctx); return nil })
 	watchers.Go(func() error { r.bal.watchSystem(wctx, 250*time.Millisecond); return nil })
+	watchers.Go(func() error { r.publishStatus(wctx); return nil })
 	err := r.engine.Run(ctx)
 	stopWatch()
 	_ = watchers.Wait() // they return nil
@@ -381,10 +432,12 @@ func (r *Router) Close() {
 }
 
 // producerOpts sizes the producer for the topics it writes: a batch may be
-// as large as the smaller of the results and dead-letter topics' limits.
+// as large as the smallest of the results, dead-letter and history topics'
+// limits. History records keep the partition they are given.
 func producerOpts(spec *topicspec.Spec, linger time.Duration) []kgo.Opt {
-	opts := []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(linger)}
-	if n := spec.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter); n > 0 {
+	opts := []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(linger),
+		kgo.RecordPartitioner(historyPartitioner(spec.Name(topicspec.History)))}
+	if n := spec.MaxMessageBytes(topicspec.Results, topicspec.DeadLetter, topicspec.History); n > 0 {
 		opts = append(opts, kgo.ProducerBatchMaxBytes(n))
 	}
 	return opts

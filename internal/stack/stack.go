@@ -40,8 +40,9 @@ import (
 // the default key of a stack's generated tenants file.
 const DevKey = "sk-switchboard-dev"
 
-// Names of the stack's processes. Router-workers beyond the first are
-// router-worker-2, router-worker-3, …; the nodes of a local Apache Kafka
+// Names of the stack's processes. Router-workers, egress and ingress
+// instances beyond the first are router-worker-2, egress-2, ingress-2, …
+// (Config.Routers, Egresses, Ingresses); the nodes of a local Apache Kafka
 // cluster (Config.Cluster) are kafka-1, kafka-2, kafka-3.
 const (
 	ProcDevbroker = "devbroker"
@@ -131,6 +132,12 @@ type Config struct {
 	// RouterInstanceArgs, when set, gives each router-worker (by index)
 	// flags of its own, e.g. a static-membership --instance-id.
 	RouterInstanceArgs func(i int) []string
+	// Egresses and Ingresses are how many egress and ingress instances
+	// start (default 1); instances beyond the first listen on free ports.
+	// EgressInstanceArgs and IngressInstanceArgs, when set, give each (by
+	// index) flags of its own.
+	Egresses, Ingresses                     int
+	EgressInstanceArgs, IngressInstanceArgs func(i int) []string
 
 	// CursorSecret is egress's SWITCHBOARD_CURSOR_SECRET, given to every
 	// process of the stack (restarted ones too), so a cursor one egress
@@ -162,6 +169,9 @@ type Stack struct {
 	// IngressAdminURL and EgressAdminURL are their admin listeners
 	// (/metrics, /healthz, /readyz).
 	IngressAdminURL, EgressAdminURL string
+	// Ingresses and Egresses are every ingress and egress instance, in
+	// start order; the first is the one of IngressURL and EgressURL.
+	Ingresses, Egresses []Endpoint
 	// APIKey is a key ingress and egress accept; Tenant its tenant (empty
 	// with Config.TenantsFile).
 	APIKey, Tenant string
@@ -173,6 +183,15 @@ type Stack struct {
 	order    []string
 	routerN  int
 	stopping bool
+}
+
+// Endpoint is where one ingress or egress instance listens.
+type Endpoint struct {
+	// Name is its process name (ingress, ingress-2, …).
+	Name string
+	// URL is its public HTTP API, AdminURL its admin listener, GRPC its
+	// gRPC host:port (empty when it serves none).
+	URL, AdminURL, GRPC string
 }
 
 type proc struct {
@@ -195,6 +214,14 @@ func Binaries() []string {
 func (c Config) Validate() error {
 	if c.Bin == "" || c.Dir == "" {
 		return errors.New("stack: bin and dir are required")
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{ProcRouter, c.Routers}, {ProcEgress, c.Egresses}, {ProcIngress, c.Ingresses}} {
+		if n.v < 0 || n.v > MaxInstances {
+			return fmt.Errorf("stack: %d %s instances not between 1 and %d", n.v, n.name, MaxInstances)
+		}
 	}
 	for _, b := range Binaries() {
 		if b == ProcDevbroker && c.Brokers != "" {
@@ -231,6 +258,12 @@ func (c *Config) defaults() {
 	}
 	if c.Routers == 0 {
 		c.Routers = 1
+	}
+	if c.Egresses == 0 {
+		c.Egresses = 1
+	}
+	if c.Ingresses == 0 {
+		c.Ingresses = 1
 	}
 	if c.RouterGroup == "" {
 		c.RouterGroup = "switchboard-router"
@@ -313,11 +346,15 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
-	if err := s.startEgress(ctx); err != nil {
-		return nil, err
+	for i := range cfg.Egresses {
+		if err := s.startEgress(ctx, i); err != nil {
+			return nil, err
+		}
 	}
-	if err := s.startIngress(ctx); err != nil {
-		return nil, err
+	for i := range cfg.Ingresses {
+		if err := s.startIngress(ctx, i); err != nil {
+			return nil, err
+		}
 	}
 	cfg.Logger.Info("stack ready", "brokers", s.Brokers, "ingress", s.IngressURL, "egress", s.EgressURL, "modelsim", s.ModelsimURL, "dir", cfg.Dir)
 	return s, nil
@@ -450,74 +487,122 @@ func (s *Stack) AddRouter(ctx context.Context) (string, error) {
 	i := s.routerN
 	s.routerN++
 	s.mu.Unlock()
-	port := 0
+	name := instanceName(ProcRouter, i)
+	at := -1 // its index in RouterURLs
+	return name, s.retryPorts(ctx, i == 0 && s.cfg.RouterPort != 0, func() error {
+		addr, err := s.addr(firstPort(s.cfg.RouterPort, i))
+		if err != nil {
+			return err
+		}
+		args := append([]string{"--admin-addr", addr, "--brokers", s.brokersOf(ProcRouter), "--backends", s.BackendsFile, "--group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
+		args = append(append(args, s.cfg.CommonArgs...), s.cfg.RouterArgs...)
+		if s.cfg.RouterInstanceArgs != nil {
+			args = append(args, s.cfg.RouterInstanceArgs(i)...)
+		}
+		s.mu.Lock()
+		if at < 0 {
+			at = len(s.RouterURLs)
+			s.RouterURLs = append(s.RouterURLs, "http://"+addr)
+		} else {
+			s.RouterURLs[at] = "http://" + addr
+		}
+		s.mu.Unlock()
+		s.add(name, args, httpReady("http://"+addr+"/readyz", s.cfg.ReadyTimeout))
+		return s.Start(ctx, name)
+	})
+}
+
+// instanceName is the process name of instance i (from 0) of service
+// proc: proc, then proc-2, proc-3, ….
+func instanceName(proc string, i int) string {
 	if i == 0 {
-		port = s.cfg.RouterPort
+		return proc
 	}
-	addr, err := s.addr(port)
+	return proc + "-" + strconv.Itoa(i+1)
+}
+
+// firstPort is port for instance 0 and 0 (a free port) for the others.
+func firstPort(port, i int) int {
+	if i == 0 {
+		return port
+	}
+	return 0
+}
+
+// startEgress starts egress instance i (from 0).
+func (s *Stack) startEgress(ctx context.Context, i int) error {
+	fixed := i == 0 && s.cfg.EgressPort+s.cfg.EgressAdminPort+s.cfg.EgressGRPCPort != 0
+	return s.retryPorts(ctx, fixed, func() error { return s.startEgressOnce(ctx, i) })
+}
+
+func (s *Stack) startEgressOnce(ctx context.Context, i int) error {
+	addr, err := s.addr(firstPort(s.cfg.EgressPort, i))
 	if err != nil {
-		return "", err
+		return err
 	}
-	name := ProcRouter
-	if i > 0 {
-		name = ProcRouter + "-" + strconv.Itoa(i+1)
+	admin, err := s.addr(firstPort(s.cfg.EgressAdminPort, i))
+	if err != nil {
+		return err
 	}
-	args := append([]string{"--admin-addr", addr, "--brokers", s.brokersOf(ProcRouter), "--backends", s.BackendsFile, "--group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
-	args = append(append(args, s.cfg.CommonArgs...), s.cfg.RouterArgs...)
-	if s.cfg.RouterInstanceArgs != nil {
-		args = append(args, s.cfg.RouterInstanceArgs(i)...)
+	ep := Endpoint{Name: instanceName(ProcEgress, i), URL: "http://" + addr, AdminURL: "http://" + admin}
+	args := []string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile,
+		"--router-group", s.cfg.RouterGroup} // the console's
+	if s.cfg.EgressGRPC {
+		if ep.GRPC, err = s.addr(firstPort(s.cfg.EgressGRPCPort, i)); err != nil {
+			return err
+		}
+		args = append(args, "--grpc-addr", ep.GRPC)
+	}
+	args = append(append(append(args, s.cfg.topicArgs()...), s.cfg.CommonArgs...), s.cfg.EgressArgs...)
+	if s.cfg.EgressInstanceArgs != nil {
+		args = append(args, s.cfg.EgressInstanceArgs(i)...)
 	}
 	s.mu.Lock()
-	s.RouterURLs = append(s.RouterURLs, "http://"+addr)
+	if i == 0 {
+		s.EgressURL, s.EgressAdminURL, s.EgressGRPC = ep.URL, ep.AdminURL, ep.GRPC
+	}
+	setEndpoint(&s.Egresses, i, ep)
 	s.mu.Unlock()
-	s.add(name, args, httpReady("http://"+addr+"/readyz", s.cfg.ReadyTimeout))
-	return name, s.Start(ctx, name)
+	s.add(ep.Name, args, httpReady(ep.AdminURL+"/readyz", s.cfg.ReadyTimeout))
+	return s.Start(ctx, ep.Name)
 }
 
-func (s *Stack) startEgress(ctx context.Context) error {
-	addr, err := s.addr(s.cfg.EgressPort)
-	if err != nil {
-		return err
-	}
-	admin, err := s.addr(s.cfg.EgressAdminPort)
-	if err != nil {
-		return err
-	}
-	s.EgressURL, s.EgressAdminURL = "http://"+addr, "http://"+admin
-	args := []string{"--addr", addr, "--admin-addr", admin, "--brokers", s.brokersOf(ProcEgress), "--tenants", s.TenantsFile}
-	if s.cfg.EgressGRPC {
-		if s.EgressGRPC, err = s.addr(s.cfg.EgressGRPCPort); err != nil {
-			return err
-		}
-		args = append(args, "--grpc-addr", s.EgressGRPC)
-	}
-	args = append(args, s.cfg.topicArgs()...)
-	s.add(ProcEgress, append(append(args, s.cfg.CommonArgs...), s.cfg.EgressArgs...), httpReady(s.EgressAdminURL+"/readyz", s.cfg.ReadyTimeout))
-	return s.Start(ctx, ProcEgress)
+// startIngress starts ingress instance i (from 0).
+func (s *Stack) startIngress(ctx context.Context, i int) error {
+	fixed := i == 0 && s.cfg.IngressPort+s.cfg.IngressAdminPort+s.cfg.IngressGRPCPort != 0
+	return s.retryPorts(ctx, fixed, func() error { return s.startIngressOnce(ctx, i) })
 }
 
-func (s *Stack) startIngress(ctx context.Context) error {
-	addr, err := s.addr(s.cfg.IngressPort)
+func (s *Stack) startIngressOnce(ctx context.Context, i int) error {
+	addr, err := s.addr(firstPort(s.cfg.IngressPort, i))
 	if err != nil {
 		return err
 	}
-	s.IngressURL = "http://" + addr
-	grpc := ""
+	ep := Endpoint{Name: instanceName(ProcIngress, i), URL: "http://" + addr}
 	if !s.cfg.NoIngressGRPC {
-		if grpc, err = s.addr(s.cfg.IngressGRPCPort); err != nil {
+		if ep.GRPC, err = s.addr(firstPort(s.cfg.IngressGRPCPort, i)); err != nil {
 			return err
 		}
 	}
-	s.IngressGRPC = grpc
-	admin, err := s.addr(s.cfg.IngressAdminPort)
+	admin, err := s.addr(firstPort(s.cfg.IngressAdminPort, i))
 	if err != nil {
 		return err
 	}
-	s.IngressAdminURL = "http://" + admin
-	args := append([]string{"--addr", addr, "--admin-addr", admin, "--grpc-addr", grpc, "--brokers", s.brokersOf(ProcIngress), "--tenants", s.TenantsFile,
+	ep.AdminURL = "http://" + admin
+	args := append([]string{"--addr", addr, "--admin-addr", admin, "--grpc-addr", ep.GRPC, "--brokers", s.brokersOf(ProcIngress), "--tenants", s.TenantsFile,
 		"--router-group", s.cfg.RouterGroup}, s.cfg.topicArgs()...)
-	s.add(ProcIngress, append(append(args, s.cfg.CommonArgs...), s.cfg.IngressArgs...), httpReady(s.IngressAdminURL+"/readyz", s.cfg.ReadyTimeout))
-	return s.Start(ctx, ProcIngress)
+	args = append(append(args, s.cfg.CommonArgs...), s.cfg.IngressArgs...)
+	if s.cfg.IngressInstanceArgs != nil {
+		args = append(args, s.cfg.IngressInstanceArgs(i)...)
+	}
+	s.mu.Lock()
+	if i == 0 {
+		s.IngressURL, s.IngressGRPC, s.IngressAdminURL = ep.URL, ep.GRPC, ep.AdminURL
+	}
+	setEndpoint(&s.Ingresses, i, ep)
+	s.mu.Unlock()
+	s.add(ep.Name, args, httpReady(ep.AdminURL+"/readyz", s.cfg.ReadyTimeout))
+	return s.Start(ctx, ep.Name)
 }
 
 // addr returns 127.0.0.1:port, or a free loopback port's address for 0.
@@ -532,11 +617,45 @@ func (s *Stack) addr(port int) (string, error) {
 	return "127.0.0.1:" + strconv.Itoa(port), nil
 }
 
+// add adds the named process, or replaces its arguments and readiness
+// check (a start again on other ports) keeping its place in the order.
 func (s *Stack) add(name string, args []string, ready func(context.Context) error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.procs[name]; !ok {
+		s.order = append(s.order, name)
+	}
 	s.procs[name] = &proc{name: name, args: args, ready: ready}
-	s.order = append(s.order, name)
+}
+
+// errExitedEarly marks a process that exited before it was ready.
+var errExitedEarly = errors.New("exited before it was ready")
+
+// startAttempts bounds the starts of an instance on free ports: a port
+// found free a moment ago can be taken by another program before the
+// process binds it, and the process then exits at once.
+const startAttempts = 3
+
+// retryPorts runs start, which picks free ports and starts a process,
+// again while the process exits before it is ready (at most startAttempts
+// times). fixed says a configured port is among them: then once only.
+func (s *Stack) retryPorts(ctx context.Context, fixed bool, start func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := start()
+		if err == nil || fixed || attempt == startAttempts || !errors.Is(err, errExitedEarly) || ctx.Err() != nil {
+			return err
+		}
+		s.cfg.Logger.Warn("process exited before it was ready; starting it on other free ports", "attempt", attempt, "err", err)
+	}
+}
+
+// setEndpoint sets (*eps)[i], appending when i is the next index.
+func setEndpoint(eps *[]Endpoint, i int, ep Endpoint) {
+	if i < len(*eps) {
+		(*eps)[i] = ep
+		return
+	}
+	*eps = append(*eps, ep)
 }
 
 // output opens where name's output goes and returns a function that
@@ -613,17 +732,36 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 		close(done)
 	}()
 	s.mu.Unlock()
-	if err := p.ready(ctx); err != nil {
+	// The wait for readiness ends when the process does: a process that
+	// exits (a port taken, a bad flag) is reported at once.
+	readyCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // ends when the process or the wait does
+		select {
+		case <-done:
+			cancel()
+		case <-readyCtx.Done():
+		}
+	}()
+	if err := p.ready(readyCtx); err != nil {
+		if p.exited() && ctx.Err() == nil {
+			s.mu.Lock()
+			exitErr := p.err
+			s.mu.Unlock()
+			return fmt.Errorf("stack: %s %w (%s)%s", name, errExitedEarly, fmt.Sprint(exitErr), s.seeLog(name))
+		}
 		return fmt.Errorf("stack: %s not ready: %w%s", name, err, s.seeLog(name))
 	}
 	return nil
 }
 
 // binaryOf maps a process name to its binary (router-worker-2 runs
-// router-worker).
+// router-worker, ingress-2 ingress).
 func binaryOf(name string) string {
-	if strings.HasPrefix(name, ProcRouter) {
-		return ProcRouter
+	for _, p := range []string{ProcRouter, ProcEgress, ProcIngress} {
+		if name == p || strings.HasPrefix(name, p+"-") {
+			return p
+		}
 	}
 	return name
 }

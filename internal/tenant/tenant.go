@@ -20,6 +20,7 @@
 //	    webhook_secret_env: DEV_WEBHOOK_SECRET              # egress: env variable holding the tenant's signing secret
 //	    show: [backend, timings, kafka_positions]           # what clients see beyond answers; default none
 //	    webhook_allow: [https://hooks.example.com/dev/]     # webhook targets this tenant's requests may name
+//	    memory: true                  # conversations with memory by default (ingress)
 //	webhook_allow: [https://hooks.example.com/common/]      # webhook targets every tenant's requests may name
 //
 // A tenant's webhook targets are those its webhook_allow, the file's
@@ -89,6 +90,11 @@ type Tenant struct {
 	// WebhookAllow lists webhook targets this tenant's requests may name,
 	// besides the file's and the services' lists (see package allowlist).
 	WebhookAllow []string `yaml:"webhook_allow"`
+	// Memory turns conversations with memory on for the tenant's requests
+	// (README, "Conversations with memory") unless a request says
+	// otherwise; the OpenAI-compatible API, whose clients send whole
+	// histories, needs the X-Switchboard-Memory header either way.
+	Memory bool `yaml:"memory"`
 	// allow is WebhookAllow, the file's list and WebhookURL, parsed.
 	allow *allowlist.List
 }

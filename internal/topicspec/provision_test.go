@@ -37,7 +37,7 @@ func TestProvision(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Provision: %v", err)
 	}
-	if want := []string{"p.requests.interactive", "p.requests.batch", "p.results", "p.deadletter", "p.models"}; !reflect.DeepEqual(report.Created, want) {
+	if want := []string{"p.requests.interactive", "p.requests.batch", "p.results", "p.deadletter", "p.models", "p.status", "p.history"}; !reflect.DeepEqual(report.Created, want) {
 		t.Errorf("Created: got %v, want %v", report.Created, want)
 	}
 }

@@ -131,7 +131,7 @@ func Reconcile(ctx context.Context, adm *kadm.Client, spec *Spec, logger *slog.L
 	}
 
 	drifted, err := drift(ctx, adm, spec, names, current, created, report, logger)
-	errs = append(errs, err)
+	errs = append(errs, err, spec.checkCopartitioned(current, created, grown))
 
 	for i, t := range spec.Topics {
 		name := names[i]

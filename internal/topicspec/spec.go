@@ -45,6 +45,16 @@ const (
 	// ingress the models they serve (see internal/catalog). Optional: a
 	// spec without it turns that check off.
 	Models = "models"
+	// Status is the compacted topic of each instance's status record
+	// (internal/status), read by the console. Optional: a spec without it
+	// turns the status records off.
+	Status = "status"
+	// History is the compacted topic holding each conversation's memory
+	// (see docs/RECORDS.md), co-partitioned with the requests topics: it
+	// must have their partition count and a compact cleanup policy
+	// (checked by Validate and, on the cluster, by Reconcile). Optional: a
+	// spec without it turns conversations with memory off.
+	History = "history"
 )
 
 // requiredTopics returns the logical topics a valid spec must hold, in the

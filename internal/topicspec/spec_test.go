@@ -355,3 +355,34 @@ func TestLoadFile(t *testing.T) {
 		}
 	}
 }
+
+func TestHistoryTopicChecks(t *testing.T) {
+	base := `prefix: s.
+defaults: {partitions: 4, replication_factor: 1}
+topics:
+  - name: requests.interactive
+  - name: requests.batch
+  - name: results
+  - name: deadletter
+`
+	cases := []struct {
+		name, history, wantErr string
+	}{
+		{"co-partitioned and compacted", "  - name: history\n    configs: {cleanup.policy: \"compact,delete\"}\n", ""},
+		{"no history topic", "", ""},
+		{"other partition count", "  - name: history\n    partitions: 8\n    configs: {cleanup.policy: compact}\n", "must equal requests.interactive's (4)"},
+		{"not compacted", "  - name: history\n    configs: {cleanup.policy: delete}\n", "cleanup.policy must include compact"},
+		{"no policy", "  - name: history\n", "cleanup.policy must include compact"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(base + c.history))
+			switch {
+			case c.wantErr == "" && err != nil:
+				t.Fatalf("Parse: got %v, want no error", err)
+			case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+				t.Fatalf("Parse: got %v, want an error with %q", err, c.wantErr)
+			}
+		})
+	}
+}

@@ -73,6 +73,8 @@ func (s *Spec) Validate() error {
 		}
 	}
 
+	errs = append(errs, s.checkHistory()...)
+
 	if len(errs) == 0 {
 		return nil
 	}

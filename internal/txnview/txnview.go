@@ -97,3 +97,16 @@ func (f *Filter) Add(rec *kgo.Record, visible func(*kgo.Record)) (Outcome, int) 
 
 // Held returns how many records wait for their transaction's end.
 func (f *Filter) Held() int { return f.held }
+
+// Oldest returns the offset of the first record held (false: none): a
+// reader that stops and later reads the partition again from there sees
+// every transaction whose records it holds now.
+func (f *Filter) Oldest() (int64, bool) {
+	oldest, ok := int64(0), false
+	for _, recs := range f.open {
+		if len(recs) > 0 && (!ok || recs[0].Offset < oldest) {
+			oldest, ok = recs[0].Offset, true
+		}
+	}
+	return oldest, ok
+}

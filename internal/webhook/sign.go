@@ -26,7 +26,9 @@ const (
 	HeaderSignature = "webhook-signature"
 	// HeaderRequestID is the result's request ID.
 	HeaderRequestID = "Switchboard-Request-Id"
-	// HeaderDeliveryID is the result record's cursor (partition:offset).
+	// HeaderDeliveryID names the result record, the same on every retry,
+	// redelivery and instance, without telling its partition and offset
+	// (deliveryID).
 	HeaderDeliveryID = "Switchboard-Delivery-Id"
 	// HeaderAttempt counts the tries of one delivery, from 1.
 	HeaderAttempt = "Switchboard-Attempt"

@@ -4,7 +4,11 @@
 // there, signed in the Standard Webhooks format with the tenant's own key
 // (sign.go), once per result across all egress instances (a consumer
 // group read by the key-ordered engine), in conversation order, retried
-// with backoff and dead-lettered when it cannot succeed. Targets must be
+// with backoff and dead-lettered when it cannot succeed. A result's offset
+// is committed only once its receiver answered 2xx or it was
+// dead-lettered, so a crash or rebalance redelivers, with the same
+// webhook-id, what was not; each receiver has at most MaxPerReceiver
+// deliveries in flight (receiver.go). Targets must be
 // on the tenant's allowlist (package allowlist, which ingress also uses to
 // refuse requests naming other targets); the check is made again when
 // connecting, on the resolved address.
@@ -75,6 +79,13 @@ type Config struct {
 	// MaxInFlight bounds deliveries in flight at once (one per
 	// conversation at most). Default 256.
 	MaxInFlight int
+	// MaxPerReceiver bounds the deliveries in flight to one receiver (a
+	// target's scheme, host and port), their retries and waits between
+	// tries included, so a slow or dead receiver holds at most this share
+	// of MaxInFlight. A delivery whose receiver is at the bound waits
+	// without a place in MaxInFlight, first of its conversation. Default
+	// MaxInFlight/4 (at least 1).
+	MaxPerReceiver int
 	// StartWindow is how far back a group with no committed offsets (the
 	// first start, or offsets expired) begins: results older than that are
 	// not delivered. Default 5m.
@@ -101,6 +112,9 @@ func (c *Config) SetDefaults() {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 256
 	}
+	if c.MaxPerReceiver == 0 {
+		c.MaxPerReceiver = max(1, c.MaxInFlight/4)
+	}
 	if c.StartWindow == 0 {
 		c.StartWindow = 5 * time.Minute
 	}
@@ -114,7 +128,7 @@ func (c *Config) Validate() error {
 	switch {
 	case len(c.Secret) < MinSecretBytes:
 		return fmt.Errorf("webhooks need a signing secret of at least %d bytes", MinSecretBytes)
-	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1 || c.StartWindow < 0 || c.SessionTimeout < 0:
+	case c.MaxAttempts < 1 || c.Backoff < 0 || c.MaxBackoff < c.Backoff || c.Timeout <= 0 || c.MaxInFlight < 1 || c.MaxPerReceiver < 1 || c.StartWindow < 0 || c.SessionTimeout < 0:
 		return errors.New("webhook attempts, backoffs, timeout and in-flight bound must be positive")
 	}
 	_, err := allowlist.Parse(c.Allow)
@@ -141,6 +155,8 @@ type Deliverer struct {
 	dlq     string
 	m       *webhookMetrics
 	sleep   func(ctx context.Context, d time.Duration) error
+	// receivers bounds each receiver's deliveries (Config.MaxPerReceiver).
+	receivers *receivers
 
 	// lookup resolves target hosts (nil: the system's; tests replace it).
 	lookup allowlist.Lookup
@@ -170,6 +186,7 @@ type webhookMetrics struct {
 	attempts   *prometheus.CounterVec // status
 	dropped    *prometheus.CounterVec // reason
 	seconds    prometheus.Histogram
+	busy       prometheus.Counter
 }
 
 func newWebhookMetrics(reg prometheus.Registerer) *webhookMetrics {
@@ -191,8 +208,12 @@ func newWebhookMetrics(reg prometheus.Registerer) *webhookMetrics {
 			Help:    "Duration of one webhook request.",
 			Buckets: prometheus.DefBuckets,
 		}),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_egress_webhook_receiver_busy_total",
+			Help: "Times a delivery waited, without a place in the in-flight budget, because its receiver had --webhook-max-per-receiver deliveries in flight.",
+		}),
 	}
-	reg.MustRegister(m.deliveries, m.attempts, m.dropped, m.seconds)
+	reg.MustRegister(m.deliveries, m.attempts, m.dropped, m.seconds, m.busy)
 	return m
 }
 
@@ -217,7 +238,7 @@ func New(cfg Config, topics []string, dlq string, tenants func() *tenant.Set, cl
 		return nil, err
 	}
 	w := &Deliverer{cfg: cfg, log: log, tenants: tenants, allow: allow, dlq: dlq, targets: map[string]*target{},
-		m: newWebhookMetrics(reg), sleep: sleepCtx, delivered: map[string]bool{}, floors: map[floorKey]time.Time{}}
+		m: newWebhookMetrics(reg), sleep: sleepCtx, receivers: newReceivers(cfg.MaxPerReceiver), delivered: map[string]bool{}, floors: map[floorKey]time.Time{}}
 	w.engine, err = keyorder.New(keyorder.Config{
 		Group:          cfg.Group,
 		InstanceID:     cfg.InstanceID,
@@ -376,9 +397,12 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// handle is the engine's handler: it returns nil once rec is delivered,
-// dead-lettered or needs no delivery, and an error only when a dead letter
-// could not be written or ctx ended (the engine then tries rec again).
+// handle is the engine's handler: it returns nil once rec is delivered
+// (a 2xx), dead-lettered or needs no delivery, so the engine commits past
+// rec only then; keyorder.Later when rec's receiver is at its bound; and
+// an error only when a dead letter could not be written or ctx ended (the
+// engine then tries rec again, or leaves it to the partition's next
+// owner).
 func (w *Deliverer) handle(ctx context.Context, rec *kgo.Record) error {
 	if rec.Attrs.IsControl() || w.tooOld(rec) {
 		return nil
@@ -412,6 +436,13 @@ func (w *Deliverer) handle(ctx context.Context, rec *kgo.Record) error {
 	if err != nil {
 		return w.finish(ctx, rec, res, ReasonWebhookNotAllowed, err.Error(), 0)
 	}
+	// Before the body is made: a delivery may ask many times.
+	rc := receiverOf(u)
+	if !w.receivers.acquire(rc) {
+		w.m.busy.Inc()
+		return keyorder.Later(jitter(receiverBusyWait))
+	}
+	defer w.receivers.release(rc)
 	var body bytes.Buffer
 	if err := appendAnswerJSON(&body, res, w.tenants().Tenant(res.GetTenant())); err != nil {
 		return w.finish(ctx, rec, res, ReasonWebhookDecode, err.Error(), 0)

@@ -40,7 +40,10 @@ type SubmitRequest struct {
 	IdempotencyKey string `protobuf:"bytes,10,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// webhook_url, when set, asks egress to POST the signed terminal result
 	// there (docs/WEBHOOKS.md).
-	WebhookUrl    string `protobuf:"bytes,11,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	WebhookUrl string `protobuf:"bytes,11,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	// memory turns the conversation's memory on or off for this request;
+	// unset: the tenant's setting (see README, "Conversations with memory").
+	Memory        *bool `protobuf:"varint,12,opt,name=memory,proto3,oneof" json:"memory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -150,6 +153,13 @@ func (x *SubmitRequest) GetWebhookUrl() string {
 		return x.WebhookUrl
 	}
 	return ""
+}
+
+func (x *SubmitRequest) GetMemory() bool {
+	if x != nil && x.Memory != nil {
+		return *x.Memory
+	}
+	return false
 }
 
 // Ack says where an accepted request is stored.
@@ -506,7 +516,7 @@ var File_switchboard_v1_ingress_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_ingress_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/ingress.proto\x12\x0eswitchboard.v1\x1a\x1cswitchboard/v1/records.proto\"\xf4\x03\n" +
+	"\x1cswitchboard/v1/ingress.proto\x12\x0eswitchboard.v1\x1a\x1cswitchboard/v1/records.proto\"\x9c\x04\n" +
 	"\rSubmitRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x123\n" +
@@ -522,11 +532,13 @@ const file_switchboard_v1_ingress_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\n" +
 	" \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
 	"\vwebhook_url\x18\v \x01(\tR\n" +
-	"webhookUrl\x1a;\n" +
+	"webhookUrl\x12\x1b\n" +
+	"\x06memory\x18\f \x01(\bH\x01R\x06memory\x88\x01\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
-	"\f_temperature\"\xba\x01\n" +
+	"\f_temperatureB\t\n" +
+	"\a_memory\"\xba\x01\n" +
 	"\x03Ack\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12'\n" +

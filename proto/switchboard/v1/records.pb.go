@@ -107,7 +107,17 @@ type Request struct {
 	// webhook_url, when set, is where egress POSTs the request's terminal
 	// result (signed; see docs/WEBHOOKS.md). Its host must be on egress's
 	// webhook allowlist. Empty: the tenant's endpoint, if it has one.
-	WebhookUrl    string `protobuf:"bytes,13,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	WebhookUrl string `protobuf:"bytes,13,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	// memory asks router-worker to remember the conversation (see
+	// docs/RECORDS.md, "History"): the model is sent the conversation's
+	// stored history before messages, and a successful answer is appended to
+	// it. Ingress sets it from the request or the tenant's memory setting.
+	Memory bool `protobuf:"varint,16,opt,name=memory,proto3" json:"memory,omitempty"`
+	// forget_memory makes the record a command, not a request: router-worker
+	// tombstones the conversation's history in this lane, in the
+	// conversation's order, and answers nothing. model and messages are then
+	// left empty.
+	ForgetMemory  bool `protobuf:"varint,17,opt,name=forget_memory,json=forgetMemory,proto3" json:"forget_memory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +241,20 @@ func (x *Request) GetWebhookUrl() string {
 		return x.WebhookUrl
 	}
 	return ""
+}
+
+func (x *Request) GetMemory() bool {
+	if x != nil {
+		return x.Memory
+	}
+	return false
+}
+
+func (x *Request) GetForgetMemory() bool {
+	if x != nil {
+		return x.ForgetMemory
+	}
+	return false
 }
 
 // Usage is the token accounting the backend reported.
@@ -775,6 +799,153 @@ func (x *Header) GetValue() []byte {
 	return nil
 }
 
+// History is a conversation's memory, on the compacted history topic: the
+// whole remembered history (trimmed to router-worker's budget) in one
+// record, so compaction keeps exactly the latest. Its key is
+// "<lane>/<tenant>/<conversation_id>"; a tombstone (no value) forgets it.
+type History struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Tenant         string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Lane           string                 `protobuf:"bytes,3,opt,name=lane,proto3" json:"lane,omitempty"`
+	// turns are the remembered turns, oldest first.
+	Turns []*Turn `protobuf:"bytes,4,rep,name=turns,proto3" json:"turns,omitempty"`
+	// updated_at is when the newest turn was appended.
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// dropped counts the turns trimmed away over the conversation's life.
+	Dropped       int64 `protobuf:"varint,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *History) Reset() {
+	*x = History{}
+	mi := &file_switchboard_v1_records_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *History) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*History) ProtoMessage() {}
+
+func (x *History) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_records_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use History.ProtoReflect.Descriptor instead.
+func (*History) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_records_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *History) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *History) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *History) GetLane() string {
+	if x != nil {
+		return x.Lane
+	}
+	return ""
+}
+
+func (x *History) GetTurns() []*Turn {
+	if x != nil {
+		return x.Turns
+	}
+	return nil
+}
+
+func (x *History) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *History) GetDropped() int64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+// Turn is one remembered exchange: a request's messages (system messages
+// left out) and the assistant's answer.
+type Turn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id is the request the turn came from: a request processed again
+	// (after a crash) replaces its turn instead of adding it twice.
+	RequestId     string     `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Messages      []*Message `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Turn) Reset() {
+	*x = Turn{}
+	mi := &file_switchboard_v1_records_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Turn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Turn) ProtoMessage() {}
+
+func (x *Turn) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_records_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Turn.ProtoReflect.Descriptor instead.
+func (*Turn) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_records_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Turn) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Turn) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
 // DeadLetter carries a record that could not be processed, byte for byte,
 // with the reason and where it came from.
 type DeadLetter struct {
@@ -800,7 +971,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_switchboard_v1_records_proto_msgTypes[9]
+	mi := &file_switchboard_v1_records_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +983,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_records_proto_msgTypes[9]
+	mi := &file_switchboard_v1_records_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +996,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_records_proto_rawDescGZIP(), []int{9}
+	return file_switchboard_v1_records_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeadLetter) GetSourceTopic() string {
@@ -912,7 +1083,7 @@ const file_switchboard_v1_records_proto_rawDesc = "" +
 	"\x1cswitchboard/v1/records.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
-	"\acontent\x18\x02 \x01(\tR\acontent\"\xcc\x04\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\"\x89\x05\n" +
 	"\aRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12'\n" +
@@ -931,7 +1102,9 @@ const file_switchboard_v1_records_proto_rawDesc = "" +
 	"\vaccepted_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"acceptedAt\x12\x1f\n" +
 	"\vwebhook_url\x18\r \x01(\tR\n" +
-	"webhookUrl\x1a;\n" +
+	"webhookUrl\x12\x16\n" +
+	"\x06memory\x18\x10 \x01(\bR\x06memory\x12#\n" +
+	"\rforget_memory\x18\x11 \x01(\bR\fforgetMemory\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -979,7 +1152,19 @@ const file_switchboard_v1_records_proto_rawDesc = "" +
 	"\x04body\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"\xfd\x02\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\xdf\x01\n" +
+	"\aHistory\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04lane\x18\x03 \x01(\tR\x04lane\x12*\n" +
+	"\x05turns\x18\x04 \x03(\v2\x14.switchboard.v1.TurnR\x05turns\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
+	"\adropped\x18\x06 \x01(\x03R\adropped\"Z\n" +
+	"\x04Turn\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x123\n" +
+	"\bmessages\x18\x02 \x03(\v2\x17.switchboard.v1.MessageR\bmessages\"\xfd\x02\n" +
 	"\n" +
 	"DeadLetter\x12!\n" +
 	"\fsource_topic\x18\x01 \x01(\tR\vsourceTopic\x12)\n" +
@@ -1008,7 +1193,7 @@ func file_switchboard_v1_records_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_records_proto_rawDescData
 }
 
-var file_switchboard_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_switchboard_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_switchboard_v1_records_proto_goTypes = []any{
 	(*Message)(nil),               // 0: switchboard.v1.Message
 	(*Request)(nil),               // 1: switchboard.v1.Request
@@ -1019,33 +1204,38 @@ var file_switchboard_v1_records_proto_goTypes = []any{
 	(*Error)(nil),                 // 6: switchboard.v1.Error
 	(*Result)(nil),                // 7: switchboard.v1.Result
 	(*Header)(nil),                // 8: switchboard.v1.Header
-	(*DeadLetter)(nil),            // 9: switchboard.v1.DeadLetter
-	nil,                           // 10: switchboard.v1.Request.MetadataEntry
-	nil,                           // 11: switchboard.v1.Result.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*History)(nil),               // 9: switchboard.v1.History
+	(*Turn)(nil),                  // 10: switchboard.v1.Turn
+	(*DeadLetter)(nil),            // 11: switchboard.v1.DeadLetter
+	nil,                           // 12: switchboard.v1.Request.MetadataEntry
+	nil,                           // 13: switchboard.v1.Result.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_switchboard_v1_records_proto_depIdxs = []int32{
 	0,  // 0: switchboard.v1.Request.messages:type_name -> switchboard.v1.Message
-	12, // 1: switchboard.v1.Request.deadline:type_name -> google.protobuf.Timestamp
-	10, // 2: switchboard.v1.Request.metadata:type_name -> switchboard.v1.Request.MetadataEntry
-	12, // 3: switchboard.v1.Request.accepted_at:type_name -> google.protobuf.Timestamp
-	12, // 4: switchboard.v1.Timings.accepted_at:type_name -> google.protobuf.Timestamp
-	12, // 5: switchboard.v1.Timings.dispatched_at:type_name -> google.protobuf.Timestamp
-	12, // 6: switchboard.v1.Timings.first_token_at:type_name -> google.protobuf.Timestamp
-	12, // 7: switchboard.v1.Timings.completed_at:type_name -> google.protobuf.Timestamp
+	14, // 1: switchboard.v1.Request.deadline:type_name -> google.protobuf.Timestamp
+	12, // 2: switchboard.v1.Request.metadata:type_name -> switchboard.v1.Request.MetadataEntry
+	14, // 3: switchboard.v1.Request.accepted_at:type_name -> google.protobuf.Timestamp
+	14, // 4: switchboard.v1.Timings.accepted_at:type_name -> google.protobuf.Timestamp
+	14, // 5: switchboard.v1.Timings.dispatched_at:type_name -> google.protobuf.Timestamp
+	14, // 6: switchboard.v1.Timings.first_token_at:type_name -> google.protobuf.Timestamp
+	14, // 7: switchboard.v1.Timings.completed_at:type_name -> google.protobuf.Timestamp
 	2,  // 8: switchboard.v1.Final.usage:type_name -> switchboard.v1.Usage
 	4,  // 9: switchboard.v1.Final.timings:type_name -> switchboard.v1.Timings
-	11, // 10: switchboard.v1.Result.metadata:type_name -> switchboard.v1.Result.MetadataEntry
+	13, // 10: switchboard.v1.Result.metadata:type_name -> switchboard.v1.Result.MetadataEntry
 	3,  // 11: switchboard.v1.Result.chunk:type_name -> switchboard.v1.Chunk
 	5,  // 12: switchboard.v1.Result.final:type_name -> switchboard.v1.Final
 	6,  // 13: switchboard.v1.Result.error:type_name -> switchboard.v1.Error
-	8,  // 14: switchboard.v1.DeadLetter.headers:type_name -> switchboard.v1.Header
-	12, // 15: switchboard.v1.DeadLetter.failed_at:type_name -> google.protobuf.Timestamp
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	10, // 14: switchboard.v1.History.turns:type_name -> switchboard.v1.Turn
+	14, // 15: switchboard.v1.History.updated_at:type_name -> google.protobuf.Timestamp
+	0,  // 16: switchboard.v1.Turn.messages:type_name -> switchboard.v1.Message
+	8,  // 17: switchboard.v1.DeadLetter.headers:type_name -> switchboard.v1.Header
+	14, // 18: switchboard.v1.DeadLetter.failed_at:type_name -> google.protobuf.Timestamp
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_records_proto_init() }
@@ -1065,7 +1255,7 @@ func file_switchboard_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_records_proto_rawDesc), len(file_switchboard_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
