@@ -21,7 +21,7 @@ func main() {
 	f.String(&cfg.Addr, "addr", "HTTP listen address of the SSE and WebSocket streams (the public API)")
 	f.String(&cfg.GRPCAddr, "grpc-addr", "gRPC listen address (switchboard.v1.Egress); empty: no gRPC")
 	f.Duration(&cfg.ReplayWindow, "replay-window", "how far back a new stream without a cursor is replayed")
-	f.Bool(&cfg.ReadCommitted, "read-committed", "read results read_committed: with router-worker --exactly-once, streams never show an aborted transaction's result, but results (chunks too) wait for open transactions to end")
+	f.Bool(&cfg.ReadCommitted, "read-committed", "read results read_committed: every result, chunks too, waits for the transactions open before it (not needed for router-worker --exactly-once: streams show its results only once committed either way)")
 	f.Int64(&cfg.RecentBytes, "recent-bytes", "memory bound of the index of recent results that new streams replay from (negative: none, every replay reads Kafka)")
 	f.Int(&cfg.ReplayReaders, "replay-readers", "Kafka clients shared by the streams that resume from before the index of recent results (one partition each at a time)")
 	f.Int64(&cfg.ReplayReaderBytes, "replay-reader-bytes", "memory bound of the events one replay reader has read and its streams not yet written; above it the reader waits")

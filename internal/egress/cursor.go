@@ -27,17 +27,28 @@ import (
 // the client's place by those (region.go). Cursors of the first format,
 // and of an egress that does not know its cluster, have none of them and
 // resume on any cluster by offset.
+//
+// A transactional result becomes visible at its transaction's commit
+// marker (package txnview), and one marker can make several results
+// visible: their cursors have the marker's offset and, in held, 1 + the
+// result's own offset, which orders them (0: a plain record).
 type cursor struct {
 	partition int32
 	offset    int64
 	at        int64  // the event's record timestamp, Unix milliseconds; 0: unknown
 	origin    uint64 // originTag of the cluster the offset is in; 0: unknown
 	ident     uint64 // eventIdent of the event; 0: unknown
+	held      int64
 }
 
-// String is the cursor's "partition:offset", for logs and tests; clients
-// never see it.
-func (c cursor) String() string { return fmt.Sprintf("%d:%d", c.partition, c.offset) }
+// String is the cursor's "partition:offset" (":held" for a transactional
+// result), for logs and tests; clients never see it.
+func (c cursor) String() string {
+	if c.held > 0 {
+		return fmt.Sprintf("%d:%d:%d", c.partition, c.offset, c.held-1)
+	}
+	return fmt.Sprintf("%d:%d", c.partition, c.offset)
+}
 
 // located reports whether c carries its cluster, time and event.
 func (c cursor) located() bool { return c.at != 0 || c.origin != 0 || c.ident != 0 }
@@ -49,13 +60,17 @@ const (
 	cursorPrefixV2 = "c2."
 )
 
-// Plain text lengths of the two formats.
+// Plain text lengths of the two formats. Either has cursorLenHeld more
+// bytes, the held offset, in the cursor of a transactional result (and
+// only then, so that a position has one token).
 const (
-	cursorLenV1 = 12
-	cursorLenV2 = 36
+	cursorLenV1   = 12
+	cursorLenV2   = 36
+	cursorLenHeld = 8
 )
 
-// maxCursorLen bounds the text a client may hand back as a cursor.
+// maxCursorLen bounds the text a client may hand back as a cursor (the
+// longest, a located held cursor's, is 99 characters).
 const maxCursorLen = 128
 
 // cursorCodec seals cursors into opaque tokens that only the egress
@@ -108,7 +123,7 @@ func cursorAAD(tenant, conv string) []byte {
 // seal returns c's token for tenant's stream of conv: the first format
 // when c is not located, so that a position has one token.
 func (k *cursorCodec) seal(tenant, conv string, c cursor) string {
-	var plain [cursorLenV2]byte
+	var plain [cursorLenV2 + cursorLenHeld]byte
 	binary.BigEndian.PutUint32(plain[:4], uint32(c.partition))
 	binary.BigEndian.PutUint64(plain[4:], uint64(c.offset))
 	n, prefix := cursorLenV1, cursorPrefix
@@ -117,6 +132,10 @@ func (k *cursorCodec) seal(tenant, conv string, c cursor) string {
 		binary.BigEndian.PutUint64(plain[20:], c.origin)
 		binary.BigEndian.PutUint64(plain[28:], c.ident)
 		n, prefix = cursorLenV2, cursorPrefixV2
+	}
+	if c.held > 0 {
+		binary.BigEndian.PutUint64(plain[n:], uint64(c.held))
+		n += cursorLenHeld
 	}
 	aad := cursorAAD(tenant, conv)
 	m := hmac.New(sha256.New, k.mac)
@@ -153,10 +172,18 @@ func (k *cursorCodec) open(tenant, conv, text string) (cursor, error) {
 		return cursor{}, errCursor
 	}
 	plain, err := k.aead.Open(nil, b[:ns], b[ns:], cursorAAD(tenant, conv))
-	if err != nil || len(plain) != want {
+	if err != nil || (len(plain) != want && len(plain) != want+cursorLenHeld) {
 		return cursor{}, errCursor
 	}
 	c := cursor{partition: int32(binary.BigEndian.Uint32(plain[:4])), offset: int64(binary.BigEndian.Uint64(plain[4:]))}
+	if len(plain) == want+cursorLenHeld {
+		// A transactional result's: held is 1 + its own offset, which
+		// lies before the marker's.
+		c.held = int64(binary.BigEndian.Uint64(plain[want:]))
+		if c.held < 1 || c.held > c.offset {
+			return cursor{}, errCursor
+		}
+	}
 	if want == cursorLenV2 {
 		c.at = int64(binary.BigEndian.Uint64(plain[12:]))
 		c.origin = binary.BigEndian.Uint64(plain[20:])

@@ -54,11 +54,12 @@ import (
 type Config struct {
 	// Addr is the HTTP listen address. Default 127.0.0.1:8081.
 	Addr string
-	// ReadCommitted reads results read_committed: with router-worker's
-	// --exactly-once, streams then never show a result of a transaction
-	// that aborted, but every result (streamed chunks included, which are
-	// not transactional) waits until the transactions open before it end,
-	// up to a commit interval. Default false (read_uncommitted).
+	// ReadCommitted reads results read_committed: every result (streamed
+	// chunks included, which are not transactional) then waits until the
+	// transactions open before it end. Not needed for router-worker's
+	// --exactly-once: read_uncommitted, the default, shows a result of a
+	// transaction only once it committed too (see hub.publish), without
+	// holding chunks back.
 	ReadCommitted bool
 	// Kafka says how to reach the cluster.
 	Kafka kafkaconf.Config
@@ -302,7 +303,9 @@ func New(cfg Config) (*Egress, error) {
 		return nil, fmt.Errorf("egress: stream tokens: %w", err)
 	}
 	cfg.Kafka = cfg.Kafka.Instrument("egress", cfg.Registry)
-	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(cfg.Logger), cfg.isolation()...)...)
+	// Control records: the transaction markers that let results of
+	// router-worker's transactions through (txnview, hub.publish).
+	cl, err := kgo.NewClient(append(append(cfg.Kafka.Opts(cfg.Logger), cfg.isolation()...), kgo.KeepControlRecords())...)
 	if err != nil {
 		return nil, fmt.Errorf("egress: kafka client: %w", err)
 	}
@@ -342,8 +345,11 @@ func New(cfg Config) (*Egress, error) {
 		reflection.Register(e.grpc) // so grpcurl and similar tools can list and call it
 	}
 	if cfg.Webhooks.Enabled {
+		// Webhooks get terminal results only, so read_committed costs
+		// them no chunk latency: a result of a transaction that aborted
+		// (router-worker --exactly-once) is never POSTed.
 		e.hooks, err = webhook.New(cfg.Webhooks, []string{e.topic}, cfg.Topics.Name(topicspec.DeadLetter), e.tenantSet,
-			cfg.Kafka.Opts(cfg.Logger), cfg.Registry, cfg.Logger)
+			append(cfg.Kafka.Opts(cfg.Logger), kgo.FetchIsolationLevel(kgo.ReadCommitted())), cfg.Registry, cfg.Logger)
 		if err != nil {
 			cl.Close()
 			return nil, err
@@ -431,8 +437,10 @@ func (e *Egress) consume(ctx context.Context) error {
 
 // position finds where the live reader starts in every results partition
 // and starts it there, retrying until the cluster answers or ctx ends.
-// Without an index of recent results it starts at the end. With one, it
-// starts ReplayWindow back, so that the index holds the window from the
+// Without an index of recent results it starts at the end, or at the last
+// stable offset when a transaction is open (its results are let through
+// at its commit only if the reader saw them). With one, it starts
+// ReplayWindow back (or at the last stable offset, if earlier), so that the index holds the window from the
 // first seconds on: the results read while catching up reach the
 // subscribers opened meanwhile as live events, after their replay from the
 // index (the hub joins the two as it does at the end).
@@ -446,6 +454,16 @@ func (e *Egress) position(ctx context.Context) error {
 		}
 		if err == nil && len(ends[e.topic]) == 0 {
 			err = fmt.Errorf("topic %s has no partitions (is it provisioned?)", e.topic)
+		}
+		// The last stable offsets: a transaction open there has its
+		// records from there on, and the reader must see them to let them
+		// through at its commit (txnview).
+		var stable kadm.ListedOffsets
+		if err == nil {
+			stable, err = e.adm.ListCommittedOffsets(ctx, e.topic)
+			if err == nil {
+				err = stable.Error()
+			}
 		}
 		var md kadm.Metadata
 		if err == nil {
@@ -465,6 +483,9 @@ func (e *Egress) position(ctx context.Context) error {
 				at := o.Offset
 				if w, ok := window.Lookup(e.topic, o.Partition); ok && w.Offset >= 0 && w.Offset < at {
 					at = w.Offset
+				}
+				if s, ok := stable.Lookup(e.topic, o.Partition); ok && s.Offset >= 0 && s.Offset < at {
+					at = s.Offset
 				}
 				offsets[o.Partition] = kgo.NewOffset().At(at)
 				next[o.Partition] = at

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -104,7 +105,9 @@ func TestCursorTokens(t *testing.T) {
 	}
 	other, _ := newCursorCodec([]byte("another secret"))
 	for _, c := range []cursor{{partition: 3, offset: 42}, {offset: -1}, {partition: 11, offset: 1 << 40},
-		{partition: 2, offset: 737373, at: 1_700_000_000_123, origin: originTag("cluster"), ident: 99}, {partition: 1, offset: 313131, ident: 5}} {
+		{partition: 2, offset: 737373, at: 1_700_000_000_123, origin: originTag("cluster"), ident: 99}, {partition: 1, offset: 313131, ident: 5},
+		{partition: 2, offset: 50, held: 48}, // a transactional result's
+		{partition: 7, offset: math.MaxInt64 - 1, at: math.MaxInt64, origin: math.MaxUint64, ident: math.MaxUint64, held: math.MaxInt64 - 1}} {
 		tok := k.seal("t1", "conv", c)
 		prefix := cursorPrefix
 		if c.located() {

@@ -14,7 +14,8 @@ func FuzzCursorToken(f *testing.F) {
 		f.Fatal(err)
 	}
 	for _, s := range []string{"3:42", "", "c1.", "c1.AAAA", k.seal("t", "c", cursor{partition: 3, offset: 42}), k.seal("t", "c", cursor{partition: 0, offset: -1}),
-		k.seal("t", "c", cursor{partition: 1, offset: 9, at: 1_700_000_000_000, origin: 7, ident: 8}), "c2.AAAA"} {
+		k.seal("t", "c", cursor{partition: 1, offset: 9, at: 1_700_000_000_000, origin: 7, ident: 8}), "c2.AAAA",
+		k.seal("t", "c", cursor{partition: 1, offset: 9, held: 3}), k.seal("t", "c", cursor{partition: 1, offset: 9, at: 1_700_000_000_000, origin: 7, ident: 8, held: 4})} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

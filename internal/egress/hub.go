@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/txnview"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -17,9 +18,13 @@ type event struct {
 	// replays.
 	ctx       context.Context
 	partition int32
-	offset    int64
-	at        int64 // the record's timestamp, Unix milliseconds (cursor.at)
-	res       *pb.Result
+	// offset is where the result became visible: its record's offset, or
+	// for a transactional result its commit marker's, with held 1 + its
+	// record's offset (see cursor).
+	offset int64
+	held   int64
+	at     int64 // the result record's timestamp, Unix milliseconds (cursor.at)
+	res    *pb.Result
 	// json is the result's API JSON, encoded once for every subscriber
 	// of the conversation.
 	json *lazyJSON
@@ -47,6 +52,11 @@ type subscriber struct {
 // guards every field but metrics, and the contents of recent.
 type hub struct {
 	metrics *metrics
+	// views hold back transactional results until their transaction
+	// commits (package txnview), per partition. Only publish's goroutine
+	// uses them.
+	views   map[int32]*txnview.Filter
+	visible []*kgo.Record // publish's scratch
 	mu      sync.Mutex
 	next    map[int32]int64 // per partition: the offset the live feed delivers next
 	subs    map[string]map[*subscriber]struct{}
@@ -57,7 +67,8 @@ type hub struct {
 
 // newHub returns a hub; rc (nil: none) is its index of recent results.
 func newHub(m *metrics, rc *recent) *hub {
-	return &hub{metrics: m, next: map[int32]int64{}, subs: map[string]map[*subscriber]struct{}{}, recent: rc}
+	return &hub{metrics: m, views: map[int32]*txnview.Filter{}, next: map[int32]int64{},
+		subs: map[string]map[*subscriber]struct{}{}, recent: rc}
 }
 
 // start records where the live feed begins in each partition: every
@@ -146,14 +157,59 @@ func (h *hub) remove(s *subscriber, reason string) {
 	close(s.done)
 }
 
-// publish indexes rec and forwards it to the subscribers of its
-// conversation. With an index every result is decoded (outside mu);
-// without, only those of subscribed conversations.
+// publish takes the next record of its partition. A transactional
+// record is held until its transaction ends (txnview); plain records, and
+// at a commit marker the transaction's records, are indexed and forwarded
+// to the subscribers of their conversation, at the offset where they
+// became visible (rec's). With an index every result is decoded (outside
+// mu); without, only those of subscribed conversations.
 func (h *hub) publish(rec *kgo.Record) {
+	view := h.views[rec.Partition]
+	if view == nil {
+		view = &txnview.Filter{}
+		h.views[rec.Partition] = view
+	}
+	visible := h.visible[:0]
+	out, n := view.Add(rec, func(r *kgo.Record) { visible = append(visible, r) })
+	h.visible = visible
+	switch out {
+	case txnview.Held:
+		h.metrics.txnHeld.Inc()
+	case txnview.Committed:
+		h.metrics.txnHeld.Sub(float64(n))
+	case txnview.Aborted:
+		h.metrics.txnHeld.Sub(float64(n))
+		h.metrics.txnAborted.Add(float64(n))
+	}
+	if len(visible) == 0 {
+		// A held record, or a marker that lets nothing through: the
+		// offset is covered, nothing is kept.
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.next[rec.Partition] = rec.Offset + 1
+		if h.recent != nil {
+			h.recent.add(rec.Partition, rec.Offset, rec.Key, len(rec.Value), rec.Timestamp, nil, nil, time.Now())
+		}
+		return
+	}
+	for i, r := range visible {
+		held := int64(0)
+		if r != rec {
+			held = r.Offset + 1
+		}
+		h.publishAt(rec, r, held, i > 0)
+	}
+	clear(h.visible)
+}
+
+// publishAt indexes and forwards r, visible at at's offset (at is r, or
+// the commit marker that let r through; held: see event). again: an
+// earlier record became visible at the same offset.
+func (h *hub) publishAt(at, r *kgo.Record, held int64, again bool) {
 	var res *pb.Result
 	decoded := false
-	if h.recent != nil && !rec.Attrs.IsControl() {
-		res, decoded = h.decode(rec), true
+	if h.recent != nil {
+		res, decoded = h.decode(r), true
 	}
 	var lj *lazyJSON
 	if res != nil {
@@ -162,25 +218,25 @@ func (h *hub) publish(rec *kgo.Record) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.next[rec.Partition] = rec.Offset + 1
+	h.next[at.Partition] = at.Offset + 1
 	if h.recent != nil {
-		h.recent.add(rec.Partition, rec.Offset, rec.Key, len(rec.Value), rec.Timestamp, res, lj, now)
+		h.recent.addAt(at.Partition, at.Offset, held, again, r.Key, len(r.Value), r.Timestamp, res, lj, now)
 	}
-	subs := h.subs[string(rec.Key)]
-	if len(subs) == 0 || rec.Attrs.IsControl() {
+	subs := h.subs[string(r.Key)]
+	if len(subs) == 0 {
 		return
 	}
 	if !decoded {
-		if res = h.decode(rec); res != nil {
+		if res = h.decode(r); res != nil {
 			lj = &lazyJSON{res: res}
 		}
 	}
 	if res == nil {
 		return
 	}
-	ev := &event{ctx: rec.Context, partition: rec.Partition, offset: rec.Offset, at: rec.Timestamp.UnixMilli(), res: res, json: lj}
-	if !rec.Timestamp.Before(h.started) {
-		ev.timestamp = rec.Timestamp
+	ev := &event{ctx: r.Context, partition: at.Partition, offset: at.Offset, held: held, at: r.Timestamp.UnixMilli(), res: res, json: lj}
+	if !r.Timestamp.Before(h.started) {
+		ev.timestamp = r.Timestamp
 	}
 	for s := range subs {
 		select {

@@ -18,6 +18,8 @@ type metrics struct {
 	replays       *prometheus.CounterVec // source
 	recentBytes   prometheus.Gauge
 	recentRecords prometheus.Gauge
+	txnHeld       prometheus.Gauge   // see txnview
+	txnAborted    prometheus.Counter // see txnview
 	// foreignResumes counts resumes from another cluster's cursor that
 	// found the client's place; foreignUnmatched those of them whose
 	// event this cluster does not hold (region.go).
@@ -46,6 +48,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		overflows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_egress_subscriber_overflows_total",
 			Help: "Subscribers disconnected because they read too slowly.",
+		}),
+		txnHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_egress_txn_held_results",
+			Help: "Results of open transactions (router-worker --exactly-once) held back until their transaction commits.",
+		}),
+		txnAborted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_egress_txn_aborted_results_total",
+			Help: "Results dropped, never shown to a client, because their transaction aborted.",
 		}),
 		undecodable: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_egress_undecodable_results_total",
@@ -97,7 +107,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Results held by the index of recent results.",
 		}),
 	}
-	reg.MustRegister(m.subscribers, m.events, m.dropped, m.filtered, m.overflows, m.undecodable,
+	reg.MustRegister(m.subscribers, m.events, m.dropped, m.filtered, m.overflows, m.undecodable, m.txnHeld, m.txnAborted,
 		m.replayGaps, m.foreignResumes, m.foreignUnmatched, m.latency, m.authFailed, m.revoked, m.reloads, m.refused, m.replays, m.recentBytes, m.recentRecords)
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")

@@ -53,7 +53,8 @@ type recentPartition struct {
 // recentEntry is one indexed result.
 type recentEntry struct {
 	conv   string
-	offset int64
+	offset int64 // where it became visible; held: see cursor
+	held   int64
 	// maxTS is the greatest record timestamp of the partition up to this
 	// entry: monotonic, so a time finds its offset by binary search (as
 	// Kafka's time index does).
@@ -88,12 +89,19 @@ func (r *recent) reset(p int32, o int64, floor time.Time) {
 }
 
 // add indexes the record at offset of partition p: res and json are its
-// decoded result, nil for a control record or an undecodable one (the
-// offset is covered, nothing is kept). valueLen is the record value's
-// length, ts its timestamp.
+// decoded result, nil for a control record, a record held in an open
+// transaction, or an undecodable one (the offset is covered, nothing is
+// kept). valueLen is the record value's length, ts its timestamp.
 func (r *recent) add(p int32, offset int64, key []byte, valueLen int, ts time.Time, res *pb.Result, json *lazyJSON, now time.Time) {
+	r.addAt(p, offset, 0, false, key, valueLen, ts, res, json, now)
+}
+
+// addAt is add for a result visible at offset: a transactional result
+// let through by its commit marker there has held 1 + its own offset (see
+// cursor), and again is set for the marker's second and later results.
+func (r *recent) addAt(p int32, offset, held int64, again bool, key []byte, valueLen int, ts time.Time, res *pb.Result, json *lazyJSON, now time.Time) {
 	part := r.parts[p]
-	if part == nil || offset < part.next {
+	if part == nil || (offset < part.next && (!again || offset != part.next-1)) {
 		// A partition the reader was not positioned on, or a reader
 		// that went back: begin anew here.
 		r.reset(p, offset, now)
@@ -101,7 +109,7 @@ func (r *recent) add(p int32, offset int64, key []byte, valueLen int, ts time.Ti
 	}
 	part.next = offset + 1
 	if res != nil {
-		e := &recentEntry{offset: offset, maxTS: ts, at: ts.UnixMilli(), res: res, json: json}
+		e := &recentEntry{offset: offset, held: held, maxTS: ts, at: ts.UnixMilli(), res: res, json: json}
 		if n := len(part.recs); n > 0 && part.recs[n-1].maxTS.After(ts) {
 			e.maxTS = part.recs[n-1].maxTS
 		}
@@ -193,7 +201,7 @@ func (r *recent) replay(conv string, p int32, from int64) ([]event, bool) {
 	}
 	out := make([]event, len(cs)-i)
 	for j, e := range cs[i:] {
-		out[j] = event{partition: p, offset: e.offset, at: e.at, res: e.res, json: e.json}
+		out[j] = event{partition: p, offset: e.offset, held: e.held, at: e.at, res: e.res, json: e.json}
 	}
 	return out, true
 }

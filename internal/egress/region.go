@@ -97,6 +97,10 @@ func (e *Egress) foreignStart(ctx context.Context, partition int32, c cursor, si
 func (s *session) placeForeign(ev event) (had bool) {
 	c := *s.awaiting
 	switch {
+	case eventIdent(ev.res) == c.ident && ev.held > 0:
+		// One of several results a commit marker let through here:
+		// those after it at the same offset are new to the client.
+		s.start, s.startHeld = ev.offset, ev.held
 	case eventIdent(ev.res) == c.ident:
 		s.start = ev.offset + 1
 	case ev.at <= c.at:
@@ -107,5 +111,5 @@ func (s *session) placeForeign(ev event) (had bool) {
 	}
 	s.awaiting = nil
 	s.e.metrics.foreignResumes.Inc()
-	return ev.offset < s.start
+	return s.had(ev)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/txnview"
 )
 
 // The replay pool serves the replays the index of recent results cannot
@@ -35,6 +37,15 @@ import (
 // partition that has waited longest (its own again if nothing else waits),
 // and after replayIdle without work it closes its client. Partitions that
 // find every reader busy wait in order.
+//
+// Results of router-worker's transactions are held as the live feed holds
+// them (hub.publish, package txnview): each pass has a txnview filter, a
+// stream gets a transaction's results of its range at the commit marker,
+// at the marker's offset (with held, see cursor), and never an aborted
+// one's. A transaction whose marker lies at or after a stream's to is the
+// live feed's to send, as one whose records begin before the stream's
+// from is not the stream's (a resume from a held cursor starts its range
+// at the result's own offset: see session.open).
 //
 // A reader never blocks on one stream: each stream has a queue of
 // replayQueue events; a stream whose queue is full leaves the pass (at the
@@ -74,14 +85,19 @@ type replayItem struct {
 }
 
 // replayStream is one stream's replay: conv's records of partition in
-// [next, to). err is set before ch is closed.
+// [from, to). A pass serving it reads from next on, which lies at or
+// before the first record of every transaction the stream may still need
+// (a pass it left held them), and sends only events after the last one
+// sent (lastOffset, lastHeld: the event's offset and held). err is set
+// before ch is closed.
 type replayStream struct {
-	conv      string
-	partition int32
-	next, to  int64
-	ch        chan replayItem
-	err       error
-	state     int
+	conv                 string
+	partition            int32
+	from, next, to       int64
+	lastOffset, lastHeld int64
+	ch                   chan replayItem
+	err                  error
+	state                int
 }
 
 // replayStream states.
@@ -212,7 +228,8 @@ func (pl *replayPool) close() {
 // by the pool, then returns; ctx bounds the wait and the reading, and stop
 // (egress stopping) ends it with errReplayShutdown.
 func (pl *replayPool) replay(ctx context.Context, stop <-chan struct{}, conv string, partition int32, from, to int64, send func(event) error) error {
-	s := &replayStream{conv: conv, partition: partition, next: from, to: to, ch: make(chan replayItem, pl.queue)}
+	s := &replayStream{conv: conv, partition: partition, from: from, next: from, to: to,
+		lastOffset: from - 1, lastHeld: math.MaxInt64, ch: make(chan replayItem, pl.queue)}
 	pl.add(s) //nolint:contextcheck // a reader it starts serves many streams: the pool owns it (pool.ctx, ended by close), not this stream
 	defer pl.remove(s)
 	for {
@@ -402,6 +419,7 @@ func (pl *replayPool) start(r *replayReader, p int32) (int64, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.part, r.reading = p, true
+	r.view = txnview.Filter{}
 	r.pos = part.waiting[0].next
 	for _, s := range part.waiting {
 		r.pos = min(r.pos, s.next)
@@ -426,8 +444,9 @@ type replayReader struct {
 
 	mu       sync.Mutex
 	part     int32
-	reading  bool  // in a pass
-	pos      int64 // the pass's next offset
+	reading  bool           // in a pass
+	pos      int64          // the pass's next offset
+	view     txnview.Filter // the pass's: results of transactions wait for their commit
 	active   map[string][]*replayStream
 	nActive  int
 	detached []*replayStream
@@ -634,27 +653,42 @@ func (g *fetchGauge) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ t
 	}
 }
 
-// deliver gives rec to the pass's streams of its conversation whose range
-// holds it. r.mu must be held.
+// deliver takes the pass's next record: a plain result, or at a commit
+// marker its transaction's results, goes to the pass's streams of its
+// conversation whose range holds it (offer). r.mu must be held.
 func (r *replayReader) deliver(rec *kgo.Record, from int64) {
 	if rec.Partition != r.part || rec.Offset < from {
 		return // not of this pass (Remove drops old fetches; this is a guard)
 	}
 	r.pool.metrics.scanned.Inc()
 	r.pos = rec.Offset + 1
-	if rec.Attrs.IsControl() {
+	if !rec.Attrs.IsControl() && len(r.active[string(rec.Key)]) == 0 {
+		// No stream of the pass wants it; one that joins the pass later
+		// starts after it.
 		return
 	}
+	r.view.Add(rec, func(v *kgo.Record) { r.offer(rec, v) })
+}
+
+// offer gives result rec, visible at at (rec itself, or the commit marker
+// that let it through), to the pass's streams of its conversation whose
+// range holds it and that have not had it. r.mu must be held.
+func (r *replayReader) offer(at, rec *kgo.Record) {
 	ss := r.active[string(rec.Key)]
 	if len(ss) == 0 {
 		return
+	}
+	held := int64(0)
+	if rec != at {
+		held = rec.Offset + 1
 	}
 	var ev *event
 	size := int64(len(rec.Key)) + 2*int64(len(rec.Value)) + recentOverhead
 	// Downwards: deactivate shifts only the streams after s.
 	for i := len(ss) - 1; i >= 0; i-- {
 		s := ss[i]
-		if rec.Offset < s.next || rec.Offset >= s.to {
+		if rec.Offset < s.from || at.Offset >= s.to ||
+			at.Offset < s.lastOffset || (at.Offset == s.lastOffset && held <= s.lastHeld) {
 			continue
 		}
 		if ev == nil {
@@ -663,12 +697,17 @@ func (r *replayReader) deliver(rec *kgo.Record, from int64) {
 				r.pool.undecoded.Inc()
 				return
 			}
-			ev = &event{partition: rec.Partition, offset: rec.Offset, at: rec.Timestamp.UnixMilli(), res: res, json: &lazyJSON{res: res}}
+			ev = &event{partition: at.Partition, offset: at.Offset, held: held, at: rec.Timestamp.UnixMilli(), res: res, json: &lazyJSON{res: res}}
 		}
 		if len(s.ch) == cap(s.ch) {
-			// Too slow for this pass: a later one goes on from here.
+			// Too slow for this pass: a later one goes on from here,
+			// reading again the transactions this one holds (and rec's).
 			r.deactivate(s)
 			s.next = rec.Offset
+			if o, ok := r.view.Oldest(); ok && o < s.next {
+				s.next = o
+			}
+			s.next = max(s.next, s.from)
 			s.state = streamDetached
 			r.detached = append(r.detached, s)
 			r.pool.metrics.streams.WithLabelValues("waiting").Inc()
@@ -679,7 +718,7 @@ func (r *replayReader) deliver(rec *kgo.Record, from int64) {
 			r.pool.peak.Store(q) // under r.mu: readers race only to raise it
 		}
 		s.ch <- replayItem{ev: ev, size: size, r: r}
-		s.next = rec.Offset + 1
+		s.lastOffset, s.lastHeld = at.Offset, held
 	}
 }
 

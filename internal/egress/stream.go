@@ -65,10 +65,14 @@ type sink interface {
 // session is one subscription being served: where it starts, its mailbox
 // in the hub and its filters.
 type session struct {
-	e          *Egress
-	req        subRequest
-	sub        *subscriber
-	start      int64 // first offset to send
+	e     *Egress
+	req   subRequest
+	sub   *subscriber
+	start int64 // first offset to send
+	// startHeld: the client has the transactional results visible at
+	// start whose held is at most this (a resume from such a result's
+	// cursor); 0 otherwise.
+	startHeld  int64
 	replayFrom int64 // the replay reads from here (at or before start)
 	liveFrom   int64 // the live feed delivers from here; before it, replay
 	// memory holds the replay [replayFrom, liveFrom) when the index of
@@ -145,8 +149,15 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 		// reconnect). Without the lookup it resumes without that memory.
 		start = from.offset + 1
 		replayFrom = start
+		if from.held > 0 {
+			// The cursor is of a result its commit marker let through:
+			// the marker may have let through more, which the client
+			// lacks, and the replay must read their transaction from its
+			// first record (txnview) to see them.
+			start, replayFrom = from.offset, from.held-1
+		}
 		if err == nil {
-			replayFrom = min(window, start)
+			replayFrom = min(window, replayFrom)
 		}
 	case err != nil:
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
@@ -163,9 +174,12 @@ func (e *Egress) open(ctx context.Context, req subRequest) (*session, *apiError)
 	s := &session{e: e, req: req, sub: sub, start: start, replayFrom: replayFrom, liveFrom: liveFrom,
 		memory: memory, inMemory: inMemory, dedupe: newDedupe(), last: cursor{partition: partition, offset: start - 1},
 		view: viewOf(e.tenantSet().Tenant(req.tenant))}
-	if foreign {
+	switch {
+	case foreign:
 		// Until its place is found the client keeps its own cursor.
 		s.awaiting, s.last = from, *from
+	case from != nil:
+		s.last, s.startHeld = *from, from.held
 	}
 	return s, nil
 }
@@ -300,6 +314,13 @@ var (
 	errWrite = errors.New("write to client")
 )
 
+// had reports whether the client has ev already: it is before the
+// stream's start, or one of the results a commit marker let through at
+// the start that the client's cursor covers (see cursor.held).
+func (s *session) had(ev event) bool {
+	return ev.offset < s.start || (ev.offset == s.start && ev.held > 0 && ev.held <= s.startHeld)
+}
+
 // send filters ev (tenant, resume cursor, duplicates) and writes it.
 func (s *session) send(out sink, ev event) (err error) {
 	if ev.ctx != nil {
@@ -312,7 +333,7 @@ func (s *session) send(out sink, ev event) (err error) {
 		return nil
 	}
 	ok, reason, restart := s.dedupe.admit(ev.res)
-	if s.awaiting != nil && s.placeForeign(ev) || ev.offset < s.start {
+	if s.awaiting != nil && s.placeForeign(ev) || s.had(ev) {
 		// The client had it (a resume): it only teaches dedupe.
 		m.dropped.WithLabelValues("before_cursor").Inc()
 		return nil
@@ -329,7 +350,7 @@ func (s *session) send(out sink, ev event) (err error) {
 		m.events.WithLabelValues("restart").Inc()
 	}
 	name := eventName(ev.res)
-	c := cursor{partition: ev.partition, offset: ev.offset, at: ev.at, origin: s.e.origin, ident: eventIdent(ev.res)}
+	c := cursor{partition: ev.partition, offset: ev.offset, at: ev.at, origin: s.e.origin, ident: eventIdent(ev.res), held: ev.held}
 	if ev.json == nil {
 		ev.json = &lazyJSON{res: ev.res}
 	}

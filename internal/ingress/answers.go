@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/txnview"
 	pb "github.com/switchboard-llm/switchboard/proto/switchboard/v1"
 )
 
@@ -27,7 +28,10 @@ import (
 // One reader per process, started by the first OpenAI request (an ingress
 // whose clients never use the API reads nothing), reads every partition of
 // the results topic without a consumer group, from the end offsets it
-// lists when it starts (later partitions from their start). Waiting
+// lists when it starts (the last stable offset where a transaction is
+// open; later partitions from their start). A result written in a
+// transaction (router-worker --exactly-once) is dispatched at its commit
+// marker and never if the transaction aborts (package txnview). Waiting
 // requests register their request ID before their record is produced, and
 // the reader starts before any registers, so no answer can be written
 // before the reader's position. For each record the reader compares its
@@ -200,7 +204,9 @@ func (a *answers) run(ctx context.Context) {
 		return
 	case <-a.start:
 	}
-	cl, err := kgo.NewClient(append(slices.Clip(a.opts), kgo.FetchMaxBytes(16<<20))...)
+	// Control records: the markers that let results of router-worker's
+	// transactions through (txnview).
+	cl, err := kgo.NewClient(append(slices.Clip(a.opts), kgo.FetchMaxBytes(16<<20), kgo.KeepControlRecords())...)
 	if err != nil {
 		a.log.Error("openai: results reader", "err", err)
 		return
@@ -216,6 +222,9 @@ func (a *answers) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { a.watchPartitions(ctx, cl, adm, known) })
+	// A result written in a transaction (router-worker --exactly-once)
+	// is dispatched at its commit, never if it aborts: per partition.
+	views := map[int32]*txnview.Filter{}
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -224,16 +233,25 @@ func (a *answers) run(ctx context.Context) {
 		fetches.EachError(func(topic string, p int32, err error) {
 			a.log.Warn("openai: fetch error", "topic", topic, "partition", p, "err", err)
 		})
-		fetches.EachRecord(a.dispatch)
+		fetches.EachRecord(func(rec *kgo.Record) {
+			view := views[rec.Partition]
+			if view == nil {
+				view = &txnview.Filter{}
+				views[rec.Partition] = view
+			}
+			view.Add(rec, a.dispatch)
+		})
 	}
 }
 
 // position starts cl at the end of every partition of the results topic,
+// or at its last stable offset while a transaction is open there (the
+// reader must see a transaction's results to dispatch them at its commit),
 // retrying until the cluster answers or ctx ends, and returns the
 // partitions.
 func (a *answers) position(ctx context.Context, cl *kgo.Client, adm *kadm.Client) (map[int32]bool, error) {
 	for attempt := 0; ; attempt++ {
-		ends, err := adm.ListEndOffsets(ctx, a.topic)
+		ends, err := adm.ListCommittedOffsets(ctx, a.topic)
 		if err == nil {
 			err = ends.Error()
 		}
@@ -335,12 +353,15 @@ func (a *answers) search(ctx context.Context, w *waiter, conv string, since time
 	if !ok || from.Err != nil || from.Offset < 0 || from.Offset >= end.Offset {
 		return nil // nothing written since
 	}
-	cl, err := kgo.NewClient(append(slices.Clip(a.opts),
+	cl, err := kgo.NewClient(append(slices.Clip(a.opts), kgo.KeepControlRecords(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{a.topic: {p: kgo.NewOffset().At(from.Offset)}}))...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	// Committed results only (txnview); one whose transaction is still
+	// open at the end is the live reader's to deliver at its commit.
+	var view txnview.Filter
 	for {
 		fetches := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -352,21 +373,14 @@ func (a *answers) search(ctx context.Context, w *waiter, conv string, since time
 			return ferr
 		}
 		last := false
-		fetches.EachRecord(func(rec *kgo.Record) {
-			if rec.Offset >= end.Offset-1 {
+		fetches.EachRecord(func(at *kgo.Record) {
+			if at.Offset >= end.Offset-1 {
 				last = true
 			}
-			if rec.Offset >= end.Offset || string(rec.Key) != conv {
+			if at.Offset >= end.Offset {
 				return
 			}
-			if id := envelope.Header(rec, envelope.HeaderRequestID); id != "" && id != w.requestID {
-				return
-			}
-			if res, err := envelope.DecodeResult(rec); err == nil && res.GetRequestId() == w.requestID {
-				if _, chunk := res.GetBody().(*pb.Result_Chunk); !chunk {
-					w.deliver(res)
-				}
-			}
+			view.Add(at, func(rec *kgo.Record) { a.found(w, conv, rec) })
 		})
 		select {
 		case <-w.done:
@@ -375,6 +389,21 @@ func (a *answers) search(ctx context.Context, w *waiter, conv string, since time
 		}
 		if last {
 			return nil
+		}
+	}
+}
+
+// found delivers rec to w if it is w's terminal result.
+func (a *answers) found(w *waiter, conv string, rec *kgo.Record) {
+	if string(rec.Key) != conv {
+		return
+	}
+	if id := envelope.Header(rec, envelope.HeaderRequestID); id != "" && id != w.requestID {
+		return
+	}
+	if res, err := envelope.DecodeResult(rec); err == nil && res.GetRequestId() == w.requestID {
+		if _, chunk := res.GetBody().(*pb.Result_Chunk); !chunk {
+			w.deliver(res)
 		}
 	}
 }

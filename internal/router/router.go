@@ -313,7 +313,7 @@ type Router struct {
 	// inflight and calls feed the status record (status.go).
 	inflight status.Tracker
 	calls    *status.Window
-	mem *memory // conversations with memory (memory.go)
+	mem      *memory // conversations with memory (memory.go)
 }
 
 // New validates cfg, builds the backend clients and the Kafka client. It
