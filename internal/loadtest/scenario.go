@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/switchboard-llm/switchboard/internal/envelope"
+	"github.com/switchboard-llm/switchboard/internal/stack"
 )
 
 // Params scale the scenarios. The zero value of a field means its default
@@ -411,19 +412,38 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 	}
 	cfg.Settings = settings(p, s, sc)
 	if st != nil {
-		cfg.MetricsURLs = map[string]string{ProcIngress: st.IngressAdminURL, ProcEgress: st.EgressAdminURL}
-		for i, u := range st.RouterURLs {
-			name := ProcRouter
-			if i > 0 {
-				name = fmt.Sprintf("%s-%d", ProcRouter, i+1)
-			}
-			cfg.MetricsURLs[name] = u
-		}
+		cfg.MetricsURLs = metricsURLs(st)
 	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	scenarioChecks(ctx, s, st, rep)
+	return rep, nil
+}
+
+// metricsURLs are the admin URLs of every service instance of st, by
+// process name.
+func metricsURLs(st *Stack) map[string]string {
+	m := map[string]string{}
+	for _, eps := range [][]stack.Endpoint{st.Ingresses, st.Egresses} {
+		for _, ep := range eps {
+			m[ep.Name] = ep.AdminURL
+		}
+	}
+	for i, u := range st.RouterURLs {
+		name := ProcRouter
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", ProcRouter, i+1)
+		}
+		m[name] = u
+	}
+	return m
+}
+
+// scenarioChecks adds the checks that depend on the stack and the
+// scenario to rep.
+func scenarioChecks(ctx context.Context, s Scenario, st *Stack, rep *Report) {
 	if st != nil {
 		exited := st.Exited()
 		rep.Checks = append(rep.Checks, Check{Name: "no process crashed", Pass: len(exited) == 0,
@@ -443,7 +463,6 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		rep.Checks = append(rep.Checks, Check{Name: "malformed: good requests all succeed", Pass: ok,
 			Detail: fmt.Sprintf("good requests: %s", goodSummary(c))})
 	}
-	return rep, nil
 }
 
 func goodSummary(c *ClassReport) string {
