@@ -7,8 +7,14 @@ import (
 )
 
 // maxTracked bounds the requests one stream remembers; the oldest are
-// forgotten first. A request older than that is long finished.
-const maxTracked = 4096
+// forgotten first. A stream follows one conversation, whose requests are
+// answered one after another: only its last few can be processed again
+// (a rerun after a crash, a repeat answered from the first answer), so
+// 256 is far more than any rerun reaches back, and a stream held open for
+// hours holds at most 256 entries (about 60 KB), not one per request it
+// ever saw (the soak of docs/BENCHMARKS.md grew egress by 450 MB over an
+// hour with 4,096).
+const maxTracked = 256
 
 // maxOldRuns bounds the superseded runs remembered per request.
 const maxOldRuns = 8
