@@ -176,6 +176,17 @@ func TestDeadlineHonoured(t *testing.T) {
 			h := newHarness(t)
 			s := newSim(t, modelsim.Config{Faults: tt.faults})
 			h.run(s.url, func(c *Config) { c.MaxAttempts = 5 })
+			// First a request already past its deadline (answered without
+			// a backend call): once it is answered the conversation's
+			// partition is being fetched, so the timed request below does
+			// not spend its 700 ms waiting for the group to settle or for
+			// the first fetch (under load that took longer than 700 ms).
+			warm := request("d", 1, false)
+			warm.Deadline = timestamppb.New(time.Now().Add(-time.Second))
+			h.produce(warm)
+			if res, _ := h.collect(1); res[len(res)-1].GetError().GetCode() != CodeDeadlineExceeded || s.hits.Load() != 0 {
+				t.Fatalf("a request past its deadline: %v, %d backend calls; want %s without a call", res[len(res)-1], s.hits.Load(), CodeDeadlineExceeded)
+			}
 			req := request("d", 0, false)
 			req.Deadline = timestamppb.New(time.Now().Add(700 * time.Millisecond))
 			h.produce(req)
