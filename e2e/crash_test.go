@@ -18,10 +18,14 @@ import (
 
 // load produces rounds of requests straight to the interactive topic: in
 // round n every conversation gets its message n. Between rounds it calls
-// between(n) (which may kill or start processes) and sleeps pause.
+// between(n) (which may kill or start processes) and sleeps pause. tenant
+// and stream, when set, go into every request (a stream client sees only
+// its tenant's results).
 type load struct {
 	convs, rounds int
 	pause         time.Duration
+	tenant        string
+	stream        bool
 }
 
 func (l load) run(ctx context.Context, t *testing.T, s *apptest.Stack, between func(round int)) {
@@ -36,8 +40,8 @@ func (l load) run(ctx context.Context, t *testing.T, s *apptest.Stack, between f
 		for c := range l.convs {
 			conv := fmt.Sprintf("load-%03d", c)
 			rec, err := envelope.EncodeRequest(s.Topic("requests.interactive"), &pb.Request{
-				RequestId: fmt.Sprintf("%s/%02d", conv, n), ConversationId: conv, Lane: envelope.LaneInteractive,
-				Model: "sim", MaxTokens: 8, Messages: []*pb.Message{{Role: "user", Content: fmt.Sprintf("%s %d", conv, n)}},
+				RequestId: fmt.Sprintf("%s/%02d", conv, n), ConversationId: conv, Lane: envelope.LaneInteractive, Tenant: l.tenant,
+				Model: "sim", MaxTokens: 8, Stream: l.stream, Messages: []*pb.Message{{Role: "user", Content: fmt.Sprintf("%s %d", conv, n)}},
 			})
 			if err != nil {
 				t.Fatal(err)

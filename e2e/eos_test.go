@@ -147,7 +147,7 @@ func exactlyOnceStreams(t *testing.T, base apptest.StackOptions) {
 	s := apptest.StartStack(t, bin, base)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	l := load{convs: 20, rounds: 40, pause: 100 * time.Millisecond}
+	l := load{convs: 20, rounds: 40, pause: 100 * time.Millisecond, tenant: "dev", stream: true} // the stream clients' tenant
 	want := l.convs * l.rounds
 
 	// The kill: armed while a router-worker runs, fired by the oracle at
@@ -202,7 +202,7 @@ func exactlyOnceStreams(t *testing.T, base apptest.StackOptions) {
 		wg.Go(func() { clients[c].follow(ctx, t, url) })
 	}
 	time.Sleep(500 * time.Millisecond) // the streams open before the load
-	produceRounds(ctx, t, s, l, func(round int) {
+	l.run(ctx, t, s, func(round int) {
 		kmu.Lock()
 		defer kmu.Unlock()
 		if needStart {
@@ -298,36 +298,5 @@ func exactlyOnceStreams(t *testing.T, base apptest.StackOptions) {
 	}
 	if seenAborted > 0 {
 		t.Errorf("clients saw %d terminal results of aborted transactions", seenAborted)
-	}
-}
-
-// produceRounds is load.run with the requests of the dev tenant, whose
-// key the stream clients hold (egress shows a stream its tenant's results
-// only).
-func produceRounds(ctx context.Context, t *testing.T, s *apptest.Stack, l load, between func(round int)) {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.Brokers, ",")...), kgo.ProducerLinger(time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	for n := range l.rounds {
-		recs := make([]*kgo.Record, 0, l.convs)
-		for c := range l.convs {
-			conv := fmt.Sprintf("load-%03d", c)
-			rec, err := envelope.EncodeRequest(s.Topic("requests.interactive"), &pb.Request{
-				RequestId: fmt.Sprintf("%s/%02d", conv, n), ConversationId: conv, Lane: envelope.LaneInteractive, Tenant: "dev",
-				Model: "sim", MaxTokens: 8, Stream: true, Messages: []*pb.Message{{Role: "user", Content: fmt.Sprintf("%s %d", conv, n)}},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			recs = append(recs, rec)
-		}
-		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatalf("round %d: %v", n, err)
-		}
-		between(n)
-		time.Sleep(l.pause)
 	}
 }
