@@ -25,6 +25,7 @@ type options struct {
 	stack                   bool
 	stackKafka              string
 	bin, stackDir, out      string
+	profile                 bool
 	jsonOut, htmlOut, label string
 	strict                  bool
 	params                  loadtest.Params
@@ -48,6 +49,7 @@ func newOptions(f *daemon.Flags) *options {
 		", router-workers at most the requests topics' partitions); clients spread over the ingress instances round-robin and conversations over the egress instances",
 		func(v string) (err error) { o.instances, err = stack.ParseInstances(v); return err })
 	f.String(&o.stackDir, "stack-dir", "where --stack keeps broker data and process logs (default: <out>/stack, or a temporary directory)")
+	f.Bool(&o.profile, "profile", "with --stack and --out: run the services with --pprof and write each one's CPU profile of the measured window (from the warm-up's end, at most 30 s) and its heap profile to <out>/profiles/<scenario>.<process>.{cpu,heap}.pprof")
 	f.String(&o.out, "out", "directory for the reports: <scenario>.json, suite.json, report.html, summary.txt")
 	f.String(&o.jsonOut, "json", "also write the suite as JSON to this file")
 	f.String(&o.htmlOut, "html", "also write the HTML report to this file")
@@ -158,6 +160,12 @@ func (o *options) suiteConfig(ctx context.Context, env *daemon.Env) (loadtest.Su
 		if err := os.MkdirAll(o.out, 0o755); err != nil {
 			return sc, cleanup, err
 		}
+	}
+	if o.profile {
+		if !o.stack || o.out == "" {
+			return sc, cleanup, errors.New("--profile needs --stack and --out (it profiles the services it starts, into <out>/profiles)")
+		}
+		sc.ProfileDir = filepath.Join(o.out, "profiles")
 	}
 	if !o.stack {
 		if o.instances != (stack.Instances{}) {

@@ -118,6 +118,11 @@ type Config struct {
 	// MetricsURLs are the services' admin base URLs by process name, whose
 	// /metrics give their goroutine counts; nil samples none.
 	MetricsURLs map[string]string
+	// ProfileDir, when set, receives each service's CPU profile of the
+	// measured window (from the warm-up's end, at most 30 s) and its heap
+	// profile after it, fetched from MetricsURLs' /debug/pprof/ (the
+	// services run with --pprof).
+	ProfileDir string
 	// Processes returns the PIDs to sample, by name; nil samples none.
 	Processes func() map[string]int
 	// Faults happen during the run.
@@ -285,6 +290,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	stopSampling := make(chan struct{})
 	samplers := r.startSamplers(runCtx, stopSampling, procs, lag)
 	faults := r.startFaults(runCtx)
+	prof := r.startProfiles(runCtx)
 	r.send(runCtx)
 	sendEnd := time.Now()
 	if ctx.Err() != nil {
@@ -292,6 +298,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		close(stopSampling)
 		samplers.Wait()
 		faults.Wait()
+		prof.wait()
 		return nil, ctx.Err()
 	}
 	r.drain(ctx)
@@ -299,7 +306,49 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	close(stopSampling)
 	samplers.Wait()
 	cfg.Reader.Close()
-	return r.report(started, sendEnd, procs, lag, dls), nil
+	rep := r.report(started, sendEnd, procs, lag, dls)
+	rep.Profiles = prof.wait()
+	return rep, nil
+}
+
+// profiling is a run's profile collection (Config.ProfileDir).
+type profiling struct {
+	done  chan struct{}
+	files []string
+}
+
+// wait returns the profiles written, once their collection ended.
+func (p *profiling) wait() []string {
+	if p == nil {
+		return nil
+	}
+	<-p.done
+	return p.files
+}
+
+// startProfiles collects the services' profiles from the warm-up's end,
+// when Config.ProfileDir is set.
+func (r *run) startProfiles(ctx context.Context) *profiling {
+	if r.cfg.ProfileDir == "" || len(r.cfg.MetricsURLs) == 0 {
+		return nil
+	}
+	p := &profiling{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		t := time.NewTimer(time.Until(r.begin.Add(r.cfg.Warmup)))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		files, err := profiles(ctx, r.cfg.ProfileDir, r.cfg.Scenario, r.cfg.MetricsURLs, r.cfg.Duration-r.cfg.Warmup)
+		if err != nil && r.cfg.Progress != nil {
+			fmt.Fprintln(r.cfg.Progress, err)
+		}
+		p.files = files
+	}()
+	return p
 }
 
 // openReader opens the answers' reader into the ledger, and watches the

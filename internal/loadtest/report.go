@@ -44,6 +44,9 @@ type Report struct {
 	SSEReconnects int     `json:"sse_reconnects,omitempty"`
 	Series        Series  `json:"series"`
 	Checks        []Check `json:"checks"`
+	// Profiles are the services' CPU and heap profiles of the measured
+	// window (Config.ProfileDir), for go tool pprof.
+	Profiles []string `json:"profiles,omitempty"`
 }
 
 // ClassReport holds the figures of one load class.
@@ -366,6 +369,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 			mark = "FAIL"
 		}
 		fmt.Fprintf(w, "   [%s] %s: %s\n", mark, c.Name, c.Detail)
+	}
+	if len(r.Profiles) > 0 {
+		fmt.Fprintf(w, "-- profiles (go tool pprof -top FILE): %s\n", strings.Join(r.Profiles, " "))
 	}
 }
 

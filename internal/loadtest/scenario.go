@@ -238,6 +238,10 @@ type SuiteConfig struct {
 	Drain time.Duration
 	// OnReport is called after each scenario.
 	OnReport func(*Report)
+	// ProfileDir, with a stack, runs its services with --pprof and writes
+	// their CPU and heap profiles of each scenario's measured window
+	// there (Config.ProfileDir).
+	ProfileDir string
 }
 
 // ProgressSink receives the live progress line; TTY redraws one line.
@@ -333,6 +337,12 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		cfg := sc.Stack
 		cfg.Dir = sc.Stack.Dir + "/" + s.Name
 		cfg.ModelLatency, cfg.ModelJitter = p.ModelLatency, p.ModelJitter
+		if sc.ProfileDir != "" {
+			if cfg.CommonArgs == nil {
+				cfg.CommonArgs = defaultCommonArgs()
+			}
+			cfg.CommonArgs = append(slices.Clone(cfg.CommonArgs), "--pprof")
+		}
 		if s.stack != nil {
 			s.stack(p, &cfg)
 		}
@@ -413,6 +423,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 	cfg.Settings = settings(p, s, sc)
 	if st != nil {
 		cfg.MetricsURLs = metricsURLs(st)
+		cfg.ProfileDir = sc.ProfileDir
 	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {

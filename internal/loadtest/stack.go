@@ -52,7 +52,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		cfg.Tenant = "loadtest"
 	}
 	if cfg.CommonArgs == nil {
-		cfg.CommonArgs = []string{"--log-level", "warn"}
+		cfg.CommonArgs = defaultCommonArgs()
 	}
 	if cfg.IngressArgs == nil {
 		// One client address and one tenant with thousands of connections:
@@ -63,6 +63,10 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	cfg.NoIngressGRPC, cfg.EgressGRPC = false, true
 	return stack.Start(ctx, cfg)
 }
+
+// defaultCommonArgs are the flags every service of a load test's stack
+// gets unless the configuration says otherwise.
+func defaultCommonArgs() []string { return []string{"--log-level", "warn"} }
 
 // more returns the instances of eps beyond the first.
 func more(eps []stack.Endpoint) []Instance {
