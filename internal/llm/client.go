@@ -90,7 +90,7 @@ func (c *Client) Complete(ctx context.Context, req ChatRequest) (*ChatResponse, 
 // parseCompletion reads the first choice of a chat.completion body.
 func parseCompletion(body []byte) (*ChatResponse, error) {
 	var w wireCompletion
-	if err := json.Unmarshal(body, &w); err != nil {
+	if err := decodeJSON(body, &w); err != nil {
 		return nil, invalidResponse("decode answer", err)
 	}
 	for _, ch := range w.Choices {

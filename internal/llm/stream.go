@@ -3,7 +3,6 @@ package llm
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -70,7 +69,7 @@ func (c *Client) Stream(ctx context.Context, req ChatRequest, onDelta func(delta
 			return nil, streamError(ev.Data)
 		}
 		var chunk wireChunk
-		if err := json.Unmarshal(ev.Data, &chunk); err != nil {
+		if err := decodeJSON(ev.Data, &chunk); err != nil {
 			return nil, invalidResponse("decode chunk", err)
 		}
 		if !isNull(chunk.Error) {
