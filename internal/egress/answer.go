@@ -47,8 +47,15 @@ type lazyJSON struct {
 }
 
 func (l *lazyJSON) bytes(v view) ([]byte, error) {
+	if l.res.GetChunk() != nil {
+		v = view{} // every view sees a chunk the same
+	}
 	e := &l.views[v.index()]
 	e.once.Do(func() {
+		if data, ok := appendChunkAnswer(nil, l.res); ok {
+			e.data = data
+			return
+		}
 		var buf bytes.Buffer
 		e.err = appendJSON(&buf, answerOf(l.res, v))
 		e.data = buf.Bytes()
