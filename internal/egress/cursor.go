@@ -10,9 +10,11 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"hash"
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 )
 
 // cursor is a place in the results topic: the partition and offset of the
@@ -84,6 +86,7 @@ const maxCursorLen = 128
 type cursorCodec struct {
 	aead cipher.AEAD
 	mac  []byte
+	macs sync.Pool // of HMAC-SHA256 states keyed with mac: a cursor per event is sealed
 }
 
 // newCursorCodec derives the codec's keys from secret (HKDF-SHA256). Every
@@ -105,7 +108,9 @@ func newCursorCodec(secret []byte) (*cursorCodec, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &cursorCodec{aead: aead, mac: keys[32:]}, nil
+	k := &cursorCodec{aead: aead, mac: keys[32:]}
+	k.macs.New = func() any { return hmac.New(sha256.New, k.mac) }
+	return k, nil
 }
 
 // randomCursorSecret is the secret of an instance configured without one:
@@ -137,13 +142,19 @@ func (k *cursorCodec) seal(tenant, conv string, c cursor) string {
 		binary.BigEndian.PutUint64(plain[n:], uint64(c.held))
 		n += cursorLenHeld
 	}
-	aad := cursorAAD(tenant, conv)
-	m := hmac.New(sha256.New, k.mac)
+	var aadBuf [128]byte
+	aad := append(append(append(aadBuf[:0], tenant...), 0), conv...)
+	m := k.macs.Get().(hash.Hash)
+	m.Reset()
 	m.Write(aad)
 	m.Write(plain[:n])
-	nonce := m.Sum(nil)[:k.aead.NonceSize()]
+	var sum [sha256.Size + cursorLenV2 + cursorLenHeld + 16]byte // the nonce, then the sealed text
+	nonce := m.Sum(sum[:0])[:k.aead.NonceSize()]
+	k.macs.Put(m)
 	out := k.aead.Seal(nonce, nonce, plain[:n], aad)
-	return prefix + base64.RawURLEncoding.EncodeToString(out)
+	var text [len(cursorPrefixV2) + (len(sum)*4+2)/3]byte
+	t := append(text[:0], prefix...)
+	return string(base64.RawURLEncoding.AppendEncode(t, out))
 }
 
 // errCursor is every refused cursor: the client learns only that it is not
