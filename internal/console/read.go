@@ -54,6 +54,9 @@ func (c *Console) readTail(ctx context.Context, cl *kgo.Client) {
 // from the request's acceptance to its completion (or the record's
 // timestamp when the result carries no timings).
 func (c *Console) observeResult(rec *kgo.Record) {
+	if envelope.ResultIsChunk(rec) {
+		return // most records of a streamed answer: not decoded
+	}
 	res, err := envelope.DecodeResult(rec)
 	if err != nil || res.GetChunk() != nil {
 		return // a record egress cannot read either is egress's to report

@@ -17,6 +17,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -203,3 +204,38 @@ func Partition(key string, n int) int32 {
 	tp := kgo.StickyKeyPartitioner(nil).ForTopic("")
 	return int32(tp.Partition(&kgo.Record{Key: []byte(key)}, n))
 }
+
+// ResultIsChunk reports whether rec, a result record, holds a chunk, from
+// the protobuf wire format alone, without decoding it: readers that want
+// only terminal results skip the chunks, most of a streamed answer's
+// records, at the cost of a scan. It is false for a JSON value or bytes it
+// cannot read; decode those to tell.
+func ResultIsChunk(rec *kgo.Record) bool {
+	switch Header(rec, HeaderContentType) {
+	case "", ContentTypeProtobuf, "application/protobuf", "application/vnd.google.protobuf":
+	default:
+		return false
+	}
+	body := protowire.Number(0)
+	for b := rec.Value; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return false
+		}
+		if typ == protowire.BytesType && num >= resultChunkField && num <= resultErrorField {
+			body = num // the oneof's last member on the wire is the one set
+		}
+		b = b[n+m:]
+	}
+	return body == resultChunkField
+}
+
+// The members of Result's body oneof (proto/switchboard/v1/records.proto).
+const (
+	resultChunkField protowire.Number = 5
+	resultErrorField protowire.Number = 7
+)
