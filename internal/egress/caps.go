@@ -67,6 +67,11 @@ type backlog struct {
 	conn    net.Conn
 	max     int
 	timeout time.Duration
+	// bound is at least the connection's unsent bytes: what the kernel
+	// last said plus what was written since. While it is at most max, the
+	// kernel need not be asked.
+	bound  int
+	unsent func(net.Conn) (int, bool) // httpserve.Unsent; tests replace it
 }
 
 // newBacklog returns the backlog of the connection ctx's request arrived
@@ -76,19 +81,41 @@ func (e *Egress) newBacklog(ctx context.Context) *backlog {
 	if c == nil || e.cfg.MaxUnsentBytes <= 0 {
 		return nil
 	}
-	return &backlog{conn: c, max: e.cfg.MaxUnsentBytes, timeout: e.cfg.WriteTimeout}
+	// The response's header and first lines were written before: counted
+	// generously, so the bound starts above them.
+	return &backlog{conn: c, max: e.cfg.MaxUnsentBytes, timeout: e.cfg.WriteTimeout, bound: 4096, unsent: httpserve.Unsent}
 }
 
-// wait returns once the connection's unsent bytes are at most max; errSlow
-// when they are not within timeout, ctx's error when it ends first. It
-// polls, from 2ms doubling to 1s: a reading client costs one ioctl per
-// event.
-func (b *backlog) wait(ctx context.Context) error {
+// framing bounds what one write adds beyond its bytes on the wire: an
+// HTTP chunk's size line, a WebSocket frame header, a TLS record's
+// overhead.
+const framing = 64
+
+// wait returns once the connection's unsent bytes are at most max, and
+// counts the n bytes the caller then writes; errSlow when they are not
+// within timeout, ctx's error when it ends first. It asks the kernel (an
+// ioctl) only when the bytes written since it last did could have filled
+// the queue past max: a reading client costs one ioctl per max bytes, not
+// one per event. It polls, from 2ms doubling to 1s.
+func (b *backlog) wait(ctx context.Context, n int) error {
 	if b == nil {
 		return nil
 	}
-	n, ok := httpserve.Unsent(b.conn)
+	if err := b.room(ctx); err != nil {
+		return err
+	}
+	b.bound += n + framing
+	return nil
+}
+
+// room returns once the connection's unsent bytes are at most max.
+func (b *backlog) room(ctx context.Context) error {
+	if b.bound <= b.max {
+		return nil
+	}
+	n, ok := b.unsent(b.conn)
 	if !ok || n <= b.max {
+		b.bound = n // 0 when the system cannot tell: it is not asked again for max bytes
 		return nil
 	}
 	deadline := time.Now().Add(b.timeout)
@@ -103,7 +130,8 @@ func (b *backlog) wait(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		if n, ok = httpserve.Unsent(b.conn); !ok || n <= b.max {
+		if n, ok = b.unsent(b.conn); !ok || n <= b.max {
+			b.bound = n
 			return nil
 		}
 	}

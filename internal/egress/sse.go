@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -88,10 +89,14 @@ func (s *sseSink) event(cur string, name string, ev event, v view) error {
 		return err
 	}
 	s.buf.Reset()
-	fmt.Fprintf(&s.buf, "id: %s\nevent: %s\ndata: ", cur, name)
+	s.buf.WriteString("id: ")
+	s.buf.WriteString(cur)
+	s.buf.WriteString("\nevent: ")
+	s.buf.WriteString(name)
+	s.buf.WriteString("\ndata: ")
 	s.buf.Write(data)
 	s.buf.WriteString("\n\n")
-	if err := s.backlog.wait(s.ctx); err != nil {
+	if err := s.backlog.wait(s.ctx, s.buf.Len()); err != nil {
 		return err
 	}
 	s.deadline()
@@ -103,11 +108,12 @@ func (s *sseSink) event(cur string, name string, ev event, v view) error {
 }
 
 func (s *sseSink) keepAlive(ctx context.Context) error {
-	if err := s.backlog.wait(ctx); err != nil {
+	const keepAlive = ": keep-alive\n\n"
+	if err := s.backlog.wait(ctx, len(keepAlive)); err != nil {
 		return err
 	}
 	s.deadline()
-	if _, err := fmt.Fprint(s.w, ": keep-alive\n\n"); err != nil {
+	if _, err := io.WriteString(s.w, keepAlive); err != nil {
 		return err
 	}
 	s.flusher.Flush()
@@ -123,7 +129,7 @@ func (s *sseSink) restart(r *pb.Restart) error {
 		return err
 	}
 	s.buf.WriteString("\n\n")
-	if err := s.backlog.wait(s.ctx); err != nil {
+	if err := s.backlog.wait(s.ctx, s.buf.Len()); err != nil {
 		return err
 	}
 	s.deadline()

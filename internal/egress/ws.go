@@ -90,7 +90,7 @@ type wsSink struct {
 
 // write sends one message once the connection's backlog allows.
 func (s *wsSink) write(data []byte) error {
-	if err := s.backlog.wait(s.ctx); err != nil {
+	if err := s.backlog.wait(s.ctx, len(data)); err != nil {
 		return err
 	}
 	return s.send(data)
