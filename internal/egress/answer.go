@@ -47,12 +47,12 @@ type lazyJSON struct {
 }
 
 func (l *lazyJSON) bytes(v view) ([]byte, error) {
-	if l.res.GetChunk() != nil {
-		v = view{} // every view sees a chunk the same
+	if l.res.GetFinal() == nil {
+		v = view{} // every view sees a chunk or an error the same
 	}
 	e := &l.views[v.index()]
 	e.once.Do(func() {
-		if data, ok := appendChunkAnswer(nil, l.res); ok {
+		if data, ok := appendAnswer(nil, l.res, v); ok {
 			e.data = data
 			return
 		}
