@@ -49,6 +49,7 @@ func (c *Client) Stream(ctx context.Context, req ChatRequest, onDelta func(delta
 		return s.fromJSON(ctx, callCtx, c, resp.Body, firstToken)
 	}
 	events := newSSEReader(resp.Body, maxEventBytes)
+	var chunk wireChunk // one for the stream: decoding takes it as an interface, so it lives on the heap
 	for {
 		ev, err := events.next()
 		switch {
@@ -68,7 +69,7 @@ func (c *Client) Stream(ctx context.Context, req ChatRequest, onDelta func(delta
 		if ev.Name == "error" {
 			return nil, streamError(ev.Data)
 		}
-		var chunk wireChunk
+		chunk = wireChunk{}
 		if err := decodeJSON(ev.Data, &chunk); err != nil {
 			return nil, invalidResponse("decode chunk", err)
 		}
