@@ -10,17 +10,18 @@ import (
 func TestCoalescerBySize(t *testing.T) {
 	var got []string
 	c := &coalescer{interval: time.Hour, size: 4, flush: func(s string) { got = append(got, s) }}
-	for _, d := range []string{"a", "bc", "d", "e", "fghij", "k"} {
+	for _, d := range []string{"0", "a", "bc", "d", "e", "fghij", "k"} {
 		c.add(d)
 	}
 	c.close()
-	if want := []string{"abcd", "efghij", "k"}; strings.Join(got, "|") != strings.Join(want, "|") {
+	if want := []string{"0", "abcd", "efghij", "k"}; strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("chunks = %q, want %q", got, want)
 	}
 }
 
-// TestCoalescerByTime: text is flushed interval after its first byte
-// arrived, even when no further delta comes to trigger it.
+// TestCoalescerByTime: the first delta is flushed at once; later text
+// interval after its first byte arrived, even when no further delta comes
+// to trigger it.
 func TestCoalescerByTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var got []string
@@ -30,6 +31,8 @@ func TestCoalescerByTime(t *testing.T) {
 			got = append(got, s)
 			at = append(at, time.Since(start))
 		}}
+		c.add("first")
+		time.Sleep(5 * time.Millisecond)
 		c.add("a")
 		time.Sleep(10 * time.Millisecond)
 		c.add("b")
@@ -39,11 +42,11 @@ func TestCoalescerByTime(t *testing.T) {
 		c.close()
 		c.add("late") // ignored after close
 		time.Sleep(time.Second)
-		if want := []string{"ab", "c"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		if want := []string{"first", "ab", "c"}; strings.Join(got, "|") != strings.Join(want, "|") {
 			t.Errorf("chunks = %q, want %q", got, want)
 		}
-		if want := []time.Duration{50 * time.Millisecond, 1030 * time.Millisecond}; len(at) != 2 || at[0] != want[0] || at[1] != want[1] {
-			t.Errorf("flushed at %v, want %v (50ms after the first byte; the rest at close)", at, want)
+		if want := []time.Duration{0, 55 * time.Millisecond, 1035 * time.Millisecond}; len(at) != 3 || at[0] != want[0] || at[1] != want[1] || at[2] != want[2] {
+			t.Errorf("flushed at %v, want %v (the first delta at once; then 50ms after the first byte; the rest at close)", at, want)
 		}
 	})
 }

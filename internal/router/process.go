@@ -411,7 +411,9 @@ func (r *Router) call(ctx context.Context, l *lease, req *pb.Request, msgs []*pb
 	return resp, err
 }
 
-// coalescer groups streamed deltas into chunks: buffered text is flushed
+// coalescer groups streamed deltas into chunks. The stream's first delta
+// is its own chunk at once (coalescing must not delay the time to first
+// token, which a reader sees first); after it, buffered text is flushed
 // once it reaches size bytes or has waited interval since its first byte
 // arrived, whichever comes first, so a pause in the stream does not hold
 // back text already received. flush is called with mu held: one call at a
@@ -426,12 +428,19 @@ type coalescer struct {
 	timer  *time.Timer // flushes the buffer interval after its first byte
 	gen    int         // counts flushes, so a stale timer does nothing
 	closed bool
+	first  bool // the first delta was flushed
 }
 
 func (c *coalescer) add(delta string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if delta == "" || c.closed {
+		return
+	}
+	if !c.first {
+		c.first = true
+		c.buf.WriteString(delta)
+		c.emit()
 		return
 	}
 	if c.buf.Len() == 0 {
