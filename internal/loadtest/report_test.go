@@ -95,6 +95,9 @@ func TestCompare(t *testing.T) {
 	if _, ok := metrics["router-worker CPU ms/request"]; !ok {
 		t.Error("no per-process CPU metric")
 	}
+	if m := metrics["success before retries %"]; m.A != 98.76 {
+		t.Errorf("success before retries %+v, want 98.76 %%", m)
+	}
 	var buf bytes.Buffer
 	WriteComparison(&buf, a, b, "a.json", "b.json")
 	for _, want := range []string{"== baseline / interactive", "e2e p99 ms", "+100.00", "worse", "only in A"} {
