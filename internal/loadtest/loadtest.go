@@ -621,7 +621,7 @@ func (r *run) openLoop(ctx context.Context, li int, l Load, wg *sync.WaitGroup) 
 				return
 			}
 			e := r.led.register(l.Class, conv, id, intended)
-			r.sendOne(ctx, e, r.message(id, conv, l, i))
+			_ = r.sendOne(ctx, e, r.message(id, conv, l, i)) // the ledger has the outcome
 		}()
 	}
 }
