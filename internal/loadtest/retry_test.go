@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // fakeReader delivers the answers a test hands it.
@@ -259,5 +262,71 @@ func TestRetryAfterHeader(t *testing.T) {
 	h.Set("Retry-After", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
 	if got := retryAfterHeader(h); got < 58*time.Minute || got > time.Hour {
 		t.Errorf("Retry-After an hour ahead: %v", got)
+	}
+}
+
+// TestDriversCarryKeyAndRetryAfter: the ws and openai drivers send the
+// Idempotency-Key and return a refusal's Retry-After (retry_after_ms on a
+// WebSocket, the header on the OpenAI API), so a resend waits as told and
+// is the same request.
+func TestDriversCarryKeyAndRetryAfter(t *testing.T) {
+	var mu sync.Mutex
+	var keys []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/ws":
+			c, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			for {
+				_, data, err := c.Read(r.Context())
+				if err != nil {
+					return
+				}
+				var fr struct {
+					ID  string `json:"id"`
+					Key string `json:"idempotency_key"`
+				}
+				_ = json.Unmarshal(data, &fr)
+				mu.Lock()
+				keys = append(keys, "ws:"+fr.Key)
+				mu.Unlock()
+				reply := `{"type":"error","id":"` + fr.ID + `","error":{"code":"unavailable","message":"x"},"status":503,"retry_after_ms":1500}`
+				if err := c.Write(r.Context(), websocket.MessageText, []byte(reply)); err != nil {
+					return
+				}
+			}
+		case "/v1/chat/completions":
+			mu.Lock()
+			keys = append(keys, "openai:"+r.Header.Get("Idempotency-Key"))
+			mu.Unlock()
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = io.WriteString(w, `{"error":{"message":"x","type":"rate_limit_error","param":null,"code":"rate_limited"}}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	ws := newWSDriver(srv.URL, "", 5*time.Second, 2)
+	defer ws.Close()
+	oa := newOpenAIDriver(srv.URL, "", 5*time.Second)
+	defer oa.Close()
+	for _, tc := range []struct {
+		d     Driver
+		after time.Duration
+	}{{ws, 1500 * time.Millisecond}, {oa, 2 * time.Second}} {
+		m := Message{ID: "k-" + tc.d.Name(), IdempotencyKey: "k-" + tc.d.Name(), Conversation: "c", Lane: "interactive", Model: "sim", Content: "x"}
+		err := tc.d.Send(t.Context(), m)
+		if after, ok := retryable(err); !ok || after != tc.after {
+			t.Errorf("%s: %v: retryable %v after %v, want after %v", tc.d.Name(), err, ok, after, tc.after)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := fmt.Sprint(keys); got != "[ws:k-ws openai:k-openai]" {
+		t.Errorf("keys received %s, want [ws:k-ws openai:k-openai]", got)
 	}
 }
