@@ -11,7 +11,10 @@ import (
 // Recovery after a fault (the chaos scenario): for each fault that ends
 // with a restart, how long after the restart the p99 of the requests sent
 // after it is back within RecoveryFactor × the baseline p99, the p99 of
-// the measured requests sent before the first fault.
+// the measured requests answered before the first fault began (a request
+// still in flight then is the fault's, not the baseline's; this leaves
+// out the slowest requests of the last moments before the fault, so the
+// bound is if anything strict).
 //
 // The requests sent after the restart (by intended send time, up to the
 // next fault or the end of the load) are cut into windows of
@@ -34,8 +37,8 @@ const (
 type RecoveryReport struct {
 	// Class is the load class measured (interactive when there is one).
 	Class string `json:"class"`
-	// BaselineP99MS is the p99 of the measured requests sent before the
-	// first fault; BoundMS is RecoveryFactor times it.
+	// BaselineP99MS is the p99 of the measured requests answered before
+	// the first fault began; BoundMS is RecoveryFactor times it.
 	BaselineP99MS float64         `json:"baseline_p99_ms"`
 	BoundMS       float64         `json:"bound_ms"`
 	WindowS       float64         `json:"window_s"`
@@ -86,7 +89,7 @@ func recovery(samples []sample, warmup time.Duration, faultsAt []time.Duration, 
 	first := slices.Min(faultsAt)
 	var base []sample
 	for _, s := range samples {
-		if s.t >= warmup && s.t < first {
+		if s.t >= warmup && s.ok && s.t+s.lat < first {
 			base = append(base, s)
 		}
 	}
@@ -172,7 +175,7 @@ func (r *RecoveryReport) met() bool {
 // describe is one line per fault, for the summary and the check.
 func (r *RecoveryReport) describe() string {
 	if r.BoundMS == 0 {
-		return "no baseline p99 (no successful requests before the first fault)"
+		return "no baseline p99 (no request answered between the warm-up and the first fault)"
 	}
 	var parts []string
 	for _, f := range r.Faults {
