@@ -78,6 +78,8 @@ func newOptions(f *daemon.Flags) *options {
 	f.Duration(&p.LongTailLatency, "long-tail-latency", "long-tail: latency of the slow model calls")
 	f.Float64(&p.BadShare, "bad-share", "malformed: share of bad inputs")
 	f.Float64(&p.MalformedRate, "malformed-rate", "malformed: requests per second, bad ones included")
+	f.Int(&p.Retries, "retries", fmt.Sprintf("most resends of a request refused with 429 or 503 or whose connection failed, after its Retry-After, with the same Idempotency-Key; -1: the scenario's default (chaos %d, the others 0)", loadtest.ChaosRetries))
+	f.Duration(&p.RetryBudget, "retry-budget", "bound on a request's resends: none later than this after its intended send time (0: 30s)")
 	f.Duration(&p.ChaosDown, "chaos-down", "chaos: how long a killed process stays down (the backend: three times this)")
 	f.Duration(&p.ModelLatency, "model-latency", "model latency (--stack sets modelsim's)")
 	f.Duration(&p.ModelJitter, "model-jitter", "model latency jitter (--stack sets modelsim's)")

@@ -104,6 +104,10 @@ func classMetrics(ra, rb *Report, a, b *ClassReport) []Metric {
 		{"send errors", float64(a.SendErrors), float64(b.SendErrors), false},
 		{"error results", float64(a.Failed), float64(b.Failed), false},
 	}
+	if ra.Retries > 0 && rb.Retries > 0 { // reports from before retries have no first-attempt figures
+		m = append(m, Metric{"success before retries %", 100 * a.SuccessRateFirstAttempt, 100 * b.SuccessRateFirstAttempt, true},
+			Metric{"resends", float64(a.Resends), float64(b.Resends), false})
+	}
 	if ra.Direct != nil && rb.Direct != nil {
 		// The reference tells how loaded each run's machine was.
 		m = append(m, Metric{"direct model p50 ms", ra.Direct.LatencyMS.P50, rb.Direct.LatencyMS.P50, false},

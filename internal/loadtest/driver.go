@@ -32,6 +32,10 @@ type Message struct {
 	MaxTokens int32
 	// Content is the user message.
 	Content string
+	// IdempotencyKey, when set, is sent as the request's Idempotency-Key
+	// (header or idempotency_key field), so that a resend after a refusal
+	// or a broken connection is the same request at ingress (retry.go).
+	IdempotencyKey string
 }
 
 // Driver submits requests to Switchboard through one entry point (ingress
@@ -68,6 +72,10 @@ type SendError struct {
 	Status int
 	// Err is the underlying error or the entry point's message.
 	Err error
+	// RetryAfter is when the entry point said a retry may succeed (HTTP
+	// Retry-After, or the retry_after_ms of a WebSocket or gRPC refusal);
+	// zero when it did not say.
+	RetryAfter time.Duration
 }
 
 func (e *SendError) Error() string { return fmt.Sprintf("send: %s: %v", e.Code, e.Err) }

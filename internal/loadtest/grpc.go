@@ -41,8 +41,9 @@ const nameGRPC = "grpc"
 // Errors: a rejection on the stream (Failure) is coded like the WebSocket
 // driver's, grpc_<HTTP status>_<code>; a broken stream fails every request
 // waiting on it with grpc_<status code>[_<ErrorInfo reason>] (or
-// connect_refused) and is replaced by the next call. Like the HTTP driver,
-// it does not retry: a refusal is counted, whatever its retry_after_ms.
+// connect_refused) and is replaced by the next call. Like the other
+// drivers, it does not retry itself: a refusal carries its retry_after_ms
+// (SendError.RetryAfter), and the run resends it (retry.go).
 //
 // Back-pressure: ingress stops reading a stream that has --ws-max-in-flight
 // requests waiting for Kafka, and a write to it then blocks on gRPC flow
@@ -143,7 +144,7 @@ func submitRequest(m Message) *pb.SubmitRequest {
 	return &pb.SubmitRequest{
 		ConversationId: m.Conversation, Model: m.Model, Stream: m.Stream, Lane: m.Lane, MaxTokens: m.MaxTokens,
 		Messages: []*pb.Message{{Role: roleUser, Content: m.Content}},
-		Metadata: map[string]string{MetadataKey: m.ID},
+		Metadata: map[string]string{MetadataKey: m.ID}, IdempotencyKey: m.IdempotencyKey,
 	}
 }
 
@@ -220,7 +221,7 @@ func openSubmitStream(ctx context.Context, cc *grpc.ClientConn, key string) (*su
 	}
 	if err != nil {
 		cancel()
-		return nil, &SendError{Code: grpcErrorCode(err), Err: err}
+		return nil, &SendError{Code: grpcErrorCode(err), Err: err, RetryAfter: grpcRetryAfter(err)}
 	}
 	s := &submitStream{stream: st, cancel: cancel, done: make(chan struct{}), pending: make(map[string]chan error)}
 	go s.receive()
@@ -258,7 +259,7 @@ func (s *submitStream) receive() {
 	for {
 		resp, err := s.stream.Recv()
 		if err != nil {
-			se := &SendError{Code: grpcErrorCode(err), Err: err}
+			se := &SendError{Code: grpcErrorCode(err), Err: err, RetryAfter: grpcRetryAfter(err)}
 			s.mu.Lock()
 			s.err = se
 			pending := s.pending
@@ -278,7 +279,8 @@ func (s *submitStream) receive() {
 			continue // the answer to a request whose call timed out
 		}
 		if f := resp.GetFailure(); f != nil {
-			w <- &SendError{Code: fmt.Sprintf("grpc_%d_%s", f.GetStatus(), f.GetCode()), Status: int(f.GetStatus()), Err: errors.New(f.GetMessage())}
+			w <- &SendError{Code: fmt.Sprintf("grpc_%d_%s", f.GetStatus(), f.GetCode()), Status: int(f.GetStatus()), Err: errors.New(f.GetMessage()),
+				RetryAfter: time.Duration(f.GetRetryAfterMs()) * time.Millisecond}
 			continue
 		}
 		w <- nil
@@ -333,4 +335,19 @@ func grpcErrorCode(err error) string {
 		}
 	}
 	return code
+}
+
+// grpcRetryAfter is the RetryInfo delay of a failed call or stream; zero
+// when it has none.
+func grpcRetryAfter(err error) time.Duration {
+	st, ok := status.FromError(err)
+	if !ok {
+		return 0
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
 }

@@ -111,8 +111,12 @@ func TestGRPCDriver(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct{ model, want string }{{"busy", "grpc_503_unavailable"}} {
-		if got := errorCode(d.Send(ctx, Message{Conversation: "c1", Model: tc.model})); got != tc.want {
+		err := d.Send(ctx, Message{Conversation: "c1", Model: tc.model})
+		if got := errorCode(err); got != tc.want {
 			t.Errorf("%s: code %q, want %q", tc.model, got, tc.want)
+		}
+		if after, ok := retryable(err); !ok || after != time.Second {
+			t.Errorf("%s: retryable %v after %v, want a resend after the refusal's retry_after_ms (1s)", tc.model, ok, after)
 		}
 	}
 

@@ -118,6 +118,7 @@ func writeReportHTML(b *strings.Builder, r *Report) {
 			b.WriteString("</table>")
 		}
 	}
+	writeRetryHTML(b, r)
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(b, "<p>Errors by code: <code>%s</code></p>", esc(formatCounts(r.Errors)))
 	}
@@ -258,4 +259,36 @@ func shortNum(v float64) string {
 		return fmt.Sprintf("%.0f", v)
 	}
 	return fmt.Sprintf("%.2g", v)
+}
+
+// writeRetryHTML writes the success before and after retries (retry.go)
+// and the recovery after each fault (recovery.go).
+func writeRetryHTML(b *strings.Builder, r *Report) {
+	b.WriteString("<table><tr><th>class</th><th>success</th><th>success before retries (first attempt)</th><th>requests resent</th><th>resends</th></tr>")
+	for _, name := range r.classNames() {
+		c := r.Classes[name]
+		fmt.Fprintf(b, "<tr><td>%s</td><td>%.3f %%</td><td>%.3f %%</td><td>%d</td><td>%d</td></tr>", esc(name), 100*c.SuccessRate, 100*c.SuccessRateFirstAttempt, c.Retried, c.Resends)
+	}
+	b.WriteString("</table>")
+	if r.Retries > 0 {
+		fmt.Fprintf(b, "<p>Retries: at most %d resends a request within %.0f s of its intended send time, same Idempotency-Key; resent after: <code>%s</code></p>",
+			r.Retries, r.RetryBudgetS, esc(formatCounts(r.Resent)))
+	} else {
+		b.WriteString("<p>Retries: none (each request sent once).</p>")
+	}
+	rec := r.Recovery
+	if rec == nil {
+		return
+	}
+	fmt.Fprintf(b, "<p>Recovery (%s): p99 over %.0f s windows of the requests sent after each restart, back within %.1f× the baseline p99 %.1f ms (bound %.1f ms) for %d windows in a row; target %.0f s.</p>",
+		esc(rec.Class), rec.WindowS, RecoveryFactor, rec.BaselineP99MS, rec.BoundMS, RecoveryHold, rec.TargetS)
+	b.WriteString("<table><tr><th>fault</th><th>restart (s)</th><th>recovered after (s)</th><th>failed</th><th style='text-align:left'>window p99s (ms; −1: failed)</th></tr>")
+	for _, f := range rec.Faults {
+		after := "not recovered"
+		if f.RecoveredAfterS != nil {
+			after = fmt.Sprintf("%.0f", *f.RecoveredAfterS)
+		}
+		fmt.Fprintf(b, "<tr><td>%s</td><td>%.1f</td><td>%s</td><td>%d</td><td style='text-align:left'>%s</td></tr>", esc(f.Fault), f.RestartS, after, f.Failed, esc(fmt.Sprint(f.Windows)))
+	}
+	b.WriteString("</table>")
 }

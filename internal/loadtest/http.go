@@ -43,7 +43,12 @@ func (d *httpDriver) Name() string { return "http" }
 
 func (d *httpDriver) Send(ctx context.Context, m Message) error {
 	body, _ := json.Marshal(requestFields(m))
-	return d.post(ctx, m.Conversation, body, "application/json")
+	_, err := d.do(ctx, d.messagesURL(m.Conversation), body, "application/json", m.IdempotencyKey, http.StatusAccepted)
+	return err
+}
+
+func (d *httpDriver) messagesURL(conv string) string {
+	return d.base + "/v1/conversations/" + url.PathEscape(conv) + "/messages"
 }
 
 // requestFields are the JSON fields of m's request, as every ingress
@@ -65,9 +70,12 @@ func (d *httpDriver) SendCall(ctx context.Context, ms []Message) []error {
 	for i, m := range ms {
 		items[i] = requestFields(m)
 		items[i]["conversation_id"] = m.Conversation
+		if m.IdempotencyKey != "" {
+			items[i]["idempotency_key"] = m.IdempotencyKey
+		}
 	}
 	body, _ := json.Marshal(map[string]any{"requests": items})
-	b, err := d.do(ctx, d.base+"/v1/messages:batch", body, "application/json", http.StatusOK)
+	b, err := d.do(ctx, d.base+"/v1/messages:batch", body, "application/json", "", http.StatusOK)
 	if err != nil {
 		for i := range errs {
 			errs[i] = err
@@ -107,22 +115,21 @@ func (d *httpDriver) SendRaw(ctx context.Context, conv string, bad Bad) error {
 	if body == nil {
 		return &SendError{Code: "unsupported", Err: fmt.Errorf("bad input %s has no HTTP form", bad.Kind)}
 	}
-	return d.post(ctx, conv, body, ct)
-}
-
-func (d *httpDriver) post(ctx context.Context, conv string, body []byte, contentType string) error {
-	_, err := d.do(ctx, d.base+"/v1/conversations/"+url.PathEscape(conv)+"/messages", body, contentType, http.StatusAccepted)
+	_, err := d.do(ctx, d.messagesURL(conv), body, ct, "", http.StatusAccepted)
 	return err
 }
 
-// do posts body to u and returns the answer's body when its status is
-// want, or a *SendError.
-func (d *httpDriver) do(ctx context.Context, u string, body []byte, contentType string, want int) ([]byte, error) {
+// do posts body to u, with the Idempotency-Key key when not empty, and
+// returns the answer's body when its status is want, or a *SendError.
+func (d *httpDriver) do(ctx context.Context, u string, body []byte, contentType, key string, want int) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, &SendError{Code: "request", Err: err}
 	}
 	req.Header.Set("Content-Type", contentType)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	if d.key != "" {
 		req.Header.Set("Authorization", "Bearer "+d.key)
 	}
@@ -145,7 +152,8 @@ func (d *httpDriver) do(ctx context.Context, u string, body []byte, contentType 
 	if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
 		code = e.Error.Code
 	}
-	return nil, &SendError{Code: fmt.Sprintf("http_%d_%s", resp.StatusCode, code), Status: resp.StatusCode, Err: errors.New(strings.TrimSpace(string(b)))}
+	return nil, &SendError{Code: fmt.Sprintf("http_%d_%s", resp.StatusCode, code), Status: resp.StatusCode, Err: errors.New(strings.TrimSpace(string(b))),
+		RetryAfter: retryAfterHeader(resp.Header)}
 }
 
 func (d *httpDriver) Close() { d.client.CloseIdleConnections() }

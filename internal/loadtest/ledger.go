@@ -27,6 +27,7 @@ type ledger struct {
 	convs   map[string]*convState
 	classes map[string]*classStats
 	errors  map[string]int
+	resent  map[string]int // refusals answered with a resend, by code
 	bad     map[string]*badEntry
 	direct  *directStats
 	pending int // accepted requests without a terminal answer yet
@@ -41,6 +42,7 @@ type entry struct {
 	measured   bool
 	accepted   bool
 	sendFailed bool
+	resends    int // sends after the first (retry.go)
 	terminals  int
 	stored     int // times seen in the requests topic
 	firstChunk bool
@@ -66,6 +68,7 @@ type classStats struct {
 	name                                 string
 	sent, measured, accepted, sendErrors int
 	answered, succeeded, failed          int
+	resends, retried, succeededFirst     int
 	lost, dups, order                    int
 	stored, storedOrder, convStoredOrder int
 	convLost, convDups, convOrder, convs int
@@ -102,7 +105,7 @@ func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, histMaxMicro
 
 func newLedger(begin time.Time, warmup time.Duration) *ledger {
 	return &ledger{begin: begin, warmup: warmup, entries: map[string]*entry{}, convs: map[string]*convState{},
-		classes: map[string]*classStats{}, errors: map[string]int{}, bad: map[string]*badEntry{},
+		classes: map[string]*classStats{}, errors: map[string]int{}, resent: map[string]int{}, bad: map[string]*badEntry{},
 		direct: &directStats{latency: newHist(), ttfc: newHist(), errors: map[string]int{}}}
 }
 
@@ -181,6 +184,16 @@ func (l *ledger) sent(e *entry, err error, at time.Time) {
 	e.class.sendErrors++
 	l.errors[errorCode(err)]++
 	l.second(e.class, at).errors++
+}
+
+// resend records that the entry's request is sent again after err: the
+// same request (retry.go), so the entry stays one request with one answer
+// expected; only its outcome (sent) counts as a send error.
+func (l *ledger) resend(e *entry, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e.resends++
+	l.resent[errorCode(err)]++
 }
 
 // observe accounts for one answer; answers to requests it does not know
@@ -359,6 +372,15 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 			e.class.lost++
 			e.conv.lost++
 		}
+		if !e.measured {
+			continue
+		}
+		e.class.resends += e.resends
+		if e.resends > 0 {
+			e.class.retried++
+		} else if e.final {
+			e.class.succeededFirst++
+		}
 	}
 	// A conversation belongs to the class of its entries; count affected
 	// conversations per class.
@@ -404,8 +426,10 @@ func (l *ledger) finish() (map[string]*ClassReport, *DirectReport, map[string]in
 			SendLagMaxMS: ms(c.sendLagMax),
 		}
 		r.WorstConversations = worstOf(worst[c])
+		r.Resends, r.Retried, r.SucceededFirstAttempt = c.resends, c.retried, c.succeededFirst
 		if c.measured > 0 {
 			r.SuccessRate = float64(c.succeeded) / float64(c.measured)
+			r.SuccessRateFirstAttempt = float64(c.succeededFirst) / float64(c.measured)
 		}
 		if w := c.lastIntended.Sub(c.firstIntended); w > 0 {
 			r.OfferedRate = float64(c.measured-1) / w.Seconds()
@@ -536,4 +560,38 @@ func percentiles(h *hdrhistogram.Histogram) Percentiles {
 	}
 	return Percentiles{Count: h.TotalCount(), P50: f(h.ValueAtQuantile(50)), P90: f(h.ValueAtQuantile(90)), P99: f(h.ValueAtQuantile(99)),
 		P999: f(h.ValueAtQuantile(99.9)), Max: f(h.Max()), Mean: h.Mean() / 1000}
+}
+
+// resentCounts returns the refusals answered with a resend, by code.
+func (l *ledger) resentCounts() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.resent) == 0 {
+		return nil
+	}
+	out := make(map[string]int, len(l.resent))
+	for k, v := range l.resent {
+		out[k] = v
+	}
+	return out
+}
+
+// samples returns the measured requests of class for the recovery
+// (recovery.go): intended send time since begin and, for a request whose
+// first terminal answer was a final result, its end-to-end latency.
+func (l *ledger) samples(class string) []sample {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []sample
+	for _, e := range l.entries {
+		if e.class.name != class || !e.measured {
+			continue
+		}
+		s := sample{t: e.intended.Sub(l.begin)}
+		if e.final && e.terminals > 0 {
+			s.lat, s.ok = e.answeredAt.Sub(e.intended), true
+		}
+		out = append(out, s)
+	}
+	return out
 }

@@ -235,3 +235,59 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("a stack without binaries validated")
 	}
 }
+
+// TestLedgerResends: a request resent after refusals is one request: one
+// answer is a success (after retries, not before), not a duplicate or a
+// send error; two answers are a real duplicate; a request refused after
+// its resends is one send error; an answer that comes while a resend
+// waits (the refused attempt was stored after all) is its answer.
+func TestLedgerResends(t *testing.T) {
+	begin := time.Now().Add(-time.Minute)
+	l := newLedger(begin, 0)
+	refused := &SendError{Code: "http_503_unavailable", Status: 503}
+	at := begin.Add(time.Second)
+	reg := func(id string) *entry { return l.register(classInteractive, "c-"+id, id, at) }
+
+	a := reg("a") // refused twice, accepted, answered once
+	l.resend(a, refused)
+	l.resend(a, refused)
+	l.sent(a, nil, time.Now())
+	l.observe(Answer{ID: "a", Kind: Final, At: at.Add(3 * time.Second)})
+
+	b := reg("b") // accepted at once, answered twice
+	l.sent(b, nil, time.Now())
+	l.observe(Answer{ID: "b", Kind: Final, At: at.Add(time.Second)})
+	l.observe(Answer{ID: "b", Kind: Final, At: at.Add(time.Second)})
+
+	c := reg("c") // refused after its resends
+	l.resend(c, refused)
+	l.sent(c, refused, time.Now())
+
+	d := reg("d") // the connection broke, but ingress had it: answered while the resend waited
+	l.observe(Answer{ID: "d", Kind: Final, At: at.Add(time.Second)})
+	l.resend(d, &SendError{Code: "connection_reset"})
+	l.sent(d, nil, time.Now())
+
+	classes, _, errs, _ := l.finish()
+	got := classes[classInteractive]
+	if got.Sent != 4 || got.Accepted != 3 || got.SendErrors != 1 || got.Succeeded != 3 || got.Lost != 0 || got.Duplicates != 1 {
+		t.Errorf("sent %d accepted %d send errors %d ok %d lost %d dup %d: want 4, 3, 1, 3, 0, 1",
+			got.Sent, got.Accepted, got.SendErrors, got.Succeeded, got.Lost, got.Duplicates)
+	}
+	if got.Resends != 4 || got.Retried != 3 || got.SucceededFirstAttempt != 1 || got.SuccessRateFirstAttempt != 0.25 || got.SuccessRate != 0.75 {
+		t.Errorf("resends %d retried %d first-attempt ok %d (%v) success %v: want 4, 3, 1 (0.25), 0.75",
+			got.Resends, got.Retried, got.SucceededFirstAttempt, got.SuccessRateFirstAttempt, got.SuccessRate)
+	}
+	if len(errs) != 1 || errs["http_503_unavailable"] != 1 {
+		t.Errorf("errors %v: want the one final refusal", errs)
+	}
+	if r := l.resentCounts(); r["http_503_unavailable"] != 3 || r["connection_reset"] != 1 {
+		t.Errorf("resent after %v: want 3 refusals and 1 reset", r)
+	}
+	if got.LatencyMS.Max < 2990 {
+		t.Errorf("latency max %v ms: want the resent request's 3 s from its intended send", got.LatencyMS.Max)
+	}
+	if n := l.outstanding(); n != 0 {
+		t.Errorf("outstanding %d, want 0", n)
+	}
+}

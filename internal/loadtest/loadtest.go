@@ -127,6 +127,9 @@ type Config struct {
 	Processes func() map[string]int
 	// Faults happen during the run.
 	Faults []Fault
+	// Retry says how requests refused for a passing reason are resent
+	// (retry.go); the zero value sends each request once.
+	Retry Retry
 	// Callers are the CallSenders of calls loads, by Load.Via.
 	Callers map[string]CallSender
 	// CheckStoredOrder reads the requests topics (KafkaOpts, Topics) during
@@ -195,6 +198,10 @@ func (c *Config) defaults() error {
 	if c.Group == "" {
 		c.Group = "switchboard-router"
 	}
+	if c.Retry.Max < 0 {
+		return errors.New("loadtest: retries must not be negative")
+	}
+	c.Retry.defaults()
 	if c.DirectRate == 0 {
 		open := 0.0
 		for _, l := range c.Loads {
@@ -213,12 +220,13 @@ func (c *Config) defaults() error {
 
 // run is the state of one Run.
 type run struct {
-	cfg    *Config
-	led    *ledger
-	begin  time.Time
-	convMu sync.Map // conversation -> *sync.Mutex: a conversation's sends are serialised
-	events []Event
-	evMu   sync.Mutex
+	cfg      *Config
+	led      *ledger
+	begin    time.Time
+	convMu   sync.Map // conversation -> *sync.Mutex: a conversation's sends are serialised
+	events   []Event
+	restarts []restart // faults that ended with their restart; evMu guards it
+	evMu     sync.Mutex
 	// goroutines and loadAvg are the 5-second samples (sampleSlow).
 	goroutines *goroutineWatch
 	slowMu     sync.Mutex
@@ -395,7 +403,12 @@ func (r *run) startFaults(ctx context.Context) *sync.WaitGroup {
 			r.event(f.Name)
 			if err := f.Do(ctx); err != nil {
 				r.event(f.Name + " failed: " + err.Error())
+				return
 			}
+			r.evMu.Lock()
+			r.restarts = append(r.restarts, restart{name: f.Name, at: f.At, end: time.Since(r.begin)})
+			r.evMu.Unlock()
+			r.event("done: " + f.Name)
 		})
 	}
 	return &faults
@@ -439,7 +452,11 @@ func (r *run) report(started, sendEnd time.Time, procs *procWatch, lag *lagWatch
 		DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(), Events: r.events,
 	}
 	classes, direct, errs, series := r.led.finish()
-	rep.Classes, rep.Errors = classes, errs
+	rep.Classes, rep.Errors, rep.Resent = classes, errs, r.led.resentCounts()
+	rep.Retries = cfg.Retry.Max
+	if cfg.Retry.Max > 0 {
+		rep.RetryBudgetS = cfg.Retry.Budget.Seconds()
+	}
 	rep.Series.Classes = series
 	if cfg.ModelURL != "" {
 		rep.Direct = direct
@@ -481,10 +498,43 @@ func (r *run) report(started, sendEnd time.Time, procs *procWatch, lag *lagWatch
 	}
 	rep.Malformed = r.led.badOutcomes(dl)
 	rep.Checks = baseChecks(rep, cfg.AllowDuplicates)
+	if rec := r.recovery(sendEnd); rec != nil {
+		rep.Recovery = rec
+		rep.Checks = append(rep.Checks, recoveryCheck(rec))
+	}
 	if cfg.CheckStoredOrder {
 		rep.Checks = append(rep.Checks, storedChecks(rep)...)
 	}
 	return rep
+}
+
+// recovery computes the recovery after each fault's restart for the
+// interactive class (or the first class of an open-loop load).
+func (r *run) recovery(sendEnd time.Time) *RecoveryReport {
+	r.evMu.Lock()
+	restarts := slices.Clone(r.restarts)
+	r.evMu.Unlock()
+	if len(r.cfg.Faults) == 0 || len(restarts) == 0 {
+		return nil
+	}
+	class := ""
+	for _, l := range r.cfg.Loads {
+		if l.Rate > 0 && (class == "" || l.Class == classInteractive) {
+			class = l.Class
+		}
+	}
+	if class == "" {
+		return nil
+	}
+	var at []time.Duration
+	for _, f := range r.cfg.Faults {
+		at = append(at, f.At)
+	}
+	rec := recovery(r.led.samples(class), r.cfg.Warmup, at, restarts, sendEnd.Sub(r.begin))
+	if rec != nil {
+		rec.Class = class
+	}
+	return rec
 }
 
 func hasBad(loads []Load) bool {
@@ -571,7 +621,7 @@ func (r *run) openLoop(ctx context.Context, li int, l Load, wg *sync.WaitGroup) 
 				return
 			}
 			e := r.led.register(l.Class, conv, id, intended)
-			r.led.sent(e, r.cfg.Driver.Send(ctx, r.message(id, conv, l, i)), time.Now())
+			_ = r.sendOne(ctx, e, r.message(id, conv, l, i)) // the ledger has the outcome
 		}()
 	}
 }
@@ -611,9 +661,20 @@ func (r *run) sendBad(ctx context.Context, conv, id, kind string, s RawSender) {
 	r.led.badSent(id, s.SendRaw(ctx, conv, Bad{ID: id, Kind: bare, Model: r.cfg.Model}))
 }
 
+// message is request id of conversation conv; its Idempotency-Key is its
+// ID, unique in the run, so that a resend is the same request.
 func (r *run) message(id, conv string, l Load, i int) Message {
 	return Message{ID: id, Conversation: conv, Lane: l.Lane, Model: r.cfg.Model, Stream: r.cfg.Stream, MaxTokens: r.cfg.MaxTokens,
-		Content: fmt.Sprintf("load test message %d of %s", i, conv)}
+		Content: fmt.Sprintf("load test message %d of %s", i, conv), IdempotencyKey: id}
+}
+
+// sendOne sends the request of entry e, resending it as Config.Retry
+// allows, and records the outcome in the ledger.
+func (r *run) sendOne(ctx context.Context, e *entry, m Message) error {
+	err := r.cfg.Retry.send(ctx, e.intended, func() error { return r.cfg.Driver.Send(ctx, m) },
+		func(refused error) { r.led.resend(e, refused) })
+	r.led.sent(e, err, time.Now())
+	return err
 }
 
 // closedLoop runs l's users: each watches its conversation, then sends,
@@ -659,9 +720,7 @@ func (r *run) closedLoop(ctx context.Context, li int, l Load, wg *sync.WaitGroup
 					}
 				}
 				e := r.led.register(l.Class, conv, id, intended)
-				err := r.cfg.Driver.Send(ctx, r.message(id, conv, l, i))
-				r.led.sent(e, err, time.Now())
-				if err == nil {
+				if err := r.sendOne(ctx, e, r.message(id, conv, l, i)); err == nil {
 					select {
 					case <-e.done:
 					case <-time.After(time.Until(intended.Add(r.cfg.AnswerTimeout))):

@@ -96,6 +96,9 @@ func (d *openaiDriver) Send(ctx context.Context, m Message) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Switchboard-Conversation-Id", m.Conversation)
+	if m.IdempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", m.IdempotencyKey)
+	}
 	if d.key != "" {
 		req.Header.Set("Authorization", "Bearer "+d.key)
 	}
@@ -203,5 +206,6 @@ func openaiSendError(resp *http.Response) error {
 	if json.Unmarshal(b, &e) == nil && e.Error.Code != nil {
 		code = *e.Error.Code
 	}
-	return &SendError{Code: fmt.Sprintf("http_%d_%s", resp.StatusCode, code), Status: resp.StatusCode, Err: errors.New(strings.TrimSpace(string(b)))}
+	return &SendError{Code: fmt.Sprintf("http_%d_%s", resp.StatusCode, code), Status: resp.StatusCode, Err: errors.New(strings.TrimSpace(string(b))),
+		RetryAfter: retryAfterHeader(resp.Header)}
 }

@@ -35,7 +35,16 @@ type Report struct {
 	// model simulator during the run.
 	Direct *DirectReport `json:"direct_model,omitempty"`
 	// Errors counts failed sends and error results by code.
-	Errors    map[string]int            `json:"errors"`
+	Errors map[string]int `json:"errors"`
+	// Retries is the most resends of one request (Config.Retry.Max) and
+	// RetryBudgetS the time bound of a request's resends; Resent counts
+	// the refusals and broken connections answered with a resend, by code
+	// (retry.go).
+	Retries      int            `json:"retries"`
+	RetryBudgetS float64        `json:"retry_budget_s,omitempty"`
+	Resent       map[string]int `json:"resent,omitempty"`
+	// Recovery is the recovery after each fault's restart (recovery.go).
+	Recovery  *RecoveryReport           `json:"recovery,omitempty"`
 	Malformed *MalformedReport          `json:"malformed,omitempty"`
 	Processes map[string]*ProcessReport `json:"processes,omitempty"`
 	Events    []Event                   `json:"events,omitempty"`
@@ -86,7 +95,17 @@ type ClassReport struct {
 	// WorstConversations name the conversations with the most lost,
 	// duplicated and out-of-order answers (at most 10).
 	WorstConversations []ConversationIssue `json:"worst_conversations,omitempty"`
-	SuccessRate        float64             `json:"success_rate"`
+	// SuccessRate is the share of measured requests answered with a final
+	// result, after resends (retry.go); SuccessRateFirstAttempt the share
+	// answered so without a resend: the success before retries, what a
+	// client that does not retry would have seen.
+	SuccessRate             float64 `json:"success_rate"`
+	SuccessRateFirstAttempt float64 `json:"success_rate_first_attempt"`
+	SucceededFirstAttempt   int     `json:"succeeded_first_attempt"`
+	// Resends counts the measured requests' sends after their first;
+	// Retried the measured requests sent more than once.
+	Resends int `json:"resends"`
+	Retried int `json:"retried"`
 	// LatencyMS is end to end, from the intended send time to the final
 	// result's arrival, of successful requests.
 	LatencyMS Percentiles `json:"latency_ms"`
@@ -298,6 +317,10 @@ func (r *Report) WriteSummary(w io.Writer) {
 		fmt.Fprintf(w, "-- %s (%s lane): %s, achieved %.1f/s\n", name, c.Lane, load, c.AchievedRate)
 		fmt.Fprintf(w, "   sent %d (measured %d), accepted %d, send errors %d, answered %d: ok %d, error results %d; success %.3f%%\n",
 			c.Sent, c.Measured, c.Accepted, c.SendErrors, c.Answered, c.Succeeded, c.Failed, 100*c.SuccessRate)
+		if r.Retries > 0 {
+			fmt.Fprintf(w, "   retries (at most %d a request, %.0fs): success before retries %.3f%%, after %.3f%%; %d requests resent, %d resends\n",
+				r.Retries, r.RetryBudgetS, 100*c.SuccessRateFirstAttempt, 100*c.SuccessRate, c.Retried, c.Resends)
+		}
 		fmt.Fprintf(w, "   lost %d, duplicates %d, order violations %d (conversations affected: %d, %d, %d of %d)\n",
 			c.Lost, c.Duplicates, c.OrderViolations, c.ConversationsWithLoss, c.ConversationsWithDuplicates,
 			c.ConversationsWithOrderViolations, c.Conversations)
@@ -336,6 +359,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(w, "-- errors by code: %s\n", formatCounts(r.Errors))
 	}
+	if len(r.Resent) > 0 {
+		fmt.Fprintf(w, "-- resent after: %s\n", formatCounts(r.Resent))
+	}
 	if m := r.Malformed; m != nil {
 		fmt.Fprintf(w, "-- malformed: %d sent, %d handled, %d not\n", m.Sent, m.Handled, m.Unhandled)
 		for _, k := range slices.Sorted(maps.Keys(m.ByKind)) {
@@ -344,6 +370,17 @@ func (r *Report) WriteSummary(w io.Writer) {
 	}
 	for _, e := range r.Events {
 		fmt.Fprintf(w, "-- at %5.1fs: %s\n", e.T, e.What)
+	}
+	if rec := r.Recovery; rec != nil {
+		fmt.Fprintf(w, "-- recovery (%s, p99 over %.0fs windows of requests sent after each restart, back within %.1f× the baseline p99 %.1f ms = %.1f ms):\n",
+			rec.Class, rec.WindowS, RecoveryFactor, rec.BaselineP99MS, rec.BoundMS)
+		for _, f := range rec.Faults {
+			after := "not recovered"
+			if f.RecoveredAfterS != nil {
+				after = fmt.Sprintf("recovered after %.0f s", *f.RecoveredAfterS)
+			}
+			fmt.Fprintf(w, "   restart at %5.1fs: %s; window p99s ms %v; %d failed; %s\n", f.RestartS, after, f.Windows, f.Failed, f.Fault)
+		}
 	}
 	if len(r.Processes) > 0 {
 		fmt.Fprintf(w, "-- processes:\n")

@@ -16,11 +16,14 @@ func sampleReport(scenario string, p99 float64, lost int) *Report {
 		Driver: "http", Reader: "sse", DurationS: 20, WarmupS: 3, Settings: map[string]string{"rate": "1000"},
 		Classes: map[string]*ClassReport{
 			"interactive": {Lane: "interactive", Mode: "open", OfferedRate: 1000, AchievedRate: 998, Sent: 20000, Measured: 17000, Accepted: 17000,
-				Succeeded: 17000, Lost: lost, SuccessRate: 1, LatencyMS: Percentiles{Count: 17000, P50: 210, P90: 220, P99: p99, P999: p99 + 5, Max: p99 + 10},
+				Succeeded: 17000, Lost: lost, SuccessRate: 1, SuccessRateFirstAttempt: 0.9876, Resends: 250, Retried: 211, LatencyMS: Percentiles{Count: 17000, P50: 210, P90: 220, P99: p99, P999: p99 + 5, Max: p99 + 10},
 				OverLimitMS: Percentiles{Count: 17000, P50: 4, P90: 6, P99: 9, P999: 12, Max: 15}},
 			"batch": {Lane: "batch", Mode: "closed", Users: 10},
 		},
-		Errors:    map[string]int{"http_503_unavailable": 2},
+		Errors:  map[string]int{"http_503_unavailable": 2},
+		Retries: 10, RetryBudgetS: 30, Resent: map[string]int{"http_503_unavailable": 250},
+		Recovery: &RecoveryReport{Class: "interactive", BaselineP99MS: 230, BoundMS: 345, WindowS: 1, TargetS: 5,
+			Faults: []FaultRecovery{{Fault: "kill -9 router-worker", AtS: 4, RestartS: 5.2, RecoveredAfterS: new(2.0), Windows: []float64{900, 400, 300, 250, 240}, Failed: 7}}},
 		Processes: map[string]*ProcessReport{ProcRouter: {CPUSeconds: 5, CPUPerRequestMS: 0.3, MaxRSSMB: 40}},
 		Events:    []Event{{T: 4, What: "kill -9 router-worker"}},
 		Series: Series{
@@ -92,6 +95,9 @@ func TestCompare(t *testing.T) {
 	if _, ok := metrics["router-worker CPU ms/request"]; !ok {
 		t.Error("no per-process CPU metric")
 	}
+	if m := metrics["success before retries %"]; m.A != 98.76 {
+		t.Errorf("success before retries %+v, want 98.76 %%", m)
+	}
 	var buf bytes.Buffer
 	WriteComparison(&buf, a, b, "a.json", "b.json")
 	for _, want := range []string{"== baseline / interactive", "e2e p99 ms", "+100.00", "worse", "only in A"} {
@@ -109,7 +115,7 @@ func TestHTMLIsSelfContained(t *testing.T) {
 	}
 	h := buf.String()
 	for _, want := range []string{"<svg", "End-to-end latency", "Throughput", "Consumer lag", "Errors per second", "kill -9 router-worker",
-		"loaded machine", "test &lt;run&gt;", `class="fail"`} {
+		"loaded machine", "test &lt;run&gt;", `class="fail"`, "success before retries", "98.760 %", "Recovery (interactive)", "<td>2</td><td>7</td>"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("HTML lacks %q", want)
 		}
@@ -128,7 +134,9 @@ func TestSummaryMentionsEverything(t *testing.T) {
 	var buf bytes.Buffer
 	sampleReport("baseline", 230, 1).WriteSummary(&buf)
 	for _, want := range []string{"== baseline", "loaded machine", "offered 1000.0/s", "p99    230.0", "lost 1", "http_503_unavailable=2",
-		"router-worker", "[FAIL] interactive: nothing lost", "lag switchboard.requests.interactive: peak 300", "over limit"} {
+		"router-worker", "[FAIL] interactive: nothing lost", "lag switchboard.requests.interactive: peak 300", "over limit",
+		"success before retries 98.760%, after 100.000%; 211 requests resent, 250 resends", "resent after: http_503_unavailable=250",
+		"recovered after 2 s; window p99s ms [900 400 300 250 240]; 7 failed"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, buf.String())
 		}

@@ -61,7 +61,19 @@ type Params struct {
 	CapacityMaxSteps              int
 	CapacitySLOMS                 int
 	CapacityMinSuccess            float64
+	// Retries is the most resends of a refused request (retry.go);
+	// negative: the scenario's default (chaos ChaosRetries, the others
+	// none). Unlike the other fields, 0 means no resends; DefaultParams
+	// has -1. RetryBudget bounds a request's resends in time (default
+	// 30s from its intended send time).
+	Retries     int
+	RetryBudget time.Duration
 }
+
+// ChaosRetries is the chaos scenario's default of Params.Retries: the
+// load test resends refused requests as the README tells clients to, and
+// reports success before and after the resends.
+const ChaosRetries = 10
 
 // DefaultParams are the bench suite's settings.
 func DefaultParams() Params {
@@ -72,7 +84,7 @@ func DefaultParams() Params {
 		ChaosDown: time.Second, ModelLatency: 200 * time.Millisecond, ModelJitter: 20 * time.Millisecond, Stream: true,
 		SoakUsers: 500, SoakThink: time.Second, SoakDuration: time.Hour,
 		CapacityStart: 200, CapacityFactor: 1.2, CapacityStepTime: 20 * time.Second, CapacityMaxSteps: 16,
-		CapacitySLOMS: 120, CapacityMinSuccess: 0.999,
+		CapacitySLOMS: 120, CapacityMinSuccess: 0.999, Retries: -1,
 	}
 }
 
@@ -84,6 +96,8 @@ type Scenario struct {
 	NeedsStack bool
 	// Explicit scenarios run only when named, not in "all" (long runs).
 	Explicit bool
+	// retries is the scenario's default of Params.Retries.
+	retries int
 	// stack adjusts the stack for the scenario (e.g. a long model tail).
 	stack func(p Params, c *StackConfig)
 	// callers name the CallSenders (NewCallSender) the scenario's loads
@@ -130,7 +144,7 @@ func Scenarios() []Scenario {
 				}
 			}},
 		{Name: "chaos", Description: "baseline while router-worker, egress and devbroker (or one node of a local Apache Kafka cluster) are killed with SIGKILL and restarted, and the model backend goes down",
-			NeedsStack: true,
+			NeedsStack: true, retries: ChaosRetries,
 			build: func(p Params, c *Config, st *Stack) {
 				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
 				c.AllowDuplicates = true
@@ -389,7 +403,7 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 		Scenario: s.Name, Description: s.Description, Label: sc.Label, Command: sc.Command,
 		Driver: drv, Reader: rd, Duration: p.Duration, Warmup: p.Warmup, Drain: sc.Drain, Stream: p.Stream,
 		ModelURL: ep.ModelsimURL, KafkaOpts: kopts, Topics: ep.Kafka.Topics, Group: group,
-		Progress: sc.Progress.W, ProgressTTY: sc.Progress.TTY,
+		Progress: sc.Progress.W, ProgressTTY: sc.Progress.TTY, Retry: p.retry(s),
 	}
 	if s.Name == "malformed" && len(kopts) > 0 && sc.Driver != nameKafka {
 		kd, err := newKafkaDriver(kopts, ep.Kafka.Topics, ep.Tenant)
@@ -431,6 +445,15 @@ func runScenario(ctx context.Context, sc SuiteConfig, s Scenario) (*Report, erro
 	}
 	scenarioChecks(ctx, s, st, rep)
 	return rep, nil
+}
+
+// retry is the scenario's retry policy under p.
+func (p Params) retry(s Scenario) Retry {
+	r := Retry{Max: p.Retries, Budget: p.RetryBudget}
+	if r.Max < 0 {
+		r.Max = s.retries
+	}
+	return r
 }
 
 // metricsURLs are the admin URLs of every service instance of st, by
@@ -490,6 +513,10 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 	}
 	if sc.Stack.Bin != "" {
 		m["instances"] = stackInstances(sc.Stack).String()
+	}
+	if rt := p.retry(s); rt.Max > 0 {
+		rt.defaults()
+		m["retries"], m["retry_budget"] = fmt.Sprint(rt.Max), rt.Budget.String()
 	}
 	switch s.Name {
 	case "baseline", "long-tail", "batch", "mixed", "chaos", "capacity":

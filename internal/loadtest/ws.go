@@ -77,6 +77,9 @@ func (d *wsDriver) exchange(ctx context.Context, c *websocket.Conn, ms []Message
 		index[id] = i
 		frame := requestFields(m)
 		frame["type"], frame["id"], frame["conversation_id"] = "submit", id, m.Conversation
+		if m.IdempotencyKey != "" {
+			frame["idempotency_key"] = m.IdempotencyKey
+		}
 		b, _ := json.Marshal(frame)
 		if err := c.Write(ctx, websocket.MessageText, b); err != nil {
 			fillUnanswered(errs, index, &SendError{Code: transportCode(err), Err: err})
@@ -90,10 +93,11 @@ func (d *wsDriver) exchange(ctx context.Context, c *websocket.Conn, ms []Message
 			return true
 		}
 		var rep struct {
-			Type   string `json:"type"`
-			ID     string `json:"id"`
-			Status int    `json:"status"`
-			Error  *struct {
+			Type         string `json:"type"`
+			ID           string `json:"id"`
+			Status       int    `json:"status"`
+			RetryAfterMS int64  `json:"retry_after_ms"`
+			Error        *struct {
 				Code    string `json:"code"`
 				Message string `json:"message"`
 			} `json:"error"`
@@ -111,7 +115,8 @@ func (d *wsDriver) exchange(ctx context.Context, c *websocket.Conn, ms []Message
 		switch {
 		case rep.Type == "ack":
 		case rep.Error != nil:
-			errs[i] = &SendError{Code: fmt.Sprintf("ws_%d_%s", rep.Status, rep.Error.Code), Status: rep.Status, Err: errors.New(rep.Error.Message)}
+			errs[i] = &SendError{Code: fmt.Sprintf("ws_%d_%s", rep.Status, rep.Error.Code), Status: rep.Status, Err: errors.New(rep.Error.Message),
+				RetryAfter: time.Duration(rep.RetryAfterMS) * time.Millisecond}
 		default:
 			errs[i] = &SendError{Code: "ws_bad_frame", Err: fmt.Errorf("unexpected frame %q", data)}
 		}
@@ -157,11 +162,11 @@ func (d *wsDriver) get(ctx context.Context) (*websocket.Conn, error) {
 	c, resp, err := websocket.Dial(ctx, d.url, &websocket.DialOptions{HTTPHeader: h}) //nolint:bodyclose // the upgrade's response has no body to close
 	if err != nil {
 		d.put(nil, true)
-		code := transportCode(err)
+		se := &SendError{Code: transportCode(err), Err: err}
 		if resp != nil {
-			code = fmt.Sprintf("ws_upgrade_%d", resp.StatusCode)
+			se.Code, se.Status, se.RetryAfter = fmt.Sprintf("ws_upgrade_%d", resp.StatusCode), resp.StatusCode, retryAfterHeader(resp.Header)
 		}
-		return nil, &SendError{Code: code, Err: err}
+		return nil, se
 	}
 	c.SetReadLimit(1 << 20)
 	return c, nil
