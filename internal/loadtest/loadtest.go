@@ -661,11 +661,18 @@ func (r *run) sendBad(ctx context.Context, conv, id, kind string, s RawSender) {
 	r.led.badSent(id, s.SendRaw(ctx, conv, Bad{ID: id, Kind: bare, Model: r.cfg.Model}))
 }
 
-// message is request id of conversation conv; its Idempotency-Key is its
-// ID, unique in the run, so that a resend is the same request.
+// message is request id of conversation conv. When the run resends
+// (Config.Retry), its Idempotency-Key is its ID, unique in the run, so
+// that a resend is the same request, as a client that retries must send
+// one; a run that does not resend sends none, so that its figures compare
+// with runs made before retries existed (a key costs ingress a lookup).
 func (r *run) message(id, conv string, l Load, i int) Message {
-	return Message{ID: id, Conversation: conv, Lane: l.Lane, Model: r.cfg.Model, Stream: r.cfg.Stream, MaxTokens: r.cfg.MaxTokens,
-		Content: fmt.Sprintf("load test message %d of %s", i, conv), IdempotencyKey: id}
+	m := Message{ID: id, Conversation: conv, Lane: l.Lane, Model: r.cfg.Model, Stream: r.cfg.Stream, MaxTokens: r.cfg.MaxTokens,
+		Content: fmt.Sprintf("load test message %d of %s", i, conv)}
+	if r.cfg.Retry.Max > 0 {
+		m.IdempotencyKey = id
+	}
+	return m
 }
 
 // sendOne sends the request of entry e, resending it as Config.Retry
