@@ -21,7 +21,7 @@ const (
 	DefaultTimeout            = 60 * time.Second
 	DefaultConnectTimeout     = 5 * time.Second
 	DefaultBreakerFailures    = 5
-	DefaultBreakerOpenFor     = 10 * time.Second
+	DefaultBreakerOpenFor     = 2 * time.Second
 	DefaultBreakerProbes      = 1
 	DefaultCompletionEstimate = 256
 )
