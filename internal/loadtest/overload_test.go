@@ -1,0 +1,146 @@
+package loadtest
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// overloadReport builds a step's report: offered req/s, sent, accepted and
+// shed (HTTP 503) requests of which measured and succeeded, an end-to-end
+// p99, and the services' cores.
+func overloadReport(offered float64, sent, accepted, shed, measured, succeeded int, p99 float64, cores float64) *Report {
+	return &Report{
+		DurationS: 30, WarmupS: 3,
+		Classes: map[string]*ClassReport{classInteractive: {OfferedRate: offered, Sent: sent, Accepted: accepted,
+			SendErrors: shed + 2, Measured: measured, Succeeded: succeeded,
+			LatencyMS: Percentiles{Count: int64(succeeded), P50: p99 / 2, P99: p99}, OverLimitMS: Percentiles{P50: 10, P99: p99 / 4}}},
+		Errors: map[string]int{"http_503_lag_shedding": shed, "connect_refused": 2},
+		Processes: map[string]*ProcessReport{ProcIngress: {AvgCores: 0.25}, ProcRouter: {AvgCores: 0.5}, ProcEgress: {AvgCores: cores - 0.75},
+			ProcModelsim: {AvgCores: 0.3}, "loadtest": {AvgCores: 0.4}},
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-6*max(1, math.Abs(b)) }
+
+// TestOverloadFigures: admitted and shed rates are the offered rate times
+// their shares of the requests sent, goodput the offered rate times the
+// measured requests' success share; only 429/503 refusals count as shed;
+// CPU per answer is the services' cores (not modelsim's or the load
+// test's) over the goodput.
+func TestOverloadFigures(t *testing.T) {
+	r := overloadReport(1600, 48000, 36000, 11998, 43200, 32000, 700, 1.5)
+	r.Series.Classes = map[string]*ClassSeries{classInteractive: {P99MS: []Point{{T: 5, V: 100}, {T: 23, V: 50}, {T: 25, V: 900}, {T: 27, V: 700}, {T: 29, V: 800}, {T: 31, V: 5000}}}}
+	o := overloadFigures(1.6, r)
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"admitted", o.Admitted, 1200},
+		{"shed", o.Shed, 1600 * 11998.0 / 48000},
+		{"goodput", o.Goodput, 1600 * 32000.0 / 43200},
+		{"stack cores", o.StackCores, 1.5},
+		{"total cores", o.TotalCores, 2.2},
+		{"cpu per answer", o.CPUPerAnswerMS, 1500 / (1600 * 32000.0 / 43200)},
+		// last quarter of [3, 30] s: from 23.25 s; 23 s is before it, 31 s past the end
+		{"late p99", o.LateP99MS, 800},
+	} {
+		if !near(c.got, c.want) {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if o.ShedCount != 11998 || o.OtherErrors != 2 || o.ShedCodes["connect_refused"] != 0 {
+		t.Errorf("shed %d (codes %v), other errors %d; want 11998 shed, 2 others", o.ShedCount, o.ShedCodes, o.OtherErrors)
+	}
+}
+
+func TestIsShed(t *testing.T) {
+	for code, want := range map[string]bool{
+		"http_503_lag_shedding": true, "http_429_rate_limited": true, "ws_503_unavailable": true, "grpc_503_lag_shedding": true,
+		"grpc_unavailable": true, "grpc_resource_exhausted": true,
+		"http_500_internal": false, "http_400_bad_request": false, "connect_refused": false, "timeout": false, "result_model_error": false,
+		"http_5030_x": false,
+	} {
+		if got := isShed(code); got != want {
+			t.Errorf("isShed(%q) = %v, want %v", code, got, want)
+		}
+	}
+}
+
+// TestOverloadChecks: goodput is judged against the best step's, the
+// admitted p99 against the lowest factor's step's times the bound factor,
+// whatever order the steps ran in.
+func TestOverloadChecks(t *testing.T) {
+	p := DefaultParams()
+	steps := func(goodput16, p99x16 float64) []*Report {
+		rs := []*Report{
+			overloadReport(1440, 43200, 43000, 200, 38880, 38800, 500, 1.6), // 1.2×: the peak
+			overloadReport(1200, 36000, 36000, 0, 32400, 32400, 400, 1.5),   // 1.0×: the latency reference
+			overloadReport(1920, 57600, 40000, 17600, 51840, int(goodput16/1920*51840), p99x16, 1.6),
+		}
+		for i, f := range []float64{1.2, 1, 1.6} {
+			rs[i].Overload = overloadFigures(f, rs[i])
+		}
+		return rs
+	}
+	check := func(rs []*Report, prefix string) Check {
+		t.Helper()
+		for _, c := range rs[len(rs)-1].Checks {
+			if strings.HasPrefix(c.Name, prefix) {
+				return c
+			}
+		}
+		t.Fatalf("no check %q in %v", prefix, rs[len(rs)-1].Checks)
+		return Check{}
+	}
+	for _, c := range []struct {
+		name                string
+		goodput16, p99x16   float64
+		wantGood, wantBound bool
+	}{
+		{"holds", 1400, 800, true, true},
+		{"goodput collapses", 1300, 800, false, true}, // 1300/1436 = 90.5 %
+		{"latency grows", 1400, 801, true, false},     // 2 × 400 ms
+		{"both", 900, 5000, false, false},
+	} {
+		rs := steps(c.goodput16, c.p99x16)
+		overloadChecks(p, rs)
+		if g := check(rs, "overload: goodput").Pass; g != c.wantGood {
+			t.Errorf("%s: goodput check %v, want %v (%s)", c.name, g, c.wantGood, check(rs, "overload: goodput").Detail)
+		}
+		if b := check(rs, "overload: admitted").Pass; b != c.wantBound {
+			t.Errorf("%s: latency check %v, want %v (%s)", c.name, b, c.wantBound, check(rs, "overload: admitted").Detail)
+		}
+		if got := rs[0].Overload.GoodputOfPeak; !near(got, 1) {
+			t.Errorf("%s: the peak step's share = %v, want 1", c.name, got)
+		}
+		for i, r := range rs {
+			if !slices.ContainsFunc(r.Checks, func(ch Check) bool { return strings.HasPrefix(ch.Name, "overload: step") }) {
+				t.Errorf("%s: step %d has no figures check", c.name, i+1)
+			}
+		}
+	}
+}
+
+func TestOverloadParams(t *testing.T) {
+	if err := DefaultParams().validate([]string{"overload"}); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for name, mod := range map[string]func(*Params){
+		"no rate":            func(p *Params) { p.OverloadRate = 0 },
+		"no factors":         func(p *Params) { p.OverloadFactors = nil },
+		"zero factor":        func(p *Params) { p.OverloadFactors = []float64{1, 0} },
+		"step within warmup": func(p *Params) { p.OverloadStepTime = p.Warmup },
+		"bound below 1":      func(p *Params) { p.OverloadP99Factor = 0.5 },
+	} {
+		p := DefaultParams()
+		mod(&p)
+		if err := p.validate([]string{"overload"}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if slices.Contains(SuiteNames(), "overload") || !slices.Contains(Names(), "overload") {
+		t.Errorf("all = %v, every scenario = %v: overload only by name", SuiteNames(), Names())
+	}
+}
