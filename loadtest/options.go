@@ -98,7 +98,7 @@ func newOptions(f *daemon.Flags) *options {
 		func(v string) (err error) { p.OverloadFactors, err = parseFactors(v); return err })
 	f.Duration(&p.OverloadStepTime, "overload-step", "overload: how long each step sends (instead of --duration)")
 	f.Int64(&p.OverloadLagHigh, "overload-lag-high", "overload: the stack's ingress --interactive-lag-high (records; the low mark half of it); 0: ingress's default")
-	f.Float64(&p.OverloadP99Factor, "overload-p99-factor", "overload: bound on the admitted requests' end-to-end p99 at every step, as a multiple of the lowest factor's step's")
+	f.Duration(&p.OverloadQueue, "overload-queue", "overload: bound on the admitted requests' end-to-end p99 at every step: the lowest factor's step's p99 plus this much queueing")
 	return o
 }
 

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 )
@@ -17,11 +18,14 @@ import (
 //   - goodput (successful answers per second) at every step past the
 //     sustainable rate (factor above 1) at least overloadMinGoodput of
 //     the peak step's;
-//   - the admitted requests' end-to-end p99 at every step at most
-//     OverloadP99Factor times the first step's (the lowest factor's): the
-//     work the stack takes in is served about as fast as at the
-//     sustainable rate, rather than queueing for as long as the overload
-//     lasts.
+//   - the admitted requests' end-to-end p99 at every step at most the
+//     first step's (the lowest factor's) plus OverloadQueue (default
+//     2 s): the work the stack takes in waits a bounded time, a couple
+//     of seconds of queue, rather than for as long as the overload lasts
+//     (a multiple of the first step's p99 would not do: that p99 is a
+//     few hundred ms, less than one of ingress's one-second lag reads
+//     plus router-worker's one-second commit interval, the delay with
+//     which lag-driven shedding sees a backlog at all).
 
 // overloadMinGoodput is issue 18's target: goodput under overload at least
 // 95 % of the peak.
@@ -35,8 +39,11 @@ type OverloadStep struct {
 	Factor float64 `json:"factor"`
 	// Offered is the measured offered rate; Admitted the share of it
 	// ingress accepted; Shed the share it refused with 429 or 503 (load
-	// shedding, rate and in-flight limits); Goodput the successful
-	// answers to measured requests.
+	// shedding, rate and in-flight limits). Goodput is the successful
+	// answers per second that arrived within the measured window (the
+	// terminal answers of each second, times the measured requests'
+	// success share): what the stack delivered while it was overloaded,
+	// not counting a backlog answered after the load stopped.
 	Offered  float64 `json:"offered_rate"`
 	Admitted float64 `json:"admitted_rate"`
 	Shed     float64 `json:"shed_rate"`
@@ -116,16 +123,32 @@ func overloadFigures(factor float64, rep *Report) *OverloadStep {
 		o.Admitted = c.OfferedRate * float64(c.Accepted) / float64(c.Sent)
 		o.Shed = c.OfferedRate * float64(o.ShedCount) / float64(c.Sent)
 	}
-	if c.Measured > 0 {
-		o.Goodput = c.OfferedRate * float64(c.Succeeded) / float64(c.Measured)
+	if cs := rep.Series.Classes[classInteractive]; cs != nil {
+		if c.Answered > 0 {
+			o.Goodput = windowRate(cs.Answered, rep.WarmupS, rep.DurationS) * float64(c.Succeeded) / float64(c.Answered)
+		}
+		o.LateP99MS = lateMedian(cs.P99MS, rep.WarmupS, rep.DurationS)
 	}
 	if o.Goodput > 0 {
 		o.CPUPerAnswerMS = 1000 * o.StackCores / o.Goodput
 	}
-	if cs := rep.Series.Classes[classInteractive]; cs != nil {
-		o.LateP99MS = lateMedian(cs.P99MS, rep.WarmupS, rep.DurationS)
-	}
 	return o
+}
+
+// windowRate is the mean per second of a per-second series (a point at T
+// counts [T, T+1) s) over the seconds wholly within [from, to).
+func windowRate(pts []Point, from, to float64) float64 {
+	first, last := math.Ceil(from), math.Floor(to)-1
+	if last < first {
+		return 0
+	}
+	sum := 0.0
+	for _, p := range pts {
+		if p.T >= first && p.T <= last {
+			sum += p.V
+		}
+	}
+	return sum / (last - first + 1)
 }
 
 // isShed tells a refusal by load shedding or a limit (429 or 503 from an
@@ -194,7 +217,7 @@ func overloadChecks(p Params, reports []*Report) {
 			o.GoodputOfPeak = o.Goodput / peak.Goodput
 		}
 	}
-	bound := p.OverloadP99Factor * base.LatencyMS.P99
+	bound := base.LatencyMS.P99 + float64(p.OverloadQueue.Milliseconds())
 	goodOK, latOK := true, true
 	var table []string
 	for i, r := range reports {
@@ -215,8 +238,8 @@ func overloadChecks(p Params, reports []*Report) {
 	last.Checks = append(last.Checks,
 		Check{Name: fmt.Sprintf("overload: goodput at every step past the sustainable rate ≥ %.0f%% of the peak", 100*overloadMinGoodput), Pass: goodOK,
 			Detail: fmt.Sprintf("peak %.0f answers/s at %.1f×; lowest share past 1.0× %.1f%%", peak.Goodput, peak.Factor, 100*lowest(steps))},
-		Check{Name: fmt.Sprintf("overload: admitted end-to-end p99 at every step ≤ %g× the %.1f× step's", p.OverloadP99Factor, base.Factor), Pass: latOK,
-			Detail: fmt.Sprintf("bound %.0f ms (%.1f× step's p99 %.0f ms); highest %.0f ms", bound, base.Factor, base.LatencyMS.P99, highestP99(steps))},
+		Check{Name: fmt.Sprintf("overload: admitted end-to-end p99 at every step ≤ the %.1f× step's + %v", base.Factor, p.OverloadQueue), Pass: latOK,
+			Detail: fmt.Sprintf("bound %.0f ms (%.1f× step's p99 %.0f ms + %v); highest %.0f ms", bound, base.Factor, base.LatencyMS.P99, p.OverloadQueue, highestP99(steps))},
 		Check{Name: "overload: steps", Pass: true, Detail: strings.Join(table, " | ")})
 }
 

@@ -7,14 +7,20 @@ import (
 	"testing"
 )
 
-// overloadReport builds a step's report: offered req/s, sent, accepted and
-// shed (HTTP 503) requests of which measured and succeeded, an end-to-end
-// p99, and the services' cores.
-func overloadReport(offered float64, sent, accepted, shed, measured, succeeded int, p99 float64, cores float64) *Report {
+// overloadReport builds a step's report (30 s, the first 3 s warmup):
+// offered req/s, sent, accepted and shed (HTTP 503) requests of which
+// measured and succeeded (all answered), terminal answers in each second,
+// an end-to-end p99, and the services' cores.
+func overloadReport(offered float64, sent, accepted, shed, measured, succeeded int, perSecond, p99, cores float64) *Report {
+	answered := &ClassSeries{}
+	for i := range 40 { // the drain's answers (30 s and later) do not count
+		answered.Answered = append(answered.Answered, Point{T: float64(i), V: perSecond})
+	}
 	return &Report{
 		DurationS: 30, WarmupS: 3,
+		Series: Series{Classes: map[string]*ClassSeries{classInteractive: answered}},
 		Classes: map[string]*ClassReport{classInteractive: {OfferedRate: offered, Sent: sent, Accepted: accepted,
-			SendErrors: shed + 2, Measured: measured, Succeeded: succeeded,
+			SendErrors: shed + 2, Measured: measured, Answered: succeeded, Succeeded: succeeded,
 			LatencyMS: Percentiles{Count: int64(succeeded), P50: p99 / 2, P99: p99}, OverLimitMS: Percentiles{P50: 10, P99: p99 / 4}}},
 		Errors: map[string]int{"http_503_lag_shedding": shed, "connect_refused": 2},
 		Processes: map[string]*ProcessReport{ProcIngress: {AvgCores: 0.25}, ProcRouter: {AvgCores: 0.5}, ProcEgress: {AvgCores: cores - 0.75},
@@ -25,24 +31,30 @@ func overloadReport(offered float64, sent, accepted, shed, measured, succeeded i
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-6*max(1, math.Abs(b)) }
 
 // TestOverloadFigures: admitted and shed rates are the offered rate times
-// their shares of the requests sent, goodput the offered rate times the
-// measured requests' success share; only 429/503 refusals count as shed;
-// CPU per answer is the services' cores (not modelsim's or the load
-// test's) over the goodput.
+// their shares of the requests sent; goodput the terminal answers per
+// second of the measured window (3 to 30 s) times the measured requests'
+// success share; only 429/503 refusals count as shed; CPU per answer is
+// the services' cores (not modelsim's or the load test's) over the
+// goodput.
 func TestOverloadFigures(t *testing.T) {
-	r := overloadReport(1600, 48000, 36000, 11998, 43200, 32000, 700, 1.5)
-	r.Series.Classes = map[string]*ClassSeries{classInteractive: {P99MS: []Point{{T: 5, V: 100}, {T: 23, V: 50}, {T: 25, V: 900}, {T: 27, V: 700}, {T: 29, V: 800}, {T: 31, V: 5000}}}}
+	r := overloadReport(1600, 48000, 36000, 11998, 43200, 32000, 0, 700, 1.5)
+	c := r.Classes[classInteractive]
+	c.Answered = 40000 // 8000 failed
+	cs := r.Series.Classes[classInteractive]
+	cs.Answered = []Point{{T: 2, V: 100000}, {T: 3, V: 1000}, {T: 10, V: 26000}, {T: 29, V: 0}, {T: 30, V: 100000}}
+	cs.P99MS = []Point{{T: 5, V: 100}, {T: 23, V: 50}, {T: 25, V: 900}, {T: 27, V: 700}, {T: 29, V: 800}, {T: 31, V: 5000}}
 	o := overloadFigures(1.6, r)
+	goodput := 27000.0 / 27 * 32000 / 40000
 	for _, c := range []struct {
 		name      string
 		got, want float64
 	}{
 		{"admitted", o.Admitted, 1200},
 		{"shed", o.Shed, 1600 * 11998.0 / 48000},
-		{"goodput", o.Goodput, 1600 * 32000.0 / 43200},
+		{"goodput", o.Goodput, goodput},
 		{"stack cores", o.StackCores, 1.5},
 		{"total cores", o.TotalCores, 2.2},
-		{"cpu per answer", o.CPUPerAnswerMS, 1500 / (1600 * 32000.0 / 43200)},
+		{"cpu per answer", o.CPUPerAnswerMS, 1500 / goodput},
 		// last quarter of [3, 30] s: from 23.25 s; 23 s is before it, 31 s past the end
 		{"late p99", o.LateP99MS, 800},
 	} {
@@ -68,16 +80,16 @@ func TestIsShed(t *testing.T) {
 	}
 }
 
-// TestOverloadChecks: goodput is judged against the best step's, the
-// admitted p99 against the lowest factor's step's times the bound factor,
-// whatever order the steps ran in.
+// TestOverloadChecks: goodput past the sustainable rate is judged against
+// the best step's, the admitted p99 against the lowest factor's step's
+// plus the queue bound, whatever order the steps ran in.
 func TestOverloadChecks(t *testing.T) {
 	p := DefaultParams()
 	steps := func(goodput16, p99x16 float64) []*Report {
 		rs := []*Report{
-			overloadReport(1440, 43200, 43000, 200, 38880, 38800, 500, 1.6), // 1.2×: the peak
-			overloadReport(1200, 36000, 36000, 0, 32400, 32400, 400, 1.5),   // 1.0×: the latency reference
-			overloadReport(1920, 57600, 40000, 17600, 51840, int(goodput16/1920*51840), p99x16, 1.6),
+			overloadReport(1440, 43200, 43000, 200, 38880, 38800, 1436, 500, 1.6), // 1.2×: the peak
+			overloadReport(1200, 36000, 36000, 0, 32400, 32400, 1200, 400, 1.5),   // 1.0×: the latency reference
+			overloadReport(1920, 57600, 40000, 17600, 51840, 40000, goodput16, p99x16, 1.6),
 		}
 		for i, f := range []float64{1.2, 1, 1.6} {
 			rs[i].Overload = overloadFigures(f, rs[i])
@@ -99,9 +111,9 @@ func TestOverloadChecks(t *testing.T) {
 		goodput16, p99x16   float64
 		wantGood, wantBound bool
 	}{
-		{"holds", 1400, 800, true, true},
+		{"holds", 1400, 2400, true, true},
 		{"goodput collapses", 1300, 800, false, true}, // 1300/1436 = 90.5 %
-		{"latency grows", 1400, 801, true, false},     // 2 × 400 ms
+		{"latency grows", 1400, 2401, true, false},    // 400 ms + 2 s
 		{"both", 900, 5000, false, false},
 	} {
 		rs := steps(c.goodput16, c.p99x16)
@@ -132,7 +144,7 @@ func TestOverloadParams(t *testing.T) {
 		"no factors":         func(p *Params) { p.OverloadFactors = nil },
 		"zero factor":        func(p *Params) { p.OverloadFactors = []float64{1, 0} },
 		"step within warmup": func(p *Params) { p.OverloadStepTime = p.Warmup },
-		"bound below 1":      func(p *Params) { p.OverloadP99Factor = 0.5 },
+		"no queue bound":     func(p *Params) { p.OverloadQueue = 0 },
 	} {
 		p := DefaultParams()
 		mod(&p)

@@ -70,12 +70,12 @@ type Params struct {
 	RetryBudget time.Duration
 	// The overload steps (overload.go): OverloadRate (a sustainable
 	// rate) times each of OverloadFactors, each OverloadStepTime long;
-	// the admitted requests' p99 must stay within OverloadP99Factor of
-	// the lowest factor's.
-	OverloadRate      float64
-	OverloadFactors   []float64
-	OverloadStepTime  time.Duration
-	OverloadP99Factor float64
+	// the admitted requests' end-to-end p99 must stay within OverloadQueue
+	// of the lowest factor's step's.
+	OverloadRate     float64
+	OverloadFactors  []float64
+	OverloadStepTime time.Duration
+	OverloadQueue    time.Duration
 	// OverloadLagHigh, when positive, is the stack's ingress
 	// --interactive-lag-high in the overload steps (its low mark half of
 	// it); 0 keeps ingress's default.
@@ -97,7 +97,7 @@ func DefaultParams() Params {
 		SoakUsers: 500, SoakThink: time.Second, SoakDuration: time.Hour,
 		CapacityStart: 200, CapacityFactor: 1.2, CapacityStepTime: 20 * time.Second, CapacityMaxSteps: 16,
 		CapacitySLOMS: 120, CapacityMinSuccess: 0.999, Retries: -1,
-		OverloadRate: 1200, OverloadFactors: []float64{1, 1.2, 1.6}, OverloadStepTime: 30 * time.Second, OverloadP99Factor: 2,
+		OverloadRate: 1200, OverloadFactors: []float64{1, 1.2, 1.6}, OverloadStepTime: 30 * time.Second, OverloadQueue: 2 * time.Second,
 	}
 }
 
@@ -361,8 +361,8 @@ func (p Params) validate(names []string) error {
 			return errors.New("overload: --overload-rate must be positive and --overload-factors a non-empty list of positive factors")
 		case p.OverloadStepTime <= p.Warmup:
 			return fmt.Errorf("overload: --overload-step must be longer than --warmup (%v)", p.Warmup)
-		case p.OverloadP99Factor < 1:
-			return errors.New("overload: --overload-p99-factor must be at least 1")
+		case p.OverloadQueue <= 0:
+			return errors.New("overload: --overload-queue must be positive")
 		case p.OverloadLagHigh < 0:
 			return errors.New("overload: --overload-lag-high must not be negative")
 		}
@@ -587,7 +587,7 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 	case "capacity":
 		m["step_factor"], m["slo_overhead_p99_ms"], m["slo_success"] = fmt.Sprint(p.CapacityFactor), fmt.Sprint(p.CapacitySLOMS), fmt.Sprint(p.CapacityMinSuccess)
 	case "overload":
-		m["sustainable_rate"], m["p99_factor"] = fmt.Sprint(p.OverloadRate), fmt.Sprint(p.OverloadP99Factor)
+		m["sustainable_rate"], m["queue_bound"] = fmt.Sprint(p.OverloadRate), p.OverloadQueue.String()
 		m["interactive_lag_high"] = "ingress default"
 		if p.OverloadLagHigh > 0 {
 			m["interactive_lag_high"] = fmt.Sprint(p.OverloadLagHigh)
