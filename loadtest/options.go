@@ -97,7 +97,8 @@ func newOptions(f *daemon.Flags) *options {
 	f.Func("overload-factors", "1,1.2,1.6", "overload: comma-separated multiples of --overload-rate, one step each",
 		func(v string) (err error) { p.OverloadFactors, err = parseFactors(v); return err })
 	f.Duration(&p.OverloadStepTime, "overload-step", "overload: how long each step sends (instead of --duration)")
-	f.Int64(&p.OverloadLagHigh, "overload-lag-high", "overload: the stack's ingress --interactive-lag-high (records; the low mark half of it); 0: ingress's default")
+	f.Int64(&p.OverloadLagHigh, "overload-lag-high", "overload: the stack's ingress --interactive-lag-high (records); 0: ingress's default")
+	f.Int64(&p.OverloadLagLow, "overload-lag-low", "overload: the stack's ingress --interactive-lag-low (records); 0: half of --overload-lag-high")
 	f.Duration(&p.OverloadQueue, "overload-queue", "overload: bound on the admitted requests' end-to-end p99 at every step: the lowest factor's step's p99 plus this much queueing")
 	return o
 }

@@ -145,6 +145,9 @@ func TestOverloadParams(t *testing.T) {
 		"zero factor":        func(p *Params) { p.OverloadFactors = []float64{1, 0} },
 		"step within warmup": func(p *Params) { p.OverloadStepTime = p.Warmup },
 		"no queue bound":     func(p *Params) { p.OverloadQueue = 0 },
+		"low above high":     func(p *Params) { p.OverloadLagHigh, p.OverloadLagLow = 100, 100 },
+		"low without high":   func(p *Params) { p.OverloadLagLow = 100 },
+		"negative mark":      func(p *Params) { p.OverloadLagHigh = -1 },
 	} {
 		p := DefaultParams()
 		mod(&p)
@@ -154,5 +157,25 @@ func TestOverloadParams(t *testing.T) {
 	}
 	if slices.Contains(SuiteNames(), "overload") || !slices.Contains(Names(), "overload") {
 		t.Errorf("all = %v, every scenario = %v: overload only by name", SuiteNames(), Names())
+	}
+}
+
+// --overload-lag-high and -low reach the stack's ingress beside its
+// default flags; without them ingress keeps its own defaults.
+func TestOverloadStackMarks(t *testing.T) {
+	s, _ := ScenarioByName("overload")
+	p := DefaultParams()
+	var cfg StackConfig
+	s.stack(p, &cfg)
+	if cfg.IngressArgs != nil {
+		t.Errorf("no marks given: ingress args %v, want the stack's defaults (nil)", cfg.IngressArgs)
+	}
+	p.OverloadLagHigh, p.OverloadLagLow = 2400, 1800
+	s.stack(p, &cfg)
+	got := strings.Join(cfg.IngressArgs, " ")
+	for _, want := range []string{"--interactive-lag-high 2400", "--interactive-lag-low 1800", strings.Join(defaultIngressArgs(), " ")} {
+		if !strings.Contains(got, want) {
+			t.Errorf("ingress args %q lack %q", got, want)
+		}
 	}
 }

@@ -76,10 +76,11 @@ type Params struct {
 	OverloadFactors  []float64
 	OverloadStepTime time.Duration
 	OverloadQueue    time.Duration
-	// OverloadLagHigh, when positive, is the stack's ingress
-	// --interactive-lag-high in the overload steps (its low mark half of
-	// it); 0 keeps ingress's default.
-	OverloadLagHigh int64
+	// OverloadLagHigh and OverloadLagLow, when positive, are the stack's
+	// ingress --interactive-lag-high and --interactive-lag-low in the
+	// overload steps; 0 keeps ingress's default (the low mark: half the
+	// high one).
+	OverloadLagHigh, OverloadLagLow int64
 }
 
 // ChaosRetries is the chaos scenario's default of Params.Retries: the
@@ -198,8 +199,9 @@ func Scenarios() []Scenario {
 		{Name: "overload", Explicit: true,
 			Description: "baseline steps at a sustainable rate and past it (1.0, 1.2, 1.6 times), each on a fresh stack: the excess should be shed while goodput holds at least 95% of the peak and admitted requests keep a bounded latency",
 			stack: func(p Params, s *StackConfig) {
-				if p.OverloadLagHigh > 0 {
-					s.IngressArgs = append(defaultIngressArgs(), "--interactive-lag-high", fmt.Sprint(p.OverloadLagHigh))
+				if p.OverloadLagHigh > 0 || p.OverloadLagLow > 0 {
+					s.IngressArgs = append(defaultIngressArgs(), "--interactive-lag-high", fmt.Sprint(p.OverloadLagHigh),
+						"--interactive-lag-low", fmt.Sprint(p.OverloadLagLow))
 				}
 			},
 			build: func(p Params, c *Config, _ *Stack) {
@@ -363,8 +365,8 @@ func (p Params) validate(names []string) error {
 			return fmt.Errorf("overload: --overload-step must be longer than --warmup (%v)", p.Warmup)
 		case p.OverloadQueue <= 0:
 			return errors.New("overload: --overload-queue must be positive")
-		case p.OverloadLagHigh < 0:
-			return errors.New("overload: --overload-lag-high must not be negative")
+		case p.OverloadLagHigh < 0 || p.OverloadLagLow < 0 || (p.OverloadLagLow > 0 && p.OverloadLagLow >= p.OverloadLagHigh):
+			return errors.New("overload: --overload-lag-low and --overload-lag-high must not be negative, and a low mark needs a higher high mark")
 		}
 	}
 	return nil
@@ -588,9 +590,9 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		m["step_factor"], m["slo_overhead_p99_ms"], m["slo_success"] = fmt.Sprint(p.CapacityFactor), fmt.Sprint(p.CapacitySLOMS), fmt.Sprint(p.CapacityMinSuccess)
 	case "overload":
 		m["sustainable_rate"], m["queue_bound"] = fmt.Sprint(p.OverloadRate), p.OverloadQueue.String()
-		m["interactive_lag_high"] = "ingress default"
+		m["interactive_lag_marks"] = "ingress defaults"
 		if p.OverloadLagHigh > 0 {
-			m["interactive_lag_high"] = fmt.Sprint(p.OverloadLagHigh)
+			m["interactive_lag_marks"] = fmt.Sprintf("high %d, low %d (0: half the high one)", p.OverloadLagHigh, p.OverloadLagLow)
 		}
 	case "malformed":
 		m["rate"], m["bad_share"] = fmt.Sprint(p.MalformedRate), fmt.Sprint(p.BadShare)
