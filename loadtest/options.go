@@ -98,6 +98,7 @@ func newOptions(f *daemon.Flags) *options {
 		func(v string) (err error) { p.OverloadFactors, err = parseFactors(v); return err })
 	f.Duration(&p.OverloadStepTime, "overload-step", "overload: how long each step sends (instead of --duration)")
 	f.Int64(&p.OverloadLagHigh, "overload-lag-high", "overload: the stack's ingress --interactive-lag-high (records); 0: ingress's default")
+	f.Duration(&p.OverloadQueueHigh, "overload-queue-high", "overload: the stack's ingress --interactive-queue-high; 0: ingress's default (off)")
 	f.Int64(&p.OverloadLagLow, "overload-lag-low", "overload: the stack's ingress --interactive-lag-low (records); 0: half of --overload-lag-high")
 	f.Duration(&p.OverloadQueue, "overload-queue", "overload: bound on the admitted requests' end-to-end p99 at every step: the lowest factor's step's p99 plus this much queueing")
 	return o

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // overloadReport builds a step's report (30 s, the first 3 s warmup):
@@ -148,6 +149,7 @@ func TestOverloadParams(t *testing.T) {
 		"low above high":     func(p *Params) { p.OverloadLagHigh, p.OverloadLagLow = 100, 100 },
 		"low without high":   func(p *Params) { p.OverloadLagLow = 100 },
 		"negative mark":      func(p *Params) { p.OverloadLagHigh = -1 },
+		"negative queue":     func(p *Params) { p.OverloadQueueHigh = -1 },
 	} {
 		p := DefaultParams()
 		mod(&p)
@@ -160,8 +162,9 @@ func TestOverloadParams(t *testing.T) {
 	}
 }
 
-// --overload-lag-high and -low reach the stack's ingress beside its
-// default flags; without them ingress keeps its own defaults.
+// --overload-lag-high, -low and --overload-queue-high reach the stack's
+// ingress beside its default flags; without them ingress keeps its own
+// defaults.
 func TestOverloadStackMarks(t *testing.T) {
 	s, _ := ScenarioByName("overload")
 	p := DefaultParams()
@@ -170,12 +173,19 @@ func TestOverloadStackMarks(t *testing.T) {
 	if cfg.IngressArgs != nil {
 		t.Errorf("no marks given: ingress args %v, want the stack's defaults (nil)", cfg.IngressArgs)
 	}
-	p.OverloadLagHigh, p.OverloadLagLow = 2400, 1800
+	p.OverloadLagHigh, p.OverloadLagLow, p.OverloadQueueHigh = 2400, 1800, 1500*time.Millisecond
 	s.stack(p, &cfg)
 	got := strings.Join(cfg.IngressArgs, " ")
-	for _, want := range []string{"--interactive-lag-high 2400", "--interactive-lag-low 1800", strings.Join(defaultIngressArgs(), " ")} {
+	for _, want := range []string{"--interactive-lag-high 2400", "--interactive-lag-low 1800", "--interactive-queue-high 1.5s", strings.Join(defaultIngressArgs(), " ")} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ingress args %q lack %q", got, want)
 		}
+	}
+	var queueOnly StackConfig
+	p = DefaultParams()
+	p.OverloadQueueHigh = 2 * time.Second
+	s.stack(p, &queueOnly)
+	if got, want := strings.Join(queueOnly.IngressArgs, " "), strings.Join(append(defaultIngressArgs(), "--interactive-queue-high", "2s"), " "); got != want {
+		t.Errorf("queue mark alone: ingress args %q, want %q", got, want)
 	}
 }

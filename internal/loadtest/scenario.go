@@ -81,6 +81,9 @@ type Params struct {
 	// overload steps; 0 keeps ingress's default (the low mark: half the
 	// high one).
 	OverloadLagHigh, OverloadLagLow int64
+	// OverloadQueueHigh, when positive, is the stack's ingress
+	// --interactive-queue-high in the overload steps.
+	OverloadQueueHigh time.Duration
 }
 
 // ChaosRetries is the chaos scenario's default of Params.Retries: the
@@ -199,9 +202,15 @@ func Scenarios() []Scenario {
 		{Name: "overload", Explicit: true,
 			Description: "baseline steps at a sustainable rate and past it (1.0, 1.2, 1.6 times), each on a fresh stack: the excess should be shed while goodput holds at least 95% of the peak and admitted requests keep a bounded latency",
 			stack: func(p Params, s *StackConfig) {
-				if p.OverloadLagHigh > 0 || p.OverloadLagLow > 0 {
+				if p.OverloadLagHigh > 0 {
 					s.IngressArgs = append(defaultIngressArgs(), "--interactive-lag-high", fmt.Sprint(p.OverloadLagHigh),
 						"--interactive-lag-low", fmt.Sprint(p.OverloadLagLow))
+				}
+				if p.OverloadQueueHigh > 0 {
+					if s.IngressArgs == nil {
+						s.IngressArgs = defaultIngressArgs()
+					}
+					s.IngressArgs = append(s.IngressArgs, "--interactive-queue-high", p.OverloadQueueHigh.String())
 				}
 			},
 			build: func(p Params, c *Config, _ *Stack) {
@@ -365,6 +374,8 @@ func (p Params) validate(names []string) error {
 			return fmt.Errorf("overload: --overload-step must be longer than --warmup (%v)", p.Warmup)
 		case p.OverloadQueue <= 0:
 			return errors.New("overload: --overload-queue must be positive")
+		case p.OverloadQueueHigh < 0:
+			return errors.New("overload: --overload-queue-high must not be negative")
 		case p.OverloadLagHigh < 0 || p.OverloadLagLow < 0 || (p.OverloadLagLow > 0 && p.OverloadLagLow >= p.OverloadLagHigh):
 			return errors.New("overload: --overload-lag-low and --overload-lag-high must not be negative, and a low mark needs a higher high mark")
 		}
@@ -593,6 +604,9 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		m["interactive_lag_marks"] = "ingress defaults"
 		if p.OverloadLagHigh > 0 {
 			m["interactive_lag_marks"] = fmt.Sprintf("high %d, low %d (0: half the high one)", p.OverloadLagHigh, p.OverloadLagLow)
+		}
+		if p.OverloadQueueHigh > 0 {
+			m["interactive_queue_high"] = p.OverloadQueueHigh.String()
 		}
 	case "malformed":
 		m["rate"], m["bad_share"] = fmt.Sprint(p.MalformedRate), fmt.Sprint(p.BadShare)
