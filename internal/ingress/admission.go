@@ -191,6 +191,13 @@ func (a *admission) observe(now time.Time, gl kadm.GroupLag) {
 				break
 			}
 			rate := max(0, float64(commits[lane]-a.commitSum[lane])/dt)
+			if a.drain[lane] == 0 {
+				// The first rate measured starts the average: from zero it
+				// would understate the rate, and overstate the wait the
+				// queue mark judges, for the first few readings.
+				a.drain[lane] = rate
+				continue
+			}
 			a.drain[lane] = 0.5*a.drain[lane] + 0.5*rate
 		}
 	}

@@ -61,3 +61,24 @@ func TestAdmissionQueueMark(t *testing.T) {
 		t.Error("a negative queue mark validated")
 	}
 }
+
+// TestAdmissionQueueMarkAtStart: the first measured drain rate starts the
+// average, so a fresh ingress does not overstate the wait and shed a
+// healthy group (900 records at 1,000/s: 0.9 s, under a 1.5 s mark).
+func TestAdmissionQueueMarkAtStart(t *testing.T) {
+	cfg := AdmissionConfig{InteractiveQueueHigh: 1500 * time.Millisecond}
+	cfg.setDefaults()
+	a := newAdmission(cfg, map[string]string{"interactive": "switchboard.requests.interactive", "batch": "switchboard.requests.batch"},
+		slog.New(slog.DiscardHandler), newMetrics(prometheus.NewRegistry(), func() float64 { return 0 }))
+	now := time.Unix(0, 0)
+	for i := range int64(5) {
+		now = now.Add(time.Second)
+		a.observe(now, lagOf(900, 1000*i, 0, 0))
+		if f := a.check("interactive"); f != nil {
+			t.Fatalf("reading %d: shedding a group 0.9 s behind (drain rate %.0f/s): %s", i+1, a.drain["interactive"], f.message)
+		}
+	}
+	if got := a.drain["interactive"]; got != 1000 {
+		t.Errorf("drain rate %v, want 1000", got)
+	}
+}
