@@ -71,5 +71,6 @@ func define(f *daemon.Flags) (cfg *ingress.Config, tenantsFile *string) {
 	f.Int64(&a.BatchLow, "batch-lag-low", "total lag below which batch requests are admitted again (0: half of --batch-lag-high)")
 	f.Int64(&a.InteractiveHigh, "interactive-lag-high", "interactive lag above which interactive requests are rejected")
 	f.Int64(&a.InteractiveLow, "interactive-lag-low", "interactive lag below which interactive requests are admitted again (0: half of --interactive-lag-high)")
+	f.Duration(&a.InteractiveQueueHigh, "interactive-queue-high", "also shed both lanes while the interactive lag would take longer than this to drain at the group's measured rate, until below half of it; keep it above the model's usual time plus router-worker's --commit-interval (0: off)")
 	return cfg, tenantsFile
 }

@@ -41,7 +41,7 @@ func newOptions(f *daemon.Flags) *options {
 		ext: loadtest.Endpoints{IngressURL: "http://127.0.0.1:8080", EgressURL: "http://127.0.0.1:8081", ModelsimURL: "http://127.0.0.1:8090",
 			IngressGRPC: "127.0.0.1:8083", APIKey: loadtest.DevKey, Tenant: "dev"}}
 	p := &o.params
-	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all ("+strings.Join(loadtest.SuiteNames(), ",")+"); only by name: soak, capacity")
+	f.List(&o.scenarios, "scenarios", "comma-separated scenarios to run, or all ("+strings.Join(loadtest.SuiteNames(), ",")+"); only by name: soak, capacity, overload")
 	f.Bool(&o.stack, "stack", "start a fresh local stack of the real binaries (from --bin) for each scenario; needed by chaos")
 	f.String(&o.bin, "bin", "directory of the binaries for --stack (make build)")
 	f.String(&o.stackKafka, "stack-kafka", "with --stack: the Kafka of the stacks: devbroker (started per scenario), apache (the running local cluster of make kafka-up; chaos kills its node kafka-1), or host:port,... of another cluster; on an existing cluster each scenario uses topics and a group of its own")
@@ -93,7 +93,28 @@ func newOptions(f *daemon.Flags) *options {
 	f.Int(&p.CapacityMaxSteps, "capacity-max-steps", "capacity: at most this many steps")
 	f.Int(&p.CapacitySLOMS, "capacity-slo-ms", "capacity: the SLO's bound on the overhead over the ordered limit at p99")
 	f.Float64(&p.CapacityMinSuccess, "capacity-min-success", "capacity: the SLO's least share of successful requests (0..1)")
+	f.Float64(&p.OverloadRate, "overload-rate", "overload: the sustainable rate (requests per second) the steps multiply, e.g. the capacity scenario's")
+	f.Func("overload-factors", "1,1.2,1.6", "overload: comma-separated multiples of --overload-rate, one step each",
+		func(v string) (err error) { p.OverloadFactors, err = parseFactors(v); return err })
+	f.Duration(&p.OverloadStepTime, "overload-step", "overload: how long each step sends (instead of --duration)")
+	f.Int64(&p.OverloadLagHigh, "overload-lag-high", "overload: the stack's ingress --interactive-lag-high (records); 0: ingress's default")
+	f.Duration(&p.OverloadQueueHigh, "overload-queue-high", "overload: the stack's ingress --interactive-queue-high; 0: ingress's default (off)")
+	f.Int64(&p.OverloadLagLow, "overload-lag-low", "overload: the stack's ingress --interactive-lag-low (records); 0: half of --overload-lag-high")
+	f.Duration(&p.OverloadQueue, "overload-queue", "overload: bound on the admitted requests' end-to-end p99 at every step: the lowest factor's step's p99 plus this much queueing")
 	return o
+}
+
+// parseFactors parses a comma-separated list of numbers.
+func parseFactors(v string) ([]float64, error) {
+	var out []float64
+	for _, s := range strings.Split(v, ",") {
+		f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number", s)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // run runs the suite: exit status 2 when it cannot, 1 when --strict and a

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/switchboard-llm/switchboard/internal/daemon"
 	"github.com/switchboard-llm/switchboard/internal/topicspec"
 )
 
@@ -29,5 +31,21 @@ func TestCheckRouters(t *testing.T) {
 	err = checkRouters(int(most)+1, spec)
 	if err == nil || !strings.Contains(err.Error(), "partitions of the requests topics") {
 		t.Errorf("%d router-workers on %d partitions: err = %v, want one naming the partitions", most+1, most, err)
+	}
+}
+
+// --overload-factors takes a comma-separated list of numbers and refuses
+// anything else.
+func TestOverloadFactorsFlag(t *testing.T) {
+	f := daemon.NewFlags("loadtest")
+	o := newOptions(f)
+	if err := f.Parse([]string{"--overload-factors", "1, 1.5,2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := o.params.OverloadFactors; !slices.Equal(got, []float64{1, 1.5, 2}) {
+		t.Errorf("factors = %v, want [1 1.5 2]", got)
+	}
+	if err := f.Parse([]string{"--overload-factors", "1,x"}, nil); err == nil {
+		t.Error("--overload-factors 1,x accepted")
 	}
 }

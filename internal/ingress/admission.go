@@ -36,6 +36,18 @@ type AdmissionConfig struct {
 	// (records) at which it starts and stops shedding. Defaults 50000 and
 	// 25000.
 	InteractiveHigh, InteractiveLow int64
+	// InteractiveQueueHigh, when positive, is a mark in time beside the
+	// marks in records: the interactive lane (and the batch lane with it,
+	// so batch work is still shed first) also sheds while its lag would
+	// take longer than this to drain at the group's measured commit rate
+	// (lag ÷ drain rate, the wait of a request admitted now), and admits
+	// again below half of it. Unlike a count of records it means the same
+	// for one worker or twelve, and on a machine that got slower. The lag
+	// counts the requests in flight and those finished since the last
+	// commit, so set it well above the model's usual time plus the
+	// commit interval. No drain measured yet: the lane keeps its state.
+	// 0: off.
+	InteractiveQueueHigh time.Duration
 	// MaxRetryAfter caps the Retry-After of a shed request, and is used
 	// when the lag is not draining at all. Default 30s.
 	MaxRetryAfter time.Duration
@@ -66,8 +78,8 @@ func (c *AdmissionConfig) setDefaults() {
 }
 
 func (c *AdmissionConfig) validate() error {
-	if c.Interval < 0 || c.MaxRetryAfter < 0 {
-		return errors.New("ingress: admission interval and max retry-after must not be negative")
+	if c.Interval < 0 || c.MaxRetryAfter < 0 || c.InteractiveQueueHigh < 0 {
+		return errors.New("ingress: admission interval, max retry-after and interactive queue mark must not be negative")
 	}
 	// The low marks default to half their high marks (setDefaults), so
 	// they are checked together with them, after the defaults.
@@ -95,12 +107,14 @@ type admission struct {
 	commitSum  map[string]int64
 	lastRead   time.Time
 	shedding   map[string]bool
+	byLag      map[string]bool // the record marks' state, by lane
+	byQueue    bool            // the interactive queue mark's state
 	lastErrLog time.Time
 }
 
 func newAdmission(cfg AdmissionConfig, topics map[string]string, log *slog.Logger, m *metrics) *admission {
 	a := &admission{cfg: cfg, topics: map[string]string{}, log: log, metrics: m,
-		lag: map[string]int64{}, drain: map[string]float64{}, commitSum: map[string]int64{}, shedding: map[string]bool{}}
+		lag: map[string]int64{}, drain: map[string]float64{}, commitSum: map[string]int64{}, shedding: map[string]bool{}, byLag: map[string]bool{}}
 	for lane, topic := range topics {
 		a.topics[topic] = lane
 		m.admissionShedding.WithLabelValues(lane).Set(0)
@@ -177,6 +191,13 @@ func (a *admission) observe(now time.Time, gl kadm.GroupLag) {
 				break
 			}
 			rate := max(0, float64(commits[lane]-a.commitSum[lane])/dt)
+			if a.drain[lane] == 0 {
+				// The first rate measured starts the average: from zero it
+				// would understate the rate, and overstate the wait the
+				// queue mark judges, for the first few readings.
+				a.drain[lane] = rate
+				continue
+			}
 			a.drain[lane] = 0.5*a.drain[lane] + 0.5*rate
 		}
 	}
@@ -191,19 +212,41 @@ func (a *admission) observe(now time.Time, gl kadm.GroupLag) {
 		a.metrics.drain.WithLabelValues(lane).Set(a.drain[lane])
 	}
 	total := lag[envelope.LaneInteractive] + lag[envelope.LaneBatch]
-	a.update(envelope.LaneBatch, total, a.cfg.BatchHigh, a.cfg.BatchLow)
-	a.update(envelope.LaneInteractive, lag[envelope.LaneInteractive], a.cfg.InteractiveHigh, a.cfg.InteractiveLow)
+	queued := a.queued(lag[envelope.LaneInteractive], a.drain[envelope.LaneInteractive])
+	a.update(envelope.LaneBatch, total, a.cfg.BatchHigh, a.cfg.BatchLow, queued)
+	a.update(envelope.LaneInteractive, lag[envelope.LaneInteractive], a.cfg.InteractiveHigh, a.cfg.InteractiveLow, queued)
 }
 
-func (a *admission) update(lane string, lag, high, low int64) {
-	was := a.shedding[lane]
-	now := was
-	switch {
-	case !was && lag > high:
-		now = true
-	case was && lag < low:
-		now = false
+// queued updates and returns the interactive queue mark's state
+// (InteractiveQueueHigh) from the interactive lag and drain rate.
+func (a *admission) queued(lag int64, drain float64) bool {
+	q := a.cfg.InteractiveQueueHigh.Seconds()
+	if q <= 0 || drain <= 0 {
+		return a.byQueue
 	}
+	wait := float64(lag) / drain
+	switch {
+	case !a.byQueue && wait > q:
+		a.byQueue = true
+	case a.byQueue && wait < q/2:
+		a.byQueue = false
+	}
+	return a.byQueue
+}
+
+// update sets lane's state: shedding while its lag is between its marks
+// after passing the high one (hysteresis), or while queued.
+func (a *admission) update(lane string, lag, high, low int64, queued bool) {
+	byLag := a.byLag[lane]
+	switch {
+	case !byLag && lag > high:
+		byLag = true
+	case byLag && lag < low:
+		byLag = false
+	}
+	a.byLag[lane] = byLag
+	was := a.shedding[lane]
+	now := byLag || queued
 	if now == was {
 		return
 	}
@@ -215,7 +258,7 @@ func (a *admission) update(lane string, lag, high, low int64) {
 	}
 	a.metrics.admissionShedding.WithLabelValues(lane).Set(v)
 	a.metrics.admissionChanges.WithLabelValues(lane, state).Inc()
-	a.log.Info("admission changed", "lane", lane, "state", state, "lag", lag, "high_mark", high, "low_mark", low)
+	a.log.Info("admission changed", "lane", lane, "state", state, "lag", lag, "high_mark", high, "low_mark", low, "queue_mark", queued)
 }
 
 // check returns the failure for a request on lane while that lane sheds.
@@ -238,6 +281,10 @@ func (a *admission) check(lane string) *failure {
 		behind += a.lag[envelope.LaneBatch]
 		low = a.cfg.BatchLow
 		rate += a.drain[envelope.LaneBatch]
+	}
+	if q := a.cfg.InteractiveQueueHigh.Seconds(); a.byQueue && q > 0 {
+		// Shedding on the queue mark: admitted again below half of it.
+		low = min(low, int64(q/2*a.drain[envelope.LaneInteractive]))
 	}
 	excess := behind - low
 	wait := a.cfg.MaxRetryAfter

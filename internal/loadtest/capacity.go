@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"time"
 )
 
 // The capacity scenario: baseline steps at a rising rate (CapacityStart,
@@ -26,17 +27,10 @@ func capacitySteps(ctx context.Context, sc SuiteConfig, s Scenario) ([]*Report, 
 	var good, first *Report
 	goodRate, rate := 0.0, p.CapacityStart
 	for step := 1; step <= p.CapacityMaxSteps; step++ {
-		stepSc := sc
-		stepSc.Params.Rate, stepSc.Params.Duration = rate, p.CapacityStepTime
-		if sc.Stack.Dir != "" {
-			stepSc.Stack.Dir = filepath.Join(sc.Stack.Dir, fmt.Sprintf("capacity-step%02d", step))
-		}
-		rep, err := runScenario(ctx, stepSc, s)
+		rep, err := runStep(ctx, sc, s, step, rate, p.CapacityStepTime)
 		if err != nil {
-			return reports, fmt.Errorf("step %d (%.0f req/s): %w", step, rate, err)
+			return reports, err
 		}
-		rep.Scenario = fmt.Sprintf("capacity-%02d", step)
-		rep.Settings["rate"] = fmt.Sprintf("%.0f", rate)
 		reports = append(reports, rep)
 		if first == nil {
 			first = rep
@@ -62,6 +56,25 @@ func capacitySteps(ctx context.Context, sc SuiteConfig, s Scenario) ([]*Report, 
 	last.Checks = append(last.Checks, Check{Name: "capacity: highest sustainable rate", Pass: true,
 		Detail: fmt.Sprintf("at least %.0f req/s: every one of the %d steps met the SLO (raise --capacity-max-steps)", goodRate, len(reports))})
 	return reports, nil
+}
+
+// runStep runs step (from 1) of a stepped scenario s (capacity,
+// overload): s's load at rate for d, on a fresh stack when sc starts
+// stacks (under <stack dir>/<s>-stepNN). The report is named <s>-NN and
+// its settings carry the rate.
+func runStep(ctx context.Context, sc SuiteConfig, s Scenario, step int, rate float64, d time.Duration) (*Report, error) {
+	stepSc := sc
+	stepSc.Params.Rate, stepSc.Params.Duration = rate, d
+	if sc.Stack.Dir != "" {
+		stepSc.Stack.Dir = filepath.Join(sc.Stack.Dir, fmt.Sprintf("%s-step%02d", s.Name, step))
+	}
+	rep, err := runScenario(ctx, stepSc, s)
+	if err != nil {
+		return nil, fmt.Errorf("step %d (%.0f req/s): %w", step, rate, err)
+	}
+	rep.Scenario = fmt.Sprintf("%s-%02d", s.Name, step)
+	rep.Settings["rate"] = fmt.Sprintf("%.0f", rate)
+	return rep, nil
 }
 
 // capacitySLO reports whether rep's interactive class met the SLO, and

@@ -56,6 +56,8 @@ type Report struct {
 	// Profiles are the services' CPU and heap profiles of the measured
 	// window (Config.ProfileDir), for go tool pprof.
 	Profiles []string `json:"profiles,omitempty"`
+	// Overload holds an overload step's figures (overload.go).
+	Overload *OverloadStep `json:"overload,omitempty"`
 }
 
 // ClassReport holds the figures of one load class.

@@ -68,6 +68,22 @@ type Params struct {
 	// 30s from its intended send time).
 	Retries     int
 	RetryBudget time.Duration
+	// The overload steps (overload.go): OverloadRate (a sustainable
+	// rate) times each of OverloadFactors, each OverloadStepTime long;
+	// the admitted requests' end-to-end p99 must stay within OverloadQueue
+	// of the lowest factor's step's.
+	OverloadRate     float64
+	OverloadFactors  []float64
+	OverloadStepTime time.Duration
+	OverloadQueue    time.Duration
+	// OverloadLagHigh and OverloadLagLow, when positive, are the stack's
+	// ingress --interactive-lag-high and --interactive-lag-low in the
+	// overload steps; 0 keeps ingress's default (the low mark: half the
+	// high one).
+	OverloadLagHigh, OverloadLagLow int64
+	// OverloadQueueHigh, when positive, is the stack's ingress
+	// --interactive-queue-high in the overload steps.
+	OverloadQueueHigh time.Duration
 }
 
 // ChaosRetries is the chaos scenario's default of Params.Retries: the
@@ -85,6 +101,7 @@ func DefaultParams() Params {
 		SoakUsers: 500, SoakThink: time.Second, SoakDuration: time.Hour,
 		CapacityStart: 200, CapacityFactor: 1.2, CapacityStepTime: 20 * time.Second, CapacityMaxSteps: 16,
 		CapacitySLOMS: 120, CapacityMinSuccess: 0.999, Retries: -1,
+		OverloadRate: 1200, OverloadFactors: []float64{1, 1.2, 1.6}, OverloadStepTime: 30 * time.Second, OverloadQueue: 2 * time.Second,
 	}
 }
 
@@ -179,6 +196,23 @@ func Scenarios() []Scenario {
 			}},
 		{Name: "capacity", Explicit: true,
 			Description: "baseline steps at a rate rising 20% a step, each on a fresh stack, until the SLO (overhead over the ordered limit p99, success) breaks: the highest sustainable rate and what limited it first",
+			build: func(p Params, c *Config, _ *Stack) {
+				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
+			}},
+		{Name: "overload", Explicit: true,
+			Description: "baseline steps at a sustainable rate and past it (1.0, 1.2, 1.6 times), each on a fresh stack: the excess should be shed while goodput holds at least 95% of the peak and admitted requests keep a bounded latency",
+			stack: func(p Params, s *StackConfig) {
+				if p.OverloadLagHigh > 0 {
+					s.IngressArgs = append(defaultIngressArgs(), "--interactive-lag-high", fmt.Sprint(p.OverloadLagHigh),
+						"--interactive-lag-low", fmt.Sprint(p.OverloadLagLow))
+				}
+				if p.OverloadQueueHigh > 0 {
+					if s.IngressArgs == nil {
+						s.IngressArgs = defaultIngressArgs()
+					}
+					s.IngressArgs = append(s.IngressArgs, "--interactive-queue-high", p.OverloadQueueHigh.String())
+				}
+			},
 			build: func(p Params, c *Config, _ *Stack) {
 				c.Loads = []Load{{Class: classInteractive, Rate: p.Rate, Conversations: p.Conversations}}
 			}},
@@ -279,8 +313,8 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (*Suite, error) {
 		if !ok {
 			return suite, fmt.Errorf("unknown scenario %q (have %s)", name, strings.Join(scenarioNames(), ", "))
 		}
-		if name == "capacity" {
-			reps, err := capacitySteps(ctx, sc, s)
+		if steps := stepped(name); steps != nil {
+			reps, err := steps(ctx, sc, s)
 			for _, rep := range reps {
 				suite.Reports = append(suite.Reports, rep)
 				if sc.OnReport != nil {
@@ -305,6 +339,18 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (*Suite, error) {
 	return suite, nil
 }
 
+// stepped returns the step runner of a scenario run as several steps on
+// fresh stacks, nil for the others.
+func stepped(name string) func(context.Context, SuiteConfig, Scenario) ([]*Report, error) {
+	switch name {
+	case "capacity":
+		return capacitySteps
+	case "overload":
+		return overloadSteps
+	}
+	return nil
+}
+
 // validate checks the parameters of the long scenarios named.
 func (p Params) validate(names []string) error {
 	if slices.Contains(names, "soak") && (p.SoakUsers <= 0 || p.SoakDuration <= p.Warmup || p.SoakThink < 0) {
@@ -318,6 +364,20 @@ func (p Params) validate(names []string) error {
 			return fmt.Errorf("capacity: --capacity-max-steps must be at least 1 and --capacity-step longer than --warmup (%v)", p.Warmup)
 		case p.CapacitySLOMS <= 0 || p.CapacityMinSuccess <= 0 || p.CapacityMinSuccess > 1:
 			return errors.New("capacity: --capacity-slo-ms must be positive and --capacity-min-success in (0, 1]")
+		}
+	}
+	if slices.Contains(names, "overload") {
+		switch {
+		case p.OverloadRate <= 0 || len(p.OverloadFactors) == 0 || slices.ContainsFunc(p.OverloadFactors, func(f float64) bool { return f <= 0 }):
+			return errors.New("overload: --overload-rate must be positive and --overload-factors a non-empty list of positive factors")
+		case p.OverloadStepTime <= p.Warmup:
+			return fmt.Errorf("overload: --overload-step must be longer than --warmup (%v)", p.Warmup)
+		case p.OverloadQueue <= 0:
+			return errors.New("overload: --overload-queue must be positive")
+		case p.OverloadQueueHigh < 0:
+			return errors.New("overload: --overload-queue-high must not be negative")
+		case p.OverloadLagHigh < 0 || p.OverloadLagLow < 0 || (p.OverloadLagLow > 0 && p.OverloadLagLow >= p.OverloadLagHigh):
+			return errors.New("overload: --overload-lag-low and --overload-lag-high must not be negative, and a low mark needs a higher high mark")
 		}
 	}
 	return nil
@@ -519,7 +579,7 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		m["retries"], m["retry_budget"] = fmt.Sprint(rt.Max), rt.Budget.String()
 	}
 	switch s.Name {
-	case "baseline", "long-tail", "batch", "mixed", "chaos", "capacity":
+	case "baseline", "long-tail", "batch", "mixed", "chaos", "capacity", "overload":
 		m["rate"] = fmt.Sprint(p.Rate)
 		m["conversations"] = fmt.Sprint(p.Conversations)
 	}
@@ -539,6 +599,15 @@ func settings(p Params, s Scenario, sc SuiteConfig) map[string]string {
 		m["duration"], m["users"], m["think"] = p.SoakDuration.String(), fmt.Sprint(p.SoakUsers), p.SoakThink.String()
 	case "capacity":
 		m["step_factor"], m["slo_overhead_p99_ms"], m["slo_success"] = fmt.Sprint(p.CapacityFactor), fmt.Sprint(p.CapacitySLOMS), fmt.Sprint(p.CapacityMinSuccess)
+	case "overload":
+		m["sustainable_rate"], m["queue_bound"] = fmt.Sprint(p.OverloadRate), p.OverloadQueue.String()
+		m["interactive_lag_marks"] = "ingress defaults"
+		if p.OverloadLagHigh > 0 {
+			m["interactive_lag_marks"] = fmt.Sprintf("high %d, low %d (0: half the high one)", p.OverloadLagHigh, p.OverloadLagLow)
+		}
+		if p.OverloadQueueHigh > 0 {
+			m["interactive_queue_high"] = p.OverloadQueueHigh.String()
+		}
 	case "malformed":
 		m["rate"], m["bad_share"] = fmt.Sprint(p.MalformedRate), fmt.Sprint(p.BadShare)
 	}

@@ -55,13 +55,18 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		cfg.CommonArgs = defaultCommonArgs()
 	}
 	if cfg.IngressArgs == nil {
-		// One client address and one tenant with thousands of connections:
-		// the per-address and per-tenant caps, meant for many clients, are
-		// lifted.
-		cfg.IngressArgs = []string{"--max-conns-per-addr", "-1", "--max-conns-per-tenant", "-1"}
+		cfg.IngressArgs = defaultIngressArgs()
 	}
 	cfg.NoIngressGRPC, cfg.EgressGRPC = false, true
 	return stack.Start(ctx, cfg)
+}
+
+// defaultIngressArgs are ingress's flags in a load test's stack unless the
+// configuration says otherwise: one client address and one tenant with
+// thousands of connections, so the per-address and per-tenant caps, meant
+// for many clients, are lifted.
+func defaultIngressArgs() []string {
+	return []string{"--max-conns-per-addr", "-1", "--max-conns-per-tenant", "-1"}
 }
 
 // defaultCommonArgs are the flags every service of a load test's stack
