@@ -84,9 +84,9 @@ const maxCursorLen = 128
 // position always gives the same token and no nonce is ever reused for two
 // different plaintexts.
 type cursorCodec struct {
-	aead cipher.AEAD
-	mac  []byte
-	macs sync.Pool // of HMAC-SHA256 states keyed with mac: a cursor per event is sealed
+	aead    cipher.AEAD
+	mac     []byte
+	scratch sync.Pool // of *sealState
 }
 
 // newCursorCodec derives the codec's keys from secret (HKDF-SHA256). Every
@@ -109,7 +109,7 @@ func newCursorCodec(secret []byte) (*cursorCodec, error) {
 		return nil, err
 	}
 	k := &cursorCodec{aead: aead, mac: keys[32:]}
-	k.macs.New = func() any { return hmac.New(sha256.New, k.mac) }
+	k.scratch.New = func() any { return &sealState{mac: hmac.New(sha256.New, k.mac)} }
 	return k, nil
 }
 
@@ -128,7 +128,9 @@ func cursorAAD(tenant, conv string) []byte {
 // seal returns c's token for tenant's stream of conv: the first format
 // when c is not located, so that a position has one token.
 func (k *cursorCodec) seal(tenant, conv string, c cursor) string {
-	var plain [cursorLenV2 + cursorLenHeld]byte
+	st := k.scratch.Get().(*sealState) // its buffers would escape to the heap through the interfaces below
+	defer k.scratch.Put(st)
+	plain := st.plain[:]
 	binary.BigEndian.PutUint32(plain[:4], uint32(c.partition))
 	binary.BigEndian.PutUint64(plain[4:], uint64(c.offset))
 	n, prefix := cursorLenV1, cursorPrefix
@@ -142,19 +144,24 @@ func (k *cursorCodec) seal(tenant, conv string, c cursor) string {
 		binary.BigEndian.PutUint64(plain[n:], uint64(c.held))
 		n += cursorLenHeld
 	}
-	var aadBuf [128]byte
-	aad := append(append(append(aadBuf[:0], tenant...), 0), conv...)
-	m := k.macs.Get().(hash.Hash)
-	m.Reset()
-	m.Write(aad)
-	m.Write(plain[:n])
-	var sum [sha256.Size + cursorLenV2 + cursorLenHeld + 16]byte // the nonce, then the sealed text
-	nonce := m.Sum(sum[:0])[:k.aead.NonceSize()]
-	k.macs.Put(m)
-	out := k.aead.Seal(nonce, nonce, plain[:n], aad)
-	var text [len(cursorPrefixV2) + (len(sum)*4+2)/3]byte
-	t := append(text[:0], prefix...)
-	return string(base64.RawURLEncoding.AppendEncode(t, out))
+	st.aad = append(append(append(st.aad[:0], tenant...), 0), conv...)
+	st.mac.Reset()
+	st.mac.Write(st.aad)
+	st.mac.Write(plain[:n])
+	nonce := st.mac.Sum(st.sum[:0])[:k.aead.NonceSize()] // the nonce, then the sealed text
+	out := k.aead.Seal(nonce, nonce, plain[:n], st.aad)
+	st.text = base64.RawURLEncoding.AppendEncode(append(st.text[:0], prefix...), out)
+	return string(st.text)
+}
+
+// sealState is one seal's scratch: an HMAC state keyed with the codec's
+// MAC key and the buffers, pooled because a cursor is sealed per event.
+type sealState struct {
+	mac   hash.Hash
+	plain [cursorLenV2 + cursorLenHeld]byte
+	sum   [sha256.Size + cursorLenV2 + cursorLenHeld + 16]byte
+	aad   []byte
+	text  []byte
 }
 
 // errCursor is every refused cursor: the client learns only that it is not
